@@ -1,0 +1,62 @@
+"""`snrtune <command> …`: one sub-command per step of the DAG.
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``.
+Only the chosen command's module is imported, so ``snrtune --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from snrtune import __version__
+from snrtune.errors import SnrtuneError
+
+COMMANDS = {
+    "fetch": ("snrtune.fetch", "Make a standard HF model directory from a hub id, a local dir or a GGUF file."),
+    "scan": ("snrtune.scan", "Compute the random-matrix-theory SNR of every weight matrix."),
+    "select": ("snrtune.select", "Select the top t% modules per type by SNR and export trainer configs."),
+    "train": ("snrtune.train", "Fine-tune with spectrum, full, lora, qlora or laser-qlora."),
+    "merge": ("snrtune.merge", "Turn a training run into a standard HF model directory."),
+    "evaluate": ("snrtune.evaluate", "Benchmark a model directory with lm-evaluation-harness."),
+    "report": ("snrtune.report", "Gather runs and evaluations into tables, plots and report.html."),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="snrtune",
+        description="SNR-guided fine-tuning comparison: fetch, scan, select, train, merge, evaluate, report.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items())
+        + "\n\n`snrtune COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"snrtune {__version__}")
+    parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0].startswith("-"):
+        top.parse_args(argv or ["--help"])
+        return 0
+    command = argv[0]
+    if command not in COMMANDS:
+        top.error(f"unknown command {command!r}; expected one of: {', '.join(COMMANDS)}")
+    module_name, help_ = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"snrtune {command}", description=help_)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except SnrtuneError as exc:
+        print(f"snrtune {command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
