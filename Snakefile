@@ -1,0 +1,29 @@
+# snrtune: which fine-tuning method wins for this model and this data?
+#   snakemake --cores 2                                   # the embedded default (config/config.yaml)
+#   snakemake --configfile config/paper.yaml --profile profiles/slurm
+# Layout and commands: docs/workflow.md, docs/artifacts.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# A --configfile replaces the embedded default instead of being merged into it.
+if not workflow.overwrite_configfiles:
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/fetch.smk"
+include: "workflow/rules/scan.smk"
+include: "workflow/rules/select.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/merge.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/report",
+        wc.evaluations(config),
+    default_target: True

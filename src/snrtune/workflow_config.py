@@ -1,0 +1,179 @@
+"""Config logic of the Snakemake workflow: schema validation with defaults, run names, command arguments.
+
+The rules in ``workflow/rules/*.smk`` stay short (inputs, outputs, one ``snrtune`` call); everything
+that decides *what* runs and *with which flags* lives here, so it is tested with pytest.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import shlex
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from snrtune.errors import SnrtuneError
+
+SELECTION_METHODS = ("spectrum", "laser-qlora")
+"""Training methods that train the modules of a selection (and so have a t value)."""
+
+
+# ----------------------------------------------------------------------------------------- config
+
+def _defaults_filling_validator(schema: dict) -> jsonschema.protocols.Validator:
+    """A Draft 2020-12 validator that writes each property's ``default`` into the instance first."""
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def properties_with_defaults(validator, properties, instance, schema_):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema_)
+
+    filling = jsonschema.validators.extend(base, {"properties": properties_with_defaults})
+    return filling(schema)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _error_message(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(k for k in error.instance if k not in allowed)
+        key = _key(list(error.absolute_path) + [unknown[0]]) if unknown else _key(error.absolute_path)
+        return f"config key {key!r}: unknown key; expected one of: {', '.join(allowed)}"
+    return f"config key {_key(error.absolute_path)!r}: {error.message}"
+
+
+def validate_config(config: dict, schema: dict) -> dict:
+    """Fill defaults into ``config`` (in place) and check it against ``schema`` and the cross-key rules.
+
+    Raises SnrtuneError with one line naming the first bad key.
+    """
+    errors = sorted(_defaults_filling_validator(schema).iter_errors(config),
+                    key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise SnrtuneError(_error_message(errors[0]))
+    if any(m in SELECTION_METHODS for m in config["methods"]) and not config["top_percent"]:
+        raise SnrtuneError("config key 'top_percent': methods spectrum and laser-qlora need at least one t value")
+    for name, model in config["models"].items():
+        train_config = model.get("train_config") or config["train"]["config"]
+        key = f"models.{name}.train_config" if model.get("train_config") else "train.config"
+        if train_config and not Path(train_config).is_file():
+            raise SnrtuneError(f"config key {key!r}: file {train_config!r} does not exist")
+    return config
+
+
+def load_schema(path: str | Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+# -------------------------------------------------------------------------------------- run names
+
+def format_t(t: float) -> str:
+    """25 -> '25', 12.5 -> '12.5' (the t as it appears in file names and run ids)."""
+    return str(int(t)) if float(t).is_integer() else str(t)
+
+
+def run_name(method: str, t: float | None, seed: int) -> str:
+    """'spectrum-t25-s0' for methods with a selection, 'qlora-s0' otherwise (docs/artifacts.md)."""
+    if method in SELECTION_METHODS:
+        return f"{method}-t{format_t(t)}-s{seed}"
+    return f"{method}-s{seed}"
+
+
+def parse_run(run: str) -> dict[str, Any]:
+    """Inverse of run_name: {'method', 'top_percent' (a string, or None), 'seed'}."""
+    head, _, seed = run.rpartition("-s")
+    if not head or not seed.isdigit():
+        raise SnrtuneError(f"run name {run!r}: expected METHOD-tT-sSEED or METHOD-sSEED")
+    for method in SELECTION_METHODS:
+        if head.startswith(method + "-t"):
+            return {"method": method, "top_percent": head[len(method) + 2:], "seed": int(seed)}
+    return {"method": head, "top_percent": None, "seed": int(seed)}
+
+
+def runs(config: dict) -> list[str]:
+    """Every training run the config asks for: method × t (selection methods only) × seed."""
+    out = []
+    for method in config["methods"]:
+        ts = config["top_percent"] if method in SELECTION_METHODS else [None]
+        out += [run_name(method, t, seed) for t in ts for seed in config["seeds"]]
+    return out
+
+
+def evaluations(config: dict) -> list[str]:
+    """Every eval.json the workflow produces: each run of each model, plus each base model."""
+    names = (["base"] if config["evaluate"]["base"] else []) + runs(config)
+    return [f"results/{model}/eval/{name}.json" for model in config["models"] for name in names]
+
+
+# ---------------------------------------------------------------------------------------- sources
+
+def resolve_source(source: str) -> str:
+    """'pkg://PACKAGE/REL/PATH' -> the file inside the installed package; anything else unchanged."""
+    if not source.startswith("pkg://"):
+        return source
+    package, _, rel = source[len("pkg://"):].partition("/")
+    try:
+        path = Path(str(importlib.resources.files(package))) / rel
+    except ModuleNotFoundError:
+        raise SnrtuneError(f"source {source!r}: python package {package!r} is not installed") from None
+    if not path.exists():
+        raise SnrtuneError(f"source {source!r}: {path} does not exist in the installed package {package!r}")
+    return str(path)
+
+
+def local_files(source: str | None) -> list[str]:
+    """[path] when ``source`` is a local file or directory (so Snakemake tracks it), else [] (hub id)."""
+    if not source:
+        return []
+    path = resolve_source(source)
+    return [path] if Path(path).exists() else []
+
+
+# ------------------------------------------------------------------------------- command arguments
+
+def flags(**options: Any) -> str:
+    """Command-line flags from keyword options: None/False/'' are left out, True is a bare flag.
+
+    flags(top_percent=25, compat=None, allow_pickle=True) -> '--top-percent 25 --allow-pickle'
+    """
+    out = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None or value is False or value == "" or value == []:
+            continue
+        if value is True:
+            out.append(flag)
+        else:
+            if isinstance(value, (list, tuple)):
+                value = ",".join(str(v) for v in value)
+            out += [flag, shlex.quote(str(value))]
+    return " ".join(out)
+
+
+def launcher(n_gpus: int) -> str:
+    """How a training job starts: ``snrtune`` (one process), or one process per GPU with torchrun."""
+    if n_gpus > 1:
+        return f"torchrun --standalone --nproc_per_node {n_gpus} -m snrtune.cli"
+    return "snrtune"
+
+
+def num_fewshot(tasks: list[dict]) -> str | None:
+    """'arc_challenge=25,hellaswag=10' from the tasks that set num_fewshot (None if none does)."""
+    pairs = [f"{t['name']}={t['num_fewshot']}" for t in tasks if t.get("num_fewshot") is not None]
+    return ",".join(pairs) or None
+
+
+def scaled(value: int, attempt: int, growth: float) -> int:
+    """A memory or runtime request for a retry: value × growth^(attempt-1)."""
+    return int(round(value * growth ** (attempt - 1)))

@@ -1,0 +1,20 @@
+rule select:
+    input:
+        snr="results/{model}/scan/snr.json",
+    output:
+        selection="results/{model}/select/t{t}.yaml",
+    params:
+        extra=wc.flags(types=config["select"]["types"], include=config["select"]["include"],
+                       compat=config["select"]["compat"]),
+        version=VERSION,
+    conda:
+        ENV
+    log:
+        "logs/{model}/select/t{t}.log",
+    benchmark:
+        "results/{model}/benchmarks/select/t{t}.tsv"
+    resources:
+        mem_mb=lambda w, attempt: wc.scaled(1000, attempt, GROWTH),
+        runtime=lambda w, attempt: wc.scaled(10, attempt, GROWTH),
+    shell:
+        "snrtune select {input.snr} --top-percent {wildcards.t} --out {output.selection} {params.extra} > {log} 2>&1"
