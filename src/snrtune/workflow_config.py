@@ -7,7 +7,7 @@ that decides *what* runs and *with which flags* lives here, so it is tested with
 from __future__ import annotations
 
 import copy
-import importlib.resources
+import importlib.util
 import shlex
 from pathlib import Path
 from typing import Any
@@ -52,9 +52,11 @@ def _error_message(error: jsonschema.ValidationError) -> str:
     return f"config key {_key(error.absolute_path)!r}: {error.message}"
 
 
-def validate_config(config: dict, schema: dict) -> dict:
+def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None = None) -> dict:
     """Fill defaults into ``config`` (in place) and check it against ``schema`` and the cross-key rules.
 
+    A relative train config path that is not found in the working directory is looked up in
+    ``workflow_dir`` (the repository), so a run directory elsewhere can use config/train-*.yaml.
     Raises SnrtuneError with one line naming the first bad key.
     """
     errors = sorted(_defaults_filling_validator(schema).iter_errors(config),
@@ -63,12 +65,21 @@ def validate_config(config: dict, schema: dict) -> dict:
         raise SnrtuneError(_error_message(errors[0]))
     if any(m in SELECTION_METHODS for m in config["methods"]) and not config["top_percent"]:
         raise SnrtuneError("config key 'top_percent': methods spectrum and laser-qlora need at least one t value")
-    for name, model in config["models"].items():
-        train_config = model.get("train_config") or config["train"]["config"]
-        key = f"models.{name}.train_config" if model.get("train_config") else "train.config"
-        if train_config and not Path(train_config).is_file():
-            raise SnrtuneError(f"config key {key!r}: file {train_config!r} does not exist")
+    holders = [("train.config", config["train"], "config")]
+    holders += [(f"models.{name}.train_config", model, "train_config") for name, model in config["models"].items()]
+    for key, holder, field in holders:
+        if holder[field]:
+            holder[field] = find_file(holder[field], workflow_dir, key)
     return config
+
+
+def find_file(path: str, workflow_dir: str | Path | None, key: str) -> str:
+    """``path`` if it exists, else the same relative path under ``workflow_dir``; an error names ``key``."""
+    if Path(path).is_file():
+        return path
+    if workflow_dir and not Path(path).is_absolute() and (Path(workflow_dir) / path).is_file():
+        return str(Path(workflow_dir) / path)
+    raise SnrtuneError(f"config key {key!r}: file {path!r} does not exist")
 
 
 def load_schema(path: str | Path) -> dict:
@@ -119,17 +130,17 @@ def evaluations(config: dict) -> list[str]:
 # ---------------------------------------------------------------------------------------- sources
 
 def resolve_source(source: str) -> str:
-    """'pkg://PACKAGE/REL/PATH' -> the file inside the installed package; anything else unchanged."""
+    """'pkg://PACKAGE/REL/PATH' -> the file inside the installed package (not imported); else unchanged."""
     if not source.startswith("pkg://"):
         return source
     package, _, rel = source[len("pkg://"):].partition("/")
-    try:
-        path = Path(str(importlib.resources.files(package))) / rel
-    except ModuleNotFoundError:
-        raise SnrtuneError(f"source {source!r}: python package {package!r} is not installed") from None
-    if not path.exists():
-        raise SnrtuneError(f"source {source!r}: {path} does not exist in the installed package {package!r}")
-    return str(path)
+    spec = importlib.util.find_spec(package) if package else None
+    if spec is None or not spec.submodule_search_locations:
+        raise SnrtuneError(f"source {source!r}: python package {package!r} is not installed")
+    for location in spec.submodule_search_locations:
+        if (Path(location) / rel).exists():
+            return str(Path(location) / rel)
+    raise SnrtuneError(f"source {source!r}: {rel!r} is not in the installed package {package!r}")
 
 
 def local_files(source: str | None) -> list[str]:

@@ -8,7 +8,8 @@ from snrtune import workflow_config as wc
 from snrtune.errors import SnrtuneError
 
 try:
-    wc.validate_config(config, wc.load_schema(workflow.source_path("../schemas/config.schema.yaml")))
+    schema = wc.load_schema(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+    wc.validate_config(config, schema, workflow_dir=workflow.basedir)
 except SnrtuneError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 

