@@ -1,0 +1,102 @@
+"""`snrtune merge`: turn a training run into a standard HF model directory.
+
+LoRA / QLoRA / laser-QLoRA adapters are merged into the full-precision base (``merge_and_unload``),
+Spectrum deltas are overlaid on the base, full runs are copied. The run's snrtune_run.json is copied
+with ``model_form`` and ``merge`` added, so `evaluate` records what it evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from snrtune.artifacts import atomic_dir, read_json, write_json
+from snrtune.errors import SnrtuneError
+
+ADAPTER_METHODS = ("lora", "qlora", "laser-qlora")
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json")
+HOW = {
+    "spectrum": "trained tensors (spectrum_delta.safetensors) overlaid on the base",
+    "full": "full fine-tuned model copied from the run",
+    "lora": "LoRA adapter merged into the base (merge_and_unload)",
+    "qlora": "LoRA adapter trained on the 4-bit NF4 base, merged into the full-precision base (merge_and_unload)",
+    "laser-qlora": "LoRA adapter trained on the 4-bit NF4 base, merged into the full-precision base (merge_and_unload)",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a finished run directory from `snrtune train`")
+    parser.add_argument("--base", required=True, help="the model directory the run was trained from")
+    parser.add_argument("--out", required=True, help="merged model directory to create")
+
+
+def run(args: argparse.Namespace) -> int:
+    identity = merge(args.run_dir, args.base, args.out)
+    print(f"merged {identity['id']} ({identity['method']}) → {args.out}")
+    return 0
+
+
+def load_base(base_dir):
+    import transformers
+
+    return transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")
+
+
+def merge_spectrum(run_dir: Path, base_dir, out: Path) -> None:
+    from safetensors.torch import load_file
+
+    model = load_base(base_dir)
+    delta = load_file(str(run_dir / "spectrum_delta.safetensors"))
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for name, tensor in delta.items():
+        if name not in params or params[name].shape != tensor.shape:
+            raise SnrtuneError(f"delta tensor {name} {list(tensor.shape)} does not fit the base model "
+                               f"{base_dir}; expected the model the run was trained from")
+        params[name].data.copy_(tensor)
+    model.save_pretrained(out)
+
+
+def merge_adapter(run_dir: Path, base_dir, out: Path) -> None:
+    import peft
+
+    model = peft.PeftModel.from_pretrained(load_base(base_dir), str(run_dir))
+    model.merge_and_unload().save_pretrained(out)
+
+
+def copy_full(run_dir: Path, out: Path) -> None:
+    for path in run_dir.iterdir():
+        if path.name.endswith(".safetensors") or path.name in MODEL_FILES:
+            shutil.copy2(path, out / path.name)
+
+
+def copy_tokenizer(src, out: Path) -> None:
+    import transformers
+
+    transformers.AutoTokenizer.from_pretrained(src).save_pretrained(out)
+
+
+def merge(run_dir, base_dir, out) -> dict:
+    """Write MERGED_DIR; returns its snrtune_run.json."""
+    run_dir, out = Path(run_dir), Path(out)
+    if not (run_dir / "snrtune_run.json").is_file():
+        raise SnrtuneError(f"{run_dir} has no snrtune_run.json; expected a finished run directory from `snrtune train`")
+    if not (Path(base_dir) / "config.json").is_file():
+        raise SnrtuneError(f"base {base_dir} has no config.json; expected the model directory the run was trained from")
+    identity = read_json(run_dir / "snrtune_run.json")
+    method = identity["method"]
+    if method not in HOW:
+        raise SnrtuneError(f"run method {method!r} is not one of {', '.join(HOW)}")
+    with atomic_dir(out) as tmp:
+        if method == "spectrum":
+            merge_spectrum(run_dir, base_dir, tmp)
+        elif method == "full":
+            copy_full(run_dir, tmp)
+        else:
+            merge_adapter(run_dir, base_dir, tmp)
+        copy_tokenizer(run_dir if method == "full" else base_dir, tmp)
+        if (Path(base_dir) / "snrtune_source.json").is_file():
+            shutil.copy2(Path(base_dir) / "snrtune_source.json", tmp / "snrtune_source.json")
+        identity = {**identity, "model_form": "merged-full-precision", "merge": HOW[method]}
+        write_json(tmp / "snrtune_run.json", identity)
+    return identity

@@ -1,0 +1,188 @@
+"""Per-method model preparation: one small function per fine-tuning method.
+
+Each ``prepare_*`` takes a loaded model (and the config / selection it needs) and returns the model to
+train plus a dict of facts for metrics.json. The optimizer later sees only ``requires_grad`` parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import torch
+
+from snrtune.errors import SnrtuneError
+
+METHODS = ("spectrum", "full", "lora", "qlora", "laser-qlora")
+SELECTION_METHODS = ("spectrum", "laser-qlora")
+
+
+def compute_dtype() -> torch.dtype:
+    """bf16 on a GPU, fp32 on the CPU."""
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def load_model(model_dir, four_bit: bool = False, dtype: torch.dtype | None = None):
+    """A causal LM from ``model_dir``: in the compute dtype, or NF4 4-bit with double quantization."""
+    import transformers
+
+    dtype = dtype or compute_dtype()
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if four_bit:
+        kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+        kwargs["device_map"] = _device_map()
+    return transformers.AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+
+
+def _device_map():
+    """Each process loads its 4-bit model onto its own device (DDP needs one model per rank)."""
+    import os
+
+    if not torch.cuda.is_available():
+        return {"": "cpu"}
+    return {"": int(os.environ.get("LOCAL_RANK", 0))}
+
+
+def unwrapped_name(name: str) -> str:
+    """A parameter or module name as the plain model names it (PEFT adds a prefix and ``base_layer``)."""
+    name = name.removeprefix("base_model.model.")
+    return name.replace(".base_layer.", ".").removesuffix(".base_layer")
+
+
+def n_elements(param: torch.Tensor) -> int:
+    """Elements a parameter stands for (a bnb 4-bit parameter packs two per byte; count the original)."""
+    quant_state = getattr(param, "quant_state", None)
+    return math.prod(quant_state.shape) if quant_state is not None else param.numel()
+
+
+def count_params(model) -> tuple[int, int]:
+    """(trainable, total) elements; tied parameters count once."""
+    params = list(model.parameters())  # parameters() yields a shared tensor once
+    return (sum(n_elements(p) for p in params if p.requires_grad), sum(n_elements(p) for p in params))
+
+
+def match_selection(model, patterns: list[str]) -> list[str]:
+    """Names (named_parameters(), tied duplicates included) that some pattern ``re.match``es.
+
+    A pattern that matches nothing is an error: a silent no-op would train something else than asked.
+    """
+    names = [name for name, _ in model.named_parameters(remove_duplicate=False)]
+    unmatched = [p for p in patterns if not any(re.match(p, n) for n in names)]
+    if unmatched:
+        raise SnrtuneError(f"selection pattern(s) {unmatched} match no parameter of the model "
+                           f"(e.g. {names[0]!r}); expected patterns for named_parameters() names")
+    return [n for n in names if any(re.match(p, n) for p in patterns)]
+
+
+def prepare_full(model) -> tuple[Any, dict]:
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return model, {}
+
+
+def prepare_spectrum(model, selection: dict) -> tuple[Any, dict]:
+    """Freeze everything, unfreeze exactly the selection's parameters; the count must equal sel.yaml's."""
+    names = match_selection(model, list(selection["unfrozen_parameters"]))
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for name in names:
+        model.get_parameter(name).requires_grad_(True)
+    trainable, _ = count_params(model)
+    expected = selection.get("trainable_params")
+    if expected is not None and trainable != int(expected):
+        raise SnrtuneError(f"the selection unfreezes {trainable} parameters but sel.yaml states "
+                           f"trainable_params={expected}; expected the two to agree (was sel.yaml made for this model?)")
+    model.enable_input_require_grads()  # frozen embeddings + gradient checkpointing still pass gradients
+    return model, {"unfrozen_names": names}
+
+
+def lora_config(cfg: dict, target_modules, r: int | None = None):
+    import peft
+
+    return peft.LoraConfig(r=int(r or cfg["lora_r"]), lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
+                           target_modules=target_modules, bias="none", task_type="CAUSAL_LM")
+
+
+def prepare_lora(model, cfg: dict) -> tuple[Any, dict]:
+    import peft
+
+    model = peft.get_peft_model(model, lora_config(cfg, "all-linear"))
+    return model, {"lora_r": cfg["lora_r"], "target_modules": lora_targets(model)}
+
+
+def prepare_qlora(model, cfg: dict) -> tuple[Any, dict]:
+    import peft
+
+    model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg["gradient_checkpointing"],
+                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = peft.get_peft_model(model, lora_config(cfg, "all-linear"))
+    return model, {"lora_r": cfg["lora_r"], "target_modules": lora_targets(model)}
+
+
+def linear_modules(model) -> dict[str, Any]:
+    """Linear (or bnb Linear4bit) modules by name, the output head excluded (PEFT's 'all-linear' set)."""
+    out_head = model.get_output_embeddings()
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and m is not out_head}
+
+
+def rank_matching(model, targets: list[str], reference_r: int) -> int:
+    """LoRA rank on ``targets`` giving as many trainable parameters as rank ``reference_r`` on every linear layer.
+
+    A rank-r adapter on an (in, out) layer trains r·(in + out) parameters, so the rank scales by the ratio of
+    summed (in + out): the laser-QLoRA notebook's rule (same parameters as QLoRA r=32 → larger r).
+    """
+    linears = linear_modules(model)
+    width = lambda names: sum(linears[n].in_features + linears[n].out_features for n in names)  # noqa: E731
+    return max(1, round(reference_r * width(linears) / width(targets)))
+
+
+def prepare_laser_qlora(model, cfg: dict, selection: dict, match_params_of: str | None) -> tuple[Any, dict]:
+    """QLoRA with adapters only on the selection's modules (sel.yaml exports.peft.target_modules)."""
+    import peft
+
+    targets = list(selection["exports"]["peft"]["target_modules"])
+    linears = linear_modules(model)
+    missing = [t for t in targets if t not in linears]
+    if missing:
+        raise SnrtuneError(f"selection module(s) {missing[:5]} are not linear layers of the model "
+                           "(the output head is not adapted); expected module names like "
+                           f"{next(iter(linears))!r}")
+    r = rank_matching(model, targets, cfg["lora_r"]) if match_params_of == "qlora" else cfg["lora_r"]
+    model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg["gradient_checkpointing"],
+                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
+    # PEFT matches a listed name exactly or as a dotted suffix, so full names cannot catch "…layers.13…"
+    model = peft.get_peft_model(model, lora_config(cfg, targets, r))
+    adapted = lora_targets(model)
+    if sorted(adapted) != sorted(targets):
+        raise SnrtuneError(f"LoRA went on {len(adapted)} modules but the selection names {len(targets)}")
+    return model, {"lora_r": r, "target_modules": adapted, "matched_params_of": match_params_of}
+
+
+def lora_targets(model) -> list[str]:
+    """Unwrapped names of the modules that carry a LoRA adapter."""
+    return sorted(unwrapped_name(name) for name, m in model.named_modules() if hasattr(m, "lora_A")
+                  and len(getattr(m, "lora_A", {})) > 0)
+
+
+def prepare(method: str, model_dir, cfg: dict, selection: dict | None, match_params_of: str | None = None):
+    """Load ``model_dir`` and make it ready to train with ``method``: (model, facts)."""
+    if method not in METHODS:
+        raise SnrtuneError(f"method {method!r} is not one of {', '.join(METHODS)}")
+    if method in SELECTION_METHODS and selection is None:
+        raise SnrtuneError(f"method {method!r} needs --selection sel.yaml (from `snrtune select`)")
+    if match_params_of not in (None, "qlora") or (match_params_of and method != "laser-qlora"):
+        raise SnrtuneError(f"--match-params-of {match_params_of!r} applies to laser-qlora with value 'qlora'")
+    model = load_model(model_dir, four_bit=method in ("qlora", "laser-qlora"))
+    if method == "spectrum":
+        return prepare_spectrum(model, selection)
+    if method == "full":
+        return prepare_full(model)
+    if method == "lora":
+        return prepare_lora(model, cfg)
+    if method == "qlora":
+        return prepare_qlora(model, cfg)
+    return prepare_laser_qlora(model, cfg, selection, match_params_of)

@@ -1,0 +1,333 @@
+"""`snrtune train`: fine-tune a model directory with spectrum, full, lora, qlora or laser-qlora.
+
+The loop is transformers' Trainer (SFT, on data tokenized here with response-only labels) or TRL's
+DPOTrainer (``--stage dpo``). Runs build in ``RUN_DIR.partial/`` (checkpoints inside, for ``--resume``)
+and are renamed to RUN_DIR when finished. The same command under torchrun / accelerate launch trains
+with DDP, or with DeepSpeed / FSDP when the config names one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import transformers
+
+from snrtune import methods
+from snrtune.artifacts import atomic_dir, read_json, read_yaml, write_json
+from snrtune.errors import SnrtuneError
+from snrtune.record import Stopwatch, run_record
+
+STAGES = ("sft", "dpo")
+CHOICES = {"loss_on": ("responses", "all"), "dataset_format": ("auto", "alpaca", "sharegpt", "messages")}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", help="model directory (from `snrtune fetch`, or a merged SFT run for --stage dpo)")
+    parser.add_argument("--method", required=True, choices=methods.METHODS)
+    parser.add_argument("--data", required=True, help="hub dataset id or local .json/.jsonl/.parquet file")
+    parser.add_argument("--out", required=True, help="run directory to create")
+    parser.add_argument("--selection", help="sel.yaml from `snrtune select` (spectrum, laser-qlora)")
+    parser.add_argument("--config", help="training YAML overriding src/snrtune/data/train_defaults.yaml")
+    parser.add_argument("--seed", type=int, help="random seed (overrides the config's)")
+    parser.add_argument("--stage", choices=STAGES, default="sft", help="sft, or dpo on prompt/chosen/rejected data")
+    parser.add_argument("--match-params-of", choices=["qlora"],
+                        help="laser-qlora: pick the LoRA rank that trains as many parameters as qlora")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT.partial/")
+    parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides the config)")
+
+
+def run(args: argparse.Namespace) -> int:
+    metrics, _ = train(args.model_dir, args.method, args.data, args.out, selection=args.selection,
+                       config=args.config, seed=args.seed, stage=args.stage, match_params_of=args.match_params_of,
+                       resume=args.resume, max_steps=args.max_steps)
+    if metrics is not None:
+        print(f"trained {metrics['run']['id']}: {metrics['trainable_params']:,} of {metrics['total_params']:,} "
+              f"parameters, final loss {metrics['train_loss'][-1][1]:.4f} → {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------- config, selection, identity
+
+def default_config() -> dict[str, Any]:
+    text = importlib.resources.files("snrtune").joinpath("data/train_defaults.yaml").read_text()
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def load_config(path: str | None, seed: int | None = None, max_steps: int | None = None) -> dict[str, Any]:
+    """Defaults overridden by the YAML at ``path`` and by the command line."""
+    cfg = default_config()
+    user = read_yaml(path) if path else {}
+    if not isinstance(user or {}, dict):
+        raise SnrtuneError(f"training config {path} is not a mapping of keys to values")
+    unknown = sorted(set(user or {}) - set(cfg))
+    if unknown:
+        raise SnrtuneError(f"unknown training config key(s) {unknown} in {path}; expected keys of "
+                           "src/snrtune/data/train_defaults.yaml")
+    cfg.update(user or {})
+    if seed is not None:
+        cfg["seed"] = seed
+    if max_steps is not None:
+        cfg["max_steps"] = max_steps
+    for key, allowed in CHOICES.items():
+        if cfg[key] not in allowed:
+            raise SnrtuneError(f"training config {key}={cfg[key]!r}; expected one of {', '.join(allowed)}")
+    return cfg
+
+
+def load_selection(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise SnrtuneError(f"selection file {path} does not exist; expected a sel.yaml from `snrtune select`")
+    sel = read_yaml(path)
+    if not isinstance(sel, dict) or "unfrozen_parameters" not in sel:
+        raise SnrtuneError(f"selection file {path} has no 'unfrozen_parameters'; expected a sel.yaml from `snrtune select`")
+    return sel
+
+
+def model_name(model_dir) -> str:
+    source = Path(model_dir) / "snrtune_source.json"
+    if source.is_file():
+        return read_json(source)["name"]
+    return Path(model_dir).resolve().name
+
+
+def _number(value) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def run_identity(model_dir, method: str, selection: dict | None, seed: int, stage: str) -> dict[str, Any]:
+    """snrtune_run.json: ``{model}/{method}[-t{T}]-s{seed}`` (``-dpo`` appended for a DPO stage)."""
+    name = model_name(model_dir)
+    top = selection.get("top_percent") if selection and method in methods.SELECTION_METHODS else None
+    run_id = f"{name}/{method}"
+    if selection and method in methods.SELECTION_METHODS:
+        run_id += f"-t{_number(top)}" if top is not None else f"-b{selection.get('budget_params')}"
+    run_id += f"-s{seed}" + ("-dpo" if stage == "dpo" else "")
+    return {"id": run_id, "model": name, "method": method, "top_percent": top, "seed": seed, "stage": stage}
+
+
+# ---------------------------------------------------------------- data and trainer
+
+def load_tokenizer(model_dir, cfg):
+    from snrtune import data
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    data.ensure_chat_template(tokenizer, cfg["chat_template"])
+    return tokenizer
+
+
+def datasets_for(stage: str, spec: str, tokenizer, cfg) -> tuple[Any, Any]:
+    """(train, validation or None) as datasets.Dataset objects."""
+    import datasets
+
+    from snrtune import data
+
+    records = data.load_records(spec, cfg["dataset_split"])
+    train_rows, val_rows = data.split_validation(records, cfg["val_fraction"], cfg["seed"])
+    if stage == "dpo":
+        make = data.preference_rows
+    else:
+        def make(rows):
+            return data.sft_examples(rows, tokenizer, cfg["dataset_format"], cfg["max_seq_length"],
+                                     cfg["loss_on"], cfg["packing"])
+    train_ds = datasets.Dataset.from_list(make(train_rows))
+    val_ds = datasets.Dataset.from_list(make(val_rows)) if val_rows else None
+    return train_ds, val_ds
+
+
+def trainer_kwargs(cfg: dict, output_dir: Path, has_eval: bool) -> dict[str, Any]:
+    """TrainingArguments (or DPOConfig) keywords for ``cfg``: bf16 on GPU, fp32 on the CPU."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    every = cfg["eval_steps"]
+    return dict(
+        output_dir=str(output_dir), seed=cfg["seed"], data_seed=cfg["seed"],
+        learning_rate=cfg["learning_rate"], lr_scheduler_type=cfg["lr_scheduler_type"],
+        warmup_steps=cfg["warmup_steps"], optim=cfg["optim"], adam_beta1=cfg["adam_beta1"],
+        adam_beta2=cfg["adam_beta2"], adam_epsilon=cfg["adam_epsilon"], weight_decay=cfg["weight_decay"],
+        max_grad_norm=cfg["max_grad_norm"], per_device_train_batch_size=cfg["per_device_train_batch_size"],
+        per_device_eval_batch_size=cfg["per_device_eval_batch_size"],
+        gradient_accumulation_steps=cfg["gradient_accumulation_steps"], num_train_epochs=cfg["num_epochs"],
+        max_steps=cfg["max_steps"] if cfg["max_steps"] else -1,
+        bf16=cuda, use_cpu=not cuda,
+        gradient_checkpointing=cfg["gradient_checkpointing"], gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=cfg["logging_steps"], save_strategy="steps", save_steps=cfg["save_steps"],
+        save_total_limit=cfg["save_total_limit"],
+        eval_strategy="steps" if (every and has_eval) else "no", eval_steps=every,
+        report_to="none", log_level="error", include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False, ddp_find_unused_parameters=False, dataloader_num_workers=0,
+        ddp_backend=cfg["ddp_backend"], deepspeed=cfg["deepspeed"], fsdp=cfg["fsdp"] or "",
+        fsdp_config=cfg["fsdp_config"],
+    )
+
+
+def build_trainer(stage, model, tokenizer, cfg, output_dir, train_ds, val_ds, callbacks):
+    kwargs = trainer_kwargs(cfg, output_dir, val_ds is not None)
+    if stage == "dpo":
+        import trl
+
+        args = trl.DPOConfig(**kwargs, beta=cfg["dpo_beta"], max_length=cfg["max_seq_length"])
+        trainer = trl.DPOTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                                 processing_class=tokenizer, callbacks=list(callbacks))
+    else:
+        collator = transformers.DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+        trainer = transformers.Trainer(model=model, args=transformers.TrainingArguments(**kwargs),
+                                       train_dataset=train_ds, eval_dataset=val_ds, data_collator=collator,
+                                       processing_class=tokenizer, callbacks=list(callbacks))
+    trainer.pop_callback(transformers.trainer_callback.PrinterCallback)  # used when stdout is not a terminal
+    trainer.pop_callback(transformers.trainer_callback.ProgressCallback)
+    trainer.add_callback(QuietProgress)
+    return trainer
+
+
+class Throughput(transformers.TrainerCallback):
+    """Tokens and seconds of this session's training (a resumed run counts only its own part)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_step, self.start_tokens = state.global_step, state.num_input_tokens_seen
+        self.start = time.perf_counter()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.seconds = time.perf_counter() - self.start
+        self.tokens = int(state.num_input_tokens_seen - self.start_tokens)
+
+
+class QuietProgress(transformers.trainer_callback.ProgressCallback):
+    """The Trainer's tqdm bar without a printed dict per logging step (the losses go to metrics.json)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
+# ---------------------------------------------------------------- outputs
+
+def spectrum_delta(trainer) -> dict[str, Any]:
+    """The trained tensors by their named_parameters() names (gathered when the model is sharded)."""
+    model = trainer.model
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+        return {n: t.detach().cpu().contiguous() for n, t in state.items() if n in trained}
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if n in trained}
+
+
+def save_weights(trainer, method, out: Path, selection_path, is_main: bool) -> None:
+    """Spectrum: the trained tensors + the selection; PEFT methods: the adapter; full: the whole model."""
+    if method == "spectrum":
+        from safetensors.torch import save_file
+
+        delta = spectrum_delta(trainer)
+        if is_main:
+            save_file(delta, str(out / "spectrum_delta.safetensors"), metadata={"format": "pt"})
+            shutil.copyfile(selection_path, out / "selection.yaml")
+        return
+    trainer.save_model(str(out))  # adapter_model.safetensors for PEFT models, a full model directory otherwise
+    if is_main:
+        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in metrics.json
+
+
+def optimizer_elements(trainer) -> int | None:
+    """Elements the optimizer updates (None when DeepSpeed/FSDP flatten them)."""
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled or trainer.optimizer is None:
+        return None
+    return sum(p.numel() for group in trainer.optimizer.param_groups for p in group["params"])
+
+
+def losses(log_history: list[dict], key: str) -> list[list]:
+    return [[entry["step"], entry[key]] for entry in log_history if key in entry]
+
+
+def selection_summary(selection: dict | None, path) -> dict | None:
+    if selection is None:
+        return None
+    keys = ("model", "top_percent", "budget_params", "trainable_params", "total_params", "unfrozen_parameters")
+    return {"file": str(path), **{k: selection.get(k) for k in keys},
+            "target_modules": selection.get("exports", {}).get("peft", {}).get("target_modules")}
+
+
+# ---------------------------------------------------------------- the step
+
+def quiet_logs() -> None:
+    import warnings
+
+    import datasets
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def train(model_dir, method, data, out, selection=None, config=None, seed=None, stage="sft",
+          match_params_of=None, resume=False, max_steps=None, callbacks=()):
+    """Train and write RUN_DIR; returns (metrics on the main process else None, the trained model)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    stopwatch = Stopwatch()
+    if not (Path(model_dir) / "config.json").is_file():
+        raise SnrtuneError(f"model directory {model_dir} has no config.json; expected a directory from `snrtune fetch`")
+    if stage not in STAGES:
+        raise SnrtuneError(f"stage {stage!r}; expected one of {', '.join(STAGES)}")
+    quiet_logs()
+    cfg = load_config(config, seed, max_steps)
+    sel = load_selection(selection)
+    identity = run_identity(model_dir, method, sel, cfg["seed"], stage)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    checkpoints = partial / "checkpoints"
+    if is_main and partial.exists() and not resume:
+        shutil.rmtree(partial)  # a stale partial run: without --resume we start over
+    last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
+
+    transformers.set_seed(cfg["seed"])
+    tokenizer = load_tokenizer(model_dir, cfg)
+    train_ds, val_ds = datasets_for(stage, data, tokenizer, cfg)
+    model, facts = methods.prepare(method, model_dir, cfg, sel, match_params_of)
+    trainable, total = methods.count_params(model)
+    throughput = Throughput()
+    trainer = build_trainer(stage, model, tokenizer, cfg, checkpoints, train_ds, val_ds, [throughput, *callbacks])
+    if is_main and resume:
+        print(f"resuming from {last}" if last else f"--resume: no checkpoint in {checkpoints}; starting afresh")
+    trainer.train(resume_from_checkpoint=last)
+    used = optimizer_elements(trainer)
+    if used is not None and used != trainable:
+        raise SnrtuneError(f"the optimizer holds {used} parameters but {trainable} are trainable; expected equal")
+    if val_ds is not None and not cfg["eval_steps"]:
+        trainer.evaluate()
+    save_weights(trainer, method, partial, selection, is_main)
+    if not is_main:
+        return None, trainer.model
+
+    metrics = run_record(
+        stopwatch, run=identity, trainable_params=trainable, total_params=total,
+        train_loss=losses(trainer.state.log_history, "loss"),
+        eval_loss=losses(trainer.state.log_history, "eval_loss"),
+        tokens_per_s=round(throughput.tokens / throughput.seconds, 3) if throughput.tokens else None,
+        train_tokens=int(trainer.state.num_input_tokens_seen) or None,
+        config={**cfg, "method": method, "stage": stage, "data": str(data), "model_dir": str(model_dir),
+                "world_size": trainer.args.world_size, "match_params_of": match_params_of,
+                "lora_r": facts.get("lora_r", cfg["lora_r"])},
+        selection=selection_summary(sel, selection),
+        details={"optimizer_params": used, "global_step": trainer.state.global_step,
+                 "resumed_from_step": throughput.start_step, "train_seconds": round(throughput.seconds, 3),
+                 "lora_target_modules": facts.get("target_modules"),
+                 "unfrozen_names": facts.get("unfrozen_names")},
+    )
+    with atomic_dir(out, keep_partial=True) as tmp:
+        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+        write_json(tmp / "snrtune_run.json", identity)
+        write_json(tmp / "metrics.json", metrics)
+    return metrics, trainer.model
