@@ -52,7 +52,7 @@ def test_defaults_are_filled_in():
     assert config["models"]["m"]["resources"] == {"gpus": 0, "train_gpus": 0, "threads": 2, "mem_mb": 8000,
                                                   "train_mem_mb": 16000, "runtime": 60, "train_runtime": 120}
     assert config["evaluate"]["tasks"][0] == {"name": "snrtune_toolcall", "num_fewshot": None}
-    assert config["data"]["train"] == "pkg://snrtune/data/demo/train.jsonl"
+    assert config["data"]["train"] == "pkg://snrtune/data/demo/toolcall_train.jsonl"
 
 
 @pytest.mark.parametrize("config, key", [
@@ -133,3 +133,125 @@ def test_a_bad_config_stops_before_any_job(tmp_path):
     assert "invalid config: config key 'evaluate.limt': unknown key" in out.stderr
     assert "rule fetch" not in out.stdout + out.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
+
+
+# ------------------------------------------------------------------ end to end on a tiny model (slow)
+
+TINY_TRAIN = {"max_steps": 2, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2,
+              "gradient_accumulation_steps": 1, "warmup_steps": 0, "max_seq_length": 64, "val_fraction": 0.25,
+              "save_steps": 1000, "lora_r": 4, "lora_alpha": 8}
+
+
+def tiny_project(root: Path, model_dir: Path, **overrides) -> Path:
+    """A working directory with tiny data, tiny training hyperparameters and a config for the tiny model."""
+    root.mkdir(parents=True, exist_ok=True)
+    chats = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                           {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]} for i in range(8)]
+    (root / "train.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats))
+    (root / "train.yaml").write_text(yaml.safe_dump(TINY_TRAIN))
+    config = {
+        "models": {"tiny": {"source": str(model_dir), "dtype": "float32", "chat_template": True, "device": "cpu",
+                            "resources": {"threads": 1, "mem_mb": 1000, "train_mem_mb": 2000,
+                                          "runtime": 10, "train_runtime": 20}}},
+        "methods": ["spectrum", "qlora", "laser-qlora", "lora", "full"],
+        "top_percent": [50],
+        "seeds": [0],
+        "data": {"train": str(root / "train.jsonl")},
+        "train": {"config": str(root / "train.yaml"), "laser_qlora_match_params_of": "qlora"},
+        "evaluate": {"tasks": [{"name": "snrtune_toolcall", "num_fewshot": 0}, {"name": "snrtune_retention"},
+                               {"name": "snrtune_ppl"}], "limit": 2, "batch_size": 2},
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return root / "config.yaml"
+
+
+@pytest.fixture(scope="module")
+def finished_project(tmp_path_factory, tiny_llama):
+    """The whole DAG run once on the tiny model (every method, t = 50, the base model, the report)."""
+    root = tmp_path_factory.mktemp("workflow")
+    config = tiny_project(root, tiny_llama)
+    snakemake("--cores", 2, "--configfile", config, cwd=root)
+    return root
+
+
+@pytest.mark.slow
+def test_end_to_end_on_a_tiny_model(finished_project):
+    results = finished_project / "results"
+    runs = ["spectrum-t50-s0", "qlora-s0", "laser-qlora-t50-s0", "lora-s0", "full-s0"]
+    for run in runs:
+        evaluation = json.loads((results / f"tiny/eval/{run}.json").read_text())
+        assert evaluation["run"]["id"] == f"tiny/{run}"
+        assert set(evaluation["results"]) >= {"snrtune_toolcall", "snrtune_retention", "snrtune_ppl"}
+        assert json.loads((results / f"tiny/runs/{run}/metrics.json").read_text())["run"]["id"] == f"tiny/{run}"
+        assert (results / f"tiny/benchmarks/train/{run}.tsv").read_text().startswith("s\t")
+        assert (finished_project / f"logs/tiny/train/{run}.log").exists()
+    base = json.loads((results / "tiny/eval/base.json").read_text())
+    assert base["run"]["method"] == "base" and base["model_form"] == "base"
+    assert sorted(p.name for p in (results / "tiny/select").iterdir()) == ["t50.yaml"]
+    assert (results / "report/runs.csv").exists() and (results / "report/summary.md").exists()
+
+
+@pytest.mark.slow
+def test_a_rerun_runs_nothing_and_new_values_run_only_new_jobs(finished_project, tiny_llama):
+    config = finished_project / "config.yaml"
+    out = snakemake("-n", "--configfile", config, cwd=finished_project)
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+    more_t = tiny_project(finished_project / "more-t", tiny_llama, top_percent=[50, 25])
+    counts = job_counts(snakemake("-n", "--configfile", more_t, cwd=finished_project).stdout)
+    # t = 25: one selection (the scan is shared), spectrum and laser-qlora trained, merged and evaluated
+    assert counts == {"select": 1, "train": 2, "merge": 2, "evaluate": 2, "report": 1, "all": 1}
+
+    more_seeds = tiny_project(finished_project / "more-seeds", tiny_llama, seeds=[0, 1])
+    counts = job_counts(snakemake("-n", "--configfile", more_seeds, cwd=finished_project).stdout)
+    assert counts == {"train": 5, "merge": 5, "evaluate": 5, "report": 1, "all": 1}
+
+
+# ----------------------------------------------------------------------- SLURM through fake commands
+
+def slurm_profile(directory: Path) -> Path:
+    """profiles/slurm with account and partitions filled in, as its EDIT comments tell a user to."""
+    profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
+    profile["default-resources"].update(slurm_account="fake", slurm_partition="cpu")
+    profile["set-resources"] = {rule: {"slurm_partition": "gpu"} for rule in ("scan", "train", "evaluate")}
+    profile["slurm-init-seconds-before-status-checks"] = 1  # the fake sbatch returns when the job is done
+    profile["latency-wait"] = 5
+    directory.mkdir(parents=True)
+    (directory / "config.yaml").write_text(yaml.safe_dump(profile))
+    return directory
+
+
+@pytest.mark.slow
+def test_slurm_profile_submits_gpus_memory_time_and_partition(tmp_path, tiny_llama):
+    config = tiny_project(tmp_path / "work", tiny_llama, methods=["spectrum"])
+    spec = yaml.safe_load(config.read_text())
+    spec["models"]["tiny"]["resources"].update(gpus=1, train_gpus=1, mem_mb=1500, train_mem_mb=3000,
+                                               runtime=15, train_runtime=45)
+    config.write_text(yaml.safe_dump(spec))
+    state = tmp_path / "slurm"
+    snakemake("results/tiny/runs/spectrum-t50-s0", "results/tiny/eval/base.json",
+              "--profile", slurm_profile(tmp_path / "profile"), "--configfile", config,
+              cwd=config.parent, path_first=[FAKE_SLURM], env={"FAKE_SLURM_DIR": str(state)})
+
+    submitted = {}
+    for line in (state / "sbatch.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        rule = re.match(r"rule_(\w+?)(_wildcards|$)", record["options"]["--comment"])[1]
+        submitted[rule] = record
+    assert sorted(submitted) == ["evaluate", "fetch", "scan", "select", "train"]
+    assert all(r["returncode"] == 0 for r in submitted.values())
+    flags = {rule: r["options"] for rule, r in submitted.items()}
+    for rule in ("fetch", "select"):
+        assert "--gpus" not in flags[rule] and flags[rule]["-p"] == "cpu"
+    for rule in ("scan", "train", "evaluate"):
+        assert flags[rule]["--gpus"] == "1" and flags[rule]["-p"] == "gpu"
+    assert {rule: f["-A"] for rule, f in flags.items()} == dict.fromkeys(flags, "fake")
+    assert (flags["scan"]["--mem"], flags["scan"]["-t"]) == ("1500", "15")
+    assert (flags["train"]["--mem"], flags["train"]["-t"]) == ("3000", "45")
+    assert flags["train"]["--cpus-per-task"] == "1"
+    # each job ran its step through srun, on this machine
+    steps = [json.loads(line)["argv"] for line in (state / "srun.jsonl").read_text().splitlines()]
+    assert len(steps) == 5 and sum("--gpus=1" in step for step in steps) == 3
+    assert (config.parent / "results/tiny/runs/spectrum-t50-s0/metrics.json").exists()
