@@ -1,0 +1,195 @@
+"""`snrtune train` on the tiny Llama: every method trains what it should, and nothing else."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file
+from train_data import SELECTED_MODULES, SELECTED_PARAMS, write_alpaca, write_config, write_preferences, write_selection
+
+from snrtune import methods
+from snrtune.cli import main
+from snrtune.errors import SnrtuneError
+from snrtune.train import load_config, train
+
+torch.set_num_threads(1)  # two threads on a shared 2-core machine spin-wait: 100x slower small matmuls
+
+# LoRA r=32 on every linear layer but the (tied) head, per layer: r·(in+out) summed over
+# q 64→64, k 64→32, v 64→32, o 64→64, gate 64→128, up 64→128, down 128→64 = 32·1024; 4 layers.
+LORA_ALL_LINEAR = 32 * (128 + 96 + 96 + 128 + 192 + 192 + 192) * 4
+METRICS_KEYS = {"run", "trainable_params", "total_params", "train_loss", "eval_loss", "wall_time_s", "tokens_per_s",
+                "train_tokens", "peak_memory_bytes", "peak_rss_bytes", "peak_cuda_bytes", "config", "selection",
+                "versions"}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train-inputs")
+    return {"data": write_alpaca(d / "data.jsonl"), "config": write_config(d / "train.yaml"),
+            "selection": write_selection(d / "sel.yaml"), "dir": d}
+
+
+@pytest.fixture(scope="module")
+def spectrum_run(tiny_llama, inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "spectrum"
+    metrics, _ = train(tiny_llama, "spectrum", inputs["data"], out, selection=inputs["selection"],
+                       config=inputs["config"])
+    return out, metrics
+
+
+def base_state(model_dir):
+    return dict(transformers.AutoModelForCausalLM.from_pretrained(model_dir).named_parameters())
+
+
+def loss_fell(metrics):
+    losses = [loss for _, loss in metrics["train_loss"]]
+    return sum(losses[-2:]) / 2 < losses[0] - 0.2
+
+
+def test_spectrum_trains_exactly_the_selection(spectrum_run, tiny_llama):
+    out, metrics = spectrum_run
+    assert metrics["trainable_params"] == SELECTED_PARAMS == metrics["details"]["optimizer_params"]
+    assert metrics["total_params"] == sum(p.numel() for p in base_state(tiny_llama).values())
+    delta = load_file(out / "spectrum_delta.safetensors")
+    assert sorted(delta) == sorted(m + ".weight" for m in SELECTED_MODULES)
+    base = base_state(tiny_llama)
+    for name in delta:
+        assert not torch.equal(delta[name], base[name]), f"{name} did not change"
+    assert loss_fell(metrics), metrics["train_loss"]
+
+
+def test_spectrum_run_directory_follows_the_contract(spectrum_run):
+    out, metrics = spectrum_run
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics.json", "selection.yaml", "snrtune_run.json", "spectrum_delta.safetensors"]
+    assert not out.with_name(out.name + ".partial").exists()
+    assert json.loads((out / "snrtune_run.json").read_text()) == {
+        "id": "tiny-llama/spectrum-t25-s0", "model": "tiny-llama", "method": "spectrum", "top_percent": 25,
+        "seed": 0, "stage": "sft"}
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert METRICS_KEYS <= set(on_disk)
+    assert [step for step, _ in on_disk["train_loss"]] == [1, 2, 3, 4, 5, 6]
+    assert [step for step, _ in on_disk["eval_loss"]] == [6]
+    assert on_disk["config"]["learning_rate"] == 1e-2 and on_disk["config"]["lora_r"] == 32
+    assert on_disk["peak_memory_bytes"] == on_disk["peak_rss_bytes"] > 0
+    assert on_disk["train_tokens"] > 0 and on_disk["tokens_per_s"] > 0
+
+
+def test_resume_continues_from_the_saved_step(spectrum_run, tiny_llama, inputs, tmp_path):
+    class Preempted(Exception):
+        pass
+
+    class PreemptAfterStep4(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                raise Preempted
+
+    out = tmp_path / "run"
+    with pytest.raises(Preempted):
+        train(tiny_llama, "spectrum", inputs["data"], out, selection=inputs["selection"], config=inputs["config"],
+              callbacks=[PreemptAfterStep4()])
+    assert not out.exists()
+    assert (tmp_path / "run.partial" / "checkpoints" / "checkpoint-3").is_dir()
+    metrics, _ = train(tiny_llama, "spectrum", inputs["data"], out, selection=inputs["selection"],
+                       config=inputs["config"], resume=True)
+    assert metrics["details"]["resumed_from_step"] == 3 and metrics["details"]["global_step"] == 6
+    assert [step for step, _ in metrics["train_loss"]] == [1, 2, 3, 4, 5, 6]
+    # the resumed run ends where the uninterrupted one did
+    resumed, straight = load_file(out / "spectrum_delta.safetensors"), load_file(spectrum_run[0] / "spectrum_delta.safetensors")
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=1e-5, atol=1e-6)
+
+
+def test_full_trains_every_parameter(tiny_llama, inputs, tmp_path):
+    metrics, _ = train(tiny_llama, "full", inputs["data"], tmp_path / "full", config=inputs["config"])
+    total = sum(p.numel() for p in base_state(tiny_llama).values())
+    assert metrics["trainable_params"] == metrics["total_params"] == total
+    assert (tmp_path / "full" / "model.safetensors").is_file()
+    assert loss_fell(metrics), metrics["train_loss"]
+
+
+def test_lora_adapts_every_linear_layer_and_freezes_the_base(tiny_llama, inputs, tmp_path):
+    metrics, model = train(tiny_llama, "lora", inputs["data"], tmp_path / "lora", config=inputs["config"])
+    assert metrics["trainable_params"] == LORA_ALL_LINEAR
+    assert len(metrics["details"]["lora_target_modules"]) == 7 * 4
+    base = base_state(tiny_llama)
+    for name, param in model.named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(param, base[methods.unwrapped_name(name)]), name
+    assert (tmp_path / "lora" / "adapter_model.safetensors").is_file()
+    assert loss_fell(metrics), metrics["train_loss"]
+
+
+def test_qlora_uses_nf4_linear4bit_layers(tiny_llama, inputs, tmp_path):
+    import bitsandbytes as bnb
+
+    metrics, model = train(tiny_llama, "qlora", inputs["data"], tmp_path / "qlora", config=inputs["config"])
+    q_proj = model.get_submodule("base_model.model.model.layers.0.self_attn.q_proj")
+    assert isinstance(q_proj.base_layer, bnb.nn.Linear4bit)
+    assert q_proj.base_layer.weight.quant_state.quant_type == "nf4"
+    assert q_proj.base_layer.weight.quant_state.nested  # double quantization
+    assert metrics["trainable_params"] == LORA_ALL_LINEAR
+    assert metrics["total_params"] == sum(p.numel() for p in base_state(tiny_llama).values()) + LORA_ALL_LINEAR
+    assert loss_fell(metrics), metrics["train_loss"]
+
+
+def test_laser_qlora_matches_qlora_parameter_count(tiny_llama, inputs, tmp_path):
+    metrics, model = train(tiny_llama, "laser-qlora", inputs["data"], tmp_path / "laser", config=inputs["config"],
+                           selection=inputs["selection"], match_params_of="qlora")
+    # q_proj (64+64) and down_proj (128+64) against 1024 per layer × 4: r = round(32·4096/320) = 410
+    assert metrics["config"]["lora_r"] == 410
+    assert metrics["trainable_params"] == 410 * (128 + 192)
+    assert metrics["details"]["lora_target_modules"] == sorted(SELECTED_MODULES)
+    assert metrics["run"]["id"] == "tiny-llama/laser-qlora-t25-s0"
+
+
+def test_dpo_stage_trains_spectrum_selection_only(tiny_llama, inputs, tmp_path):
+    data = write_preferences(tmp_path / "pref.jsonl")
+    cfg = write_config(tmp_path / "dpo.yaml", max_steps=3, learning_rate=1e-3, val_fraction=0.0)
+    metrics, model = train(tiny_llama, "spectrum", data, tmp_path / "dpo", selection=inputs["selection"],
+                           config=cfg, stage="dpo")
+    assert metrics["run"]["id"] == "tiny-llama/spectrum-t25-s0-dpo" and metrics["run"]["stage"] == "dpo"
+    assert [step for step, _ in metrics["train_loss"]] == [1, 2, 3]
+    base = base_state(tiny_llama)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, base[n])}
+    assert changed == {m + ".weight" for m in SELECTED_MODULES}
+
+
+def test_selection_pattern_matching_nothing_is_an_error(tiny_llama, inputs, tmp_path):
+    bad = write_selection(tmp_path / "bad.yaml", extra_patterns=[r"^lm\.head"])
+    with pytest.raises(SnrtuneError, match=r"lm\\\\.head"):
+        train(tiny_llama, "spectrum", inputs["data"], tmp_path / "r", selection=bad, config=inputs["config"])
+    assert not (tmp_path / "r").exists()
+
+
+def test_trainable_count_must_equal_the_selection(tiny_llama):
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama)
+    sel = {"unfrozen_parameters": [r"^lm_head\.weight$"], "trainable_params": 320 * 64}
+    model, _ = methods.prepare_spectrum(model, sel)  # tied: lm_head.weight is model.embed_tokens.weight
+    assert model.model.embed_tokens.weight.requires_grad
+    with pytest.raises(SnrtuneError, match="trainable_params=5"):
+        methods.prepare_spectrum(model, {**sel, "trainable_params": 5})
+
+
+def test_laser_qlora_rejects_modules_the_model_lacks(tiny_llama, inputs, tmp_path):
+    sel = write_selection(tmp_path / "sel.yaml", modules=["model.layers.9.self_attn.q_proj"], trainable=4096)
+    with pytest.raises(SnrtuneError, match=r"layers\.9"):
+        train(tiny_llama, "laser-qlora", inputs["data"], tmp_path / "r", selection=sel, config=inputs["config"])
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("learning_rate: 1.0e-4\nlora_rank: 8\n")
+    with pytest.raises(SnrtuneError, match="lora_rank"):
+        load_config(str(path))
+    assert load_config(None)["learning_rate"] == 2e-4
+
+
+def test_cli_reports_missing_selection_as_one_line(tiny_llama, inputs, tmp_path, capsys):
+    code = main(["train", str(tiny_llama), "--method", "spectrum", "--data", str(inputs["data"]),
+                 "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "--selection" in capsys.readouterr().err
