@@ -16,6 +16,12 @@ from typing import Any, Iterator
 import yaml
 
 
+def _umask_mode(mode: int) -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 def _replace_path(tmp: Path, final: Path) -> None:
     if final.is_dir() and not final.is_symlink():
         shutil.rmtree(final)
@@ -38,6 +44,7 @@ def atomic_dir(final: str | os.PathLike, keep_partial: bool = False) -> Iterator
         tmp.mkdir(exist_ok=True)
     else:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        os.chmod(tmp, _umask_mode(0o777))  # mkdtemp makes 0700; the result is an ordinary directory
     try:
         yield tmp
     except BaseException:
@@ -55,6 +62,7 @@ def atomic_file(final: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, _umask_mode(0o666))  # mkstemp makes 0600; the result is an ordinary file
     try:
         with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
@@ -76,12 +84,19 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(handle)
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """A YAML dumper that writes repeated objects in full instead of as &anchors/*aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def write_yaml(path: str | os.PathLike, obj: Any, header: str = "") -> None:
-    """Write ``obj`` as block-style YAML (keys in insertion order), atomically."""
+    """Write ``obj`` as block-style YAML (keys in insertion order, no aliases), atomically."""
     with atomic_file(path) as handle:
         if header:
             handle.write(header)
-        yaml.safe_dump(obj, handle, sort_keys=False, default_flow_style=False, width=120)
+        yaml.dump(obj, handle, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False, width=120)
 
 
 def read_yaml(path: str | os.PathLike) -> Any:

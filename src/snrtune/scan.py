@@ -1,0 +1,388 @@
+"""`snrtune scan MODEL_DIR --out snr.json`: the SNR of every weight matrix, streamed from safetensors.
+
+Tensors are read one group at a time (matrices of equal shape are batched), never the whole model, so
+peak memory is about one batch plus its Gram matrices. Parameter names are reported as the model's
+``named_parameters()`` gives them (checkpoint keys are renamed with transformers' own conversion
+mapping, e.g. Mixtral's per-expert ``w1`` → fused ``mlp.experts.gate_up_proj``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import struct
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from tqdm import tqdm
+
+from snrtune import __version__
+from snrtune.artifacts import read_json, write_json
+from snrtune.errors import SnrtuneError
+from snrtune.fetch import load_source_info
+from snrtune.record import Stopwatch, run_record
+from snrtune.snr import gram_singular_values, module_type, snr_from_singular_values, svd_singular_values
+
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", help="HF model directory with safetensors weights (from `snrtune fetch`)")
+    parser.add_argument("--out", required=True, help="output snr.json")
+    parser.add_argument("--method", choices=["gram", "svd"], default="gram",
+                        help="gram: eigenvalues of the smaller Gram matrix in float64 (fast, default); "
+                             "svd: torch.linalg.svdvals (the exact reference computation)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
+                        help="dtype the weights are taken in before the spectrum (default float32, as the reference)")
+    parser.add_argument("--device", default="cpu", help="torch device for the linear algebra: cpu, cuda, cuda:1 …")
+    parser.add_argument("--batch-mib", type=float, default=128.0,
+                        help="batch equal-shape matrices up to this many MiB of float64 work memory (default 512)")
+    parser.add_argument("--spectrum-json", default=None,
+                        help="also write the reference spectrum tool's format {name: {snr, type}} here")
+    parser.add_argument("--resume", action="store_true", help="reuse the matrices finished by an interrupted scan")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow the model's own code when reading its parameter names (off by default)")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = scan(args.model_dir, args.out, method=args.method, precision=args.precision, device=args.device,
+                  batch_mib=args.batch_mib, resume=args.resume, spectrum_json=args.spectrum_json,
+                  trust_remote_code=args.trust_remote_code)
+    ok = sum(1 for module in result["modules"] if module["status"] == "ok")
+    print(f"scanned {ok} matrices ({len(result['not_scannable'])} not scannable, "
+          f"{len(result['modules']) - ok} non-finite) in {result['wall_time_s']:.1f}s -> {args.out}")
+    return 0
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """One checkpoint tensor (or one expert slice of a 3-D tensor) to scan."""
+
+    key: str          # checkpoint key, e.g. model.layers.0.self_attn.q_proj.weight
+    file: Path
+    shape: tuple[int, ...]
+    slice_index: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.key[: -len(".weight")] if self.key.endswith(".weight") else self.key
+
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        return tuple(self.shape[-2:])  # type: ignore[return-value]
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        if not model_dir.is_dir():
+            raise SnrtuneError(f"model directory {str(model_dir)!r} not found")
+        raise SnrtuneError(f"{str(model_dir)!r} has no *.safetensors weights (run `snrtune fetch` first)")
+    return files
+
+
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Where a tensor lies in a safetensors file (from its header)."""
+
+    file: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    offset: int  # absolute byte offset of the data in the file
+
+
+def read_header(file: Path) -> dict[str, Stored]:
+    """The tensors of one safetensors file: 8-byte little-endian header size, then a JSON header."""
+    with open(file, "rb") as handle:
+        size = struct.unpack("<Q", handle.read(8))[0]
+        header = json.loads(handle.read(size))
+    header.pop("__metadata__", None)
+    out = {}
+    for key, info in header.items():
+        if info["dtype"] not in SAFETENSORS_DTYPES:
+            continue  # quantized or exotic storage: not a float matrix
+        out[key] = Stored(file, SAFETENSORS_DTYPES[info["dtype"]], tuple(info["shape"]), 8 + size + info["data_offsets"][0])
+    return out
+
+
+def checkpoint_shapes(files: Iterable[Path]) -> dict[str, Stored]:
+    """Every tensor's file, dtype, shape and offset, read from the safetensors headers only."""
+    stored: dict[str, Stored] = {}
+    for file in files:
+        try:
+            stored.update(read_header(file))
+        except (OSError, ValueError, KeyError, struct.error) as exc:
+            raise SnrtuneError(f"{str(file)!r} is not a readable safetensors file: {exc}") from exc
+    return stored
+
+
+def runtime_parameters(model_dir: Path, trust_remote_code: bool):
+    """(named_parameters {name: shape}, tied {alias: name}, key → runtime-name function) of the model,
+    built on the meta device (no memory). Falls back to the checkpoint keys for unknown architectures."""
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = transformers.AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # an architecture transformers cannot build: keep checkpoint names
+        print(f"note: cannot build the model on the meta device ({type(exc).__name__}); using checkpoint names")
+        return None, {}, (lambda key: key)
+    params = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    first_name: dict[int, str] = {}
+    tied = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first_name and first_name[id(param)] != name:
+            tied[name] = first_name[id(param)]
+        first_name.setdefault(id(param), name)
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+
+        transforms = get_model_conversion_mapping(model)
+    except Exception:  # older transformers: no renaming
+        transforms = []
+
+    def to_runtime(key: str) -> str:
+        if key in params:
+            return key
+        for transform in transforms:
+            key, _ = transform.rename_source_key(key)
+        return key
+
+    return params, tied, to_runtime
+
+
+def plan_matrices(stored: dict[str, Stored]) -> tuple[list[Matrix], list[dict]]:
+    """Split checkpoint tensors into matrices to scan (2-D, and 3-D per slice) and 1-D/0-D ones."""
+    matrices, skipped = [], []
+    for key, info in stored.items():
+        if not info.dtype.is_floating_point:
+            continue
+        if len(info.shape) == 2:
+            matrices.append(Matrix(key, info.file, info.shape))
+        elif len(info.shape) == 3:
+            matrices.extend(Matrix(key, info.file, info.shape, index) for index in range(info.shape[0]))
+        else:
+            skipped.append({"key": key, "shape": list(info.shape),
+                            "reason": "1-D weight has no spectrum" if len(info.shape) == 1 else f"{len(info.shape)}-D tensor"})
+    return matrices, skipped
+
+
+def batches(matrices: list[Matrix], batch_mib: float) -> list[list[Matrix]]:
+    """Groups of equal-shape matrices, each within ``batch_mib`` of float64 working memory."""
+    by_shape: dict[tuple[int, int], list[Matrix]] = defaultdict(list)
+    for matrix in matrices:
+        by_shape[matrix.matrix_shape].append(matrix)
+    groups = []
+    for (n, m), members in by_shape.items():
+        # stored float32 copy + one float64 row chunk + float64 Gram and eigen workspace
+        per_matrix = 4 * n * m + 8 * min(max(n, m), 8192) * min(n, m) + 16 * min(n, m) ** 2
+        size = max(1, int(batch_mib * 2**20 // per_matrix))
+        groups.extend(members[i:i + size] for i in range(0, len(members), size))
+    return groups
+
+
+def load_batch(group: list[Matrix], stored: dict[str, Stored], dtype: torch.dtype) -> torch.Tensor:
+    """Read a group's matrices straight into one (B, n, m) tensor with plain file reads.
+
+    No memory map: its touched pages would count as resident memory for the whole scan.
+    """
+    first = stored[group[0].key]
+    batch = torch.empty((len(group), *group[0].matrix_shape), dtype=first.dtype)
+    raw = batch.view(torch.uint8).view(len(group), -1)
+    for i, matrix in enumerate(group):
+        info = stored[matrix.key]
+        if info.dtype != first.dtype:
+            raise SnrtuneError(f"tensors of one shape have different dtypes ({matrix.key}): re-save the model")
+        offset = info.offset + (matrix.slice_index or 0) * raw.shape[1]
+        with open(info.file, "rb") as handle:
+            handle.seek(offset)
+            if handle.readinto(raw[i].numpy()) != raw.shape[1]:
+                raise SnrtuneError(f"{str(info.file)!r} is truncated (tensor {matrix.key})")
+    return batch if batch.dtype == dtype else batch.to(dtype)
+
+
+def compute_group(weights: torch.Tensor, method: str, dtype: torch.dtype, device: str) -> list[dict]:
+    """SNR entries for a (B, n, m) batch; non-finite matrices are reported, not ranked."""
+    n, m = weights.shape[-2:]
+    finite = torch.isfinite(weights).flatten(1).all(dim=1)
+    results: list[dict] = [{"status": "nonfinite"} for _ in range(weights.shape[0])]
+    if finite.any():
+        good = weights[finite].to(device)
+        singular = gram_singular_values(good) if method == "gram" else svd_singular_values(good, dtype)
+        parts = {k: v.double().cpu() for k, v in snr_from_singular_values(singular.double(), n, m).items()}
+        for j, index in enumerate(torch.nonzero(finite).flatten().tolist()):
+            results[index] = {"status": "ok", **{k: float(v[j]) for k, v in parts.items() if k != "sigma"}}
+    return results
+
+
+def entry_for(matrix: Matrix, values: dict, to_runtime) -> dict:
+    kind, layer, expert = module_type(matrix.name)
+    if matrix.slice_index is not None:
+        expert = matrix.slice_index
+    n, m = matrix.matrix_shape
+    entry = {"name": matrix.name, "param": to_runtime(matrix.key), "type": kind, "layer": layer, "expert": expert,
+             "shape": [n, m], "n_params": n * m}
+    for key in ("snr", "s_max", "signal", "noise", "threshold"):
+        entry[key] = values.get(key)
+    entry["status"] = values["status"]
+    return entry
+
+
+def _partial_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial.jsonl")
+
+
+def _load_partial(path: Path, settings: dict) -> dict[tuple[str, int | None], dict]:
+    if not path.is_file():
+        return {}
+    lines = path.read_text().splitlines()
+    if not lines or json.loads(lines[0]) != settings:
+        print(f"note: {path} was made with other settings; starting afresh")
+        return {}
+    done = {}
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by the interruption
+            break
+        done[(entry["key"], entry["slice"])] = entry["values"]
+    return done
+
+
+def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gram", precision: str = "float32",
+         device: str = "cpu", batch_mib: float = 128.0, resume: bool = False, spectrum_json: str | None = None,
+         trust_remote_code: bool = False) -> dict:
+    """Scan every matrix of ``model_dir`` and write ``out`` (see docs/artifacts.md for the format)."""
+    if method not in ("gram", "svd"):
+        raise SnrtuneError(f"unknown scan method {method!r}: expected gram or svd")
+    if precision not in PRECISIONS:
+        raise SnrtuneError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SnrtuneError(f"device {device!r} requested but no CUDA GPU is available: use --device cpu")
+    stopwatch = Stopwatch()
+    model_dir, out = Path(model_dir), Path(out)
+    shapes = checkpoint_shapes(weight_files(model_dir))
+    matrices, skipped = plan_matrices(shapes)
+    dtype = PRECISIONS[precision]
+
+    settings = {"model_dir": str(model_dir.resolve()), "method": method, "precision": precision}
+    partial = _partial_path(out)
+    done = _load_partial(partial, settings) if resume else {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial, "w", encoding="utf-8") as log:
+        log.write(json.dumps(settings) + "\n")
+        for (key, index), values in done.items():
+            log.write(json.dumps({"key": key, "slice": index, "values": values}) + "\n")
+        todo = [mx for mx in matrices if (mx.key, mx.slice_index) not in done]
+        with tqdm(total=len(matrices), initial=len(matrices) - len(todo), desc="SNR scan", unit="matrix") as bar:
+            for group in batches(todo, batch_mib):
+                weights = load_batch(group, shapes, dtype)
+                for matrix, values in zip(group, compute_group(weights, method, dtype, device)):
+                    done[(matrix.key, matrix.slice_index)] = values
+                    log.write(json.dumps({"key": matrix.key, "slice": matrix.slice_index, "values": values}) + "\n")
+                log.flush()
+                del weights
+                bar.update(len(group))
+
+    # after the scan loop, so the model code's memory does not add to the scan's working set
+    params, tied, to_runtime = runtime_parameters(model_dir, trust_remote_code)
+    modules = [entry_for(mx, done[(mx.key, mx.slice_index)], to_runtime) for mx in matrices]
+    modules += tied_aliases(modules, tied, shapes)
+    modules.sort(key=lambda e: (e["layer"] is None, e["layer"] or 0, e["name"], e["expert"] or 0))
+    not_scannable = []
+    for item in skipped:
+        name = item["key"][: -len(".weight")] if item["key"].endswith(".weight") else item["key"]
+        kind, layer, _ = module_type(name)
+        not_scannable.append({"name": name, "param": to_runtime(item["key"]), "type": kind, "layer": layer,
+                              "shape": item["shape"], "reason": item["reason"]})
+    if params is None:
+        params = {key: info.shape for key, info in shapes.items()}
+    source = load_source_info(model_dir)
+    result = run_record(
+        stopwatch,
+        model=source["name"], model_dir=str(model_dir), method=method, precision=precision, device=device,
+        snrtune_version=__version__,
+        total_params=sum(_numel(shape) for shape in params.values()),
+        parameters={name: list(shape) for name, shape in params.items()},
+        tied=tied,
+        modules=modules,
+        not_scannable=not_scannable,
+    )
+    write_json(out, _json_safe(result))
+    if spectrum_json:
+        write_spectrum_json(spectrum_json, modules, not_scannable)
+    partial.unlink(missing_ok=True)
+    return result
+
+
+def tied_aliases(modules: list[dict], tied: dict[str, str], shapes: dict) -> list[dict]:
+    """Entries for tied weights absent from the checkpoint (lm_head = embed_tokens): scanned once, listed twice."""
+    by_param = {entry["param"]: entry for entry in modules}
+    aliases = []
+    for alias, target in tied.items():
+        if alias in shapes or target not in by_param:
+            continue
+        name = alias[: -len(".weight")] if alias.endswith(".weight") else alias
+        kind, layer, expert = module_type(name)
+        aliases.append({**by_param[target], "name": name, "param": alias, "type": kind, "layer": layer,
+                        "expert": expert, "tied_to": by_param[target]["name"]})
+    return aliases
+
+
+def write_spectrum_json(path: str | os.PathLike, modules: list[dict], not_scannable: list[dict]) -> None:
+    """The reference spectrum tool's format: {module_name: {"snr": float, "type": str}}; 1-D weights score 1.0
+    (as the reference computes them). Expert slices of fused 3-D tensors are named ``tensor.EXPERT``."""
+    data = {}
+    for entry in modules:
+        if entry["status"] != "ok":
+            continue
+        is_slice = entry["expert"] is not None and module_type(entry["name"])[2] is None
+        name = f"{entry['name']}.{entry['expert']}" if is_slice else entry["name"]
+        data[name] = {"snr": entry["snr"], "type": entry["type"]}
+    for entry in not_scannable:
+        data[entry["name"]] = {"snr": 1.0, "type": entry["type"]}
+    write_json(path, dict(sorted(data.items(), key=lambda item: item[1]["type"])))
+
+
+def _numel(shape) -> int:
+    total = 1
+    for size in shape:
+        total *= int(size)
+    return total
+
+
+def _json_safe(obj):
+    """Replace non-finite floats by None (JSON has no NaN)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {key: _json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(value) for value in obj]
+    return obj
+
+
+def load_scan(path: str | os.PathLike) -> dict:
+    """Read an snr.json, with a clear error when it is not one."""
+    try:
+        data = read_json(path)
+    except FileNotFoundError as exc:
+        raise SnrtuneError(f"SNR file {str(path)!r} not found (run `snrtune scan` first)") from exc
+    except json.JSONDecodeError as exc:
+        raise SnrtuneError(f"SNR file {str(path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or "modules" not in data or "parameters" not in data:
+        raise SnrtuneError(f"{str(path)!r} is not an snrtune scan (no 'modules'/'parameters'): "
+                           f"expected the output of `snrtune scan`")
+    return data

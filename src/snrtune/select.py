@@ -1,0 +1,277 @@
+"""`snrtune select snr.json --top-percent T --out sel.yaml`: which modules to train.
+
+Per module type, the top floor(n·t/100) modules by SNR (ties keep layer order), or, with a parameter
+budget, the highest-SNR modules across types until the budget is met. Patterns follow axolotl's
+semantics (``re.match`` on ``named_parameters()`` names, dots escaped) and every selection states its
+exact trainable-parameter count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from snrtune import __version__
+from snrtune.artifacts import atomic_file, write_json, write_yaml
+from snrtune.errors import SnrtuneError
+from snrtune.scan import load_scan
+from snrtune.snr import module_type
+
+INCLUDABLE = {"lm_head": ("lm_head",), "embed_tokens": ("embed_tokens", "wte", "embed_in", "word_embeddings")}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("snr_json", help="output of `snrtune scan`")
+    parser.add_argument("--out", required=True, help="selection YAML to write")
+    size = parser.add_mutually_exclusive_group(required=True)
+    size.add_argument("--top-percent", type=float, help="t: keep the top floor(n*t/100) modules of each type")
+    size.add_argument("--budget-params", type=int, help="select the highest-SNR modules until N trainable parameters")
+    size.add_argument("--budget-fraction", type=float,
+                      help="as --budget-params, as a fraction of the model's parameters (0-1)")
+    parser.add_argument("--types", default=None,
+                        help="comma-separated module types to select from (default: every per-layer matrix type, "
+                             "i.e. the attention and MLP projections)")
+    parser.add_argument("--include", default="",
+                        help="also train these whole: comma-separated from lm_head, embed_tokens")
+    parser.add_argument("--compat", choices=["spectrum"], default=None,
+                        help="spectrum: write the reference spectrum.py YAML line for line (all types, norms by "
+                             "layer order, lm_head and embed_tokens always); the counts go to OUT.stats.json")
+
+
+def _number(value: float | None) -> float | int | None:
+    """25.0 → 25, so that YAML and run ids read naturally."""
+    return int(value) if value is not None and float(value).is_integer() else value
+
+
+def run(args: argparse.Namespace) -> int:
+    args.top_percent = _number(args.top_percent)
+    scan = load_scan(args.snr_json)
+    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+    include = [i.strip() for i in args.include.split(",") if i.strip()]
+    if args.compat == "spectrum":
+        if args.top_percent is None:
+            raise SnrtuneError("--compat spectrum needs --top-percent (the reference has no budget mode)")
+        text, stats = spectrum_reference_yaml(scan, args.top_percent)
+        with atomic_file(args.out) as handle:
+            handle.write(text)
+        write_json(f"{args.out}.stats.json", stats)
+        selection = stats
+    else:
+        budget = resolve_budget(scan, args.budget_params, args.budget_fraction)
+        selection = select(scan, top_percent=args.top_percent, budget_params=budget, types=types, include=include,
+                           snr_file=args.snr_json)
+        write_selection(args.out, selection)
+    for note in selection["notes"]:
+        print(f"note: {note}")
+    print(f"selected {len(selection.get('modules', [])) or len(selection['unfrozen_parameters'])} entries: "
+          f"{selection['trainable_params']:,} of {selection['total_params']:,} parameters trainable "
+          f"({100 * selection['trainable_fraction']:.2f}%) -> {args.out}")
+    return 0
+
+
+def resolve_budget(scan: dict, budget_params: int | None, budget_fraction: float | None) -> int | None:
+    if budget_fraction is not None:
+        if not 0 < budget_fraction <= 1:
+            raise SnrtuneError(f"--budget-fraction {budget_fraction} out of range: expected a fraction in (0, 1]")
+        return int(budget_fraction * scan["total_params"])
+    if budget_params is not None and budget_params <= 0:
+        raise SnrtuneError(f"--budget-params {budget_params} must be a positive number of parameters")
+    return budget_params
+
+
+def default_types(modules: list[dict]) -> list[str]:
+    """Types that repeat per layer (attention and MLP projections, experts); not embeddings or lm_head."""
+    return sorted({m["type"] for m in modules if m["layer"] is not None})
+
+
+def rank_key(module: dict) -> tuple:
+    """Highest SNR first; ties keep layer order (then expert, then name)."""
+    return (-module["snr"], module["layer"] if module["layer"] is not None else -1, module["expert"] or 0,
+            module["name"])
+
+
+def top_per_type(candidates: dict[str, list[dict]], top_percent: float) -> list[dict]:
+    chosen = []
+    for kind in sorted(candidates):
+        members = candidates[kind]
+        keep = math.floor(len(members) * top_percent / 100)
+        chosen.extend(sorted(members, key=rank_key)[:keep])
+    return chosen
+
+
+def patterns_for(modules: list[dict], parameters: dict[str, list[int]], tied: dict[str, str]) -> list[str]:
+    """Axolotl ``unfrozen_parameters`` patterns (re.match, dots escaped) for the selected modules."""
+    patterns = []
+    for module in modules:
+        param = tied.get(module["param"], module["param"])
+        if param.endswith(".weight") and param in parameters:
+            pattern = "^" + re.escape(param[: -len("weight")])  # the module's weight and bias
+        else:
+            pattern = "^" + re.escape(param) + "$"  # a fused tensor (e.g. MoE experts) as a whole
+        if pattern not in patterns:
+            patterns.append(pattern)
+    return patterns
+
+
+def matched_parameters(patterns: list[str], parameters: dict[str, list[int]], strict: bool = True) -> dict[str, int]:
+    """{parameter name: numel} matched by any pattern; a pattern matching nothing is an error when strict."""
+    matched = {}
+    for pattern in patterns:
+        regex = re.compile(pattern)
+        hits = [name for name in parameters if regex.match(name)]
+        if not hits and strict:
+            raise SnrtuneError(f"selection pattern {pattern!r} matches no parameter of the model")
+        for name in hits:
+            matched[name] = math.prod(parameters[name])
+    return matched
+
+
+def budget_select(candidates: list[dict], budget: int, parameters: dict, tied: dict) -> list[dict]:
+    """Greedy by SNR across types: add a module when it still fits in the budget."""
+    chosen: list[dict] = []
+    used: dict[str, int] = {}
+    for module in sorted(candidates, key=rank_key):
+        extra = {name: size for name, size in matched_parameters(patterns_for([module], parameters, tied),
+                                                                 parameters).items() if name not in used}
+        if sum(used.values()) + sum(extra.values()) <= budget:
+            chosen.append(module)
+            used.update(extra)
+    return chosen
+
+
+def find_include(modules: list[dict], what: str) -> dict:
+    if what not in INCLUDABLE:
+        raise SnrtuneError(f"--include {what!r} unknown: expected a comma-separated list from {', '.join(INCLUDABLE)}")
+    for module in modules:
+        if module["layer"] is None and module["name"].split(".")[-1] in INCLUDABLE[what]:
+            return module
+    raise SnrtuneError(f"--include {what}: the model has no such matrix")
+
+
+def select(scan: dict, top_percent: float | None = None, budget_params: int | None = None,
+           types: list[str] | None = None, include: list[str] = (), snr_file: str | None = None) -> dict:
+    """The selection dict written to sel.yaml (docs/artifacts.md)."""
+    if top_percent is not None and not 0 < top_percent <= 100:
+        raise SnrtuneError(f"--top-percent {top_percent} out of range: expected a percentage in (0, 100]")
+    modules, parameters, tied = scan["modules"], scan["parameters"], scan.get("tied", {})
+    known = sorted({m["type"] for m in modules})
+    types = list(types) if types else default_types(modules)
+    for kind in types:
+        if kind not in known:
+            raise SnrtuneError(f"--types {kind!r} is not a module type of this scan: expected one of {', '.join(known)}")
+    notes = []
+    bad = [m["name"] for m in modules if m["type"] in types and m["status"] != "ok"]
+    if bad:
+        notes.append(f"{len(bad)} matrices with non-finite weights are not ranked: {', '.join(bad[:5])}")
+    candidates: dict[str, list[dict]] = defaultdict(list)
+    for module in modules:
+        if module["type"] in types and module["status"] == "ok" and "tied_to" not in module:
+            candidates[module["type"]].append(module)
+    for kind in types:
+        if len(candidates[kind]) == 1:
+            notes.append(f"type {kind!r} has a single module: a percentage of one selects it only at t=100")
+    if top_percent is not None:
+        chosen = top_per_type(candidates, top_percent)
+    else:
+        chosen = budget_select([m for ms in candidates.values() for m in ms], budget_params, parameters, tied)
+    for what in include:
+        module = find_include(modules, what)
+        if module["param"] in tied:
+            notes.append(f"{module['name']} is tied to {tied[module['param']]}: training one trains both")
+        chosen.append(module)
+    if not chosen:
+        raise SnrtuneError(f"the selection is empty (top_percent={top_percent}, budget={budget_params}): "
+                           f"raise --top-percent or the budget")
+    if any(m["expert"] is not None and m["param"] in parameters and len(parameters[m["param"]]) == 3 for m in chosen):
+        notes.append("fused 3-D expert tensors are unfrozen whole: selecting one expert slice trains all its experts")
+    patterns = patterns_for(chosen, parameters, tied)
+    trainable = sum(matched_parameters(patterns, parameters).values())
+    total = scan["total_params"]
+    lora_modules = [p[: -len(".weight")] for p in dict.fromkeys(tied.get(m["param"], m["param"]) for m in chosen)
+                    if p.endswith(".weight") and len(parameters.get(p, [])) == 2]
+    return {
+        "snrtune_version": __version__,
+        "model": scan.get("model"),
+        "snr_file": str(snr_file) if snr_file else None,
+        "top_percent": top_percent,
+        "budget_params": budget_params,
+        "types": types,
+        "modules": [{"name": m["name"], "param": m["param"], "type": m["type"], "layer": m["layer"],
+                     "expert": m["expert"], "snr": m["snr"]} for m in chosen],
+        "unfrozen_parameters": patterns,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_fraction": trainable / total,
+        "notes": notes,
+        "exports": {
+            "axolotl": {"unfrozen_parameters": patterns},
+            "laser_qlora": {"lora_target_modules": lora_modules},
+            "llama_factory": {"lora_target": ",".join(short_module_name(name) for name in lora_modules)},
+            "peft": {"target_modules": lora_modules},
+        },
+    }
+
+
+def short_module_name(name: str) -> str:
+    """LLaMA-Factory style: from the layer container on (model.layers.3.mlp.up_proj → layers.3.mlp.up_proj)."""
+    parts = name.split(".")
+    first_digit = next((i for i, part in enumerate(parts) if part.isdigit()), None)
+    return ".".join(parts[first_digit - 1:]) if first_digit else name
+
+
+def write_selection(path: str | os.PathLike, selection: dict) -> None:
+    header = (f"# snrtune selection: {selection['trainable_params']:,} of {selection['total_params']:,} parameters "
+              f"trainable ({100 * selection['trainable_fraction']:.2f}%)\n")
+    write_yaml(path, selection, header=header)
+
+
+def spectrum_reference_yaml(scan: dict, top_percent: float) -> tuple[str, dict]:
+    """The reference spectrum.py's unfrozen-parameters YAML, line for line, and what it really trains.
+
+    The reference ranks every type, 1-D norms included (they all score 1.0, so its "top" norms are simply the
+    first layers), lists types alphabetically, and always adds lm_head and embed_tokens.
+    """
+    entries = [m for m in scan["modules"] if m["status"] == "ok"]
+    entries += [{**m, "snr": 1.0, "expert": None} for m in scan["not_scannable"]]
+    by_type: dict[str, list[dict]] = defaultdict(list)
+    for entry in entries:
+        by_type[entry["type"]].append(entry)
+    lines = ["unfrozen_parameters:", "- ^lm_head.weight$", "- ^model.embed_tokens.weight$"]
+    for kind in sorted(by_type):
+        lines.append(f"# {kind} layers")
+        members = sorted(by_type[kind], key=lambda m: (m["layer"] if m["layer"] is not None else -1, m["name"]))
+        keep = int(len(members) * top_percent / 100)
+        lines.extend(f"- {m['name']}" for m in sorted(members, key=lambda m: -m["snr"])[:keep])
+    patterns = [line[2:] for line in lines if line.startswith("- ")]
+    matched = matched_parameters(patterns, scan["parameters"], strict=False)
+    notes = [f"pattern {p!r} matches no parameter" for p in patterns
+             if not any(re.match(p, name) for name in scan["parameters"])]
+    norm_types = sorted({m["type"] for m in scan["not_scannable"]})
+    if norm_types:
+        notes.append(f"1-D types {', '.join(norm_types)} all score 1.0: the reference's 'top' ones are the first layers")
+    embed = [name for name in matched if re.match(r"^model\.embed_tokens\.weight$", name)]
+    if embed:
+        share = math.prod(scan["parameters"][embed[0]]) / scan["total_params"]
+        notes.append(f"^model.embed_tokens.weight$ alone makes {100 * share:.1f}% of the model trainable"
+                     + (" (tied to lm_head)" if scan.get("tied") else ""))
+    trainable = sum(matched.values())
+    stats = {"compat": "spectrum", "top_percent": top_percent, "unfrozen_parameters": patterns,
+             "trainable_params": trainable, "total_params": scan["total_params"],
+             "trainable_fraction": trainable / scan["total_params"], "notes": notes}
+    return "\n".join(lines) + "\n", stats
+
+
+def load_selection(path: str | os.PathLike) -> dict:
+    """Read a selection YAML (ours, or the reference's with only ``unfrozen_parameters``)."""
+    from snrtune.artifacts import read_yaml
+
+    if not Path(path).is_file():
+        raise SnrtuneError(f"selection file {str(path)!r} not found (run `snrtune select` first)")
+    data = read_yaml(path)
+    if not isinstance(data, dict) or not data.get("unfrozen_parameters"):
+        raise SnrtuneError(f"{str(path)!r} is not a selection: expected a YAML with 'unfrozen_parameters'")
+    return data

@@ -1,0 +1,83 @@
+"""The random-matrix-theory signal-to-noise ratio of a weight matrix (DESIGN.md, "The SNR").
+
+For W (n×m) with singular values S (descending):
+    sigma     = (q75(S) - q25(S)) / 1.349          (linear-interpolation quantiles)
+    threshold = sigma * (1 + sqrt(min(n,m)/max(n,m)))
+    signal    = sum(S[S > threshold])               (0 when empty)
+    noise     = sum(S[S <= threshold])              (1.0 when empty, as the reference does)
+    SNR       = (signal / noise) / S[0]
+Everything here is batched over leading dimensions, so matrices of equal shape are processed together.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+IQR_TO_SIGMA = 1.349
+
+
+def module_type(name: str) -> tuple[str, int | None, int | None]:
+    """(type, layer, expert) of a module name.
+
+    The type is the name after the first all-digit component; later all-digit components (MoE expert
+    indices) are dropped and the first of them is the expert. A name without digits is its own type.
+    """
+    parts = name.split(".")
+    digits = [i for i, part in enumerate(parts) if part.isdigit()]
+    if not digits:
+        return name, None, None
+    first = digits[0]
+    rest = parts[first + 1:]
+    expert = next((int(part) for part in rest if part.isdigit()), None)
+    kept = [part for part in rest if not part.isdigit()]
+    return ".".join(kept), int(parts[first]), expert
+
+
+def gram_singular_values(weights: torch.Tensor, row_chunk: int = 8192) -> torch.Tensor:
+    """Singular values (descending) of a batch of matrices (..., n, m) from the eigenvalues of the
+    smaller Gram matrix, accumulated in float64 chunk by chunk so memory stays near one matrix."""
+    if weights.shape[-2] < weights.shape[-1]:
+        weights = weights.transpose(-1, -2)
+    rows, cols = weights.shape[-2], weights.shape[-1]
+    gram = torch.zeros(*weights.shape[:-2], cols, cols, dtype=torch.float64, device=weights.device)
+    for start in range(0, rows, row_chunk):
+        chunk = weights[..., start:start + row_chunk, :].to(torch.float64)
+        gram += chunk.transpose(-1, -2) @ chunk
+    eigenvalues = torch.linalg.eigvalsh(gram)  # ascending
+    return eigenvalues.clamp_min(0).sqrt().flip(-1)
+
+
+def svd_singular_values(weights: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Singular values (descending) by a full SVD: the exact reference computation."""
+    return torch.linalg.svdvals(weights.to(dtype))
+
+
+def snr_from_singular_values(singular: torch.Tensor, n: int, m: int) -> dict[str, torch.Tensor]:
+    """SNR and its parts for a batch of singular-value vectors (..., k) of n×m matrices."""
+    s_max = singular[..., 0]
+    q75 = torch.quantile(singular, 0.75, dim=-1)
+    q25 = torch.quantile(singular, 0.25, dim=-1)
+    sigma = (q75 - q25) / IQR_TO_SIGMA
+    beta = min(n, m) / max(n, m)
+    threshold = sigma * (1.0 + math.sqrt(beta))
+    above = singular > threshold.unsqueeze(-1)
+    signal = torch.where(above, singular, torch.zeros_like(singular)).sum(-1)
+    noise_set = ~above
+    noise = torch.where(noise_set, singular, torch.zeros_like(singular)).sum(-1)
+    noise = torch.where(noise_set.any(-1), noise, torch.ones_like(noise))
+    ratio = torch.where(signal > 0, signal / noise, torch.zeros_like(signal))
+    snr = torch.where(s_max > 0, ratio / torch.where(s_max > 0, s_max, torch.ones_like(s_max)),
+                      torch.zeros_like(ratio))
+    return {"snr": snr, "s_max": s_max, "signal": signal, "noise": noise, "threshold": threshold, "sigma": sigma}
+
+
+def reference_snr(weight: torch.Tensor) -> float:
+    """The reference computation, one matrix, float32 SVD: the yardstick for tests and benchmarks."""
+    weight = weight.to(torch.float32)
+    if weight.ndim < 2:
+        weight = weight.unsqueeze(0)
+    singular = torch.linalg.svdvals(weight)
+    n, m = weight.shape[-2:]
+    return float(snr_from_singular_values(singular, n, m)["snr"])
