@@ -175,9 +175,11 @@ def resave_as_safetensors(src: Path, out: Path) -> None:
 def download_hub(repo_id: str, out: Path, revision: str | None, allow_pickle: bool) -> None:
     """Download a hub snapshot (safetensors only unless ``allow_pickle``); token from HF_TOKEN."""
     import huggingface_hub
-    from huggingface_hub.utils import HfHubHTTPError
 
     token = os.environ.get("HF_TOKEN") or None
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise SnrtuneError(f"cannot download {repo_id!r}: HF_HUB_OFFLINE is set (unset it, or pass a local "
+                           f"model directory)")
     try:
         files = huggingface_hub.list_repo_files(repo_id, revision=revision, token=token)
         patterns = WEIGHT_PATTERNS + SIDE_PATTERNS
@@ -192,15 +194,17 @@ def download_hub(repo_id: str, out: Path, revision: str | None, allow_pickle: bo
         raise SnrtuneError(f"hub repo {repo_id!r} not found (or gated: set HF_TOKEN)") from exc
     except huggingface_hub.errors.RevisionNotFoundError as exc:
         raise SnrtuneError(f"revision {revision!r} not found in hub repo {repo_id!r}") from exc
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        if isinstance(exc, SnrtuneError):
-            raise
+    except SnrtuneError:
+        raise
+    except Exception as exc:  # network layers raise their own types (httpx, requests, OSError)
         raise SnrtuneError(f"cannot download {repo_id!r} from the hub: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else 'no network?'} "
                            f"(offline? copy the model to a local directory and pass its path)") from exc
     shutil.rmtree(out / ".cache", ignore_errors=True)
     if not any(out.glob("*.safetensors")):
         resave_as_safetensors(out, out)
+        for pickle in out.glob("*.bin*"):
+            pickle.unlink()
 
 
 def load_source_info(model_dir: str | os.PathLike) -> dict:

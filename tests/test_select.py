@@ -1,0 +1,133 @@
+"""`snrtune select`: per-type top t%, ties, budgets, includes, exports and the reference's YAML."""
+
+import pytest
+import yaml
+
+from snrtune.cli import main
+from snrtune.errors import SnrtuneError
+from snrtune.select import select, spectrum_reference_yaml
+
+
+def fake_scan(snrs: dict[str, list[float]], tied: bool = True) -> dict:
+    """A scan of a 4-layer model: q_proj 8×4 (+ bias 8), up_proj 6×4; embed 10×4 tied to lm_head; norms 1-D."""
+    modules, parameters = [], {"model.embed_tokens.weight": [10, 4]}
+    shapes = {"self_attn.q_proj": [8, 4], "mlp.up_proj": [6, 4]}
+    for layer in range(4):
+        for kind in shapes:
+            name = f"model.layers.{layer}.{kind}"
+            parameters[f"{name}.weight"] = shapes[kind]
+            if kind == "self_attn.q_proj":
+                parameters[f"{name}.bias"] = [8]
+            modules.append({"name": name, "param": f"{name}.weight", "type": kind, "layer": layer, "expert": None,
+                            "shape": shapes[kind], "snr": snrs[kind][layer], "status": "ok"})
+        parameters[f"model.layers.{layer}.input_layernorm.weight"] = [4]
+    parameters["model.norm.weight"] = [4]
+    modules.append({"name": "model.embed_tokens", "param": "model.embed_tokens.weight", "type": "model.embed_tokens",
+                    "layer": None, "expert": None, "shape": [10, 4], "snr": 0.5, "status": "ok"})
+    if tied:
+        modules.append({**modules[-1], "name": "lm_head", "param": "lm_head.weight", "type": "lm_head",
+                        "tied_to": "model.embed_tokens"})
+    not_scannable = [{"name": f"model.layers.{i}.input_layernorm", "param": f"model.layers.{i}.input_layernorm.weight",
+                      "type": "input_layernorm", "layer": i, "shape": [4]} for i in range(4)]
+    not_scannable.append({"name": "model.norm", "param": "model.norm.weight", "type": "model.norm", "layer": None,
+                          "shape": [4]})
+    total = sum(eval("*".join(map(str, s))) for s in parameters.values())
+    return {"model": "fake", "modules": modules, "not_scannable": not_scannable, "parameters": parameters,
+            "total_params": total, "tied": {"lm_head.weight": "model.embed_tokens.weight"} if tied else {}}
+
+
+SNRS = {"self_attn.q_proj": [0.1, 0.9, 0.3, 0.7], "mlp.up_proj": [0.2, 0.2, 0.8, 0.2]}
+
+
+def test_top_percent_per_type_with_exact_counts():
+    scan = fake_scan(SNRS)
+    sel = select(scan, top_percent=50)
+    assert [m["name"] for m in sel["modules"]] == [
+        "model.layers.2.mlp.up_proj", "model.layers.0.mlp.up_proj",  # 0.8, then the tie 0.2 in layer order
+        "model.layers.1.self_attn.q_proj", "model.layers.3.self_attn.q_proj"]
+    # two up_proj (6*4) + two q_proj with their biases (8*4 + 8)
+    assert sel["trainable_params"] == 2 * 24 + 2 * 40
+    assert sel["total_params"] == scan["total_params"] == 40 + 4 * (40 + 24 + 4) + 4
+    assert sel["trainable_fraction"] == pytest.approx(128 / scan["total_params"])
+    assert sel["unfrozen_parameters"][0] == r"^model\.layers\.2\.mlp\.up_proj\."
+    assert select(scan, top_percent=25)["trainable_params"] == 24 + 40  # floor(4 * 0.25) = 1 per type
+    assert len(select(scan, top_percent=74)["modules"]) == 4  # floor(4 * 0.74) = 2 per type
+
+
+def test_exports_for_axolotl_laser_qlora_llama_factory_and_peft():
+    sel = select(fake_scan(SNRS), top_percent=25, types=["self_attn.q_proj"])
+    assert sel["exports"]["axolotl"]["unfrozen_parameters"] == [r"^model\.layers\.1\.self_attn\.q_proj\."]
+    assert sel["exports"]["peft"]["target_modules"] == ["model.layers.1.self_attn.q_proj"]
+    assert sel["exports"]["laser_qlora"]["lora_target_modules"] == ["model.layers.1.self_attn.q_proj"]
+    assert sel["exports"]["llama_factory"]["lora_target"] == "layers.1.self_attn.q_proj"
+
+
+def test_budget_picks_highest_snr_across_types_until_met():
+    sel = select(fake_scan(SNRS), budget_params=40 + 24 + 24)
+    # by SNR: q1 (0.9, 40) fits, up2 (0.8, 24) fits, q3 (0.7, 40) does not, q2 no, then up0 (0.2, 24) fits
+    assert [m["name"] for m in sel["modules"]] == ["model.layers.1.self_attn.q_proj", "model.layers.2.mlp.up_proj",
+                                                   "model.layers.0.mlp.up_proj"]
+    assert sel["trainable_params"] == 88
+
+
+def test_include_tied_lm_head_trains_the_embedding_and_says_so():
+    sel = select(fake_scan(SNRS), top_percent=25, include=["lm_head"])
+    assert r"^model\.embed_tokens\." in sel["unfrozen_parameters"]
+    assert any("tied" in note for note in sel["notes"])
+    assert sel["trainable_params"] == 24 + 40 + 40
+
+
+def test_pattern_matching_nothing_is_an_error():
+    scan = fake_scan(SNRS)
+    del scan["parameters"]["model.layers.1.self_attn.q_proj.weight"], scan["parameters"]["model.layers.1.self_attn.q_proj.bias"]
+    with pytest.raises(SnrtuneError, match=r"matches no parameter"):
+        select(scan, top_percent=25)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"top_percent": 0}, "out of range"),
+    ({"top_percent": 150}, "out of range"),
+    ({"top_percent": 25, "types": ["mlp.down_proj"]}, "'mlp.down_proj' is not a module type"),
+    ({"top_percent": 10}, "selection is empty"),
+    ({"top_percent": 25, "include": ["head"]}, "--include 'head' unknown"),
+])
+def test_bad_input_errors(kwargs, message):
+    with pytest.raises(SnrtuneError, match=message):
+        select(fake_scan(SNRS), **kwargs)
+
+
+def test_compat_spectrum_reproduces_the_reference_yaml_line_for_line():
+    text, stats = spectrum_reference_yaml(fake_scan(SNRS), 50)
+    assert text == "\n".join([
+        "unfrozen_parameters:",
+        "- ^lm_head.weight$",
+        "- ^model.embed_tokens.weight$",
+        "# input_layernorm layers",
+        "- model.layers.0.input_layernorm",  # all norms score 1.0: "top" is layer order
+        "- model.layers.1.input_layernorm",
+        "# lm_head layers",
+        "# mlp.up_proj layers",
+        "- model.layers.2.mlp.up_proj",
+        "- model.layers.0.mlp.up_proj",
+        "# model.embed_tokens layers",
+        "# model.norm layers",
+        "# self_attn.q_proj layers",
+        "- model.layers.1.self_attn.q_proj",
+        "- model.layers.3.self_attn.q_proj",
+    ]) + "\n"
+    assert "pattern '^lm_head.weight$' matches no parameter" in stats["notes"]  # tied: no lm_head parameter
+    assert stats["trainable_params"] == 40 + 2 * 4 + 2 * 24 + 2 * 40
+
+
+def test_cli_writes_yaml_with_count_header(tmp_path, capsys):
+    import json
+
+    (tmp_path / "snr.json").write_text(json.dumps(fake_scan(SNRS)))
+    assert main(["select", str(tmp_path / "snr.json"), "--top-percent", "50", "--out", str(tmp_path / "sel.yaml")]) == 0
+    text = (tmp_path / "sel.yaml").read_text()
+    assert text.startswith("# snrtune selection: 128 of")
+    data = yaml.safe_load(text)
+    assert data["top_percent"] == 50 and data["trainable_params"] == 128 and "*id" not in text
+    assert "128 of" in capsys.readouterr().out
+    assert main(["select", str(tmp_path / "nope.json"), "--top-percent", "50", "--out", str(tmp_path / "x.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
