@@ -193,3 +193,13 @@ def test_cli_reports_missing_selection_as_one_line(tiny_llama, inputs, tmp_path,
                  "--out", str(tmp_path / "r")])
     assert code == 2
     assert "--selection" in capsys.readouterr().err
+
+
+def test_spectrum_with_gradient_checkpointing_still_trains_the_selection(tiny_llama, inputs, tmp_path):
+    cfg = write_config(tmp_path / "gc.yaml", gradient_checkpointing=True, max_steps=2, val_fraction=0.0)
+    metrics, model = train(tiny_llama, "spectrum", inputs["data"], tmp_path / "gc", selection=inputs["selection"],
+                           config=cfg)
+    assert model.is_gradient_checkpointing
+    base = base_state(tiny_llama)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, base[n])}
+    assert changed == {m + ".weight" for m in SELECTED_MODULES}  # frozen embeddings did not stop the gradient

@@ -1,0 +1,33 @@
+"""The same `snrtune train` command under torchrun trains with DDP: two CPU processes, gloo backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from train_data import SELECTED_PARAMS, write_alpaca, write_config, write_selection
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_split_the_data(tiny_llama, tmp_path):
+    data = write_alpaca(tmp_path / "data.jsonl", copies=3)  # 12 rows
+    config = write_config(tmp_path / "train.yaml", max_steps=None, num_epochs=1, per_device_train_batch_size=2,
+                          val_fraction=0.0, ddp_backend="gloo", save_steps=100)
+    selection = write_selection(tmp_path / "sel.yaml")
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "snrtune.cli", "train", str(tiny_llama), "--method", "spectrum", "--data", str(data),
+           "--selection", str(selection), "--config", str(config), "--out", str(out)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["world_size"] == 2
+    # 12 rows, 2 per process per step, 2 processes: 3 optimizer steps (one process would take 6)
+    assert metrics["details"]["global_step"] == 3
+    assert metrics["trainable_params"] == SELECTED_PARAMS
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics.json", "selection.yaml", "snrtune_run.json", "spectrum_delta.safetensors"]
