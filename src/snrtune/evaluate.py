@@ -1,0 +1,288 @@
+"""`snrtune evaluate MODEL_DIR --tasks T1,T2 --out eval.json`: lm-evaluation-harness on a model directory.
+
+Standard tasks (arc_challenge, hellaswag, mmlu, …) come from lm-eval; the tasks shipped with snrtune
+(snrtune_toolcall, snrtune_retention, snrtune_ppl; the tag `snrtune` selects all three) live in
+``snrtune/data/tasks``. Their data file paths are relative to the YAML, so they are rewritten to absolute
+paths in a temporary copy at run time: the package may be installed anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from snrtune.artifacts import read_json, write_json
+from snrtune.errors import SnrtuneError
+from snrtune.record import Stopwatch, run_record
+
+SHIPPED_TASKS = Path(__file__).parent / "data" / "tasks"
+
+# The usual few-shot counts (Open LLM Leaderboard v1); --num-fewshot overrides them per task.
+DEFAULT_FEWSHOT = {"arc_challenge": 25, "hellaswag": 10, "mmlu": 5, "truthfulqa_mc2": 0, "winogrande": 5,
+                   "gsm8k": 5}
+HUB_HINT = ("needs its dataset from the Hugging Face hub, which is unreachable or disabled: "
+            "set HF_DATASETS_OFFLINE=0 and HF_HUB_OFFLINE=0 with network access "
+            "(HF_TOKEN for gated datasets), or put the data in the local cache")
+BOOTSTRAP_ITERS = 1000  # stderr of non-mean metrics (perplexity); lm-eval's 100000 takes minutes on a CPU
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model_dir", help="a Hugging Face model directory (from fetch or merge)")
+    parser.add_argument("--tasks", required=True,
+                        help="comma-separated lm-eval task names, e.g. snrtune_toolcall,snrtune_retention,arc_challenge")
+    parser.add_argument("--out", required=True, help="the eval.json to write")
+    parser.add_argument("--limit", type=float, default=None,
+                        help="at most this many documents per task (a fraction when < 1)")
+    parser.add_argument("--num-fewshot", default="",
+                        help="per-task few-shot counts, e.g. arc_challenge=25,mmlu=5 (defaults: %s)"
+                        % ", ".join(f"{k}={v}" for k, v in DEFAULT_FEWSHOT.items()))
+    parser.add_argument("--batch-size", default="16", help="an integer, or 'auto'")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, …")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    parser.add_argument("--apply-chat-template", action="store_true",
+                        help="format prompts with the tokenizer's chat template (instruct models)")
+    parser.add_argument("--include-path", action="append", default=[],
+                        help="a directory of extra lm-eval task YAMLs (repeatable)")
+    parser.add_argument("--log-samples", action="store_true", help="also store per-document outputs")
+    parser.add_argument("--run-json", default=None,
+                        help="the run identity (default: MODEL_DIR/snrtune_run.json, else a base model)")
+    parser.add_argument("--seed", type=int, default=1234, help="seed for python, numpy, torch and few-shot sampling")
+
+
+# --- arguments --------------------------------------------------------------------------------------------
+
+def parse_tasks(text: str) -> list[str]:
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    if not tasks:
+        raise SnrtuneError(f"--tasks {text!r} names no task; expected e.g. snrtune_toolcall,arc_challenge")
+    return tasks
+
+
+def parse_fewshot(text: str, tasks: list[str]) -> dict[str, int]:
+    """``task=k,…`` on top of DEFAULT_FEWSHOT, for the requested tasks only (None: the task's own default)."""
+    given: dict[str, int] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise SnrtuneError(f"--num-fewshot item {item!r} is not TASK=K with K a non-negative integer")
+        if name.strip() not in tasks:
+            raise SnrtuneError(f"--num-fewshot names task {name.strip()!r}, which is not in --tasks {','.join(tasks)}")
+        given[name.strip()] = int(value)
+    return {t: given.get(t, DEFAULT_FEWSHOT.get(t)) for t in tasks}
+
+
+def parse_batch_size(text: str) -> int | str:
+    if text == "auto" or (text.isdigit() and int(text) > 0):
+        return text if text == "auto" else int(text)
+    raise SnrtuneError(f"--batch-size {text!r} is not a positive integer or 'auto'")
+
+
+def parse_limit(limit: float | None) -> int | float | None:
+    if limit is None:
+        return None
+    if limit <= 0:
+        raise SnrtuneError(f"--limit {limit} must be positive (a count, or a fraction below 1)")
+    return int(limit) if limit >= 1 else limit
+
+
+# --- task directories -------------------------------------------------------------------------------------
+
+def resolve_task_dir(src: Path, dst: Path) -> Path:
+    """Copy the task YAMLs of ``src`` into ``dst``, with relative ``data_files`` made absolute."""
+    shutil.copytree(src, dst)
+    for path in sorted(dst.rglob("*.yaml")):
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError:  # e.g. !function tags: nothing of ours to resolve
+            continue
+        files = (config or {}).get("dataset_kwargs", {}).get("data_files") if isinstance(config, dict) else None
+        if not files:
+            continue
+        origin = src / path.relative_to(dst).parent
+        config["dataset_kwargs"]["data_files"] = _absolute(files, origin)
+        path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return dst
+
+
+def _absolute(files: Any, origin: Path) -> Any:
+    if isinstance(files, dict):
+        return {k: _absolute(v, origin) for k, v in files.items()}
+    if isinstance(files, list):
+        return [_absolute(v, origin) for v in files]
+    path = Path(files)
+    if path.is_absolute() or "://" in str(files):
+        return str(files)
+    resolved = (origin / path).resolve()
+    if not resolved.exists():
+        raise SnrtuneError(f"task data file {files!r} (resolved to {resolved}) does not exist")
+    return str(resolved)
+
+
+def task_manager(include_paths: list[str], workdir: Path, tasks: list[str]):
+    """A TaskManager over the shipped and included task YAMLs, plus lm-eval's own tasks when needed.
+
+    Indexing lm-eval's thousands of task YAMLs takes 10-20 s on a small CPU, so it is skipped when
+    every requested task is local.
+    """
+    from lm_eval.tasks import TaskManager
+
+    dirs = [resolve_task_dir(SHIPPED_TASKS, workdir / "snrtune_tasks")]
+    for i, extra in enumerate(include_paths):
+        if not Path(extra).is_dir():
+            raise SnrtuneError(f"--include-path {extra!r} is not a directory of task YAMLs")
+        dirs.append(resolve_task_dir(Path(extra), workdir / f"include_{i}"))
+    local = TaskManager(include_path=[str(d) for d in dirs], include_defaults=False)
+    if all(t in local.all_tasks for t in tasks):
+        return local
+    return TaskManager(include_path=[str(d) for d in dirs])
+
+
+def load_task(manager, name: str, num_fewshot: int | None):
+    """Build one lm-eval task (or group); its dataset is loaded here, so hub errors surface here."""
+    if name not in manager.all_tasks:
+        raise SnrtuneError(f"unknown lm-eval task {name!r}; expected an lm-eval task, group or tag name "
+                           "(e.g. snrtune_toolcall, arc_challenge) or a YAML under --include-path")
+    try:
+        loaded = manager.load([name])
+    except Exception as exc:  # datasets/huggingface_hub raise many types for "no network"
+        if _looks_offline(exc):
+            raise SnrtuneError(f"task {name!r} {HUB_HINT} ({type(exc).__name__})") from exc
+        raise SnrtuneError(f"task {name!r} failed to load: {type(exc).__name__}: {_first_line(exc)}") from exc
+    if num_fewshot is not None:
+        for task in loaded["tasks"].values():
+            task.set_config(key="num_fewshot", value=num_fewshot)
+    if loaded["groups"]:  # a group (mmlu): evaluate it whole, so lm-eval aggregates it
+        top = [g for g in loaded["groups"].values() if g.name == name]
+        return top or list(loaded["groups"].values())[:1]
+    return list(loaded["tasks"].values())  # a task, or the tasks of a tag
+
+
+def _looks_offline(exc: BaseException) -> bool:
+    offline = os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "") or \
+        os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
+    words = ("connect", "offline", "network", "resolve", "hub", "timed out", "couldn't reach", "not found on")
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:
+        chain.append(f"{type(seen).__name__} {seen}".lower())
+        seen = seen.__cause__ or seen.__context__
+    return offline or any(w in text for text in chain for w in words)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
+
+
+# --- identity and results ---------------------------------------------------------------------------------
+
+def run_identity(model_dir: Path, run_json: str | None) -> tuple[dict, str]:
+    """The run evaluated (from snrtune_run.json) or the base model (from snrtune_source.json)."""
+    path = Path(run_json) if run_json else model_dir / "snrtune_run.json"
+    if run_json and not path.is_file():
+        raise SnrtuneError(f"--run-json {run_json!r} does not exist")
+    if path.is_file():
+        run = read_json(path)
+        return run, run.get("model_form", "merged-full-precision")
+    source = model_dir / "snrtune_source.json"
+    name = read_json(source)["name"] if source.is_file() else model_dir.name
+    return {"id": f"{name}/base", "model": name, "method": "base", "top_percent": None, "seed": None}, "base"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def tidy_results(raw: dict) -> tuple[dict, dict]:
+    """lm-eval's ``{"acc,none": v, "acc_stderr,none": s}`` → ``{"acc": v, "acc_stderr": s}`` per task.
+
+    A filter other than "none" stays in the metric name: ``exact_match,strict-match`` → ``exact_match/strict-match``.
+    """
+    results, higher = {}, {}
+    for task, metrics in raw["results"].items():
+        out = {}
+        for key, value in metrics.items():
+            if "," not in key:
+                continue
+            metric, _, filt = key.partition(",")
+            stderr = metric.endswith("_stderr")
+            base = metric[: -len("_stderr")] if stderr else metric
+            name = base if filt == "none" else f"{base}/{filt}"
+            out[name + ("_stderr" if stderr else "")] = _number(value)
+        results[task] = out
+        hib = raw.get("higher_is_better", {}).get(task, {})
+        higher[task] = {m: bool(v) for m, v in hib.items() if v is not None}
+    return results, higher
+
+
+def _jsonable(obj: Any) -> Any:
+    """Per-sample data as plain JSON (non-finite floats → null, other objects → str)."""
+    text = json.dumps(obj, default=str, allow_nan=True)
+    return json.loads(text, parse_constant=lambda _: None)
+
+
+# --- the step ---------------------------------------------------------------------------------------------
+
+def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[str, int | None] | None = None,
+                   limit: int | float | None = None, batch_size: int | str = 16, device: str = "cpu",
+                   dtype: str = "float32", apply_chat_template: bool = False, include_paths: list[str] = (),
+                   log_samples: bool = False, run_json: str | None = None, seed: int = 1234) -> dict:
+    """Evaluate ``model_dir`` on ``tasks``; returns the eval.json record (see docs/artifacts.md)."""
+    import lm_eval
+
+    stopwatch = Stopwatch()
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise SnrtuneError(f"MODEL_DIR {str(model_dir)!r} is not a model directory (no config.json)")
+    run, model_form = run_identity(model_dir, run_json)
+    shots = num_fewshot or {t: DEFAULT_FEWSHOT.get(t) for t in tasks}
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="snrtune-tasks-") as workdir:
+        manager = task_manager(list(include_paths), Path(workdir), tasks)
+        task_objs = [obj for t in tasks for obj in load_task(manager, t, shots.get(t))]
+        raw = lm_eval.simple_evaluate(
+            model="hf",
+            model_args={"pretrained": str(model_dir), "dtype": dtype},
+            tasks=task_objs, batch_size=batch_size, device=device, limit=limit,
+            apply_chat_template=apply_chat_template, fewshot_as_multiturn=apply_chat_template,
+            log_samples=log_samples, task_manager=manager, bootstrap_iters=BOOTSTRAP_ITERS,
+            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+        )
+    results, higher = tidy_results(raw)
+    config = {
+        "tasks": tasks, "num_fewshot": {t: raw.get("n-shot", {}).get(t, shots.get(t)) for t in raw["results"]},
+        "limit": limit, "batch_size": batch_size, "device": device, "dtype": dtype,
+        "apply_chat_template": apply_chat_template, "seed": seed, "bootstrap_iters": BOOTSTRAP_ITERS, "include_paths": [str(p) for p in include_paths],
+        "n_samples": {t: v.get("effective") for t, v in raw.get("n-samples", {}).items()},
+        "task_versions": raw.get("versions", {}),
+    }
+    record = run_record(stopwatch, run=run, results=results, higher_is_better=higher, config=config,
+                        model_form=model_form, model_dir=str(model_dir))
+    if log_samples:
+        record["samples"] = _jsonable(raw.get("samples", {}))
+    return record
+
+
+def run(args) -> int:
+    tasks = parse_tasks(args.tasks)
+    record = evaluate_model(
+        args.model_dir, tasks, num_fewshot=parse_fewshot(args.num_fewshot, tasks), limit=parse_limit(args.limit),
+        batch_size=parse_batch_size(args.batch_size), device=args.device, dtype=args.dtype,
+        apply_chat_template=args.apply_chat_template, include_paths=args.include_path,
+        log_samples=args.log_samples, run_json=args.run_json, seed=args.seed,
+    )
+    write_json(args.out, record)
+    for task, metrics in record["results"].items():
+        shown = ", ".join(f"{m}={v:.4g}" for m, v in metrics.items() if not m.endswith("_stderr") and v is not None)
+        print(f"{task}: {shown}")
+    print(f"wrote {args.out} ({record['wall_time_s']:.1f} s)")
+    return 0
