@@ -209,6 +209,18 @@ def test_a_rerun_runs_nothing_and_new_values_run_only_new_jobs(finished_project,
     assert counts == {"train": 5, "merge": 5, "evaluate": 5, "report": 1, "all": 1}
 
 
+@pytest.mark.slow
+def test_a_new_snrtune_version_reruns_every_step(finished_project):
+    # Snakemake in a Python whose snrtune reports another version: every rule's `version` param changed
+    code = ("import sys, snrtune; snrtune.__version__ = '99.0'; "
+            "from snakemake.cli import main; main(sys.argv[1:])")
+    proc = subprocess.run([sys.executable, "-c", code, "-s", str(SNAKEFILE), "-n", "--configfile", "config.yaml"],
+                          cwd=finished_project, text=True, capture_output=True, timeout=300)
+    assert job_counts(proc.stdout) == {"fetch": 1, "scan": 1, "select": 1, "train": 5, "merge": 5,
+                                       "evaluate": 6, "report": 1, "all": 1}
+    assert "Params have changed since last execution" in proc.stdout
+
+
 # ----------------------------------------------------------------------- SLURM through fake commands
 
 def slurm_profile(directory: Path) -> Path:
@@ -227,7 +239,7 @@ def slurm_profile(directory: Path) -> Path:
 def test_slurm_profile_submits_gpus_memory_time_and_partition(tmp_path, tiny_llama):
     config = tiny_project(tmp_path / "work", tiny_llama, methods=["spectrum"])
     spec = yaml.safe_load(config.read_text())
-    spec["models"]["tiny"]["resources"].update(gpus=1, train_gpus=1, mem_mb=1500, train_mem_mb=3000,
+    spec["models"]["tiny"]["resources"].update(gpus=1, train_gpus=2, mem_mb=1500, train_mem_mb=3000,
                                                runtime=15, train_runtime=45)
     config.write_text(yaml.safe_dump(spec))
     state = tmp_path / "slurm"
@@ -245,13 +257,17 @@ def test_slurm_profile_submits_gpus_memory_time_and_partition(tmp_path, tiny_lla
     flags = {rule: r["options"] for rule, r in submitted.items()}
     for rule in ("fetch", "select"):
         assert "--gpus" not in flags[rule] and flags[rule]["-p"] == "cpu"
-    for rule in ("scan", "train", "evaluate"):
-        assert flags[rule]["--gpus"] == "1" and flags[rule]["-p"] == "gpu"
+    for rule, gpus in (("scan", "1"), ("train", "2"), ("evaluate", "1")):
+        assert flags[rule]["--gpus"] == gpus and flags[rule]["-p"] == "gpu"
     assert {rule: f["-A"] for rule, f in flags.items()} == dict.fromkeys(flags, "fake")
     assert (flags["scan"]["--mem"], flags["scan"]["-t"]) == ("1500", "15")
     assert (flags["train"]["--mem"], flags["train"]["-t"]) == ("3000", "45")
     assert flags["train"]["--cpus-per-task"] == "1"
     # each job ran its step through srun, on this machine
     steps = [json.loads(line)["argv"] for line in (state / "srun.jsonl").read_text().splitlines()]
-    assert len(steps) == 5 and sum("--gpus=1" in step for step in steps) == 3
+    assert len(steps) == 5 and sum("--gpus=1" in step for step in steps) == 2
+    assert sum("--gpus=2" in step for step in steps) == 1
+    # 2 training GPUs: one process per GPU (here: 2 CPU processes with gloo)
+    train_log = Path(submitted["train"]["options"]["--output"].replace("%j", str(submitted["train"]["jobid"])))
+    assert "torchrun --standalone --nproc_per_node 2 -m snrtune.cli train results/tiny/model" in train_log.read_text()
     assert (config.parent / "results/tiny/runs/spectrum-t50-s0/metrics.json").exists()

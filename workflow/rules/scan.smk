@@ -5,7 +5,7 @@ rule scan:
         snr="results/{model}/scan/snr.json",
     params:
         extra=lambda w: wc.flags(method=config["scan"]["method"], precision=config["scan"]["precision"],
-                                 device=model_cfg(w)["device"], batch_size=config["scan"]["batch_size"]),
+                                 device=model_cfg(w)["device"], batch_mib=config["scan"]["batch_mib"]),
         version=VERSION,
     conda:
         ENV
