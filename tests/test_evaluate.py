@@ -1,0 +1,153 @@
+"""`snrtune evaluate` on a tiny model and tiny local tasks, checked against log-likelihoods computed here."""
+
+import json
+import math
+
+import pytest
+import torch
+import transformers
+
+from snrtune import cli
+from snrtune.errors import SnrtuneError
+from snrtune.evaluate import evaluate_model, parse_fewshot, resolve_task_dir
+
+QUESTIONS = [
+    {"question": "What is the capital of France?", "choices": ["Paris", "Rome", "Oslo"], "answer": 0},
+    {"question": "Call the weather tool", "choices": ["get_weather", "Italy", "answer"], "answer": 0},
+    {"question": "0 1 2 3", "choices": ["4", "abc", "JSON"], "answer": 2},
+]
+TEXTS = [{"text": "The capital of Italy is Rome."}, {"text": "user assistant system answer question"}]
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory):
+    """Two tiny tasks whose data paths are relative to their YAMLs (as the shipped ones are)."""
+    root = tmp_path_factory.mktemp("tasks")
+    (root / "data").mkdir()
+    (root / "data" / "mc.jsonl").write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    (root / "data" / "text.jsonl").write_text("".join(json.dumps(t) + "\n" for t in TEXTS))
+    (root / "yaml").mkdir()
+    (root / "yaml" / "tiny_mc.yaml").write_text(
+        "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: ../data/mc.jsonl\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"Question: {{question}}\\nAnswer:\"\n"
+        "doc_to_choice: \"{{choices}}\"\ndoc_to_target: answer\nmetric_list:\n  - metric: acc\n"
+    )
+    (root / "yaml" / "tiny_ppl.yaml").write_text(
+        "task: tiny_ppl\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: ../data/text.jsonl\n"
+        "test_split: test\noutput_type: loglikelihood_rolling\ndoc_to_text: \"\"\ndoc_to_target: \"{{text}}\"\n"
+        "metric_list:\n  - metric: word_perplexity\n"
+    )
+    return root / "yaml"
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_llama, task_dir):
+    return evaluate_model(tiny_llama, ["tiny_mc", "tiny_ppl"], include_paths=[str(task_dir)],
+                          log_samples=True, batch_size=4)
+
+
+def _continuation_logprob(model, tok, context: str, continuation: str) -> float:
+    """log p(continuation | context), splitting tokens as lm-eval does (trailing spaces move right)."""
+    stripped = context.rstrip()
+    continuation = context[len(stripped):] + continuation
+    whole = tok(stripped + continuation, add_special_tokens=False)["input_ids"]
+    n_ctx = len(tok(stripped, add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), -1)
+    return sum(logp[i - 1, whole[i]].item() for i in range(n_ctx, len(whole)))
+
+
+def _text_logprob(model, tok, text: str) -> float:
+    ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+    return sum(logp[i - 1, ids[i]].item() for i in range(1, len(ids)))
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_llama):
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    return model, transformers.AutoTokenizer.from_pretrained(tiny_llama)
+
+
+def test_multiple_choice_matches_hand_loglikelihoods(evaluated, tiny_lm):
+    model, tok = tiny_lm
+    samples = sorted(evaluated["samples"]["tiny_mc"], key=lambda s: s["doc_id"])
+    correct = []
+    for q, sample in zip(QUESTIONS, samples):
+        context = f"Question: {q['question']}\nAnswer:"
+        mine = [_continuation_logprob(model, tok, context, " " + c) for c in q["choices"]]
+        theirs = [resp[0] for resp in sample["filtered_resps"]]
+        assert theirs == pytest.approx(mine, abs=1e-4)
+        correct.append(float(max(range(3), key=mine.__getitem__) == q["answer"]))
+    acc = sum(correct) / len(correct)
+    assert evaluated["results"]["tiny_mc"]["acc"] == pytest.approx(acc)
+    stderr = math.sqrt(acc * (1 - acc) / (len(correct) - 1))
+    assert evaluated["results"]["tiny_mc"]["acc_stderr"] == pytest.approx(stderr)
+
+
+def test_word_perplexity_matches_hand_computation(evaluated, tiny_lm):
+    model, tok = tiny_lm
+    total_ll = sum(_text_logprob(model, tok, t["text"]) for t in TEXTS)
+    words = sum(len(t["text"].split()) for t in TEXTS)
+    expected = math.exp(-total_ll / words)
+    assert evaluated["results"]["tiny_ppl"]["word_perplexity"] == pytest.approx(expected, rel=1e-4)
+    assert evaluated["higher_is_better"]["tiny_ppl"]["word_perplexity"] is False
+
+
+def test_record_identity_and_config(evaluated, tiny_llama):
+    assert evaluated["run"] == {"id": "tiny-llama/base", "model": "tiny-llama", "method": "base",
+                                "top_percent": None, "seed": None}
+    assert evaluated["model_form"] == "base"
+    assert evaluated["config"]["tasks"] == ["tiny_mc", "tiny_ppl"]
+    assert evaluated["config"]["n_samples"] == {"tiny_mc": 3, "tiny_ppl": 2}
+    assert evaluated["versions"]["lm_eval"] == "0.4.13"
+    json.dumps(evaluated, allow_nan=False)  # the record is strict JSON
+
+
+def test_cli_writes_eval_json_with_run_identity(tiny_llama, task_dir, tmp_path):
+    run = {"id": "tiny-llama/spectrum-t25-s0", "model": "tiny-llama", "method": "spectrum", "top_percent": 25,
+           "seed": 0, "stage": "sft"}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    out = tmp_path / "eval.json"
+    rc = cli.main(["evaluate", str(tiny_llama), "--tasks", "tiny_mc", "--out", str(out), "--limit", "2",
+                   "--include-path", str(task_dir), "--run-json", str(tmp_path / "run.json")])
+    assert rc == 0
+    record = json.loads(out.read_text())
+    assert record["run"] == run and record["model_form"] == "merged-full-precision"
+    assert record["config"]["limit"] == 2 and record["config"]["n_samples"] == {"tiny_mc": 2}
+    assert "samples" not in record
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json", "run.json"]  # no temporary left over
+
+
+def test_shipped_tasks_resolve_to_existing_files(tmp_path):
+    from snrtune.evaluate import SHIPPED_TASKS
+
+    resolved = resolve_task_dir(SHIPPED_TASKS, tmp_path / "tasks")
+    for name in ("snrtune_toolcall", "snrtune_retention", "snrtune_ppl"):
+        text = (resolved / f"{name}.yaml").read_text()
+        path = text.split("test: ")[1].split("\n")[0].strip()
+        assert path.startswith("/") and path.endswith(".jsonl")
+
+
+def test_hub_task_offline_fails_with_one_line_naming_task(tiny_llama, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "eval.json"
+    rc = cli.main(["evaluate", str(tiny_llama), "--tasks", "arc_easy", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists()
+    assert len(err.splitlines()) == 1 and "'arc_easy'" in err
+    assert "HF_DATASETS_OFFLINE" in err and "HF_HUB_OFFLINE" in err and "HF_TOKEN" in err
+
+
+def test_bad_arguments_are_one_line_errors(tiny_llama, tmp_path, capsys):
+    assert cli.main(["evaluate", str(tiny_llama), "--tasks", "no_such_task_xyz", "--out",
+                     str(tmp_path / "e.json")]) == 2
+    assert "'no_such_task_xyz'" in capsys.readouterr().err
+    with pytest.raises(SnrtuneError, match="arc_challenge=x"):
+        parse_fewshot("arc_challenge=x", ["arc_challenge"])
+    with pytest.raises(SnrtuneError, match="'gsm8k'"):
+        parse_fewshot("gsm8k=5", ["arc_challenge"])
+    assert parse_fewshot("mmlu=0", ["mmlu", "hellaswag", "snrtune_ppl"]) == {
+        "mmlu": 0, "hellaswag": 10, "snrtune_ppl": None}
