@@ -1,0 +1,218 @@
+"""The report's plots (seaborn on matplotlib's Agg backend), each written as a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from snrtune.report import variant_order  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def palette(variants) -> dict:
+    order = variant_order(variants)
+    colors = sns.color_palette("tab10", n_colors=max(len(order), 1))
+    return {v: ("#555555" if v == "base" else colors[i % len(colors)]) for i, v in enumerate(order)}
+
+
+def _save(fig, folder: Path, name: str) -> str:
+    fig.savefig(folder / name, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return name
+
+
+# --- SNR heatmaps -----------------------------------------------------------------------------------------
+
+def snr_grid(snr: dict) -> pd.DataFrame:
+    """Layers × module types of SNR (mean over MoE experts)."""
+    rows = [{"layer": m["layer"], "type": m["type"], "snr": m["snr"]} for m in snr["modules"]
+            if m.get("layer") is not None and m.get("status", "ok") == "ok"]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.pivot_table(index="layer", columns="type", values="snr", aggfunc="mean")
+
+
+def snr_heatmap(snr: dict, selection: dict | None, folder: Path, name: str) -> str | None:
+    grid = snr_grid(snr)
+    if grid.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 3, 0.28 * grid.shape[0] + 2.2))
+    sns.heatmap(grid, ax=ax, cmap="mako", cbar_kws={"label": "SNR"}, linewidths=0.3, linecolor="white")
+    if selection:
+        chosen = {(m["layer"], m["type"]) for m in selection["modules"] if m.get("layer") is not None}
+        for (layer, mtype) in chosen:
+            if layer in grid.index and mtype in grid.columns:
+                y, x = grid.index.get_loc(layer), grid.columns.get_loc(mtype)
+                ax.add_patch(plt.Rectangle((x + 0.06, y + 0.06), 0.88, 0.88, fill=False, ec="#ff4f00", lw=2))
+        title = (f"{snr.get('model', '')}: SNR per module, top {selection.get('top_percent')}% selected "
+                 f"(orange boxes, {len(chosen)} modules, {selection.get('trainable_params', 0) / 1e6:.1f}M params)")
+    else:
+        title = f"{snr.get('model', '')}: SNR per module"
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel("module type")
+    ax.set_ylabel("layer")
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=35, ha="right")
+    return _save(fig, folder, name)
+
+
+# --- scores -----------------------------------------------------------------------------------------------
+
+def score_bars(agg: pd.DataFrame, tasks: list[str], folder: Path) -> str:
+    colors = palette(agg.variant)
+    order = variant_order(agg.variant)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 + 2.6 * len(tasks), 0.45 * len(order) + 2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        sub = agg[agg.task == task].set_index("variant").reindex([v for v in order if v in set(agg.variant)])
+        sub = sub.dropna(subset=["score"])
+        y = np.arange(len(sub))
+        ax.barh(y, sub["score"], xerr=sub["stderr"].fillna(0), color=[colors[v] for v in sub.index],
+                capsize=3, height=0.7)
+        ax.set_yticks(y, sub.index if ax is axes[0][0] else [""] * len(sub))
+        ax.invert_yaxis()
+        arrow = "↑" if bool(sub["higher_is_better"].iloc[0]) else "↓ (lower is better)"
+        ax.set_title(f"{task}\n{sub['metric'].iloc[0]} {arrow}", fontsize=10)
+        if "base" in sub.index:
+            ax.axvline(sub.loc["base", "score"], color="#555555", ls="--", lw=1)
+        for yi, value in zip(y, sub["score"]):
+            ax.text(value, yi, f" {value:.3g}", va="center", fontsize=8)
+        ax.margins(x=0.18)
+    fig.suptitle("Score per method (mean ± standard error; dashed: base model)", y=1.02)
+    return _save(fig, folder, "scores.png")
+
+
+def pareto_front(x: np.ndarray, y: np.ndarray, higher_is_better: bool) -> np.ndarray:
+    """Indices of points no other point beats on both cost (lower x) and quality."""
+    sign = 1 if higher_is_better else -1
+    keep = []
+    for i in range(len(x)):
+        dominated = any((x[j] <= x[i] and sign * y[j] >= sign * y[i]) and (x[j] < x[i] or sign * y[j] > sign * y[i])
+                        for j in range(len(x)))
+        if not dominated:
+            keep.append(i)
+    return np.array(sorted(keep, key=lambda i: x[i]), dtype=int)
+
+
+def quality_vs_cost(runs: pd.DataFrame, agg: pd.DataFrame, target: str, folder: Path) -> str | None:
+    sub = agg[(agg.task == target) & (agg.variant != "base")].set_index("variant")
+    cost = runs.drop_duplicates("run").groupby("variant")[
+        ["peak_memory_bytes", "train_wall_time_s", "trainable_params"]].mean()
+    sub = sub.join(cost, how="inner")
+    if sub.empty:
+        return None
+    colors = palette(agg.variant)
+    hib, metric = bool(sub["higher_is_better"].iloc[0]), sub["metric"].iloc[0]
+    panels = [("peak_memory_bytes", "peak memory (GB)", 1e9), ("train_wall_time_s", "training time (s)", 1),
+              ("trainable_params", "trainable parameters (M)", 1e6)]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    for ax, (col, label, scale) in zip(axes, panels):
+        data = sub.dropna(subset=[col])
+        if data.empty:
+            ax.set_visible(False)
+            continue
+        x, y = data[col].to_numpy() / scale, data["score"].to_numpy()
+        front = pareto_front(x, y, hib)
+        ax.plot(x[front], y[front], color="#999999", lw=1.5, ls="--", zorder=1, label="Pareto front")
+        for v, xi, yi, err in zip(data.index, x, y, data["stderr"].fillna(0)):
+            ax.errorbar(xi, yi, yerr=err, fmt="o", color=colors[v], ms=8, capsize=3, zorder=2)
+            ax.annotate(v, (xi, yi), textcoords="offset points", xytext=(6, 5), fontsize=8)
+        base = agg[(agg.task == target) & (agg.variant == "base")]
+        if not base.empty:
+            ax.axhline(base["score"].iloc[0], color="#555555", ls=":", lw=1, label="base model")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"{target} {metric}")
+        ax.margins(x=0.2, y=0.15)
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle(f"Quality against cost ({'up' if hib else 'down'} and left is better)", y=1.02)
+    fig.tight_layout()
+    return _save(fig, folder, "quality_vs_cost.png")
+
+
+# --- loss curves ------------------------------------------------------------------------------------------
+
+def loss_curves(found: dict, folder: Path) -> str | None:
+    from snrtune.report import variant_of
+
+    rows = []
+    for m in found["metrics"]:
+        for kind in ("train_loss", "eval_loss"):
+            for step, loss in m.get(kind) or []:
+                rows.append({"variant": variant_of(m["run"]), "seed": m["run"].get("seed"), "step": step,
+                             "loss": loss, "kind": kind.replace("_", " ")})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return None
+    colors = palette(frame.variant)
+    kinds = [k for k in ("train loss", "eval loss") if k in set(frame.kind)]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.2), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        sns.lineplot(frame[frame.kind == kind], x="step", y="loss", hue="variant", units="seed", estimator=None,
+                     palette=colors, ax=ax, marker="o" if kind == "eval loss" else None, lw=1.4)
+        ax.set_title(kind)
+        ax.legend(fontsize=8, title=None)
+    fig.suptitle("Training and evaluation loss (one line per seed)", y=1.02)
+    fig.tight_layout()
+    return _save(fig, folder, "loss_curves.png")
+
+
+# --- gain against forgetting ------------------------------------------------------------------------------
+
+def gain_vs_forgetting(agg: pd.DataFrame, target: str, tasks: list[str], folder: Path) -> str | None:
+    others = [t for t in tasks if t != target]
+    gain = agg[(agg.task == target) & (agg.variant != "base")].set_index("variant")["delta_vs_base"]
+    if gain.dropna().empty or not others:
+        return None
+    colors = palette(agg.variant)
+    fig, axes = plt.subplots(1, len(others), figsize=(5.2 * len(others), 4.4), squeeze=False)
+    for ax, task in zip(axes[0], others):
+        sub = agg[(agg.task == task) & (agg.variant != "base")].set_index("variant")
+        both = sub.join(gain.rename("gain"), how="inner").dropna(subset=["delta_vs_base", "gain"])
+        if both.empty:
+            ax.set_visible(False)
+            continue
+        hib = bool(sub["higher_is_better"].iloc[0])
+        for v, row in both.iterrows():
+            ax.scatter(row.delta_vs_base, row.gain, color=colors[v], s=70, zorder=2)
+            ax.annotate(v, (row.delta_vs_base, row.gain), textcoords="offset points", xytext=(6, 5), fontsize=8)
+        ax.axvline(0, color="#555555", lw=1)
+        ax.axhline(0, color="#555555", lw=1)
+        ax.set_xlabel(f"change in {task} {sub['metric'].iloc[0]} vs base\n"
+                      f"({'left' if hib else 'right'} = forgot more)")
+        ax.set_ylabel(f"gain on {target} vs base")
+        ax.margins(0.25)
+    fig.suptitle("What the gain on the target task cost in retention", y=1.02)
+    fig.tight_layout()
+    return _save(fig, folder, "gain_vs_forgetting.png")
+
+
+# --- all --------------------------------------------------------------------------------------------------
+
+def write_all(folder: Path, runs: pd.DataFrame, agg: pd.DataFrame, found: dict, target: str,
+              tasks: list[str]) -> list[tuple[str, str]]:
+    """Write every plot that the data allows; returns (file name, caption) pairs in reading order."""
+    images = [(score_bars(agg, tasks, folder), "Score per method and task")]
+    for name, caption in [
+        (quality_vs_cost(runs, agg, target, folder), f"Quality on {target} against cost, with the Pareto front"),
+        (gain_vs_forgetting(agg, target, tasks, folder), "Gain on the target task against change on retention tasks"),
+        (loss_curves(found, folder), "Training and evaluation loss"),
+    ]:
+        if name:
+            images.append((name, caption))
+    for snr in found["snr"]:
+        selections = [s for s in found["selection"] if s.get("model") in (None, snr.get("model"))]
+        selections.sort(key=lambda s: (s.get("top_percent") is None, s.get("top_percent") or 0))
+        for sel in selections or [None]:
+            tag = f"_t{sel['top_percent']:g}" if sel and sel.get("top_percent") is not None else (
+                f"_{len(images)}" if sel else "")
+            name = snr_heatmap(snr, sel, folder, f"snr_heatmap_{snr.get('model', 'model')}{tag}.png".replace("/", "_"))
+            if name:
+                images.append((name, f"SNR per layer and module type ({name})"))
+    return images
