@@ -118,7 +118,7 @@ def test_summary_means_stderrs_deltas_and_best(report):
     # perplexity: lower is better; base 50.0 is not a method, lora 50.5 ± 0 is the best trained one
     lora = [c.strip() for c in lines["lora"].split("|")[2:-1]]
     assert lora[0] == "0.500 ± 0.000 (+0.4)"
-    assert lora[2].startswith("**50.500") or lora[2].startswith("50.500")
+    assert lora[2] == "50.50 ± 0.000 (+0.5)"
     assert "**1.00GB**" in lines["qlora"] and "**300.00k**" in lines["lora"]
     assert "spectrum-t25** won on snrtune_toolcall" in text
     assert "snrtune_retention acc 0.600 → 0.570 (-5.0%) worse" in text

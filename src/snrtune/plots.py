@@ -66,8 +66,7 @@ def snr_heatmap(snr: dict, selection: dict | None, folder: Path, name: str) -> s
 
 # --- scores -----------------------------------------------------------------------------------------------
 
-def score_bars(agg: pd.DataFrame, tasks: list[str], folder: Path) -> str:
-    colors = palette(agg.variant)
+def score_bars(agg: pd.DataFrame, tasks: list[str], folder: Path, colors: dict) -> str:
     order = variant_order(agg.variant)
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 + 2.6 * len(tasks), 0.45 * len(order) + 2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
@@ -82,9 +81,13 @@ def score_bars(agg: pd.DataFrame, tasks: list[str], folder: Path) -> str:
         ax.set_title(f"{task}\n{sub['metric'].iloc[0]} {arrow}", fontsize=10)
         if "base" in sub.index:
             ax.axvline(sub.loc["base", "score"], color="#555555", ls="--", lw=1)
-        for yi, value in zip(y, sub["score"]):
-            ax.text(value, yi, f" {value:.3g}", va="center", fontsize=8)
-        ax.margins(x=0.18)
+        for yi, value, err in zip(y, sub["score"], sub["stderr"].fillna(0)):
+            ax.text(value + err, yi, f"  {value:.3g}", va="center", fontsize=8)
+        if not bool(sub["higher_is_better"].iloc[0]):  # perplexity-like: zoom on the differences
+            low, high = (sub["score"] - sub["stderr"].fillna(0)).min(), (sub["score"] + sub["stderr"].fillna(0)).max()
+            ax.set_xlim(low - 0.15 * (high - low + 1e-9), high + 0.35 * (high - low + 1e-9))
+        else:
+            ax.set_xlim(0, (sub["score"] + sub["stderr"].fillna(0)).max() * 1.25 or 1)
     fig.suptitle("Score per method (mean ± standard error; dashed: base model)", y=1.02)
     return _save(fig, folder, "scores.png")
 
@@ -101,14 +104,13 @@ def pareto_front(x: np.ndarray, y: np.ndarray, higher_is_better: bool) -> np.nda
     return np.array(sorted(keep, key=lambda i: x[i]), dtype=int)
 
 
-def quality_vs_cost(runs: pd.DataFrame, agg: pd.DataFrame, target: str, folder: Path) -> str | None:
+def quality_vs_cost(runs: pd.DataFrame, agg: pd.DataFrame, target: str, folder: Path, colors: dict) -> str | None:
     sub = agg[(agg.task == target) & (agg.variant != "base")].set_index("variant")
     cost = runs.drop_duplicates("run").groupby("variant")[
         ["peak_memory_bytes", "train_wall_time_s", "trainable_params"]].mean()
     sub = sub.join(cost, how="inner")
     if sub.empty:
         return None
-    colors = palette(agg.variant)
     hib, metric = bool(sub["higher_is_better"].iloc[0]), sub["metric"].iloc[0]
     panels = [("peak_memory_bytes", "peak memory (GB)", 1e9), ("train_wall_time_s", "training time (s)", 1),
               ("trainable_params", "trainable parameters (M)", 1e6)]
@@ -138,7 +140,7 @@ def quality_vs_cost(runs: pd.DataFrame, agg: pd.DataFrame, target: str, folder: 
 
 # --- loss curves ------------------------------------------------------------------------------------------
 
-def loss_curves(found: dict, folder: Path) -> str | None:
+def loss_curves(found: dict, folder: Path, colors: dict) -> str | None:
     from snrtune.report import variant_of
 
     rows = []
@@ -150,7 +152,6 @@ def loss_curves(found: dict, folder: Path) -> str | None:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return None
-    colors = palette(frame.variant)
     kinds = [k for k in ("train loss", "eval loss") if k in set(frame.kind)]
     fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.2), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
@@ -165,12 +166,11 @@ def loss_curves(found: dict, folder: Path) -> str | None:
 
 # --- gain against forgetting ------------------------------------------------------------------------------
 
-def gain_vs_forgetting(agg: pd.DataFrame, target: str, tasks: list[str], folder: Path) -> str | None:
+def gain_vs_forgetting(agg: pd.DataFrame, target: str, tasks: list[str], folder: Path, colors: dict) -> str | None:
     others = [t for t in tasks if t != target]
     gain = agg[(agg.task == target) & (agg.variant != "base")].set_index("variant")["delta_vs_base"]
     if gain.dropna().empty or not others:
         return None
-    colors = palette(agg.variant)
     fig, axes = plt.subplots(1, len(others), figsize=(5.2 * len(others), 4.4), squeeze=False)
     for ax, task in zip(axes[0], others):
         sub = agg[(agg.task == task) & (agg.variant != "base")].set_index("variant")
@@ -198,11 +198,15 @@ def gain_vs_forgetting(agg: pd.DataFrame, target: str, tasks: list[str], folder:
 def write_all(folder: Path, runs: pd.DataFrame, agg: pd.DataFrame, found: dict, target: str,
               tasks: list[str]) -> list[tuple[str, str]]:
     """Write every plot that the data allows; returns (file name, caption) pairs in reading order."""
-    images = [(score_bars(agg, tasks, folder), "Score per method and task")]
+    from snrtune.report import variant_of
+
+    colors = palette(set(agg.variant) | {variant_of(m["run"]) for m in found["metrics"]})
+    images = [(score_bars(agg, tasks, folder, colors), "Score per method and task")]
     for name, caption in [
-        (quality_vs_cost(runs, agg, target, folder), f"Quality on {target} against cost, with the Pareto front"),
-        (gain_vs_forgetting(agg, target, tasks, folder), "Gain on the target task against change on retention tasks"),
-        (loss_curves(found, folder), "Training and evaluation loss"),
+        (quality_vs_cost(runs, agg, target, folder, colors), f"Quality on {target} against cost, with the Pareto front"),
+        (gain_vs_forgetting(agg, target, tasks, folder, colors),
+         "Gain on the target task against change on retention tasks"),
+        (loss_curves(found, folder, colors), "Training and evaluation loss"),
     ]:
         if name:
             images.append((name, caption))

@@ -157,6 +157,8 @@ def variant_order(variants) -> list[str]:
 def _fmt(value: float, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if abs(value) >= 10:
+        digits = 1 if abs(value) >= 100 else 2
     small = 0 < abs(value) < 0.5 * 10 ** -digits
     return f"{value:.{digits}g}" if abs(value) >= 1000 or small else f"{value:.{digits}f}"
 
