@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 import torch
 import transformers
 from safetensors.torch import load_file
@@ -203,3 +204,18 @@ def test_spectrum_with_gradient_checkpointing_still_trains_the_selection(tiny_ll
     base = base_state(tiny_llama)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, base[n])}
     assert changed == {m + ".weight" for m in SELECTED_MODULES}  # frozen embeddings did not stop the gradient
+
+
+def test_selection_from_snrtune_select_trains_its_stated_count(tiny_llama, inputs, tmp_path):
+    """The contract between `select` and `train`: counts agree, also with the tied embedding included."""
+    assert main(["scan", str(tiny_llama), "--out", str(tmp_path / "snr.json")]) == 0
+    assert main(["select", str(tmp_path / "snr.json"), "--top-percent", "50", "--include", "embed_tokens",
+                 "--out", str(tmp_path / "sel.yaml")]) == 0
+    sel = yaml.safe_load((tmp_path / "sel.yaml").read_text())
+    cfg = write_config(tmp_path / "c.yaml", max_steps=1, val_fraction=0.0)
+    spectrum, _ = train(tiny_llama, "spectrum", inputs["data"], tmp_path / "s", selection=tmp_path / "sel.yaml",
+                        config=cfg)
+    assert spectrum["trainable_params"] == sel["trainable_params"] == spectrum["details"]["optimizer_params"]
+    laser, _ = train(tiny_llama, "laser-qlora", inputs["data"], tmp_path / "l", selection=tmp_path / "sel.yaml",
+                     config=cfg)
+    assert laser["details"]["lora_target_modules"] == sorted(sel["exports"]["peft"]["target_modules"])

@@ -129,15 +129,27 @@ def linear_modules(model) -> dict[str, Any]:
             if isinstance(m, torch.nn.Linear) and m is not out_head}
 
 
+def adaptable_modules(model) -> dict[str, Any]:
+    """Modules a selection may put LoRA on: linear layers, the output head and embeddings."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Embedding))}
+
+
+def lora_width(module) -> int:
+    """in + out of a linear layer (num_embeddings + dim of an embedding): a rank-r adapter trains r times this."""
+    if isinstance(module, torch.nn.Embedding):
+        return module.num_embeddings + module.embedding_dim
+    return module.in_features + module.out_features
+
+
 def rank_matching(model, targets: list[str], reference_r: int) -> int:
     """LoRA rank on ``targets`` giving as many trainable parameters as rank ``reference_r`` on every linear layer.
 
     A rank-r adapter on an (in, out) layer trains r·(in + out) parameters, so the rank scales by the ratio of
     summed (in + out): the laser-QLoRA notebook's rule (same parameters as QLoRA r=32 → larger r).
     """
-    linears = linear_modules(model)
-    width = lambda names: sum(linears[n].in_features + linears[n].out_features for n in names)  # noqa: E731
-    return max(1, round(reference_r * width(linears) / width(targets)))
+    modules = adaptable_modules(model)
+    reference = sum(lora_width(m) for m in linear_modules(model).values())
+    return max(1, round(reference_r * reference / sum(lora_width(modules[t]) for t in targets)))
 
 
 def prepare_laser_qlora(model, cfg: dict, selection: dict, match_params_of: str | None) -> tuple[Any, dict]:
@@ -145,12 +157,11 @@ def prepare_laser_qlora(model, cfg: dict, selection: dict, match_params_of: str 
     import peft
 
     targets = list(selection["exports"]["peft"]["target_modules"])
-    linears = linear_modules(model)
-    missing = [t for t in targets if t not in linears]
+    modules = adaptable_modules(model)
+    missing = [t for t in targets if t not in modules]
     if missing:
-        raise SnrtuneError(f"selection module(s) {missing[:5]} are not linear layers of the model "
-                           "(the output head is not adapted); expected module names like "
-                           f"{next(iter(linears))!r}")
+        raise SnrtuneError(f"selection module(s) {missing[:5]} are not linear or embedding layers of the model; "
+                           f"expected module names like {next(iter(linear_modules(model)))!r}")
     r = rank_matching(model, targets, cfg["lora_r"]) if match_params_of == "qlora" else cfg["lora_r"]
     model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg["gradient_checkpointing"],
                                                  gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -164,8 +175,10 @@ def prepare_laser_qlora(model, cfg: dict, selection: dict, match_params_of: str 
 
 def lora_targets(model) -> list[str]:
     """Unwrapped names of the modules that carry a LoRA adapter."""
-    return sorted(unwrapped_name(name) for name, m in model.named_modules() if hasattr(m, "lora_A")
-                  and len(getattr(m, "lora_A", {})) > 0)
+    def adapted(m):
+        return len(getattr(m, "lora_A", {})) > 0 or len(getattr(m, "lora_embedding_A", {})) > 0
+
+    return sorted(unwrapped_name(name) for name, m in model.named_modules() if adapted(m))
 
 
 def prepare(method: str, model_dir, cfg: dict, selection: dict | None, match_params_of: str | None = None):

@@ -90,6 +90,9 @@ def load_selection(path: str | None) -> dict | None:
     sel = read_yaml(path)
     if not isinstance(sel, dict) or "unfrozen_parameters" not in sel:
         raise SnrtuneError(f"selection file {path} has no 'unfrozen_parameters'; expected a sel.yaml from `snrtune select`")
+    stats = Path(f"{path}.stats.json")  # `select --compat spectrum` keeps its counts beside the reference YAML
+    if "trainable_params" not in sel and stats.is_file():
+        sel = {**read_json(stats), **sel}
     return sel
 
 
@@ -109,8 +112,11 @@ def run_identity(model_dir, method: str, selection: dict | None, seed: int, stag
     name = model_name(model_dir)
     top = selection.get("top_percent") if selection and method in methods.SELECTION_METHODS else None
     run_id = f"{name}/{method}"
-    if selection and method in methods.SELECTION_METHODS:
-        run_id += f"-t{_number(top)}" if top is not None else f"-b{selection.get('budget_params')}"
+    budget = selection.get("budget_params") if selection and method in methods.SELECTION_METHODS else None
+    if top is not None:
+        run_id += f"-t{_number(top)}"
+    elif budget is not None:
+        run_id += f"-b{budget}"
     run_id += f"-s{seed}" + ("-dpo" if stage == "dpo" else "")
     return {"id": run_id, "model": name, "method": method, "top_percent": top, "seed": seed, "stage": stage}
 
