@@ -153,6 +153,7 @@ def test_dpo_stage_trains_spectrum_selection_only(tiny_llama, inputs, tmp_path):
     metrics, model = train(tiny_llama, "spectrum", data, tmp_path / "dpo", selection=inputs["selection"],
                            config=cfg, stage="dpo")
     assert metrics["run"]["id"] == "tiny-llama/spectrum-t25-s0-dpo" and metrics["run"]["stage"] == "dpo"
+    assert "from_run" not in metrics["run"]  # the base model is no run
     assert [step for step, _ in metrics["train_loss"]] == [1, 2, 3]
     base = base_state(tiny_llama)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, base[n])}

@@ -118,7 +118,11 @@ def run_identity(model_dir, method: str, selection: dict | None, seed: int, stag
     elif budget is not None:
         run_id += f"-b{budget}"
     run_id += f"-s{seed}" + ("-dpo" if stage == "dpo" else "")
-    return {"id": run_id, "model": name, "method": method, "top_percent": top, "seed": seed, "stage": stage}
+    identity = {"id": run_id, "model": name, "method": method, "top_percent": top, "seed": seed, "stage": stage}
+    parent = Path(model_dir) / "snrtune_run.json"  # a DPO stage usually starts from a merged SFT run
+    if stage == "dpo" and parent.is_file():
+        identity["from_run"] = read_json(parent)["id"]
+    return identity
 
 
 # ---------------------------------------------------------------- data and trainer
