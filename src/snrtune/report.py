@@ -67,6 +67,9 @@ def discover(results_dir: Path) -> dict[str, list[dict]]:
         if kind:
             obj["_path"] = str(path)
             found[kind].append(obj)
+    for kind in ("eval", "metrics"):  # a copied file must not count as another seed
+        unique = {item["run"]["id"]: item for item in reversed(found[kind])}
+        found[kind] = sorted(unique.values(), key=lambda item: item["_path"])
     return found
 
 
