@@ -214,6 +214,11 @@ def test_end_to_end_on_a_tiny_model(finished_project):
     assert base["run"]["method"] == "base" and base["model_form"] == "base"
     assert sorted(p.name for p in (results / "tiny/select").iterdir()) == ["t50.yaml"]
     assert (results / "report/runs.csv").exists() and (results / "report/summary.md").exists()
+    # Snakemake's own HTML report embeds the plots of the report rule (captions: workflow/report/)
+    snakemake("--configfile", "config.yaml", "--report", "snakemake-report.html", cwd=finished_project)
+    html = (finished_project / "snakemake-report.html").read_text()
+    pngs = [png.name for png in (results / "report").glob("*.png")]
+    assert pngs and all(name in html for name in pngs)
 
 
 @pytest.mark.slow
