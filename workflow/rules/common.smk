@@ -20,7 +20,9 @@ ENV = "../../envs/snrtune.yaml"
 # Under --sdm conda the environment holds snrtune's dependencies; the rules run snrtune from src/.
 if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
     SRC = shlex.quote(os.path.join(workflow.basedir, "src"))
-    shell.prefix(f"export PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}}; snrtune() {{ python -m snrtune.cli \"$@\"; }}; ")
+    # (the prefix is formatted like a shell command: literal braces are doubled)
+    shell.prefix("export PYTHONPATH=" + SRC + "${{PYTHONPATH:+:$PYTHONPATH}}; "
+                 'snrtune() {{ python -m snrtune.cli "$@"; }}; ')
 
 
 wildcard_constraints:
