@@ -18,11 +18,11 @@ GROWTH = config["resources"]["growth"]
 ENV = "../../envs/snrtune.yaml"
 
 # Under --sdm conda the environment holds snrtune's dependencies; the rules run snrtune from src/.
+# (shell.prefix is formatted like a rule's command: a literal brace is written {{ in it, {{{{ in an f-string)
 if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
     SRC = shlex.quote(os.path.join(workflow.basedir, "src"))
-    # (the prefix is formatted like a shell command: literal braces are doubled)
-    shell.prefix("export PYTHONPATH=" + SRC + "${{PYTHONPATH:+:$PYTHONPATH}}; "
-                 'snrtune() {{ python -m snrtune.cli "$@"; }}; ')
+    shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+                 f'snrtune() {{{{ python -m snrtune.cli "$@"; }}}}; ')
 
 
 wildcard_constraints:
