@@ -122,7 +122,7 @@ def test_summary_means_stderrs_deltas_and_best(report):
     assert lora[2] == "50.50 ± 0.000 (+0.5)"
     assert "**1.00GB**" in lines["qlora"] and "**300.00k**" in lines["lora"]
     assert "spectrum-t25** won on snrtune_toolcall" in text
-    assert "snrtune_retention acc 0.600 → 0.570 (-5.0%) worse" in text
+    assert "snrtune_retention acc 0.600 → 0.570 (-5.0%, lost)" in text
     assert math.isclose(0.7 - 0.5, 0.2) and "0.200 ahead of lora" in text
 
 

@@ -68,7 +68,8 @@ def snr_heatmap(snr: dict, selection: dict | None, folder: Path, name: str) -> s
 
 def score_bars(agg: pd.DataFrame, tasks: list[str], folder: Path, colors: dict) -> str:
     order = variant_order(agg.variant)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 + 2.6 * len(tasks), 0.45 * len(order) + 2), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 + 2.6 * len(tasks), 0.45 * len(order) + 2.4), squeeze=False,
+                             layout="constrained")
     for ax, task in zip(axes[0], tasks):
         sub = agg[agg.task == task].set_index("variant").reindex([v for v in order if v in set(agg.variant)])
         sub = sub.dropna(subset=["score"])
@@ -82,13 +83,9 @@ def score_bars(agg: pd.DataFrame, tasks: list[str], folder: Path, colors: dict) 
         if "base" in sub.index:
             ax.axvline(sub.loc["base", "score"], color="#555555", ls="--", lw=1)
         for yi, value, err in zip(y, sub["score"], sub["stderr"].fillna(0)):
-            ax.text(value + err, yi, f"  {value:.3g}", va="center", fontsize=8)
-        if not bool(sub["higher_is_better"].iloc[0]):  # perplexity-like: zoom on the differences
-            low, high = (sub["score"] - sub["stderr"].fillna(0)).min(), (sub["score"] + sub["stderr"].fillna(0)).max()
-            ax.set_xlim(low - 0.15 * (high - low + 1e-9), high + 0.35 * (high - low + 1e-9))
-        else:
-            ax.set_xlim(0, (sub["score"] + sub["stderr"].fillna(0)).max() * 1.25 or 1)
-    fig.suptitle("Score per method (mean ± standard error; dashed: base model)", y=1.02)
+            ax.text(value + err, yi, f"  {value:.4g}", va="center", fontsize=8)
+        ax.set_xlim(0, (sub["score"] + sub["stderr"].fillna(0)).max() * 1.3 or 1)  # bars from 0: honest lengths
+    fig.suptitle("Score per method (mean ± standard error; dashed: base model)")
     return _save(fig, folder, "scores.png")
 
 
@@ -114,7 +111,7 @@ def quality_vs_cost(runs: pd.DataFrame, agg: pd.DataFrame, target: str, folder: 
     hib, metric = bool(sub["higher_is_better"].iloc[0]), sub["metric"].iloc[0]
     panels = [("peak_memory_bytes", "peak memory (GB)", 1e9), ("train_wall_time_s", "training time (s)", 1),
               ("trainable_params", "trainable parameters (M)", 1e6)]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
     for ax, (col, label, scale) in zip(axes, panels):
         data = sub.dropna(subset=[col])
         if data.empty:
@@ -132,9 +129,10 @@ def quality_vs_cost(runs: pd.DataFrame, agg: pd.DataFrame, target: str, folder: 
         ax.set_xlabel(label)
         ax.set_ylabel(f"{target} {metric}")
         ax.margins(x=0.2, y=0.15)
-    axes[0].legend(loc="best", fontsize=8)
-    fig.suptitle(f"Quality against cost ({'up' if hib else 'down'} and left is better)", y=1.02)
-    fig.tight_layout()
+    visible = [ax for ax in axes if ax.get_visible()]
+    if visible:
+        visible[0].legend(loc="best", fontsize=8)
+    fig.suptitle(f"Quality against cost ({'up' if hib else 'down'} and left is better)")
     return _save(fig, folder, "quality_vs_cost.png")
 
 
@@ -153,14 +151,13 @@ def loss_curves(found: dict, folder: Path, colors: dict) -> str | None:
     if frame.empty:
         return None
     kinds = [k for k in ("train loss", "eval loss") if k in set(frame.kind)]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.2), squeeze=False, layout="constrained")
     for ax, kind in zip(axes[0], kinds):
         sns.lineplot(frame[frame.kind == kind], x="step", y="loss", hue="variant", units="seed", estimator=None,
                      palette=colors, ax=ax, marker="o" if kind == "eval loss" else None, lw=1.4)
         ax.set_title(kind)
         ax.legend(fontsize=8, title=None)
-    fig.suptitle("Training and evaluation loss (one line per seed)", y=1.02)
-    fig.tight_layout()
+    fig.suptitle("Training and evaluation loss (one line per seed)")
     return _save(fig, folder, "loss_curves.png")
 
 
@@ -171,7 +168,7 @@ def gain_vs_forgetting(agg: pd.DataFrame, target: str, tasks: list[str], folder:
     gain = agg[(agg.task == target) & (agg.variant != "base")].set_index("variant")["delta_vs_base"]
     if gain.dropna().empty or not others:
         return None
-    fig, axes = plt.subplots(1, len(others), figsize=(5.2 * len(others), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(others), figsize=(5.2 * len(others), 4.4), squeeze=False, layout="constrained")
     for ax, task in zip(axes[0], others):
         sub = agg[(agg.task == task) & (agg.variant != "base")].set_index("variant")
         both = sub.join(gain.rename("gain"), how="inner").dropna(subset=["delta_vs_base", "gain"])
@@ -188,8 +185,7 @@ def gain_vs_forgetting(agg: pd.DataFrame, target: str, tasks: list[str], folder:
                       f"({'left' if hib else 'right'} = forgot more)")
         ax.set_ylabel(f"gain on {target} vs base")
         ax.margins(0.25)
-    fig.suptitle("What the gain on the target task cost in retention", y=1.02)
-    fig.tight_layout()
+    fig.suptitle("What the gain on the target task cost in retention")
     return _save(fig, folder, "gain_vs_forgetting.png")
 
 

@@ -267,9 +267,8 @@ def verdict(agg: pd.DataFrame, cost: pd.DataFrame, target: str, tasks: list[str]
             continue
         before, after = t.loc["base", "score"], t.loc[win, "score"]
         worse = after < before if bool(t["higher_is_better"].iloc[0]) else after > before
-        rel = f" ({(after - before) / before:+.1%})" if before else ""
-        forgot.append(f"{task} {t['metric'].iloc[0]} {_fmt(before)} → {_fmt(after)}{rel}"
-                      + (" worse" if worse else " not worse"))
+        rel = f"{(after - before) / before:+.1%}, " if before else ""
+        forgot.append(f"{task} {t['metric'].iloc[0]} {_fmt(before)} → {_fmt(after)} ({rel}{'lost' if worse else 'kept'})")
     if forgot:
         text += " Retention against the base model: " + "; ".join(forgot) + "."
     return text
@@ -289,6 +288,7 @@ def build_report(results_dir: str | Path, out: str | Path, target_task: str | No
     runs = runs_table(found)
     tasks = summary_tasks(found["eval"])
     target = pick_target(tasks, target_task)
+    tasks = [target] + [t for t in tasks if t != target]  # the target task leads every table and plot
     agg = aggregate(primary_scores(runs, tasks))
     cost = costs(runs)
     table, best = summary_frame(agg, cost, tasks)
