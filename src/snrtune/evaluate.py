@@ -261,7 +261,8 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
     config = {
         "tasks": tasks, "num_fewshot": {t: raw.get("n-shot", {}).get(t, shots.get(t)) for t in raw["results"]},
         "limit": limit, "batch_size": batch_size, "device": device, "dtype": dtype,
-        "apply_chat_template": apply_chat_template, "seed": seed, "bootstrap_iters": BOOTSTRAP_ITERS, "include_paths": [str(p) for p in include_paths],
+        "apply_chat_template": apply_chat_template, "seed": seed, "bootstrap_iters": BOOTSTRAP_ITERS,
+        "include_paths": [str(p) for p in include_paths],
         "n_samples": {t: v.get("effective") for t, v in raw.get("n-samples", {}).items()},
         "task_versions": raw.get("versions", {}),
     }
