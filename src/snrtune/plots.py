@@ -45,8 +45,12 @@ def snr_heatmap(snr: dict, selection: dict | None, folder: Path, name: str) -> s
     grid = snr_grid(snr)
     if grid.empty:
         return None
-    fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 3, 0.28 * grid.shape[0] + 2.2))
-    sns.heatmap(grid, ax=ax, cmap="mako", cbar_kws={"label": "SNR"}, linewidths=0.3, linecolor="white")
+    fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 3, 0.22 * grid.shape[0] + 2.4))
+    low, high = np.nanmin(grid.to_numpy()), np.nanmax(grid.to_numpy())
+    log = low > 0 and high / low > 20  # a few outliers would flatten a linear scale
+    norm = matplotlib.colors.LogNorm(low, high) if log else None
+    sns.heatmap(grid, ax=ax, cmap="mako", norm=norm, cbar_kws={"label": "SNR (log scale)" if log else "SNR"},
+                linewidths=0.3, linecolor="white")
     if selection:
         chosen = {(m["layer"], m["type"]) for m in selection["modules"] if m.get("layer") is not None}
         for (layer, mtype) in chosen:
@@ -61,6 +65,7 @@ def snr_heatmap(snr: dict, selection: dict | None, folder: Path, name: str) -> s
     ax.set_xlabel("module type")
     ax.set_ylabel("layer")
     ax.set_xticklabels(ax.get_xticklabels(), rotation=35, ha="right")
+    ax.tick_params(axis="y", labelsize=8, labelrotation=0)
     return _save(fig, folder, name)
 
 
