@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from tiny import make_tokenizer
 
-from snrtune import data
+from snrtune import sft_data as data
 from snrtune.errors import SnrtuneError
 
 CONVERSATION = [

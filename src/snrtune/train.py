@@ -128,7 +128,7 @@ def run_identity(model_dir, method: str, selection: dict | None, seed: int, stag
 # ---------------------------------------------------------------- data and trainer
 
 def load_tokenizer(model_dir, cfg):
-    from snrtune import data
+    from snrtune import sft_data as data
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
@@ -141,7 +141,7 @@ def datasets_for(stage: str, spec: str, tokenizer, cfg) -> tuple[Any, Any]:
     """(train, validation or None) as datasets.Dataset objects."""
     import datasets
 
-    from snrtune import data
+    from snrtune import sft_data as data
 
     records = data.load_records(spec, cfg["dataset_split"])
     train_rows, val_rows = data.split_validation(records, cfg["val_fraction"], cfg["seed"])
