@@ -67,7 +67,8 @@ def train_flags(w, input):
     match = config["train"]["laser_qlora_match_params_of"] if run["method"] == "laser-qlora" else None
     return wc.flags(method=run["method"], seed=run["seed"], selection=input.get("selection"),
                     config=input.get("config"), stage=config["train"]["stage"],
-                    max_steps=config["train"]["max_steps"], match_params_of=match)
+                    max_steps=config["train"]["max_steps"], match_params_of=match,
+                    resume=True)  # a requeued job continues from its last checkpoint
 
 
 def evaluated_model(w):
