@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from snrtune.snr import gram_singular_values, module_type, reference_snr, snr_from_singular_values
+from snrtune.snr import (fast_singular_values, gram_singular_values, module_type, reference_snr,
+                         snr_from_singular_values)
 
 
 def test_hand_computed_4x6_example():
@@ -60,3 +61,17 @@ def test_gram_matches_svd_in_batches_and_both_orientations():
 ])
 def test_module_type(name, expected):
     assert module_type(name) == expected
+
+
+def test_fast_path_redoes_ill_conditioned_matrices_in_float64():
+    """A rank-8 matrix with 1e-4 noise: float32 Gram eigenvalues are 1.6% off on the SNR; the fast path notices
+    (its error estimate) and redoes it in float64, landing within 1e-4 of the reference."""
+    torch.manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(512, 8))
+    v, _ = torch.linalg.qr(torch.randn(256, 8))
+    weight = u @ torch.diag(torch.linspace(2, 1, 8)) @ v.T + 1e-4 * torch.randn(512, 256)
+    reference = reference_snr(weight)
+    float32_only = gram_singular_values(weight[None], dtype=torch.float32)[0].double()
+    assert abs(float(snr_from_singular_values(float32_only, 512, 256)["snr"]) / reference - 1) > 1e-3
+    fast = fast_singular_values(weight[None])[0]
+    assert float(snr_from_singular_values(fast, 512, 256)["snr"]) == pytest.approx(reference, rel=1e-4)

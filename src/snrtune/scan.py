@@ -9,7 +9,7 @@ mapping, e.g. Mixtral's per-expert ``w1`` → fused ``mlp.experts.gate_up_proj``
 from __future__ import annotations
 
 import argparse
-import contextlib
+import ctypes
 import json
 import math
 import struct
@@ -27,7 +27,7 @@ from snrtune.artifacts import read_json, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.fetch import load_source_info
 from snrtune.record import Stopwatch, run_record
-from snrtune.snr import gram_singular_values, module_type, snr_from_singular_values, svd_singular_values
+from snrtune.snr import fast_singular_values, module_type, snr_from_singular_values, svd_singular_values
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 
@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", help="HF model directory with safetensors weights (from `snrtune fetch`)")
     parser.add_argument("--out", required=True, help="output snr.json")
     parser.add_argument("--method", choices=["gram", "svd"], default="gram",
-                        help="gram: eigenvalues of the smaller Gram matrix in float64 (fast, default); "
+                        help="gram: eigenvalues of the smaller Gram matrix, in float32 with a float64 redo where its error "
+                             "estimate is too large (fast, default); "
                              "svd: torch.linalg.svdvals (the exact reference computation)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
                         help="dtype the weights are taken in before the spectrum (default float32, as the reference)")
@@ -220,7 +221,7 @@ def compute_group(weights: torch.Tensor, method: str, dtype: torch.dtype, device
     results: list[dict] = [{"status": "nonfinite"} for _ in range(weights.shape[0])]
     if finite.any():
         good = (weights if bool(finite.all()) else weights[finite]).to(device)  # no copy in the usual case
-        singular = gram_singular_values(good) if method == "gram" else svd_singular_values(good, dtype)
+        singular = fast_singular_values(good) if method == "gram" else svd_singular_values(good, dtype)
         parts = {k: v.double().cpu() for k, v in snr_from_singular_values(singular.double(), n, m).items()}
         for j, index in enumerate(torch.nonzero(finite).flatten().tolist()):
             results[index] = {"status": "ok", **{k: float(v[j]) for k, v in parts.items() if k != "sigma"}}
@@ -296,7 +297,9 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
                 del weights
                 bar.update(len(group))
 
-    # after the scan loop, so the model code's memory does not add to the scan's working set
+    # after the scan loop, with the loop's freed buffers handed back to the OS first, so the model
+    # code's memory does not add to the scan's working set
+    _release_freed_memory()
     params, tied, to_runtime = runtime_parameters(model_dir, trust_remote_code)
     modules = [entry_for(mx, done[(mx.key, mx.slice_index)], to_runtime) for mx in matrices]
     modules += tied_aliases(modules, tied, shapes)
@@ -325,6 +328,14 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
         write_spectrum_json(spectrum_json, modules, not_scannable)
     partial.unlink(missing_ok=True)
     return result
+
+
+def _release_freed_memory() -> None:
+    """glibc keeps freed heap memory in the process; give it back (no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def tied_aliases(modules: list[dict], tied: dict[str, str], shapes: dict) -> list[dict]:
