@@ -187,8 +187,8 @@ def batches(matrices: list[Matrix], batch_mib: float) -> list[list[Matrix]]:
         by_shape[matrix.matrix_shape].append(matrix)
     groups = []
     for (n, m), members in by_shape.items():
-        # stored float32 copy + one float64 row chunk + float64 Gram and eigen workspace
-        per_matrix = 4 * n * m + 8 * min(max(n, m), 8192) * min(n, m) + 16 * min(n, m) ** 2
+        # stored float32 copy + a float64 row chunk and its transpose + float64 Gram and eigen workspace
+        per_matrix = 4 * n * m + 16 * min(max(n, m), 2048) * min(n, m) + 16 * min(n, m) ** 2
         size = max(1, int(batch_mib * 2**20 // per_matrix))
         groups.extend(members[i:i + size] for i in range(0, len(members), size))
     return groups
@@ -217,7 +217,9 @@ def load_batch(group: list[Matrix], stored: dict[str, Stored], dtype: torch.dtyp
 def compute_group(weights: torch.Tensor, method: str, dtype: torch.dtype, device: str) -> list[dict]:
     """SNR entries for a (B, n, m) batch; non-finite matrices are reported, not ranked."""
     n, m = weights.shape[-2:]
-    finite = torch.isfinite(weights).flatten(1).all(dim=1)
+    finite = torch.ones(weights.shape[0], dtype=torch.bool)
+    for start in range(0, weights.shape[-2], 2048):  # row chunks: no mask the size of the batch
+        finite &= torch.isfinite(weights[:, start:start + 2048]).flatten(1).all(dim=1)
     results: list[dict] = [{"status": "nonfinite"} for _ in range(weights.shape[0])]
     if finite.any():
         good = (weights if bool(finite.all()) else weights[finite]).to(device)  # no copy in the usual case

@@ -35,7 +35,7 @@ def module_type(name: str) -> tuple[str, int | None, int | None]:
     return ".".join(kept), int(parts[first]), expert
 
 
-def gram_singular_values(weights: torch.Tensor, row_chunk: int = 8192,
+def gram_singular_values(weights: torch.Tensor, row_chunk: int = 2048,
                          dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Singular values (descending) of a batch of matrices (..., n, m) from the eigenvalues of the
     smaller Gram matrix, accumulated in ``dtype`` chunk by chunk so memory stays near one matrix."""
@@ -68,7 +68,9 @@ def fast_singular_values(weights: torch.Tensor, tolerance: float = 1e-4) -> torc
     half of it), so every SNR stays within 1e-4 of the exact one."""
     singular = gram_singular_values(weights, dtype=torch.float32).double()
     suspect = float32_gram_error(singular, max(weights.shape[-2:])) > tolerance
-    if suspect.any():
+    if suspect.all():  # no indexing copy of the whole batch
+        singular = gram_singular_values(weights, dtype=torch.float64)
+    elif suspect.any():
         singular[suspect] = gram_singular_values(weights[suspect], dtype=torch.float64)
     return singular
 
