@@ -21,6 +21,7 @@ import yaml
 
 from snrtune.artifacts import read_json, write_json
 from snrtune.errors import SnrtuneError
+from snrtune.fetch import load_source_info
 from snrtune.record import Stopwatch, run_record
 
 SHIPPED_TASKS = Path(__file__).parent / "data" / "tasks"
@@ -191,8 +192,7 @@ def run_identity(model_dir: Path, run_json: str | None) -> tuple[dict, str]:
     if path.is_file():
         run = read_json(path)
         return run, run.get("model_form", "merged-full-precision")
-    source = model_dir / "snrtune_source.json"
-    name = read_json(source)["name"] if source.is_file() else model_dir.name
+    name = load_source_info(model_dir)["name"]
     return {"id": f"{name}/base", "model": name, "method": "base", "top_percent": None, "seed": None}, "base"
 
 

@@ -13,7 +13,6 @@ import math
 import os
 import re
 from collections import defaultdict
-from pathlib import Path
 
 from snrtune import __version__
 from snrtune.artifacts import atomic_file, write_json, write_yaml
@@ -264,14 +263,3 @@ def spectrum_reference_yaml(scan: dict, top_percent: float) -> tuple[str, dict]:
              "trainable_fraction": trainable / scan["total_params"], "notes": notes}
     return "\n".join(lines) + "\n", stats
 
-
-def load_selection(path: str | os.PathLike) -> dict:
-    """Read a selection YAML (ours, or the reference's with only ``unfrozen_parameters``)."""
-    from snrtune.artifacts import read_yaml
-
-    if not Path(path).is_file():
-        raise SnrtuneError(f"selection file {str(path)!r} not found (run `snrtune select` first)")
-    data = read_yaml(path)
-    if not isinstance(data, dict) or not data.get("unfrozen_parameters"):
-        raise SnrtuneError(f"{str(path)!r} is not a selection: expected a YAML with 'unfrozen_parameters'")
-    return data

@@ -21,6 +21,7 @@ import transformers
 from snrtune import methods
 from snrtune.artifacts import atomic_dir, read_json, read_yaml, write_json
 from snrtune.errors import SnrtuneError
+from snrtune.fetch import load_source_info
 from snrtune.record import Stopwatch, run_record
 
 STAGES = ("sft", "dpo")
@@ -97,10 +98,7 @@ def load_selection(path: str | None) -> dict | None:
 
 
 def model_name(model_dir) -> str:
-    source = Path(model_dir) / "snrtune_source.json"
-    if source.is_file():
-        return read_json(source)["name"]
-    return Path(model_dir).resolve().name
+    return load_source_info(model_dir)["name"]
 
 
 def _number(value) -> str:
