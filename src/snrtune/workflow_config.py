@@ -7,7 +7,6 @@ that decides *what* runs and *with which flags* lives here, so it is tested with
 from __future__ import annotations
 
 import copy
-import importlib.util
 import shlex
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import jsonschema
 import yaml
 
 from snrtune.errors import SnrtuneError
+from snrtune.fetch import resolve_package_path
 
 SELECTION_METHODS = ("spectrum", "laser-qlora")
 """Training methods that train the modules of a selection (and so have a t value)."""
@@ -131,16 +131,7 @@ def evaluations(config: dict) -> list[str]:
 
 def resolve_source(source: str) -> str:
     """'pkg://PACKAGE/REL/PATH' -> the file inside the installed package (not imported); else unchanged."""
-    if not source.startswith("pkg://"):
-        return source
-    package, _, rel = source[len("pkg://"):].partition("/")
-    spec = importlib.util.find_spec(package) if package else None
-    if spec is None or not spec.submodule_search_locations:
-        raise SnrtuneError(f"source {source!r}: python package {package!r} is not installed")
-    for location in spec.submodule_search_locations:
-        if (Path(location) / rel).exists():
-            return str(Path(location) / rel)
-    raise SnrtuneError(f"source {source!r}: {rel!r} is not in the installed package {package!r}")
+    return str(resolve_package_path(source)) if source.startswith("pkg://") else source
 
 
 def local_files(source: str | None) -> list[str]:
