@@ -13,7 +13,7 @@ from snrtune.cli import main
 from snrtune.errors import SnrtuneError
 from snrtune.scan import scan
 from snrtune.select import select
-from snrtune.snr import reference_snr
+from snrtune.snr import reference_snr, snr_from_singular_values
 from tiny import ARCHITECTURES, make_tiny_model
 
 
@@ -120,6 +120,19 @@ def test_nonfinite_matrices_are_reported_not_ranked(tiny_llama, tmp_path):
     chosen = select(result, top_percent=100, types=["self_attn.q_proj"])
     assert "model.layers.1.self_attn.q_proj" not in [m["name"] for m in chosen["modules"]]
     assert any("non-finite" in note for note in chosen["notes"])
+
+
+def test_huge_finite_weights_are_scanned_not_called_nonfinite():
+    """Weights near the float32 limit overflow the one-pass finiteness sum and the float32 Gram matrix: they are
+    checked exactly and redone in float64, while a real inf is still reported."""
+    torch.manual_seed(0)
+    weights = torch.randn(2, 16, 12)
+    weights[0, :2, 0] = 3e38
+    weights[1, 2, 3] = float("inf")
+    huge, infinite = scan_module.compute_group(weights, "gram", torch.float32, "cpu")
+    exact = snr_from_singular_values(torch.linalg.svdvals(weights[0].double()), 16, 12)["snr"]
+    assert huge["status"] == "ok" and huge["snr"] == pytest.approx(float(exact), rel=1e-9)
+    assert infinite == {"status": "nonfinite"}
 
 
 def test_resume_reuses_finished_matrices(tiny_llama, tmp_path, monkeypatch):

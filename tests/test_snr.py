@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from snrtune.snr import (fast_singular_values, gram_singular_values, module_type, reference_snr,
-                         snr_from_singular_values)
+from snrtune.snr import (eigvalsh, fast_singular_values, float32_gram_error, gram_singular_values, module_type,
+                         reference_snr, snr_from_singular_values)
 
 
 def test_hand_computed_4x6_example():
@@ -75,3 +75,62 @@ def test_fast_path_redoes_ill_conditioned_matrices_in_float64():
     assert abs(float(snr_from_singular_values(float32_only, 512, 256)["snr"]) / reference - 1) > 1e-3
     fast = fast_singular_values(weight[None])[0]
     assert float(snr_from_singular_values(fast, 512, 256)["snr"]) == pytest.approx(reference, rel=1e-4)
+
+
+def _hard_float32_cases():
+    """Matrices that stress float32 Gram eigenvalues: noise, low rank plus noise, decaying spectra, dead columns."""
+    torch.manual_seed(1)
+    for shape in [(192, 96), (96, 160)]:
+        k = min(shape)
+        yield torch.randn(3, *shape)
+        for rank, noise in [(16, 1e-2), (16, 1e-4), (4, 1e-5)]:
+            low = torch.randn(3, shape[0], rank) @ torch.randn(3, rank, shape[1]) / math.sqrt(rank)
+            yield low + noise * torch.randn(3, *shape)
+        u, _, v = torch.linalg.svd(torch.randn(3, *shape), full_matrices=False)
+        for decay in (1e-2, 1e-4, 1e-5):
+            yield (u * torch.logspace(0, math.log10(decay), k)) @ v
+        dead = torch.randn(3, *shape)
+        dead[..., :5] *= 1e-5
+        yield dead
+
+
+def test_float32_error_estimate_bounds_the_real_error_and_the_fast_path_meets_1e4():
+    """On every hard case the estimate is above the real float32 SNR error (so the float64 redo is triggered
+    when it matters), and the fast path lands within 1e-4 of the exact SNR."""
+    worst = 0.0
+    for weights in _hard_float32_cases():
+        n, m = weights.shape[-2:]
+        exact = snr_from_singular_values(torch.linalg.svdvals(weights.double()), n, m)["snr"]
+        float32 = gram_singular_values(weights, dtype=torch.float32).double()
+        error = (snr_from_singular_values(float32, n, m)["snr"] / exact - 1).abs()
+        assert (error <= float32_gram_error(float32, n, m)).all()
+        worst = max(worst, float(error.max()))
+        fast = snr_from_singular_values(fast_singular_values(weights), n, m)["snr"]
+        assert ((fast / exact - 1).abs() <= 1e-4).all()
+    assert worst > 1e-2  # float32 alone is far off on some of them: the redo is what keeps 1e-4
+
+
+def test_a_value_at_the_threshold_counts_as_a_possible_side_change():
+    """A singular value sitting on the noise threshold may land on either side in float32: the estimate must
+    then be at least the jump that causes (the value over the noise sum)."""
+    torch.manual_seed(0)
+    singular = torch.sort(torch.rand(2, 64, dtype=torch.float64), descending=True).values
+    threshold = snr_from_singular_values(singular, 64, 128)["threshold"][1]
+    nearest = int((singular[1] - threshold).abs().argmin())
+    singular[1, nearest] = threshold  # the quartiles (and so the threshold) stay as they were
+    parts = snr_from_singular_values(singular, 64, 128)
+    assert float(parts["threshold"][1]) == float(threshold)
+    estimate = float32_gram_error(singular, 64, 128)
+    assert estimate[1] >= threshold / parts["noise"][1]
+    assert estimate[0] < 1e-4
+
+
+def test_threaded_eigenvalues_match_one_call_and_restore_the_thread_count():
+    torch.manual_seed(0)
+    weights = torch.randn(5, 40, 30, dtype=torch.float64)
+    gram = weights.transpose(-1, -2) @ weights
+    threads = torch.get_num_threads()
+    assert torch.allclose(eigvalsh(gram), torch.linalg.eigvalsh(gram), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(eigvalsh(gram.reshape(5, 1, 30, 30)).reshape(5, 30), torch.linalg.eigvalsh(gram),
+                          rtol=1e-12, atol=1e-12)
+    assert torch.get_num_threads() == threads

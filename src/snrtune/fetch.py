@@ -1,7 +1,8 @@
 """`snrtune fetch SOURCE --out DIR`: a standard Hugging Face model directory from a hub id, a local
 directory or a GGUF file (also one shipped inside an installed Python package, ``pkg://pkg/file.gguf``).
 
-The result always holds config.json, safetensors weights, the tokenizer and ``snrtune_source.json``.
+The result always holds config.json, safetensors weights, the tokenizer, ``snrtune_source.json`` and, for
+architectures transformers can build, the runtime parameter table ``snrtune_params.json`` (snrtune.params).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
 PICKLE_PATTERNS = ["*.bin", "*.bin.index.json"]
 SIDE_PATTERNS = ["*.json", "*.model", "*.txt", "*.tiktoken", "*.py", "*.jinja"]
 SOURCE_FILE = "snrtune_source.json"
+PARAMS_FILE = "snrtune_params.json"  # the runtime parameter table (snrtune.params)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +106,16 @@ def fetch(source: str, out: str | os.PathLike, revision: str | None = None, allo
             raise SnrtuneError(f"{source!r} yielded no safetensors weights")
         write_json(tmp / SOURCE_FILE, {"name": name or default_name(kind, resolved), "source": source,
                                        "kind": kind, "revision": revision})
+        record_parameter_table(tmp)
     return out
+
+
+def record_parameter_table(model_dir: Path) -> None:
+    """Write the runtime parameter table (snrtune.params) so scans need not import transformers."""
+    from snrtune.params import write_table
+    from snrtune.scan import checkpoint_shapes, weight_files
+
+    write_table(model_dir, checkpoint_shapes(weight_files(model_dir)))
 
 
 def gguf_to_hf(path: Path, out: Path) -> None:
@@ -156,7 +167,7 @@ def link_local(src: Path, out: Path, allow_pickle: bool, copy: bool) -> None:
         resave_as_safetensors(src, out)
         return
     for item in sorted(src.iterdir()):
-        if item.name == SOURCE_FILE or item.name.startswith(".") or item.suffix == ".bin" or item.is_dir():
+        if item.name in (SOURCE_FILE, PARAMS_FILE) or item.name.startswith(".") or item.suffix == ".bin" or item.is_dir():
             continue
         if copy:
             shutil.copy2(item, out / item.name)

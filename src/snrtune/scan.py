@@ -3,7 +3,8 @@
 Tensors are read one group at a time (matrices of equal shape are batched), never the whole model, so
 peak memory is about one batch plus its Gram matrices. Parameter names are reported as the model's
 ``named_parameters()`` gives them (checkpoint keys are renamed with transformers' own conversion
-mapping, e.g. Mixtral's per-expert ``w1`` → fused ``mlp.experts.gate_up_proj``).
+mapping, e.g. Mixtral's per-expert ``w1`` → fused ``mlp.experts.gate_up_proj``), from the parameter table
+that ``snrtune fetch`` recorded, or one built on the meta device when there is none (snrtune.params).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from snrtune import __version__
 from snrtune.artifacts import read_json, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.fetch import load_source_info
+from snrtune.params import parameter_table
 from snrtune.record import Stopwatch, run_record
 from snrtune.snr import fast_singular_values, module_type, snr_from_singular_values, svd_singular_values
 
@@ -128,40 +130,14 @@ def checkpoint_shapes(files: Iterable[Path]) -> dict[str, Stored]:
     return stored
 
 
-def runtime_parameters(model_dir: Path, trust_remote_code: bool):
-    """(named_parameters {name: shape}, tied {alias: name}, key → runtime-name function) of the model,
-    built on the meta device (no memory). Falls back to the checkpoint keys for unknown architectures."""
-    import transformers
-
-    try:
-        config = transformers.AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-        with torch.device("meta"):
-            model = transformers.AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    except Exception as exc:  # an architecture transformers cannot build: keep checkpoint names
-        print(f"note: cannot build the model on the meta device ({type(exc).__name__}); using checkpoint names")
+def runtime_names(table: dict | None):
+    """(named_parameters {name: shape}, tied {alias: name}, key → runtime-name function) from a parameter
+    table (see snrtune.params); without one, the checkpoint keys are the names."""
+    if table is None:
         return None, {}, (lambda key: key)
-    params = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    first_name: dict[int, str] = {}
-    tied = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        if id(param) in first_name and first_name[id(param)] != name:
-            tied[name] = first_name[id(param)]
-        first_name.setdefault(id(param), name)
-    try:
-        from transformers.conversion_mapping import get_model_conversion_mapping
-
-        transforms = get_model_conversion_mapping(model)
-    except Exception:  # older transformers: no renaming
-        transforms = []
-
-    def to_runtime(key: str) -> str:
-        if key in params:
-            return key
-        for transform in transforms:
-            key, _ = transform.rename_source_key(key)
-        return key
-
-    return params, tied, to_runtime
+    renamed = table["renamed"]
+    return ({name: tuple(shape) for name, shape in table["parameters"].items()}, table["tied"],
+            (lambda key: renamed.get(key, key)))
 
 
 def plan_matrices(stored: dict[str, Stored]) -> tuple[list[Matrix], list[dict]]:
@@ -217,9 +193,9 @@ def load_batch(group: list[Matrix], stored: dict[str, Stored], dtype: torch.dtyp
 def compute_group(weights: torch.Tensor, method: str, dtype: torch.dtype, device: str) -> list[dict]:
     """SNR entries for a (B, n, m) batch; non-finite matrices are reported, not ranked."""
     n, m = weights.shape[-2:]
-    finite = torch.ones(weights.shape[0], dtype=torch.bool)
-    for start in range(0, weights.shape[-2], 2048):  # row chunks: no mask the size of the batch
-        finite &= torch.isfinite(weights[:, start:start + 2048]).flatten(1).all(dim=1)
+    finite = torch.isfinite(weights.flatten(1).sum(1))  # a NaN or inf makes the sum non-finite: one pass, no mask
+    for index in torch.nonzero(~finite).flatten().tolist():  # or a huge finite sum: check those exactly
+        finite[index] = all(bool(torch.isfinite(rows).all()) for rows in weights[index].split(2048))
     results: list[dict] = [{"status": "nonfinite"} for _ in range(weights.shape[0])]
     if finite.any():
         good = (weights if bool(finite.all()) else weights[finite]).to(device)  # no copy in the usual case
@@ -302,7 +278,7 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
     # after the scan loop, with the loop's freed buffers handed back to the OS first, so the model
     # code's memory does not add to the scan's working set
     _release_freed_memory()
-    params, tied, to_runtime = runtime_parameters(model_dir, trust_remote_code)
+    params, tied, to_runtime = runtime_names(parameter_table(model_dir, shapes, trust_remote_code))
     modules = [entry_for(mx, done[(mx.key, mx.slice_index)], to_runtime) for mx in matrices]
     modules += tied_aliases(modules, tied, shapes)
     modules.sort(key=lambda e: (e["layer"] is None, e["layer"] or 0, e["name"], e["expert"] or 0))
