@@ -82,9 +82,8 @@ def float32_gram_error(singular: torch.Tensor, n: int, m: int) -> torch.Tensor:
     Rounding moves each eigenvalue by about delta = sqrt(max(n, m))·eps32·S_max², so a singular value s moves by
     about delta / (s + sqrt(delta)). Values well above sqrt(delta) move at random and their errors add in
     quadrature; values below 2·sqrt(delta) are mostly rounding, lifted by the clamp at zero, so their moves add
-    up. Both are measured against the noise sum, the smaller of the SNR's two sums. A value that lies within its
-    move (plus the threshold's) of the threshold may change sides, which moves the SNR by a whole value: that
-    counts in full.
+    up. Each sum (signal, noise) is judged against itself, and S_max's own move counts too. A value that lies within its move (plus the
+    threshold's) of the threshold may change sides, which moves both sums by a whole value: that counts in full.
     """
     eps = torch.finfo(torch.float32).eps
     delta = math.sqrt(max(n, m)) * eps * singular[..., :1] ** 2
@@ -92,19 +91,28 @@ def float32_gram_error(singular: torch.Tensor, n: int, m: int) -> torch.Tensor:
     moved = delta / (singular + root)
     rounding = singular < 2 * root
     parts = snr_from_singular_values(singular, n, m)
+    threshold = parts["threshold"].unsqueeze(-1)
     tiny = torch.finfo(torch.float64).tiny
-    noise = parts["noise"].clamp_min(tiny)
-    biased = torch.where(rounding, moved, torch.zeros_like(moved)).sum(-1)
-    random = torch.where(rounding, torch.zeros_like(moved), moved).pow(2).sum(-1).sqrt()
+    zero = torch.zeros_like(moved)
+
+    def sum_error(members: torch.Tensor) -> torch.Tensor:
+        biased = torch.where(members & rounding, moved, zero).sum(-1)
+        random = torch.where(members & ~rounding, moved, zero).pow(2).sum(-1).sqrt()
+        return biased + random
+
+    above = singular > threshold
+    below = ~above
+    noise_sum = torch.where(below, singular, zero).sum(-1).clamp_min(tiny)
+    signal = parts["signal"].clamp_min(tiny)
+    error = sum_error(above) / signal + torch.where(below.any(-1), sum_error(below) / noise_sum, 0.0)
+    error = error + moved[..., 0] / singular[..., 0].clamp_min(tiny)  # the SNR divides by S_max too
     # the threshold is (1 + sqrt(beta)) / 1.349 times the IQR, whose ends move as the values at the quartiles do
     quartiles = torch.quantile(singular, torch.tensor([0.25, 0.75], dtype=singular.dtype), dim=-1)
     quartiles_moved = (delta.squeeze(-1) / (quartiles + root.squeeze(-1))).sum(0)
-    threshold = parts["threshold"].unsqueeze(-1)
     threshold_moved = (quartiles_moved * (1 + math.sqrt(min(n, m) / max(n, m))) / IQR_TO_SIGMA).unsqueeze(-1)
-    side_change = ((singular - threshold).abs() <= moved + threshold_moved)
-    flips = torch.where(side_change, singular, torch.zeros_like(singular)).sum(-1)
-    signal = parts["signal"].clamp_min(tiny)
-    return (biased + random) / noise + flips * (1 / noise + 1 / signal)
+    side_change = (singular - threshold).abs() <= moved + threshold_moved
+    flips = torch.where(side_change, singular, zero).sum(-1)
+    return error + flips * (1 / torch.minimum(noise_sum, parts["noise"]) + 1 / signal)
 
 
 def fast_singular_values(weights: torch.Tensor, tolerance: float = 1e-4) -> torch.Tensor:
