@@ -9,7 +9,7 @@ import yaml
 
 from snrtune import cli
 from snrtune.errors import SnrtuneError
-from snrtune.plots import pareto_front
+from snrtune.plots import label_groups, pareto_front
 from snrtune.report import build_report
 
 # variant -> seed -> (toolcall acc, retention acc, ppl word_perplexity)
@@ -148,3 +148,13 @@ def test_no_eval_files_is_a_one_line_error(tmp_path):
     with pytest.raises(SnrtuneError, match="no eval.json"):
         build_report(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_labels_that_would_overprint_are_grouped_for_stacking():
+    """Adapter runs at score 0 with nearly equal memory form one group, chained in x order (their stacked labels
+    read left to right); points far apart keep their own labels."""
+    x = [0.51, 0.50, 0.60, 1.40, 0.95, 0.80]
+    y = [0.00, 0.00, 0.00, 0.95, 0.90, 0.00]
+    assert label_groups(x, y) == [[1, 0, 2, 5], [4], [3]]  # 0.80 is near 0.60, the group's last point
+    assert label_groups([1.0], [2.0]) == [[0]]
+    assert label_groups([1.0, 1.0], [2.0, 2.0]) == [[0, 1]]  # identical points: no zero-range division

@@ -106,6 +106,33 @@ def pareto_front(x: np.ndarray, y: np.ndarray, higher_is_better: bool) -> np.nda
     return np.array(sorted(keep, key=lambda i: x[i]), dtype=int)
 
 
+def label_groups(x, y, near_x: float = 0.25, near_y: float = 0.04) -> list[list[int]]:
+    """Indices of points whose labels would overprint: in x order, a point joins a group when it is closer than
+    ``near_x`` of the x range (a label is wide) and ``near_y`` of the y range to the group's last point."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    span_x = max(float(np.ptp(x)) if len(x) else 0.0, 1e-12)
+    span_y = max(float(np.ptp(y)) if len(y) else 0.0, 1e-12)
+    groups: list[list[int]] = []
+    for i in np.argsort(x, kind="stable").tolist():
+        for group in groups:
+            j = group[-1]
+            if abs(x[i] - x[j]) <= near_x * span_x and abs(y[i] - y[j]) <= near_y * span_y:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def annotate_points(ax, names, x, y) -> None:
+    """Label every point; labels of points that would overprint are stacked upwards with a leader line."""
+    names, x, y = list(names), list(x), list(y)
+    for group in label_groups(x, y):
+        for k, i in enumerate(group):
+            ax.annotate(names[i], (x[i], y[i]), textcoords="offset points", xytext=(6, 5 + 11 * k), fontsize=8,
+                        arrowprops=dict(arrowstyle="-", lw=0.5, color="#777777") if k else None)
+
+
 def quality_vs_cost(runs: pd.DataFrame, agg: pd.DataFrame, target: str, folder: Path, colors: dict) -> str | None:
     sub = agg[(agg.task == target) & (agg.variant != "base")].set_index("variant")
     cost = runs.drop_duplicates("run").groupby("variant")[
@@ -127,7 +154,7 @@ def quality_vs_cost(runs: pd.DataFrame, agg: pd.DataFrame, target: str, folder: 
         ax.plot(x[front], y[front], color="#999999", lw=1.5, ls="--", zorder=1, label="Pareto front")
         for v, xi, yi, err in zip(data.index, x, y, data["stderr"].fillna(0)):
             ax.errorbar(xi, yi, yerr=err, fmt="o", color=colors[v], ms=8, capsize=3, zorder=2)
-            ax.annotate(v, (xi, yi), textcoords="offset points", xytext=(6, 5), fontsize=8)
+        annotate_points(ax, data.index, x, y)
         base = agg[(agg.task == target) & (agg.variant == "base")]
         if not base.empty:
             ax.axhline(base["score"].iloc[0], color="#555555", ls=":", lw=1, label="base model")
@@ -183,7 +210,7 @@ def gain_vs_forgetting(agg: pd.DataFrame, target: str, tasks: list[str], folder:
         hib = bool(sub["higher_is_better"].iloc[0])
         for v, row in both.iterrows():
             ax.scatter(row.delta_vs_base, row.gain, color=colors[v], s=70, zorder=2)
-            ax.annotate(v, (row.delta_vs_base, row.gain), textcoords="offset points", xytext=(6, 5), fontsize=8)
+        annotate_points(ax, both.index, both["delta_vs_base"], both["gain"])
         ax.axvline(0, color="#555555", lw=1)
         ax.axhline(0, color="#555555", lw=1)
         ax.set_xlabel(f"change in {task} {sub['metric'].iloc[0]} vs base\n"
