@@ -13,8 +13,8 @@ from pathlib import Path
 
 from snrtune.artifacts import atomic_dir, read_json, write_json
 from snrtune.errors import SnrtuneError
+from snrtune.method_names import ADAPTER_METHODS
 
-ADAPTER_METHODS = ("lora", "qlora", "laser-qlora")
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json")
 HOW = {
     "spectrum": "trained tensors (spectrum_delta.safetensors) overlaid on the base",

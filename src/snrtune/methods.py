@@ -13,9 +13,7 @@ from typing import Any
 import torch
 
 from snrtune.errors import SnrtuneError
-
-METHODS = ("spectrum", "full", "lora", "qlora", "laser-qlora")
-SELECTION_METHODS = ("spectrum", "laser-qlora")
+from snrtune.method_names import METHODS, SELECTION_METHODS  # noqa: F401 (re-exported for train)
 
 
 def compute_dtype() -> torch.dtype:

@@ -16,9 +16,7 @@ import yaml
 
 from snrtune.errors import SnrtuneError
 from snrtune.fetch import resolve_package_path
-
-SELECTION_METHODS = ("spectrum", "laser-qlora")
-"""Training methods that train the modules of a selection (and so have a t value)."""
+from snrtune.method_names import SELECTION_METHODS  # noqa: F401 (the rules read it as wc.SELECTION_METHODS)
 
 
 # ----------------------------------------------------------------------------------------- config
