@@ -167,7 +167,8 @@ def link_local(src: Path, out: Path, allow_pickle: bool, copy: bool) -> None:
         resave_as_safetensors(src, out)
         return
     for item in sorted(src.iterdir()):
-        if item.name in (SOURCE_FILE, PARAMS_FILE) or item.name.startswith(".") or item.suffix == ".bin" or item.is_dir():
+        ours = item.name in (SOURCE_FILE, PARAMS_FILE)  # written afresh for the new directory
+        if ours or item.name.startswith(".") or item.suffix == ".bin" or item.is_dir():
             continue
         if copy:
             shutil.copy2(item, out / item.name)

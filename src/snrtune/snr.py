@@ -82,8 +82,9 @@ def float32_gram_error(singular: torch.Tensor, n: int, m: int) -> torch.Tensor:
     Rounding moves each eigenvalue by about delta = sqrt(max(n, m))·eps32·S_max², so a singular value s moves by
     about delta / (s + sqrt(delta)). Values well above sqrt(delta) move at random and their errors add in
     quadrature; values below 2·sqrt(delta) are mostly rounding, lifted by the clamp at zero, so their moves add
-    up. Each sum (signal, noise) is judged against itself, and S_max's own move counts too. A value that lies within its move (plus the
-    threshold's) of the threshold may change sides, which moves both sums by a whole value: that counts in full.
+    up. Each sum (signal, noise) is judged against itself, and S_max's own move counts too. A value that lies
+    within its move (plus the threshold's) of the threshold may change sides, which moves both sums by a whole
+    value: that counts in full.
     """
     eps = torch.finfo(torch.float32).eps
     delta = math.sqrt(max(n, m)) * eps * singular[..., :1] ** 2
