@@ -199,10 +199,16 @@ def compute_group(weights: torch.Tensor, method: str, dtype: torch.dtype, device
     results: list[dict] = [{"status": "nonfinite"} for _ in range(weights.shape[0])]
     if finite.any():
         good = (weights if bool(finite.all()) else weights[finite]).to(device)  # no copy in the usual case
-        singular = fast_singular_values(good) if method == "gram" else svd_singular_values(good, dtype)
+        if method == "gram":
+            singular, redone = fast_singular_values(good)
+            computed_in = ["float64" if flag else "float32" for flag in redone.tolist()]
+        else:
+            singular = svd_singular_values(good, dtype)
+            computed_in = [str(dtype).removeprefix("torch.")] * good.shape[0]
         parts = {k: v.double().cpu() for k, v in snr_from_singular_values(singular.double(), n, m).items()}
         for j, index in enumerate(torch.nonzero(finite).flatten().tolist()):
-            results[index] = {"status": "ok", **{k: float(v[j]) for k, v in parts.items() if k != "sigma"}}
+            results[index] = {"status": "ok", **{k: float(v[j]) for k, v in parts.items() if k != "sigma"},
+                              "computed_in": computed_in[j]}
     return results
 
 
@@ -213,7 +219,7 @@ def entry_for(matrix: Matrix, values: dict, to_runtime) -> dict:
     n, m = matrix.matrix_shape
     entry = {"name": matrix.name, "param": to_runtime(matrix.key), "type": kind, "layer": layer, "expert": expert,
              "shape": [n, m], "n_params": n * m}
-    for key in ("snr", "s_max", "signal", "noise", "threshold"):
+    for key in ("snr", "s_max", "signal", "noise", "threshold", "computed_in"):
         entry[key] = values.get(key)
     entry["status"] = values["status"]
     return entry
@@ -294,6 +300,7 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
     result = run_record(
         stopwatch,
         model=source["name"], model_dir=str(model_dir), method=method, precision=precision, device=device,
+        dtype=",".join(sorted({str(shapes[mx.key].dtype).removeprefix("torch.") for mx in matrices})),
         snrtune_version=__version__,
         total_params=sum(math.prod(shape) for shape in params.values()),
         parameters={name: list(shape) for name, shape in params.items()},

@@ -116,10 +116,11 @@ def float32_gram_error(singular: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return error + flips * (1 / torch.minimum(noise_sum, parts["noise"]) + 1 / signal)
 
 
-def fast_singular_values(weights: torch.Tensor, tolerance: float = 1e-4) -> torch.Tensor:
-    """Gram eigenvalues in float32 (about 3× faster than an SVD on a CPU), redone in float64 for the matrices
-    whose estimated SNR error exceeds ``tolerance`` (see ``float32_gram_error``; on every test matrix the real
-    error is well below the estimate) and for those whose squares overflow float32."""
+def fast_singular_values(weights: torch.Tensor, tolerance: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """(singular values, redone) of a batch: Gram eigenvalues in float32 (about 3× faster than an SVD on a CPU),
+    redone in float64 for the matrices whose estimated SNR error exceeds ``tolerance`` (see
+    ``float32_gram_error``; on every test matrix the real error is well below the estimate) and for those whose
+    squares overflow float32; ``redone`` marks those."""
     gram = gram_matrix(weights, dtype=torch.float32)
     overflow = ~torch.isfinite(gram.flatten(-2).sum(-1))
     gram[overflow] = 0  # a placeholder: redone in float64 below
@@ -130,7 +131,7 @@ def fast_singular_values(weights: torch.Tensor, tolerance: float = 1e-4) -> torc
         singular = gram_singular_values(weights, dtype=torch.float64)
     elif suspect.any():
         singular[suspect] = gram_singular_values(weights[suspect], dtype=torch.float64)
-    return singular
+    return singular, suspect
 
 
 def svd_singular_values(weights: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
