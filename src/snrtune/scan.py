@@ -32,6 +32,7 @@ from snrtune.record import Stopwatch, run_record
 from snrtune.snr import fast_singular_values, module_type, snr_from_singular_values, svd_singular_values
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+DEFAULT_BATCH_MIB = 64.0  # SmolLM2: as fast as 128, 0.41× instead of 0.48× the naive scan's peak memory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
                         help="dtype the weights are taken in before the spectrum (default float32, as the reference)")
     parser.add_argument("--device", default="cpu", help="torch device for the linear algebra: cpu, cuda, cuda:1 …")
-    parser.add_argument("--batch-mib", type=float, default=128.0,
-                        help="batch equal-shape matrices up to this many MiB of float64 work memory (default 512)")
+    parser.add_argument("--batch-mib", type=float, default=DEFAULT_BATCH_MIB,
+                        help=f"batch equal-shape matrices up to this many MiB of working memory "
+                             f"(default {DEFAULT_BATCH_MIB:g})")
     parser.add_argument("--spectrum-json", default=None,
                         help="also write the reference spectrum tool's format {name: {snr, type}} here")
     parser.add_argument("--resume", action="store_true", help="reuse the matrices finished by an interrupted scan")
@@ -247,7 +249,7 @@ def _load_partial(path: Path, settings: dict) -> dict[tuple[str, int | None], di
 
 
 def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gram", precision: str = "float32",
-         device: str = "cpu", batch_mib: float = 128.0, resume: bool = False, spectrum_json: str | None = None,
+         device: str = "cpu", batch_mib: float = DEFAULT_BATCH_MIB, resume: bool = False, spectrum_json: str | None = None,
          trust_remote_code: bool = False) -> dict:
     """Scan every matrix of ``model_dir`` and write ``out`` (see docs/artifacts.md for the format)."""
     if method not in ("gram", "svd"):
