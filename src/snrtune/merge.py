@@ -13,7 +13,6 @@ from pathlib import Path
 
 from snrtune.artifacts import atomic_dir, read_json, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.method_names import ADAPTER_METHODS
 
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json")
 HOW = {

@@ -3,4 +3,3 @@ logic while Snakemake parses the Snakefile."""
 
 METHODS = ("spectrum", "full", "lora", "qlora", "laser-qlora")
 SELECTION_METHODS = ("spectrum", "laser-qlora")  # they train the modules of a selection, so they have a t value
-ADAPTER_METHODS = ("lora", "qlora", "laser-qlora")  # they save a PEFT adapter that merge folds into the base
