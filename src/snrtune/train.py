@@ -1,4 +1,4 @@
-"""`snrtune train`: fine-tune a model directory with spectrum, full, lora, qlora or laser-qlora.
+"""`snrtune train`: fine-tune a model directory with one of the methods of snrtune.method_registry.
 
 The loop is transformers' Trainer (SFT, on data tokenized here with response-only labels) or TRL's
 DPOTrainer (``--stage dpo``). Runs build in ``RUN_DIR.partial/`` (checkpoints inside, for ``--resume``)
