@@ -12,6 +12,7 @@ Conventions the docs follow (and these tests enforce):
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,17 @@ from snrtune.settings import default_values
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
-TOP_LEVEL = {path.name for path in ROOT.iterdir() if path.name not in (".git", ".venv") and
-             not path.name.startswith(".pytest") and path.name != "__pycache__"}
+
+
+def tracked_top_level() -> set[str]:
+    """Top-level entries of the repository as git tracks them (not .snakemake/, .venv/, results/ of a run)."""
+    listing = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listing.returncode == 0 and listing.stdout:
+        return {line.split("/")[0] for line in listing.stdout.splitlines()}
+    return {path.name for path in ROOT.iterdir() if not path.name.startswith(".")}  # not a git checkout
+
+
+TOP_LEVEL = tracked_top_level()
 
 
 def backticked(text: str) -> list[str]:
