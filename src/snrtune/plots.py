@@ -1,4 +1,8 @@
-"""The report's plots (seaborn on matplotlib's Agg backend), each written as a PNG."""
+"""The report's plots (seaborn on matplotlib's Agg backend), each written as a PNG.
+
+Plain data in (the report's tables and the artifacts it found, the variants in display order); this
+module does not import snrtune.report.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from snrtune.report import variant_order  # noqa: E402
+from snrtune.naming import format_t, variant_of  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 
 
-def palette(variants) -> dict:
-    order = variant_order(variants)
+def palette(order: list[str]) -> dict:
+    """A colour per variant, in ``order``; the base model grey."""
     colors = sns.color_palette("tab10", n_colors=max(len(order), 1))
     return {v: ("#555555" if v == "base" else colors[i % len(colors)]) for i, v in enumerate(order)}
 
@@ -72,7 +76,7 @@ def snr_heatmap(snr: dict, selection: dict | None, folder: Path, name: str) -> s
 # --- scores -----------------------------------------------------------------------------------------------
 
 def score_bars(agg: pd.DataFrame, tasks: list[str], folder: Path, colors: dict) -> str:
-    order = variant_order(agg.variant)
+    order = [v for v in colors if v in set(agg.variant)]  # colors is in display order
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 + 2.6 * len(tasks), 0.45 * len(order) + 2.4), squeeze=False,
                              layout="constrained")
     for ax, task in zip(axes[0], tasks):
@@ -171,8 +175,6 @@ def quality_vs_cost(runs: pd.DataFrame, agg: pd.DataFrame, target: str, folder: 
 # --- loss curves ------------------------------------------------------------------------------------------
 
 def loss_curves(found: dict, folder: Path, colors: dict) -> str | None:
-    from snrtune.report import variant_of
-
     rows = []
     for m in found["metrics"]:
         for kind in ("train_loss", "eval_loss"):
@@ -224,11 +226,11 @@ def gain_vs_forgetting(agg: pd.DataFrame, target: str, tasks: list[str], folder:
 # --- all --------------------------------------------------------------------------------------------------
 
 def write_all(folder: Path, runs: pd.DataFrame, agg: pd.DataFrame, found: dict, target: str,
-              tasks: list[str]) -> list[tuple[str, str]]:
-    """Write every plot that the data allows; returns (file name, caption) pairs in reading order."""
-    from snrtune.report import variant_of
+              tasks: list[str], order: list[str]) -> list[tuple[str, str]]:
+    """Write every plot that the data allows; returns (file name, caption) pairs in reading order.
 
-    colors = palette(set(agg.variant) | {variant_of(m["run"]) for m in found["metrics"]})
+    ``order``: every variant of ``agg`` and of the metrics in ``found``, in display order."""
+    colors = palette(order)
     images = [(score_bars(agg, tasks, folder, colors), "Score per method and task")]
     for name, caption in [
         (quality_vs_cost(runs, agg, target, folder, colors), f"Quality on {target} against cost, with the Pareto front"),
@@ -242,7 +244,7 @@ def write_all(folder: Path, runs: pd.DataFrame, agg: pd.DataFrame, found: dict, 
         selections = [s for s in found["selection"] if s.get("model") in (None, snr.get("model"))]
         selections.sort(key=lambda s: (s.get("top_percent") is None, s.get("top_percent") or 0))
         for sel in selections or [None]:
-            tag = f"_t{sel['top_percent']:g}" if sel and sel.get("top_percent") is not None else (
+            tag = f"_t{format_t(sel['top_percent'])}" if sel and sel.get("top_percent") is not None else (
                 f"_{len(images)}" if sel else "")
             name = snr_heatmap(snr, sel, folder, f"snr_heatmap_{snr.get('model', 'model')}{tag}.png".replace("/", "_"))
             if name:

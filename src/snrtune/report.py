@@ -16,8 +16,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from snrtune.artifact_names import REPORT_PAGE, RUNS_TABLE, SUMMARY
 from snrtune.artifacts import atomic_dir
 from snrtune.errors import SnrtuneError
+from snrtune.naming import variant_of
 
 MAX_BYTES = 200 * 1024 * 1024
 # The score the report ranks by, per task; other tasks use the first of FALLBACK they report.
@@ -74,12 +76,6 @@ def discover(results_dir: Path) -> dict[str, list[dict]]:
 
 
 # --- tables -----------------------------------------------------------------------------------------------
-
-def variant_of(run: dict) -> str:
-    """The method as compared in the report: ``spectrum-t25``, ``lora``, ``base``."""
-    t = run.get("top_percent")
-    return f"{run['method']}-t{t:g}" if t is not None else run["method"]
-
 
 def primary_metric(task: str, metrics: set[str]) -> str | None:
     if PRIMARY.get(task) in metrics:
@@ -294,14 +290,15 @@ def build_report(results_dir: str | Path, out: str | Path, target_task: str | No
     table, best = summary_frame(agg, cost, tasks)
     text = verdict(agg, cost, target, tasks)
     with atomic_dir(out) as tmp:
-        runs.to_csv(tmp / "runs.csv", index=False)
-        (tmp / "summary.md").write_text(
+        runs.to_csv(tmp / RUNS_TABLE, index=False)
+        (tmp / SUMMARY).write_text(
             f"# snrtune report\n\n{text}\n\n{markdown_table(table, best)}\n\n"
             f"Scores: mean ± standard error over seeds (lm-eval's standard error for a single seed), "
             f"change against the base model in parentheses; best value per column in bold.\n",
             encoding="utf-8")
-        images = plots.write_all(tmp, runs, agg, found, target, tasks)
-        (tmp / "report.html").write_text(html_page(text, table, best, images, tmp), encoding="utf-8")
+        order = variant_order(set(agg.variant) | {variant_of(m["run"]) for m in found["metrics"]})
+        images = plots.write_all(tmp, runs, agg, found, target, tasks, order)
+        (tmp / REPORT_PAGE).write_text(html_page(text, table, best, images, tmp), encoding="utf-8")
     return Path(out)
 
 
