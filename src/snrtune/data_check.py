@@ -34,6 +34,7 @@ from snrtune.errors import SnrtuneError
 
 FORMATS = ("alpaca", "sharegpt", "messages")
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+UNCHECKED = object()  # a row past max_rows: its structure was checked, its content was not
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant"}
 
@@ -83,7 +84,7 @@ def check_training_data(path: str | os.PathLike, dataset_format: str = "auto", s
     rows, fmt, checked = 0, None, 0
     for number, row in _rows(path, digest, limit):
         rows += 1
-        if row is not None:
+        if row is not UNCHECKED:
             fmt = fmt or row_format(row, dataset_format, stage, _where(path, number))
             check_row(row, fmt, _where(path, number))
             checked += 1
@@ -120,7 +121,7 @@ def _where(path: Path, number: int) -> str:
 
 
 def _rows(path: Path, digest, limit) -> Iterator[tuple[int, Any]]:
-    """(row number, parsed row, or None past ``limit``) for every row of the file."""
+    """(row number, parsed row, or UNCHECKED past ``limit``) for every row of the file."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         yield from _parquet_rows(path, digest, limit)
@@ -155,7 +156,7 @@ def _jsonl_rows(path: Path, digest, limit) -> Iterator[tuple[int, Any]]:
             if number > limit:
                 if not (text.startswith("{") and text.endswith("}")):
                     raise SnrtuneError(f"{where} is not a JSON object; expected one per line")
-                yield number, None
+                yield number, UNCHECKED
                 continue
             try:
                 row = json.loads(text)
@@ -184,10 +185,10 @@ def _array_rows(path: Path, digest, limit) -> Iterator[tuple[int, Any]]:
     except RecursionError as exc:
         raise SnrtuneError(f"data file {str(path)!r} is nested too deeply to be training data") from exc
     if not isinstance(rows, list):
-        raise SnrtuneError(f"data file {str(path)!r} holds a JSON {type(rows).__name__}; expected an array of "
+        raise SnrtuneError(f"data file {str(path)!r} holds {_json_type(rows)}; expected an array of "
                            "rows or one JSON object per line")
     for number, row in enumerate(rows, 1):
-        yield number, (row if number <= limit else None)
+        yield number, (row if number <= limit else UNCHECKED)
 
 
 def _parquet_rows(path: Path, digest, limit) -> Iterator[tuple[int, Any]]:
@@ -203,7 +204,7 @@ def _parquet_rows(path: Path, digest, limit) -> Iterator[tuple[int, Any]]:
         for batch in table.iter_batches(batch_size=1024):
             for row in batch.to_pylist():
                 number += 1
-                yield number, (row if number <= limit else None)
+                yield number, (row if number <= limit else UNCHECKED)
     except (pyarrow.ArrowException, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SnrtuneError(f"data file {str(path)!r} is not a readable parquet file: {first}") from exc
@@ -212,7 +213,11 @@ def _parquet_rows(path: Path, digest, limit) -> Iterator[tuple[int, Any]]:
 # ---------------------------------------------------------------- rows
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    """A value as JSON on one line, shortened."""
+    try:
+        text = json.dumps(value, ensure_ascii=True, default=str)
+    except (ValueError, RecursionError):
+        text = type(value).__name__
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -244,13 +249,14 @@ def row_format(row: Any, dataset_format: str, stage: str, where: str) -> str:
 
 def _object(row: Any, where: str) -> None:
     if not isinstance(row, dict):
-        raise SnrtuneError(f"{where} is a JSON {_json_type(row)}; expected an object (one training example)")
+        raise SnrtuneError(f"{where} is {_json_type(row)}; expected an object (one training example)")
 
 
 def _json_type(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
-             type(None): "null"}
-    return names.get(type(value), type(value).__name__)
+    """'an object', 'a string', 'null' …: the JSON name of a parsed value's type, with its article."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), f"a {type(value).__name__}")
 
 
 def _string(row: dict, key: str, where: str, field: str | None = None, required: bool = True,
@@ -264,8 +270,8 @@ def _string(row: dict, key: str, where: str, field: str | None = None, required:
     if value is None and not required:
         return
     if not isinstance(value, str):
-        raise SnrtuneError(f"{where}: field {field!r} is a {_json_type(value)} ({_show(value)}); expected a string "
-                           f"({what})")
+        shown = "" if value is None else f" ({_show(value)})"
+        raise SnrtuneError(f"{where}: field {field!r} is {_json_type(value)}{shown}; expected a string ({what})")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -283,7 +289,7 @@ def _turns(row: dict, key: str, where: str) -> list:
         raise SnrtuneError(f"{where}: field {key!r} is {_show(turns)}; expected a non-empty list of turns")
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            raise SnrtuneError(f"{where}: field '{key}[{i}]' is a {_json_type(turn)}; expected an object")
+            raise SnrtuneError(f"{where}: field '{key}[{i}]' is {_json_type(turn)}; expected an object")
     return turns
 
 
@@ -308,7 +314,7 @@ def check_row(row: Any, fmt: str, where: str) -> None:
         turns = _turns(row, "conversations", where)
         for i, turn in enumerate(turns):
             field = f"conversations[{i}]"
-            if turn.get("from") not in SHAREGPT_ROLES:
+            if not isinstance(turn.get("from"), str) or turn["from"] not in SHAREGPT_ROLES:
                 raise SnrtuneError(f"{where}: field '{field}.from' is {_show(turn.get('from'))}; expected one of "
                                    f"{', '.join(SHAREGPT_ROLES)}")
             _string(turn, "value", where, f"{field}.value", what="the message")
