@@ -55,7 +55,8 @@ def to_messages(record: dict[str, Any], fmt: str) -> list[dict[str, str]]:
     if fmt == "sharegpt":
         out = []
         for turn in record["conversations"]:
-            role = SHAREGPT_ROLES.get(turn.get("from"))
+            speaker = turn.get("from")
+            role = SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None
             if role is None:
                 raise SnrtuneError(f"sharegpt turn has 'from': {turn.get('from')!r}; expected one of "
                                    f"{', '.join(SHAREGPT_ROLES)}")
