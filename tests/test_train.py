@@ -314,5 +314,6 @@ def test_metrics_count_truncated_and_dropped_examples(tiny_llama, inputs, tmp_pa
     expected_truncated = sum(1 for i, n in enumerate(lengths) if n > 48 and i != 5)
     assert metrics["data"]["dropped"] == 1 and metrics["data"]["truncated"] == expected_truncated > 0
     assert metrics["data"]["rows"] == 16 and metrics["data"]["train_examples"] + metrics["data"]["val_examples"] == 15
+    assert metrics["data"]["format"] == "alpaca" and metrics["data"]["kind"] == "local"
     assert (f"{expected_truncated} truncated to max_seq_length=48, 1 dropped (no response token left)"
             in capsys.readouterr().out)

@@ -132,19 +132,20 @@ def load_tokenizer(model_dir, cfg):
     return tokenizer
 
 
-def load_rows(stage: str, spec: str, cfg, summary) -> tuple[list, list, str]:
-    """(train rows, validation rows, content sha256 of the data), before any tokenizer or model loads. Local
-    files were checked by ``data_check.check_training_data`` (``summary``); a hub dataset's rows are checked
-    here, once loaded."""
+def load_rows(stage: str, spec: str, cfg, summary) -> tuple[list, list, str, str]:
+    """(train rows, validation rows, content sha256 of the data, its format), before any tokenizer or model
+    loads. Local files were checked by ``data_check.check_training_data`` (``summary``); a hub dataset's rows
+    are checked here, once loaded."""
     from snrtune import data_check
     from snrtune import sft_data as data
 
     records = data.load_records(spec, cfg["dataset_split"])
+    fmt = summary.format
     if summary.kind == "hub":
-        data_check.check_records(records, cfg["dataset_format"], stage, str(spec))
+        fmt = data_check.check_records(records, cfg["dataset_format"], stage, str(spec))
     sha256 = summary.sha256 or data_check.content_sha256(records)
     train_rows, val_rows = data.split_validation(records, cfg["val_fraction"], cfg["seed"])
-    return train_rows, val_rows, sha256
+    return train_rows, val_rows, sha256, fmt
 
 
 def datasets_for(stage: str, train_rows: list, val_rows: list, tokenizer, cfg) -> tuple[Any, Any, dict]:
@@ -321,13 +322,16 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     data_summary = check_training_data(data, cfg["dataset_format"], stage)  # before anything heavy loads
     sel = load_selection(selection)
     identity = run_identity(model_dir, method, sel, cfg["seed"], stage)
-    train_rows, val_rows, data_sha256 = load_rows(stage, data, cfg, data_summary)
+    train_rows, val_rows, data_sha256, data_format = load_rows(stage, data, cfg, data_summary)
     fingerprint = resuming.run_fingerprint(cfg, method, stage, match_params_of, data_sha256, selection, model_dir)
     is_main = int(os.environ.get("RANK", "0")) == 0
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     checkpoints = partial / "checkpoints"
     last, resume_notes = resuming.resume_point(partial, fingerprint, resume, is_main)
+    if is_main:
+        for note in resume_notes:
+            print(note)
 
     transformers.set_seed(cfg["seed"])
     tokenizer = load_tokenizer(model_dir, cfg)
@@ -339,8 +343,6 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     throughput = Throughput()
     trainer = build_trainer(stage, model, tokenizer, cfg, checkpoints, train_ds, val_ds, [throughput, *callbacks])
     if is_main:
-        for note in resume_notes:
-            print(note)
         resuming.write_fingerprint(partial, fingerprint)
     trainer.train(resume_from_checkpoint=str(last) if last else None)
     used = optimizer_elements(trainer)
@@ -362,7 +364,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
                 "world_size": trainer.args.world_size, "match_params_of": match_params_of,
                 "lora_r": facts.get("lora_r", cfg["lora_r"])},
         selection=selection_summary(sel, selection),
-        data={"source": str(data), "kind": data_summary.kind, "format": data_summary.format, "sha256": data_sha256,
+        data={"source": str(data), "kind": data_summary.kind, "format": data_format, "sha256": data_sha256,
               **data_counts},
         details={"fingerprint": fingerprint["sha256"], "optimizer_params": used, "global_step": trainer.state.global_step,
                  "resumed_from_step": throughput.start_step, "train_seconds": round(throughput.seconds, 3),
