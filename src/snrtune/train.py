@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", choices=STAGES, default="sft", help="sft, or dpo on prompt/chosen/rejected data")
     parser.add_argument("--match-params-of", choices=["qlora"],
                         help="laser-qlora: pick the LoRA rank that trains as many parameters as qlora")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in OUT.partial/ if the run is unchanged "
-                        "(settings, data, selection, model); else start afresh and say what changed")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest complete checkpoint in OUT.partial/ if the run is unchanged "
+                             "(settings, data, selection, model); else start afresh and say what changed")
     parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides the config)")
 
 
