@@ -10,12 +10,11 @@ check before any job runs. What it checks, for a local ``.jsonl`` / ``.json`` / 
 - the content of every row (or of the first ``max_rows``): it is an object in the format of the first row
   (``dataset_format: auto``) or the named one, with every text field a string and a response to learn:
 
-  | format     | a row needs |
-  |------------|-------------|
-  | alpaca     | ``instruction`` (string), ``output`` (non-empty string); ``input``, ``system``: string or null |
-  | sharegpt   | ``conversations``: turns ``{from, value}`` with a known ``from`` and a string ``value``, one of them a response (gpt/assistant) with text |
-  | messages   | ``messages``: ``{role, content}`` with string role and content, one of them an ``assistant`` turn with text |
-  | preference | (``stage="dpo"``) ``prompt``, ``chosen``, ``rejected``: non-empty strings or lists of messages |
+  alpaca      ``instruction`` (string), ``output`` (non-empty string); ``input``, ``system``: string or null
+  sharegpt    ``conversations``: turns ``{from, value}``, a known ``from``, a string ``value``; one of them a
+              response (gpt/assistant) with text
+  messages    ``messages``: ``{role, content}``, both strings; one of them an ``assistant`` turn with text
+  preference  (``stage="dpo"``) ``prompt``, ``chosen``, ``rejected``: non-empty strings or message lists
 
 A hub dataset id is not checked here (nothing is downloaded before the job): its rows get the same
 content check with ``check_records`` once loaded.
