@@ -122,3 +122,60 @@ def test_preference_rows_become_conversational():
                      "rejected": [{"role": "assistant", "content": "no"}]}]
     with pytest.raises(SnrtuneError, match="rejected"):
         data.preference_rows([{"prompt": "Q?", "chosen": "yes"}])
+
+
+# ---------------------------------------------------------------- data_check: the pre-flight check
+
+def test_max_rows_checks_the_first_rows_fully_and_the_whole_file_structurally(tmp_path):
+    from snrtune.data_check import check_training_data
+
+    good = {"instruction": "q", "output": "a"}
+    rows = [json.dumps(good)] * 4 + [json.dumps({"instruction": "q", "output": None})] + [json.dumps(good)] * 5
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    summary = check_training_data(path, "auto", "sft", max_rows=3)
+    assert (summary.kind, summary.format, summary.rows, summary.checked_rows) == ("local", "alpaca", 10, 3)
+    import hashlib
+
+    assert summary.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(SnrtuneError, match=r"row 5: field 'output' is null"):
+        check_training_data(path, "auto", "sft")  # every row: the null output is found
+    path.write_bytes(path.read_bytes() + b"\n")  # a blank last line is found even past max_rows
+    with pytest.raises(SnrtuneError, match="row 11 is a blank line"):
+        check_training_data(path, "auto", "sft", max_rows=3)
+    path.write_bytes(path.read_bytes()[:-1] + b'{"instruction": "\xff"}\n')
+    with pytest.raises(SnrtuneError, match=r"row 11 is not UTF-8: byte \d+ of the file is 'ff'"):
+        check_training_data(path, "auto", "sft", max_rows=3)
+
+
+def test_the_utf8_error_names_the_exact_byte(tmp_path):
+    from snrtune.data_check import check_training_data
+
+    first = b'{"instruction": "q", "output": "a"}\n'
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(first + b'{"instruction": "caf\xe9", "output": "a"}\n')
+    with pytest.raises(SnrtuneError) as caught:
+        check_training_data(path)
+    offset = len(first) + len(b'{"instruction": "caf')
+    assert f"row 2 is not UTF-8: byte {offset} of the file is 'e9'" in str(caught.value)
+    assert path.read_bytes()[offset] == 0xE9
+
+
+def test_hub_ids_are_not_checked_locally_and_say_so(tmp_path):
+    from snrtune.data_check import check_records, check_training_data
+
+    summary = check_training_data("org/dataset", "auto", "sft", max_rows=10)
+    assert summary.kind == "hub" and summary.checked_rows == 0 and "not checked locally" in summary.note
+    with pytest.raises(SnrtuneError, match=r"data 'org/dataset', row 2: field 'output' is null"):
+        check_records([{"instruction": "q", "output": "a"}, {"instruction": "q", "output": None}],
+                      "auto", "sft", "org/dataset")  # once loaded, a hub dataset's rows get the same check
+    with pytest.raises(SnrtuneError, match="neither an existing file nor a hub dataset id"):
+        check_training_data(str(tmp_path / "missing.jsonl"))
+
+
+def test_the_checked_rows_load_exactly_as_written(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "héllo"}, {"role": "assistant", "content": "x"}], "meta": 1},
+            {"messages": [{"role": "assistant", "content": "y"}], "meta": "a string this time"}]
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows).encode())
+    assert data.load_records(str(path)) == rows  # BOM and CRLF tolerated; no type unification across rows

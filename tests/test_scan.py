@@ -182,3 +182,94 @@ def test_errors_are_one_line_and_leave_no_output(tmp_path, capsys):
     with pytest.raises(SnrtuneError, match="unknown scan method 'qr'"):
         scan(tmp_path / "empty", tmp_path / "snr.json", method="qr")
     assert not (tmp_path / "snr.json").exists()
+
+
+# ---------------------------------------------------------------- headers are validated, not trusted
+
+def hand_made_model(tmp_path, header, data, header_len=None):
+    from safetensors_files import write_raw
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    write_raw(model_dir / "model.safetensors", header, data, header_len)
+    return model_dir
+
+
+def test_a_valid_hand_made_file_reads_as_the_safetensors_library_reads_it(tmp_path):
+    from safetensors_files import GOOD_DATA, two_matrices
+
+    from snrtune.safetensors_header import read_safetensors_header
+
+    model_dir = hand_made_model(tmp_path, two_matrices(), GOOD_DATA)
+    entries, metadata = read_safetensors_header(model_dir / "model.safetensors")
+    reference = load_file(model_dir / "model.safetensors")
+    assert metadata == {"format": "pt"} and sorted(entries) == sorted(reference)
+    for key, tensor in reference.items():
+        assert entries[key].shape == tuple(tensor.shape) and entries[key].nbytes == tensor.numel() * 4
+    result = scan(model_dir, tmp_path / "snr.json")
+    by_name = {m["name"]: m for m in result["modules"]}
+    assert by_name["model.layers.0.self_attn.k_proj"]["snr"] == pytest.approx(
+        reference_snr(reference["model.layers.0.self_attn.k_proj.weight"]), rel=1e-6)
+
+
+@pytest.mark.parametrize("case", sorted(__import__("safetensors_files").CORRUPT))
+def test_corrupt_headers_are_refused_as_the_safetensors_library_refuses_them(case, tmp_path):
+    """Each hand-made corrupt file is refused by the safetensors library too; scan's one-line error names the
+    file and what is wrong (the command-line behaviour is in tests/test_bad_inputs.py)."""
+    from safetensors import safe_open
+    from safetensors_files import CORRUPT, write_corrupt
+
+    from snrtune.safetensors_header import read_safetensors_header
+
+    file = write_corrupt(tmp_path / "model.safetensors", case)
+    with pytest.raises(Exception):
+        with safe_open(file, "pt") as handle:
+            for key in handle.keys():
+                handle.get_tensor(key)
+    with pytest.raises(SnrtuneError) as caught:
+        read_safetensors_header(file)
+    message = str(caught.value)
+    assert "\n" not in message and "model.safetensors" in message
+    for word in CORRUPT[case][3]:
+        assert word in message
+
+
+def test_empty_matrix_gets_a_status_and_select_skips_it(tmp_path):
+    header = {"model.layers.0.self_attn.q_proj.weight": {"dtype": "F32", "shape": [0, 8], "data_offsets": [0, 0]},
+              "model.layers.1.self_attn.q_proj.weight": {"dtype": "F32", "shape": [6, 4], "data_offsets": [0, 96]}}
+    from safetensors_files import matrix_bytes
+
+    model_dir = hand_made_model(tmp_path, header, matrix_bytes(0))
+    result = scan(model_dir, tmp_path / "snr.json")
+    by_name = {m["name"]: m for m in result["modules"]}
+    empty = by_name["model.layers.0.self_attn.q_proj"]
+    assert (empty["status"], empty["snr"], empty["n_params"]) == ("empty", None, 0)
+    assert by_name["model.layers.1.self_attn.q_proj"]["status"] == "ok"
+    chosen = select(json.loads((tmp_path / "snr.json").read_text()), top_percent=100)
+    assert [m["name"] for m in chosen["modules"]] == ["model.layers.1.self_attn.q_proj"]
+    assert any("1 empty" in note for note in chosen["notes"])
+
+
+def test_svd_overflow_is_a_status_and_select_still_works(tmp_path, capsys):
+    """Finite float32 weights near 3e38 overflow the float32 SVD: status nonfinite_snr, snr null, never ranked."""
+    torch.manual_seed(0)
+    weights = {f"model.layers.{i}.mlp.up_proj.weight": torch.randn(8, 6) for i in range(4)}
+    weights["model.layers.2.mlp.up_proj.weight"][:2, 0] = 3e38
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    save_file(weights, model_dir / "model.safetensors")
+    assert main(["scan", str(model_dir), "--out", str(tmp_path / "snr.json"), "--method", "svd"]) == 0
+    assert "1 nonfinite_snr" in capsys.readouterr().out
+    data = json.loads((tmp_path / "snr.json").read_text())
+    bad = [m for m in data["modules"] if m["status"] != "ok"]
+    assert [(m["name"], m["status"], m["snr"]) for m in bad] == [("model.layers.2.mlp.up_proj", "nonfinite_snr", None)]
+    assert main(["select", str(tmp_path / "snr.json"), "--top-percent", "100", "--out", str(tmp_path / "s.yaml")]) == 0
+    sel = yaml_load(tmp_path / "s.yaml")
+    assert len(sel["modules"]) == 3 and "model.layers.2.mlp.up_proj" not in [m["name"] for m in sel["modules"]]
+    assert any("non-finite SNR" in note for note in sel["notes"])
+
+
+def yaml_load(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())

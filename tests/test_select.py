@@ -131,3 +131,30 @@ def test_cli_writes_yaml_with_count_header(tmp_path, capsys):
     assert "128 of" in capsys.readouterr().out
     assert main(["select", str(tmp_path / "nope.json"), "--top-percent", "50", "--out", str(tmp_path / "x.yaml")]) == 2
     assert "not found" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
+
+
+@pytest.mark.parametrize("top", [-50, 0, 150, float("nan"), float("inf")])
+def test_compat_spectrum_checks_the_range_as_the_normal_path(top):
+    with pytest.raises(SnrtuneError, match="out of range: expected a percentage in \\(0, 100\\]"):
+        spectrum_reference_yaml(fake_scan(SNRS), top)
+    with pytest.raises(SnrtuneError, match="out of range"):
+        select(fake_scan(SNRS), top_percent=top)
+
+
+def test_entries_without_a_finite_snr_are_never_ranked():
+    """An snr.json from an older scan may say status ok with snr null (or NaN): listed in a note, not ranked."""
+    scan = fake_scan(SNRS)
+    scan["modules"][0]["snr"] = None                   # layer 0 q_proj
+    scan["modules"][2]["snr"] = float("nan")           # layer 1 q_proj
+    scan["modules"][3]["status"] = "nonfinite_snr"     # layer 1 up_proj
+    scan["modules"][3]["snr"] = None
+    sel = select(scan, top_percent=100)
+    names = [m["name"] for m in sel["modules"]]
+    assert "model.layers.0.self_attn.q_proj" not in names and "model.layers.1.self_attn.q_proj" not in names
+    assert len(names) == 8 - 3
+    assert any(note.startswith("3 matrices are not ranked (1 with a non-finite SNR") and "2 without an SNR" in note
+               for note in sel["notes"]), sel["notes"]
+    text, stats = spectrum_reference_yaml(scan, 100)
+    assert "- model.layers.0.self_attn.q_proj\n" not in text and stats["trainable_params"] > 0
+    budget = select(scan, budget_params=10_000)
+    assert "model.layers.0.self_attn.q_proj" not in [m["name"] for m in budget["modules"]]

@@ -220,3 +220,100 @@ def test_selection_from_snrtune_select_trains_its_stated_count(tiny_llama, input
     laser, _ = train(tiny_llama, "laser-qlora", inputs["data"], tmp_path / "l", selection=tmp_path / "sel.yaml",
                      config=cfg)
     assert laser["details"]["lora_target_modules"] == sorted(sel["exports"]["peft"]["target_modules"])
+
+
+# ---------------------------------------------------------------- resume: only an unchanged run, only a complete checkpoint
+
+class Preempted(Exception):
+    pass
+
+
+def preempt_after(step):
+    class Preempt(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise Preempted
+
+    return Preempt()
+
+
+def interrupted_spectrum_run(tiny_llama, data, config, selection, out, step):
+    with pytest.raises(Preempted):
+        train(tiny_llama, "spectrum", data, out, selection=selection, config=config, callbacks=[preempt_after(step)])
+    partial = out.with_name(out.name + ".partial")
+    assert not out.exists() and json.loads((partial / "fingerprint.json").read_text())["sha256"]
+    return partial
+
+
+def test_resume_with_changed_settings_starts_afresh_and_records_what_trained(tiny_llama, inputs, tmp_path, capsys):
+    """Kill a run, change its learning rate, resume: it must train from step 0 at the new rate."""
+    out = tmp_path / "run"
+    partial = interrupted_spectrum_run(tiny_llama, inputs["data"], inputs["config"], inputs["selection"], out, 4)
+    assert (partial / "checkpoints" / "checkpoint-3").is_dir()
+    faster = write_config(tmp_path / "faster.yaml", learning_rate=2e-2)
+    capsys.readouterr()
+    metrics, _ = train(tiny_llama, "spectrum", inputs["data"], out, selection=inputs["selection"], config=faster,
+                       resume=True)
+    said = capsys.readouterr().out
+    assert "--resume: run.partial was made with different settings (learning_rate); starting afresh" in said
+    assert metrics["details"]["resumed_from_step"] == 0 and metrics["config"]["learning_rate"] == 2e-2
+    straight, _ = train(tiny_llama, "spectrum", inputs["data"], tmp_path / "straight", selection=inputs["selection"],
+                        config=faster)
+    resumed, fresh = load_file(out / "spectrum_delta.safetensors"), load_file(tmp_path / "straight" / "spectrum_delta.safetensors")
+    for name in fresh:  # what trained is the new learning rate from the start, as metrics.json says
+        torch.testing.assert_close(resumed[name], fresh[name], rtol=1e-5, atol=1e-6)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics.json", "selection.yaml", "snrtune_run.json", "spectrum_delta.safetensors"]
+
+
+def test_resume_with_changed_data_starts_afresh_naming_the_data(tiny_llama, inputs, tmp_path, capsys):
+    out = tmp_path / "run"
+    data = write_alpaca(tmp_path / "data.jsonl")
+    interrupted_spectrum_run(tiny_llama, data, inputs["config"], inputs["selection"], out, 4)
+    data.write_text(data.read_text().replace("Paris", "Lyon"))
+    capsys.readouterr()
+    metrics, _ = train(tiny_llama, "spectrum", data, out, selection=inputs["selection"], config=inputs["config"],
+                       resume=True, max_steps=3)
+    assert "was made with different settings (max_steps), data; starting afresh" in capsys.readouterr().out
+    assert metrics["details"]["resumed_from_step"] == 0 and metrics["details"]["global_step"] == 3
+    assert metrics["data"]["sha256"] != metrics["details"]["fingerprint"]
+
+
+def test_resume_skips_a_half_written_newest_checkpoint(spectrum_run, tiny_llama, inputs, tmp_path, capsys):
+    every2 = write_config(tmp_path / "every2.yaml", save_steps=2)  # checkpoint frequency is not part of the run
+    out = tmp_path / "run"
+    partial = interrupted_spectrum_run(tiny_llama, inputs["data"], every2, inputs["selection"], out, 5)
+    newest = partial / "checkpoints" / "checkpoint-4"
+    optimizer = newest / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])  # killed while writing
+    capsys.readouterr()
+    metrics, _ = train(tiny_llama, "spectrum", inputs["data"], out, selection=inputs["selection"], config=every2,
+                       resume=True)
+    said = capsys.readouterr().out
+    assert "--resume: skipping checkpoint-4, a half-written checkpoint (optimizer.pt is missing or incomplete)" in said
+    assert f"resuming from {partial / 'checkpoints' / 'checkpoint-2'}" in said
+    assert metrics["details"]["resumed_from_step"] == 2 and metrics["details"]["global_step"] == 6
+    resumed, straight = load_file(out / "spectrum_delta.safetensors"), load_file(spectrum_run[0] / "spectrum_delta.safetensors")
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=1e-5, atol=1e-6)
+
+
+def test_metrics_count_truncated_and_dropped_examples(tiny_llama, inputs, tmp_path, capsys):
+    """16 rows, 2 held out; at max_seq_length 48 the longer answers are cut, one long prompt loses its answer."""
+    from snrtune import sft_data
+
+    rows = [json.loads(line) for line in inputs["data"].read_text().splitlines()]
+    rows[5] = {**rows[5], "instruction": "tell me " * 40 + rows[5]["instruction"]}
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = write_config(tmp_path / "short.yaml", max_seq_length=48, max_steps=1)
+    metrics, _ = train(tiny_llama, "lora", data, tmp_path / "run", config=config)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_llama)
+    lengths = [len(sft_data.tokenize_conversation(tokenizer, sft_data.to_messages(r, "alpaca"), 10_000)["input_ids"])
+               for r in rows]
+    expected_truncated = sum(1 for i, n in enumerate(lengths) if n > 48 and i != 5)
+    assert metrics["data"]["dropped"] == 1 and metrics["data"]["truncated"] == expected_truncated > 0
+    assert metrics["data"]["rows"] == 16 and metrics["data"]["train_examples"] + metrics["data"]["val_examples"] == 15
+    assert metrics["data"]["format"] == "alpaca" and metrics["data"]["kind"] == "local"
+    assert (f"{expected_truncated} truncated to max_seq_length=48, 1 dropped (no response token left)"
+            in capsys.readouterr().out)

@@ -13,9 +13,8 @@ import argparse
 import ctypes
 import json
 import math
-import struct
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -30,6 +29,7 @@ from snrtune.model_dir import load_source_info
 from snrtune.naming import module_name
 from snrtune.params import parameter_table
 from snrtune.record import Stopwatch, run_record
+from snrtune.safetensors_header import read_safetensors_header
 from snrtune.snr import fast_singular_values, module_type, snr_from_singular_values, svd_singular_values
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
@@ -60,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
     result = scan(args.model_dir, args.out, method=args.method, precision=args.precision, device=args.device,
                   batch_mib=args.batch_mib, resume=args.resume, spectrum_json=args.spectrum_json,
                   trust_remote_code=args.trust_remote_code)
-    ok = sum(1 for module in result["modules"] if module["status"] == "ok")
-    print(f"scanned {ok} matrices ({len(result['not_scannable'])} not scannable, "
-          f"{len(result['modules']) - ok} non-finite) in {result['wall_time_s']:.1f}s -> {args.out}")
+    statuses = Counter(module["status"] for module in result["modules"])
+    ok = statuses.pop("ok", 0)
+    unranked = "".join(f", {count} {status}" for status, count in sorted(statuses.items()))
+    print(f"scanned {ok} matrices ({len(result['not_scannable'])} not scannable{unranked}) "
+          f"in {result['wall_time_s']:.1f}s -> {args.out}")
     return 0
 
 
@@ -82,6 +84,11 @@ class Matrix:
     @property
     def matrix_shape(self) -> tuple[int, int]:
         return tuple(self.shape[-2:])  # type: ignore[return-value]
+
+    @property
+    def empty(self) -> bool:
+        """A tensor with no elements (e.g. 0×8): it has no spectrum and gets status "empty"."""
+        return math.prod(self.shape) == 0
 
 
 def weight_files(model_dir: Path) -> list[Path]:
@@ -109,27 +116,18 @@ class Stored:
 
 
 def read_header(file: Path) -> dict[str, Stored]:
-    """The tensors of one safetensors file: 8-byte little-endian header size, then a JSON header."""
-    with open(file, "rb") as handle:
-        size = struct.unpack("<Q", handle.read(8))[0]
-        header = json.loads(handle.read(size))
-    header.pop("__metadata__", None)
-    out = {}
-    for key, info in header.items():
-        if info["dtype"] not in SAFETENSORS_DTYPES:
-            continue  # quantized or exotic storage: not a float matrix
-        out[key] = Stored(file, SAFETENSORS_DTYPES[info["dtype"]], tuple(info["shape"]), 8 + size + info["data_offsets"][0])
-    return out
+    """The tensors of one safetensors file, from a header validated against the file's size (see
+    snrtune.safetensors_header); storage dtypes that are not plain numbers (quantized, fp8) are left out."""
+    entries, _ = read_safetensors_header(file)
+    return {key: Stored(file, SAFETENSORS_DTYPES[entry.dtype], entry.shape, entry.offset)
+            for key, entry in entries.items() if entry.dtype in SAFETENSORS_DTYPES}
 
 
 def checkpoint_shapes(files: Iterable[Path]) -> dict[str, Stored]:
     """Every tensor's file, dtype, shape and offset, read from the safetensors headers only."""
     stored: dict[str, Stored] = {}
     for file in files:
-        try:
-            stored.update(read_header(file))
-        except (OSError, ValueError, KeyError, struct.error) as exc:
-            raise SnrtuneError(f"{str(file)!r} is not a readable safetensors file: {exc}") from exc
+        stored.update(read_header(file))
     return stored
 
 
@@ -149,7 +147,9 @@ def plan_matrices(stored: dict[str, Stored]) -> tuple[list[Matrix], list[dict]]:
     for key, info in stored.items():
         if not info.dtype.is_floating_point:
             continue
-        if len(info.shape) == 2:
+        if len(info.shape) in (2, 3) and math.prod(info.shape) == 0:
+            matrices.append(Matrix(key, info.file, info.shape))  # listed with status "empty", never computed
+        elif len(info.shape) == 2:
             matrices.append(Matrix(key, info.file, info.shape))
         elif len(info.shape) == 3:
             matrices.extend(Matrix(key, info.file, info.shape, index) for index in range(info.shape[0]))
@@ -210,8 +210,11 @@ def compute_group(weights: torch.Tensor, method: str, dtype: torch.dtype, device
             computed_in = [str(dtype).removeprefix("torch.")] * good.shape[0]
         parts = {k: v.double().cpu() for k, v in snr_from_singular_values(singular.double(), n, m).items()}
         for j, index in enumerate(torch.nonzero(finite).flatten().tolist()):
-            results[index] = {"status": "ok", **{k: float(v[j]) for k, v in parts.items() if k != "sigma"},
-                              "computed_in": computed_in[j]}
+            values = {k: float(v[j]) for k, v in parts.items() if k != "sigma"}
+            if all(math.isfinite(value) for value in values.values()):
+                results[index] = {"status": "ok", **values, "computed_in": computed_in[j]}
+            else:  # finite weights whose spectrum overflowed (e.g. --method svd in float32 near 3e38)
+                results[index] = {"status": "nonfinite_snr", "computed_in": computed_in[j]}
     return results
 
 
@@ -221,7 +224,7 @@ def entry_for(matrix: Matrix, values: dict, to_runtime) -> dict:
         expert = matrix.slice_index
     n, m = matrix.matrix_shape
     entry = {"name": matrix.name, "param": to_runtime(matrix.key), "type": kind, "layer": layer, "expert": expert,
-             "shape": [n, m], "n_params": n * m}
+             "shape": [n, m], "n_params": 0 if matrix.empty else n * m}
     for key in ("snr", "s_max", "signal", "noise", "threshold", "computed_in"):
         entry[key] = values.get(key)
     entry["status"] = values["status"]
@@ -273,6 +276,9 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
         log.write(json.dumps(settings) + "\n")
         for (key, index), values in done.items():
             log.write(json.dumps({"key": key, "slice": index, "values": values}) + "\n")
+        for matrix in matrices:
+            if matrix.empty:
+                done[(matrix.key, matrix.slice_index)] = {"status": "empty"}
         todo = [mx for mx in matrices if (mx.key, mx.slice_index) not in done]
         with tqdm(total=len(matrices), initial=len(matrices) - len(todo), desc="SNR scan", unit="matrix") as bar:
             for group in batches(todo, batch_mib):

@@ -12,7 +12,7 @@ import argparse
 import math
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from snrtune import __version__
 from snrtune.artifact_names import COMPAT_STATS_SUFFIX
@@ -22,6 +22,8 @@ from snrtune.naming import module_name, t_value
 from snrtune.scan import load_scan
 from snrtune.snr import module_type
 
+UNRANKED = {"nonfinite": "with non-finite weights", "nonfinite_snr": "with a non-finite SNR (try --precision float64)",
+            "empty": "empty", "snr_missing": "without an SNR"}
 INCLUDABLE = {"lm_head": ("lm_head",), "embed_tokens": ("embed_tokens", "wte", "embed_in", "word_embeddings")}
 
 
@@ -67,6 +69,30 @@ def run(args: argparse.Namespace) -> int:
           f"{selection['trainable_params']:,} of {selection['total_params']:,} parameters trainable "
           f"({100 * selection['trainable_fraction']:.2f}%) -> {args.out}")
     return 0
+
+
+def check_top_percent(top_percent: float) -> None:
+    """t must be a finite percentage in (0, 100] (NaN fails every comparison, so it fails here too)."""
+    if not 0 < top_percent <= 100:
+        raise SnrtuneError(f"--top-percent {top_percent} out of range: expected a percentage in (0, 100]")
+
+
+def rankable(module: dict) -> bool:
+    """A module with a finite SNR from a successful scan (status "ok"); others are listed, never ranked."""
+    snr = module.get("snr")
+    return (module.get("status") == "ok" and isinstance(snr, (int, float)) and not isinstance(snr, bool)
+            and math.isfinite(snr))
+
+
+def unranked_note(modules: list[dict]) -> str | None:
+    """One note counting the modules that cannot be ranked, by status, with a few names."""
+    bad = [m for m in modules if not rankable(m)]
+    if not bad:
+        return None
+    statuses = Counter(m.get("status") if m.get("status") != "ok" else "snr_missing" for m in bad)
+    counts = ", ".join(f"{count} {UNRANKED.get(status, f'with status {status!r}')}"
+                       for status, count in sorted(statuses.items()))
+    return f"{len(bad)} matrices are not ranked ({counts}): {', '.join(m['name'] for m in bad[:5])}"
 
 
 def resolve_budget(scan: dict, budget_params: int | None, budget_fraction: float | None) -> int | None:
@@ -151,8 +177,8 @@ def find_include(modules: list[dict], what: str) -> dict:
 def select(scan: dict, top_percent: float | None = None, budget_params: int | None = None,
            types: list[str] | None = None, include: list[str] = (), snr_file: str | None = None) -> dict:
     """The selection dict written to sel.yaml (docs/artifacts.md)."""
-    if top_percent is not None and not 0 < top_percent <= 100:
-        raise SnrtuneError(f"--top-percent {top_percent} out of range: expected a percentage in (0, 100]")
+    if top_percent is not None:
+        check_top_percent(top_percent)
     modules, parameters, tied = scan["modules"], scan["parameters"], scan.get("tied", {})
     known = sorted({m["type"] for m in modules})
     types = list(types) if types else default_types(modules)
@@ -160,12 +186,12 @@ def select(scan: dict, top_percent: float | None = None, budget_params: int | No
         if kind not in known:
             raise SnrtuneError(f"--types {kind!r} is not a module type of this scan: expected one of {', '.join(known)}")
     notes = []
-    bad = [m["name"] for m in modules if m["type"] in types and m["status"] != "ok"]
-    if bad:
-        notes.append(f"{len(bad)} matrices with non-finite weights are not ranked: {', '.join(bad[:5])}")
+    note = unranked_note([m for m in modules if m["type"] in types and "tied_to" not in m])
+    if note:
+        notes.append(note)
     candidates: dict[str, list[dict]] = defaultdict(list)
     for module in modules:
-        if module["type"] in types and module["status"] == "ok" and "tied_to" not in module:
+        if module["type"] in types and rankable(module) and "tied_to" not in module:
             candidates[module["type"]].append(module)
     for kind in types:
         if len(candidates[kind]) == 1:
@@ -231,7 +257,8 @@ def spectrum_reference_yaml(scan: dict, top_percent: float) -> tuple[str, dict]:
     The reference ranks every type, 1-D norms included (they all score 1.0, so its "top" norms are simply the
     first layers), lists types alphabetically, and always adds lm_head and embed_tokens.
     """
-    entries = [m for m in scan["modules"] if m["status"] == "ok"]
+    check_top_percent(top_percent)
+    entries = [m for m in scan["modules"] if rankable(m)]
     entries += [{**m, "snr": 1.0, "expert": None} for m in scan["not_scannable"]]
     by_type: dict[str, list[dict]] = defaultdict(list)
     for entry in entries:

@@ -13,47 +13,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from snrtune.data_check import FORMATS, SHAREGPT_ROLES, data_kind, detect_format, read_rows  # noqa: F401
 from snrtune.errors import SnrtuneError
 
-FORMATS = ("alpaca", "sharegpt", "messages")
-LOCAL_LOADERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant"}
 IGNORE = -100
 
 
 def load_records(spec: str, split: str = "train") -> list[dict[str, Any]]:
-    """Rows of a local json/jsonl/parquet file, or of split ``split`` of a hub dataset id."""
+    """Rows of a local json/jsonl/parquet file, or of split ``split`` of a hub dataset id.
+
+    JSON and JSONL are read by snrtune.data_check (one-line errors naming the row; rows kept exactly as
+    written, with no column unification across rows); parquet and hub datasets by ``datasets``.
+    """
     import datasets
 
+    spec = str(spec)
     path = Path(spec)
-    if path.exists():
-        loader = LOCAL_LOADERS.get(path.suffix.lower())
-        if loader is None:
-            raise SnrtuneError(f"data file {spec!r} has suffix {path.suffix!r}; expected one of "
-                               f"{', '.join(LOCAL_LOADERS)} or a hub dataset id")
-        ds = datasets.load_dataset(loader, data_files=str(path), split="train")
-    elif spec.count("/") <= 1 and not spec.endswith(tuple(LOCAL_LOADERS)):
+    if data_kind(spec) == "local":
+        if path.suffix.lower() in (".json", ".jsonl"):
+            return read_rows(path)
+        ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+    else:
         try:
             ds = datasets.load_dataset(spec, split=split)
         except Exception as exc:  # the hub raises many types; the user needs one line
-            raise SnrtuneError(f"cannot load hub dataset {spec!r} (split {split!r}): {exc}") from exc
-    else:
-        raise SnrtuneError(f"data {spec!r} is neither an existing file nor a hub dataset id")
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise SnrtuneError(f"cannot load hub dataset {spec!r} (split {split!r}): {first}") from exc
     if len(ds) == 0:
         raise SnrtuneError(f"data {spec!r} has no rows")
     return ds.to_list()
-
-
-def detect_format(record: dict[str, Any]) -> str:
-    if "messages" in record:
-        return "messages"
-    if "conversations" in record:
-        return "sharegpt"
-    if "instruction" in record and "output" in record:
-        return "alpaca"
-    raise SnrtuneError(f"cannot detect the data format from columns {sorted(record)}; expected "
-                       "'messages', 'conversations' (sharegpt) or 'instruction'+'output' (alpaca)")
 
 
 def to_messages(record: dict[str, Any], fmt: str) -> list[dict[str, str]]:
@@ -67,7 +55,8 @@ def to_messages(record: dict[str, Any], fmt: str) -> list[dict[str, str]]:
     if fmt == "sharegpt":
         out = []
         for turn in record["conversations"]:
-            role = SHAREGPT_ROLES.get(turn.get("from"))
+            speaker = turn.get("from")
+            role = SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None
             if role is None:
                 raise SnrtuneError(f"sharegpt turn has 'from': {turn.get('from')!r}; expected one of "
                                    f"{', '.join(SHAREGPT_ROLES)}")
@@ -112,7 +101,8 @@ def response_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list
 
 
 def tokenize_conversation(tokenizer, messages, max_length: int, loss_on: str = "responses") -> dict[str, list[int]]:
-    """input_ids and labels (IGNORE outside the responses unless ``loss_on == 'all'``), truncated."""
+    """input_ids and labels (IGNORE outside the responses unless ``loss_on == 'all'``), truncated to
+    ``max_length`` tokens (``truncated`` says whether it was)."""
     text, spans = response_spans(tokenizer, messages)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc["input_ids"][:max_length]
@@ -120,7 +110,7 @@ def tokenize_conversation(tokenizer, messages, max_length: int, loss_on: str = "
     for token, (start, end) in zip(ids, enc["offset_mapping"]):
         inside = loss_on == "all" or any(s <= start and end <= e and end > start for s, e in spans)
         labels.append(token if inside else IGNORE)
-    return {"input_ids": ids, "labels": labels}
+    return {"input_ids": ids, "labels": labels, "truncated": len(enc["input_ids"]) > max_length}
 
 
 def pack(examples: list[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
@@ -137,11 +127,29 @@ def pack(examples: list[dict[str, list[int]]], max_length: int) -> list[dict[str
     return packed
 
 
-def sft_examples(records, tokenizer, fmt: str, max_length: int, loss_on: str, packing: bool):
-    """Tokenized SFT examples; rows left with no trainable token after truncation are dropped."""
+def tokenized_examples(records, tokenizer, fmt: str, max_length: int, loss_on: str) -> tuple[list, dict[str, int]]:
+    """(examples, counts) for SFT rows. An example longer than ``max_length`` tokens is truncated (its end is
+    cut); one left with no trainable token (with ``loss_on: responses``, its whole response was cut) is
+    dropped. ``counts``: {"truncated": examples kept but cut, "dropped": examples removed}."""
     fmt = detect_format(records[0]) if fmt == "auto" else fmt
-    examples = [tokenize_conversation(tokenizer, to_messages(r, fmt), max_length, loss_on) for r in records]
-    examples = [ex for ex in examples if any(label != IGNORE for label in ex["labels"])]
+    examples, truncated, dropped = [], 0, 0
+    for record in records:
+        example = tokenize_conversation(tokenizer, to_messages(record, fmt), max_length, loss_on)
+        if not any(label != IGNORE for label in example["labels"]):
+            dropped += 1
+            continue
+        truncated += example.pop("truncated")
+        examples.append(example)
+    return examples, {"truncated": truncated, "dropped": dropped}
+
+
+def sft_examples(records, tokenizer, fmt: str, max_length: int, loss_on: str, packing: bool, counts=None):
+    """Tokenized (and packed, if asked) SFT examples; see ``tokenized_examples``. Adds the truncated and
+    dropped counts to the dict ``counts`` when one is given."""
+    examples, cut = tokenized_examples(records, tokenizer, fmt, max_length, loss_on)
+    if counts is not None:
+        for key, value in cut.items():
+            counts[key] = counts.get(key, 0) + value
     if not examples:
         raise SnrtuneError(f"no example keeps a response token within max_seq_length={max_length}")
     return pack(examples, max_length) if packing else examples

@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", choices=STAGES, default="sft", help="sft, or dpo on prompt/chosen/rejected data")
     parser.add_argument("--match-params-of", choices=["qlora"],
                         help="laser-qlora: pick the LoRA rank that trains as many parameters as qlora")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT.partial/")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest complete checkpoint in OUT.partial/ if the run is unchanged "
+                             "(settings, data, selection, model); else start afresh and say what changed")
     parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides the config)")
 
 
@@ -113,23 +115,54 @@ def load_tokenizer(model_dir, cfg: TrainingSettings):
     return tokenizer
 
 
-def datasets_for(stage: str, spec: str, tokenizer, cfg) -> tuple[Any, Any]:
-    """(train, validation or None) as datasets.Dataset objects."""
+def load_rows(stage: str, spec: str, cfg, summary) -> tuple[list, list, str, str]:
+    """(train rows, validation rows, content sha256 of the data, its format), before any tokenizer or model
+    loads. Local files were checked by ``data_check.check_training_data`` (``summary``); a hub dataset's rows
+    are checked here, once loaded."""
+    from snrtune import data_check
+    from snrtune import sft_data as data
+
+    records = data.load_records(spec, cfg.dataset_split)
+    fmt = summary.format
+    if summary.kind == "hub":
+        fmt = data_check.check_records(records, cfg.dataset_format, stage, str(spec))
+    sha256 = summary.sha256 or data_check.content_sha256(records)
+    train_rows, val_rows = data.split_validation(records, cfg.val_fraction, cfg.seed)
+    return train_rows, val_rows, sha256, fmt
+
+
+def datasets_for(stage: str, train_rows: list, val_rows: list, tokenizer, cfg) -> tuple[Any, Any, dict]:
+    """(train, validation or None) as datasets.Dataset objects, and the data counts for metrics.json
+    (examples truncated to max_seq_length or dropped because no response token was left; None for DPO,
+    where TRL truncates)."""
     import datasets
 
     from snrtune import sft_data as data
 
-    records = data.load_records(spec, cfg.dataset_split)
-    train_rows, val_rows = data.split_validation(records, cfg.val_fraction, cfg.seed)
+    counts = {"rows": len(train_rows) + len(val_rows), "train_rows": len(train_rows), "val_rows": len(val_rows)}
+    cut: dict[str, int] | None = None if stage == "dpo" else {}
     if stage == "dpo":
         make = data.preference_rows
     else:
         def make(rows):
             return data.sft_examples(rows, tokenizer, cfg.dataset_format, cfg.max_seq_length,
-                                     cfg.loss_on, cfg.packing)
+                                     cfg.loss_on, cfg.packing, counts=cut)
     train_ds = datasets.Dataset.from_list(make(train_rows))
     val_ds = datasets.Dataset.from_list(make(val_rows)) if val_rows else None
-    return train_ds, val_ds
+    counts.update(train_examples=len(train_ds), val_examples=len(val_ds) if val_ds is not None else 0,
+                  truncated=cut.get("truncated", 0) if cut is not None else None,
+                  dropped=cut.get("dropped", 0) if cut is not None else None)
+    return train_ds, val_ds, counts
+
+
+def data_line(counts: dict, max_seq_length: int) -> str:
+    """The log line about the data: rows, examples, and how many were truncated or dropped."""
+    line = (f"data: {counts['rows']} rows -> {counts['train_examples']} training and {counts['val_examples']} "
+            f"validation examples")
+    if counts["truncated"] is not None:
+        line += (f"; {counts['truncated']} truncated to max_seq_length={max_seq_length}, {counts['dropped']} dropped "
+                 "(no response token left)")
+    return line
 
 
 def trainer_kwargs(cfg: TrainingSettings, output_dir: Path, has_eval: bool) -> dict[str, Any]:
@@ -261,7 +294,8 @@ def quiet_logs() -> None:
 def train(model_dir, method, data, out, selection=None, config=None, seed=None, stage="sft",
           match_params_of=None, resume=False, max_steps=None, callbacks=()):
     """Train and write RUN_DIR; returns (metrics on the main process else None, the trained model)."""
-    from transformers.trainer_utils import get_last_checkpoint
+    from snrtune import resume as resuming
+    from snrtune.data_check import check_training_data
 
     stopwatch = Stopwatch()
     if not (Path(model_dir) / "config.json").is_file():
@@ -272,25 +306,31 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     sel = load_selection(selection)
     spec = methods.check_request(method, sel, match_params_of)
     quiet_logs()
+    data_summary = check_training_data(data, cfg.dataset_format, stage)  # before anything heavy loads
     identity = run_identity(model_dir, method, sel, cfg.seed, stage)
+    train_rows, val_rows, data_sha256, data_format = load_rows(stage, data, cfg, data_summary)
+    fingerprint = resuming.run_fingerprint(cfg, method, stage, match_params_of, data_sha256, selection, model_dir)
     is_main = int(os.environ.get("RANK", "0")) == 0
     out = Path(out)
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
     checkpoints = partial / CHECKPOINTS_DIR
-    if is_main and partial.exists() and not resume:
-        shutil.rmtree(partial)  # a stale partial run: without --resume we start over
-    last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
+    last, resume_notes = resuming.resume_point(partial, fingerprint, resume, is_main)
+    if is_main:
+        for note in resume_notes:
+            print(note)
 
     transformers.set_seed(cfg.seed)
     tokenizer = load_tokenizer(model_dir, cfg)
-    train_ds, val_ds = datasets_for(stage, data, tokenizer, cfg)
+    train_ds, val_ds, data_counts = datasets_for(stage, train_rows, val_rows, tokenizer, cfg)
+    if is_main:
+        print(data_line(data_counts, cfg.max_seq_length))
     model, facts = methods.prepare(method, model_dir, cfg, sel, match_params_of)
     trainable, total = methods.count_params(model)
     throughput = Throughput()
     trainer = build_trainer(stage, model, tokenizer, cfg, checkpoints, train_ds, val_ds, [throughput, *callbacks])
-    if is_main and resume:
-        print(f"resuming from {last}" if last else f"--resume: no checkpoint in {checkpoints}; starting afresh")
-    trainer.train(resume_from_checkpoint=last)
+    if is_main:
+        resuming.write_fingerprint(partial, fingerprint)
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
     used = optimizer_elements(trainer)
     if used is not None and used != trainable:
         raise SnrtuneError(f"the optimizer holds {used} parameters but {trainable} are trainable; expected equal")
@@ -311,13 +351,16 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
                "world_size": trainer.args.world_size, "match_params_of": match_params_of,
                "lora_r": facts.get("lora_r", cfg.lora_r)},
         selection=selection_summary(sel, selection),
-        details={"optimizer_params": used, "global_step": trainer.state.global_step,
+        data={"source": str(data), "kind": data_summary.kind, "format": data_format, "sha256": data_sha256,
+              **data_counts},
+        details={"fingerprint": fingerprint["sha256"], "optimizer_params": used, "global_step": trainer.state.global_step,
                  "resumed_from_step": throughput.start_step, "train_seconds": round(throughput.seconds, 3),
                  "lora_target_modules": facts.get("target_modules"),
                  "unfrozen_names": facts.get("unfrozen_names")},
     )
     with atomic_dir(out, keep_partial=True) as tmp:
         shutil.rmtree(tmp / CHECKPOINTS_DIR, ignore_errors=True)
+        (tmp / resuming.FINGERPRINT).unlink(missing_ok=True)
         write_json(tmp / RUN_FILE, identity)
         write_json(tmp / METRICS_FILE, metrics)
     return metrics, trainer.model

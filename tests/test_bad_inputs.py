@@ -1,0 +1,341 @@
+"""Bad inputs a user can give, each through the command line: exactly one line on stderr
+(``snrtune CMD: error: …`` naming the file, row and field), exit code 2, and nothing that looks finished
+left behind. One table row per case; then property-based fuzzing of data rows and training configs."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors_files import CORRUPT, write_corrupt
+from train_data import write_config
+
+from snrtune import data_check, sft_data
+from snrtune.cli import main
+from snrtune.errors import SnrtuneError
+from snrtune.train import load_config
+
+torch.set_num_threads(1)
+
+GOOD = {"instruction": "What is the capital of France?", "input": "", "output": "Paris."}
+
+
+def jsonl(*rows) -> bytes:
+    return b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows)
+
+
+def one_error_line(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"snrtune {command}: error: "), err
+    return err
+
+
+# ---------------------------------------------------------------- training data
+
+# case: (file name, content bytes or a function writing the file, extra CLI args, words the error must contain)
+DATA_CASES = {
+    "empty file": ("d.jsonl", b"", [], ["d.jsonl", "is empty"]),
+    "blank line": ("d.jsonl", jsonl(GOOD, b"", GOOD), [], ["d.jsonl", "row 2 is a blank line"]),
+    "malformed JSONL": ("d.jsonl", jsonl(GOOD, GOOD, b'{"instruction": "q", "output": '), [],
+                        ["d.jsonl", "row 3 is not valid JSON"]),
+    "row without output": ("d.jsonl", jsonl(GOOD, GOOD, {"instruction": "q", "input": ""}), [],
+                           ["row 3 has no field 'output' (the response)"]),
+    "null output": ("d.jsonl", jsonl(GOOD, {"instruction": "q", "output": None}), [],
+                    ["row 2: field 'output' is null; expected a string"]),
+    "empty output": ("d.jsonl", jsonl(GOOD, {"instruction": "q", "output": "  "}), [],
+                     ["row 2: field 'output' is empty"]),
+    "non-UTF-8 bytes": ("d.jsonl", jsonl(GOOD, b'{"instruction": "caf\xe9", "output": "x"}'), [],
+                        ["row 2 is not UTF-8: byte", "'e9'"]),
+    "non-string output": ("d.jsonl", jsonl(GOOD, {"instruction": "q", "output": 42}), [],
+                          ["row 2: field 'output' is a number (42); expected a string"]),
+    "non-string instruction": ("d.jsonl", jsonl({"instruction": ["q"], "output": "a"}), [],
+                               ["row 1: field 'instruction' is an array"]),
+    "unpaired surrogate": ("d.jsonl", jsonl(GOOD, b'{"instruction": "q", "output": "\\ud800"}'), [],
+                           ["row 2: field 'output' holds an unpaired surrogate"]),
+    "row not an object": ("d.jsonl", jsonl([GOOD]), [], ["row 1 is an array; expected an object"]),
+    "unknown columns": ("d.jsonl", jsonl({"text": "hello"}), [], ["row 1: cannot detect the data format"]),
+    "messages without assistant turn": ("d.jsonl", jsonl({"messages": [{"role": "user", "content": "hi"}]}), [],
+                                        ["row 1: field 'messages' has no assistant turn"]),
+    "messages content not a string": (
+        "d.jsonl", jsonl({"messages": [{"role": "user", "content": [{"type": "text"}]},
+                                       {"role": "assistant", "content": "x"}]}), [],
+        ["row 1: field 'messages[0].content' is an array"]),
+    "sharegpt unknown speaker": ("d.jsonl", jsonl({"conversations": [{"from": "robot", "value": "x"}]}), [],
+                                 ["row 1: field 'conversations[0].from' is \"robot\""]),
+    "JSON array file with a bad row": ("d.json", json.dumps([GOOD, {"instruction": "q"}]).encode(), [],
+                                       ["d.json", "row 2 has no field 'output'"]),
+    "JSON file not valid": ("d.json", b'[{"instruction": "q",\n "output": }]', [],
+                            ["d.json", "is not valid JSON", "line 2"]),
+    "parquet with a null output": ("d.parquet", lambda p: pd.DataFrame([GOOD, {**GOOD, "output": None}]).to_parquet(p),
+                                   [], ["d.parquet", "row 2: field 'output' is null"]),
+    "parquet file corrupt": ("d.parquet", b"PAR1 this is not parquet", [], ["d.parquet", "not a readable parquet"]),
+    "unsupported suffix": ("d.csv", b"instruction,output\nq,a\n", [], ["d.csv", "suffix '.csv'"]),
+    "DPO row without rejected": ("p.jsonl", jsonl({"prompt": "q", "chosen": "a", "rejected": "b"},
+                                                  {"prompt": "q", "chosen": "a"}), ["--stage", "dpo"],
+                                 ["p.jsonl", "row 2 has no field 'rejected'"]),
+}
+
+
+@pytest.fixture(scope="module")
+def train_inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad-inputs")
+    return {"config": write_config(d / "train.yaml", max_steps=2), "dir": d}
+
+
+def run_train(model, data, out, config, extra=(), method="lora"):
+    return main(["train", str(model), "--method", method, "--data", str(data), "--out", str(out),
+                 "--config", str(config), *extra])
+
+
+def assert_nothing_finished(out: Path):
+    assert not out.exists(), "a run directory was left behind"
+    assert not out.with_name(out.name + ".partial").exists(), "RUN.partial was left behind"
+
+
+@pytest.mark.parametrize("case", list(DATA_CASES))
+def test_bad_training_data(case, tiny_llama, train_inputs, tmp_path, capsys):
+    name, content, extra, words = DATA_CASES[case]
+    data = tmp_path / name
+    if callable(content):
+        content(data)
+    else:
+        data.write_bytes(content)
+    out = tmp_path / "run"
+    assert run_train(tiny_llama, data, out, train_inputs["config"], extra) == 2
+    err = one_error_line(capsys, "train")
+    for word in words:
+        assert word in err, err
+    assert_nothing_finished(out)
+
+
+def test_missing_data_file_is_one_line(tiny_llama, train_inputs, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_train(tiny_llama, tmp_path / "nope.jsonl", out, train_inputs["config"]) == 2
+    assert "nope.jsonl' is neither an existing file nor a hub dataset id" in one_error_line(capsys, "train")
+    assert_nothing_finished(out)
+
+
+@pytest.mark.slow
+def test_a_real_process_prints_one_line_and_exits_2(tiny_llama, train_inputs, tmp_path):
+    """The same, as a user runs it: `python -m snrtune.cli` in its own process (no traceback on stderr)."""
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(jsonl(GOOD, {"instruction": "q", "output": None}))
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "snrtune.cli", "train", str(tiny_llama), "--method", "lora",
+                           "--data", str(data), "--out", str(out), "--config", str(train_inputs["config"])],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "row 2: field 'output' is null" in proc.stderr, proc.stderr
+    assert_nothing_finished(out)
+
+
+# ---------------------------------------------------------------- training settings
+
+
+# case: (YAML text of the config's overrides, extra CLI args, the key the error must name)
+SETTINGS_CASES = {
+    # `learning_rate: 2e-4` (a string to PyYAML) is converted deliberately (docs/training.md; test_settings.py)
+    "learning_rate not a number": ("learning_rate: fast\n", [], "learning_rate"),
+    "negative learning rate": ("learning_rate: -0.001\n", [], "learning_rate"),
+    "batch size 0": ("per_device_train_batch_size: 0\n", [], "per_device_train_batch_size"),
+    "max_steps -3 in the config": ("max_steps: -3\nnum_epochs: 1\n", [], "max_steps"),
+    "--max-steps -3 on the command line": ("num_epochs: 1\n", ["--max-steps", "-3"], "command line: key 'max_steps'"),
+}
+
+
+@pytest.mark.parametrize("case", SETTINGS_CASES)
+def test_bad_training_settings(case, tiny_llama, train_inputs, tmp_path, capsys):
+    overrides, extra, key = SETTINGS_CASES[case]
+    base = yaml.safe_load(train_inputs["config"].read_text())
+    for name in yaml.safe_load(overrides):
+        base.pop(name, None)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(base) + overrides)  # the overrides exactly as a user types them
+    out = tmp_path / "run"
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(jsonl(*[GOOD] * 8))
+    assert run_train(tiny_llama, data, out, config, extra) == 2
+    assert key in one_error_line(capsys, "train")
+    assert_nothing_finished(out)
+
+
+# ---------------------------------------------------------------- scan
+
+@pytest.mark.parametrize("case", list(CORRUPT))
+def test_corrupt_safetensors(case, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    write_corrupt(model_dir / "model.safetensors", case)
+    out = tmp_path / "snr.json"
+    assert main(["scan", str(model_dir), "--out", str(out)]) == 2
+    err = one_error_line(capsys, "scan")
+    assert "model.safetensors" in err
+    for word in CORRUPT[case][3]:
+        assert word in err, err
+    assert not out.exists() and not (tmp_path / "snr.json.partial.jsonl").exists()
+
+
+# ---------------------------------------------------------------- select
+
+def small_scan(path: Path) -> Path:
+    """An snr.json of two q_proj matrices (4×4), one with snr null as an older scan could write it."""
+    modules = [{"name": f"model.layers.{i}.self_attn.q_proj", "param": f"model.layers.{i}.self_attn.q_proj.weight",
+                "type": "self_attn.q_proj", "layer": i, "expert": None, "shape": [4, 4], "snr": snr, "status": "ok"}
+               for i, snr in enumerate([0.5, 0.7, None])]
+    path.write_text(json.dumps({"model": "m", "modules": modules, "not_scannable": [], "tied": {}, "total_params": 48,
+                                "parameters": {m["param"]: [4, 4] for m in modules}}))
+    return path
+
+
+SELECT_CASES = {
+    f"{mode} --top-percent {t}": (args + ["--top-percent", t], "out of range")
+    for mode, args in (("compat spectrum", ["--compat", "spectrum"]), ("per type", []))
+    for t in ("-50", "0", "150", "nan", "inf")
+}
+SELECT_CASES["--budget-fraction nan"] = (["--budget-fraction", "nan"], "out of range")
+SELECT_CASES["--budget-params -5"] = (["--budget-params", "-5"], "must be a positive number")
+SELECT_CASES["compat spectrum with a budget"] = (["--compat", "spectrum", "--budget-params", "10"], "needs --top-percent")
+
+
+@pytest.mark.parametrize("case", list(SELECT_CASES))
+def test_bad_select_arguments(case, tmp_path, capsys):
+    args, words = SELECT_CASES[case]
+    out = tmp_path / "sel.yaml"
+    assert main(["select", str(small_scan(tmp_path / "snr.json")), "--out", str(out), *args]) == 2
+    assert words in one_error_line(capsys, "select")
+    assert not out.exists() and not Path(f"{out}.stats.json").exists()
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{not json", "is not valid JSON"),
+    ('{"modules": []}', "is not an snrtune scan"),
+])
+def test_bad_snr_file(content, words, tmp_path, capsys):
+    (tmp_path / "snr.json").write_text(content)
+    out = tmp_path / "sel.yaml"
+    assert main(["select", str(tmp_path / "snr.json"), "--top-percent", "50", "--out", str(out)]) == 2
+    assert words in one_error_line(capsys, "select")
+    assert not out.exists()
+
+
+def test_select_never_crashes_on_entries_without_an_snr(tmp_path, capsys):
+    for args in (["--top-percent", "100"], ["--top-percent", "100", "--compat", "spectrum"], ["--budget-params", "20"]):
+        assert main(["select", str(small_scan(tmp_path / "snr.json")), "--out", str(tmp_path / "s.yaml"), *args]) == 0
+        assert "1 matrices are not ranked (1 without an SNR)" in capsys.readouterr().out or "--compat" in args
+
+
+# ---------------------------------------------------------------- fuzzing: data rows
+
+KEYS = ["instruction", "input", "output", "system", "messages", "conversations", "prompt", "chosen", "rejected",
+        "role", "content", "from", "value"]
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=4),
+                                                                      children, max_size=3),
+    max_leaves=8)
+TURNS = st.lists(st.fixed_dictionaries({}, optional={"role": st.sampled_from(["user", "assistant", "x"]) | JSON_VALUES,
+                                                     "content": st.text(max_size=8) | JSON_VALUES,
+                                                     "from": st.sampled_from(["human", "gpt", "robot"]) | JSON_VALUES,
+                                                     "value": st.text(max_size=8) | JSON_VALUES}), max_size=3)
+FIELD = st.text(max_size=10) | JSON_VALUES | TURNS
+ROWS = st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=5), FIELD, max_size=5) | JSON_VALUES
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def assert_trainable(row, fmt, stage):
+    """What an accepted row must give downstream: messages with string roles and contents and a response."""
+    if stage == "dpo":
+        (pref,) = sft_data.preference_rows([row])
+        assert all(isinstance(m["content"], str) for key in ("prompt", "chosen", "rejected") for m in pref[key])
+        return
+    messages = sft_data.to_messages(row, fmt)
+    assert all(isinstance(m["role"], str) and isinstance(m["content"], str) for m in messages)
+    assert any(m["role"] == "assistant" and m["content"].strip() for m in messages)
+    for m in messages:
+        m["content"].encode("utf-8")
+
+
+@FUZZ
+@given(row=ROWS, fmt=st.sampled_from(["auto", *data_check.FORMATS]), stage=st.sampled_from(["sft", "dpo"]))
+def test_fuzzed_rows_are_accepted_usable_or_one_line_errors(row, fmt, stage):
+    try:
+        used = data_check.check_records([row], fmt, stage, "fuzz")
+    except SnrtuneError as exc:
+        assert "\n" not in str(exc) and "row 1" in str(exc)
+        return
+    assert_trainable(row, used, stage)
+
+
+@FUZZ
+@given(rows=st.lists(ROWS, max_size=4), ascii_only=st.booleans(),
+       junk=st.one_of(st.none(), st.binary(max_size=6)), suffix=st.sampled_from([".jsonl", ".json"]))
+def test_fuzzed_files_are_accepted_as_written_or_one_line_errors(rows, ascii_only, junk, suffix):
+    lines = [json.dumps(r, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass") for r in rows]
+    if junk is not None:
+        lines.insert(len(lines) // 2, junk)
+    content = b"".join(line + b"\n" for line in lines)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"d{suffix}"
+        path.write_bytes(content)
+        try:
+            summary = data_check.check_training_data(path, "auto", "sft")
+        except SnrtuneError as exc:
+            assert "\n" not in str(exc) and "d" + suffix in str(exc)
+            return
+        loaded = sft_data.load_records(str(path))
+    assert summary.rows == len(loaded) == summary.checked_rows
+    whole_array = suffix == ".json" and content.lstrip().startswith(b"[")  # a .json file may hold one array of rows
+    same = json.loads(content) if whole_array else [json.loads(line) for line in lines]
+    assert json.dumps(loaded) == json.dumps(same)  # kept exactly as written (NaN-safe comparison)
+    for row in loaded:
+        assert_trainable(row, summary.format, "sft")
+
+
+# ---------------------------------------------------------------- fuzzing: training configs
+
+CONFIG_KEYS = ["learning_rate", "per_device_train_batch_size", "max_steps", "gradient_accumulation_steps",
+               "num_epochs", "loss_on", "dataset_format", "val_fraction", "bogus_key"]
+CONFIG_VALUES = (st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=True) | st.text(max_size=5)
+                 | st.sampled_from(["2e-4", "responses", "alpaca", "1e-3"]))
+CONFIGS = st.dictionaries(st.sampled_from(CONFIG_KEYS), CONFIG_VALUES, max_size=4) | CONFIG_VALUES
+
+
+def load_fuzzed_config(cfg):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return load_config(str(path))
+
+
+@FUZZ
+@given(cfg=CONFIGS)
+def test_fuzzed_configs_load_or_are_one_line_errors(cfg):
+    try:
+        load_fuzzed_config(cfg)
+    except SnrtuneError as exc:
+        assert "\n" not in str(exc)
+
+
+@FUZZ
+@given(cfg=CONFIGS)
+def test_fuzzed_configs_that_load_have_usable_values(cfg):
+    try:
+        loaded = load_fuzzed_config(cfg)
+    except SnrtuneError:
+        return
+    get = loaded.get if isinstance(loaded, dict) else (lambda key: getattr(loaded, key))
+    lr = get("learning_rate")
+    assert isinstance(lr, float) and math.isfinite(lr) and lr > 0
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        assert type(get(key)) is int and get(key) >= 1
+    assert get("max_steps") is None or (type(get("max_steps")) is int and get("max_steps") >= 1)
