@@ -214,6 +214,17 @@ def test_without_per_example_scores_the_ci_comes_from_lm_evals_stderr_and_says_s
     assert "no winner is named" in text
 
 
+def test_runs_that_cannot_be_paired_are_not_tested_and_name_no_winner(tmp_path):
+    res = Results(tmp_path / "results")
+    for seed in (0, 1):
+        res.add("m", "full", bernoulli(0.9, 60, seed), seed=seed)
+        res.add("m", "lora", bernoulli(0.1, 60, 5 + seed), seed=seed + 2)  # other seeds: nothing to pair with
+    out = build_report(tmp_path / "results", tmp_path / "report", resamples=500)
+    comp = _row(pd.read_csv(out / "comparisons.csv"), variant="full", reference="lora")
+    assert np.isnan(comp.p_value) and comp.difference == pytest.approx(0.8, abs=0.15)
+    assert "no winner is named" in (out / "summary.md").read_text()
+
+
 def test_pareto_front():
     x, y = [1.0, 2.0, 3.0, 2.5], [0.5, 0.7, 0.9, 0.6]
     assert list(pareto_front(x, y, True)) == [0, 1, 2]

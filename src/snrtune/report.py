@@ -512,7 +512,7 @@ def verdict(agg: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, target: s
     score = f"{target} ({metric}) {_interval(w)}"
     if not others:
         parts.append(f"**{top}** is the only method that learned; {score} (no other method to compare with).")
-    elif vs["p_holm"].isna().any():
+    elif len(vs) < len(others) or vs["p_holm"].isna().any():
         parts.append(f"{top} has the best {score}, but without per-example scores for every method the "
                      "differences are not tested, so no winner is named (evaluate with --log-samples).")
     else:
