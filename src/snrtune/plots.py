@@ -25,6 +25,12 @@ def palette(order: list[str]) -> dict:
     return {v: ("#555555" if v == "base" else colors[i % len(colors)]) for i, v in enumerate(order)}
 
 
+def _labels(frame: pd.DataFrame, variants) -> list[str]:
+    """Display names: a variant whose ``learned`` is False in ``frame`` reads "NAME (did not learn)"."""
+    failed = set(frame.loc[frame["learned"] == False, "variant"]) if "learned" in frame else set()  # noqa: E712
+    return [f"{v} (did not learn)" if v in failed else v for v in variants]
+
+
 def _errors(frame: pd.DataFrame) -> np.ndarray:
     """Asymmetric error bars (2 × n) from the ci_low/ci_high columns; 0 where there is no interval."""
     low = (frame["score"] - frame["ci_low"]).fillna(0).clip(lower=0)
@@ -98,7 +104,7 @@ def score_bars(agg: pd.DataFrame, tasks: list[str], folder: Path, name: str, col
         y = np.arange(len(sub))
         err = _errors(sub)
         ax.barh(y, sub["score"], xerr=err, color=[colors[v] for v in sub.index], capsize=3, height=0.7)
-        ax.set_yticks(y, sub.index if ax is axes[0][0] else [""] * len(sub))
+        ax.set_yticks(y, _labels(agg, sub.index) if ax is axes[0][0] else [""] * len(sub))
         ax.invert_yaxis()
         arrow = "↑" if bool(sub["higher_is_better"].iloc[0]) else "↓ (lower is better)"
         ax.set_title(f"{task}\n{sub['metric'].iloc[0]} {arrow}", fontsize=10)
@@ -172,7 +178,7 @@ def quality_vs_cost(agg: pd.DataFrame, cost: pd.DataFrame, target: str, folder: 
         err = _errors(data)
         for i, (v, xi, yi) in enumerate(zip(data.index, x, y)):
             ax.errorbar(xi, yi, yerr=err[:, i:i + 1], fmt="o", color=colors[v], ms=8, capsize=3, zorder=2)
-        annotate_points(ax, data.index, x, y)
+        annotate_points(ax, _labels(agg, data.index), x, y)
         base = agg[(agg.task == target) & (agg.variant == "base")]
         if not base.empty:
             ax.axhline(base["score"].iloc[0], color="#555555", ls=":", lw=1, label="base model")
@@ -222,7 +228,7 @@ def gain_vs_forgetting(agg: pd.DataFrame, target: str, tasks: list[str], folder:
         hib = bool(sub["higher_is_better"].iloc[0])
         for v, row in both.iterrows():
             ax.scatter(row.delta_vs_base, row.gain, color=colors[v], s=70, zorder=2)
-        annotate_points(ax, both.index, both["delta_vs_base"], both["gain"])
+        annotate_points(ax, _labels(agg, both.index), both["delta_vs_base"], both["gain"])
         ax.axvline(0, color="#555555", lw=1)
         ax.axhline(0, color="#555555", lw=1)
         ax.set_xlabel(f"change in {task} {sub['metric'].iloc[0]} vs base\n"
