@@ -235,6 +235,8 @@ def test_no_eval_files_is_a_one_line_error(tmp_path):
     with pytest.raises(SnrtuneError, match="no eval.json"):
         build_report(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "out"), "--resamples", "10"]) == 2
+    assert not (tmp_path / "out").exists()
 
 
 def test_labels_that_would_overprint_are_grouped_for_stacking():

@@ -611,6 +611,8 @@ def build_report(results_dir: str | Path, out: str | Path, target_task: str | No
     from snrtune import plots
 
     results_dir = Path(results_dir)
+    if resamples < 100:
+        raise SnrtuneError(f"--resamples {resamples} is too few for a 95% interval: expected at least 100")
     if not results_dir.is_dir():
         raise SnrtuneError(f"RESULTS_DIR {str(results_dir)!r} is not a directory")
     found = discover(results_dir)
