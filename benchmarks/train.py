@@ -46,8 +46,9 @@ def random_smollm2(out: Path) -> Path:
                                       tie_word_embeddings=True, max_position_embeddings=2048)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(out)
     make_tokenizer().save_pretrained(out)
-    (out / "snrtune_source.json").write_text(json.dumps({"name": "SmolLM2-135M-shape-random", "source": "random",
-                                                         "kind": "local", "revision": None}))
+    from snrtune.model_dir import write_source_info
+
+    write_source_info(out, name="SmolLM2-135M-shape-random", source="random", kind="local", revision=None)
     return out
 
 
@@ -71,8 +72,11 @@ def write_config(args, path: Path) -> Path:
 
 
 def train_one(method, model, selection, config, data, out: Path, threads: int) -> dict:
-    flags = ["--selection", str(selection)] if method in ("spectrum", "laser-qlora") else []
-    flags += ["--match-params-of", "qlora"] if method == "laser-qlora" else []
+    from snrtune import method_registry
+
+    spec = method_registry.get(method)
+    flags = ["--selection", str(selection)] if spec.needs_selection else []
+    flags += ["--match-params-of", "qlora"] if spec.rank_matching else []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     snrtune("train", str(model), "--method", method, "--data", str(data), "--config", str(config),
             "--out", str(out), *flags, env=env)

@@ -25,7 +25,7 @@ def test_torchrun_two_processes_split_the_data(tiny_llama, tmp_path):
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["config"]["world_size"] == 2
+    assert metrics["setup"]["world_size"] == 2
     # 12 rows, 2 per process per step, 2 processes: 3 optimizer steps (one process would take 6)
     assert metrics["details"]["global_step"] == 3
     assert metrics["trainable_params"] == SELECTED_PARAMS

@@ -5,7 +5,8 @@ import subprocess
 import sys
 
 from snrtune.fetch import fetch
-from snrtune.params import PARAMS_FILE, build_table, load_table
+from snrtune.model_dir import PARAMS_FILE
+from snrtune.params import build_table, load_table
 from snrtune.scan import checkpoint_shapes, scan, weight_files
 
 SCAN_WITHOUT_TRANSFORMERS = """

@@ -1,4 +1,4 @@
-"""The SNR formula against hand computations (DESIGN.md, "The SNR")."""
+"""The SNR formula (docs/snr.md) against hand computations."""
 
 import math
 

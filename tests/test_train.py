@@ -141,7 +141,7 @@ def test_laser_qlora_matches_qlora_parameter_count(tiny_llama, inputs, tmp_path)
     metrics, model = train(tiny_llama, "laser-qlora", inputs["data"], tmp_path / "laser", config=inputs["config"],
                            selection=inputs["selection"], match_params_of="qlora")
     # q_proj (64+64) and down_proj (128+64) against 1024 per layer × 4: r = round(32·4096/320) = 410
-    assert metrics["config"]["lora_r"] == 410
+    assert metrics["setup"]["lora_r"] == 410 and metrics["config"]["lora_r"] == 32
     assert metrics["trainable_params"] == 410 * (128 + 192)
     assert metrics["details"]["lora_target_modules"] == sorted(SELECTED_MODULES)
     assert metrics["run"]["id"] == "tiny-llama/laser-qlora-t25-s0"
@@ -170,10 +170,10 @@ def test_selection_pattern_matching_nothing_is_an_error(tiny_llama, inputs, tmp_
 def test_trainable_count_must_equal_the_selection(tiny_llama):
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama)
     sel = {"unfrozen_parameters": [r"^lm_head\.weight$"], "trainable_params": 320 * 64}
-    model, _ = methods.prepare_spectrum(model, sel)  # tied: lm_head.weight is model.embed_tokens.weight
+    model, _ = methods.prepare_spectrum(model, None, sel, None)  # tied: lm_head.weight is model.embed_tokens.weight
     assert model.model.embed_tokens.weight.requires_grad
     with pytest.raises(SnrtuneError, match="trainable_params=5"):
-        methods.prepare_spectrum(model, {**sel, "trainable_params": 5})
+        methods.prepare_spectrum(model, None, {**sel, "trainable_params": 5}, None)
 
 
 def test_laser_qlora_rejects_modules_the_model_lacks(tiny_llama, inputs, tmp_path):
@@ -187,7 +187,7 @@ def test_config_rejects_unknown_keys(tmp_path):
     path.write_text("learning_rate: 1.0e-4\nlora_rank: 8\n")
     with pytest.raises(SnrtuneError, match="lora_rank"):
         load_config(str(path))
-    assert load_config(None)["learning_rate"] == 2e-4
+    assert load_config(None).learning_rate == 2e-4
 
 
 def test_cli_reports_missing_selection_as_one_line(tiny_llama, inputs, tmp_path, capsys):

@@ -6,12 +6,13 @@ tokenizer with a ChatML chat template, snrtune_source.json) for one of ARCHITECT
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from snrtune.model_dir import write_source_info
 
 ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3", "gpt2", "mixtral")
 
@@ -91,7 +92,5 @@ def make_tiny_model(arch: str, out_dir: str | Path, seed: int = 0, **overrides) 
     model.generation_config.pad_token_id = 0
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    (out_dir / "snrtune_source.json").write_text(
-        json.dumps({"name": f"tiny-{arch}", "source": f"tests.tiny:{arch}", "kind": "local", "revision": None})
-    )
+    write_source_info(out_dir, name=f"tiny-{arch}", source=f"tests.tiny:{arch}", kind="local", revision=None)
     return out_dir

@@ -10,14 +10,15 @@ import argparse
 import importlib
 import sys
 
-from snrtune import __version__
+from snrtune import __version__, method_registry
 from snrtune.errors import SnrtuneError
 
 COMMANDS = {
     "fetch": ("snrtune.fetch", "Make a standard HF model directory from a hub id, a local dir or a GGUF file."),
     "scan": ("snrtune.scan", "Compute the random-matrix-theory SNR of every weight matrix."),
     "select": ("snrtune.select", "Select the top t% modules per type by SNR and export trainer configs."),
-    "train": ("snrtune.train", "Fine-tune with spectrum, full, lora, qlora or laser-qlora."),
+    "train": ("snrtune.train", f"Fine-tune with {', '.join(method_registry.names())}."),
+    "pick": ("snrtune.sweep", "Pick the learning-rate sweep's candidate with the lowest validation loss."),
     "merge": ("snrtune.merge", "Turn a training run into a standard HF model directory."),
     "evaluate": ("snrtune.evaluate", "Benchmark a model directory with lm-evaluation-harness."),
     "report": ("snrtune.report", "Gather runs and evaluations into tables, plots and report.html."),

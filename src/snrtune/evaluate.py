@@ -19,9 +19,10 @@ from typing import Any
 
 import yaml
 
+from snrtune.artifact_names import RUN_FILE
 from snrtune.artifacts import atomic_file, read_json, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.fetch import load_source_info
+from snrtune.model_dir import load_source_info
 from snrtune.record import Stopwatch, run_record
 
 SHIPPED_TASKS = Path(__file__).parent / "data" / "tasks"
@@ -189,7 +190,7 @@ def _first_line(exc: BaseException) -> str:
 
 def run_identity(model_dir: Path, run_json: str | None) -> tuple[dict, str]:
     """The run evaluated (from snrtune_run.json) or the base model (from snrtune_source.json)."""
-    path = Path(run_json) if run_json else model_dir / "snrtune_run.json"
+    path = Path(run_json) if run_json else model_dir / RUN_FILE
     if run_json and not path.is_file():
         raise SnrtuneError(f"--run-json {run_json!r} does not exist")
     if path.is_file():

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import re
 import shutil
 from pathlib import Path
 
-from snrtune.artifacts import atomic_dir, write_json
+from snrtune.artifacts import atomic_dir
 from snrtune.errors import SnrtuneError
+from snrtune.model_dir import OWN_FILES, write_source_info
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
 PICKLE_PATTERNS = ["*.bin", "*.bin.index.json"]
 SIDE_PATTERNS = ["*.json", "*.model", "*.txt", "*.tiktoken", "*.py", "*.jinja"]
-SOURCE_FILE = "snrtune_source.json"
-PARAMS_FILE = "snrtune_params.json"  # the runtime parameter table (snrtune.params)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,8 +102,7 @@ def fetch(source: str, out: str | os.PathLike, revision: str | None = None, allo
             download_hub(str(resolved), tmp, revision=revision, allow_pickle=allow_pickle)
         if not list(tmp.glob("*.safetensors")):
             raise SnrtuneError(f"{source!r} yielded no safetensors weights")
-        write_json(tmp / SOURCE_FILE, {"name": name or default_name(kind, resolved), "source": source,
-                                       "kind": kind, "revision": revision})
+        write_source_info(tmp, name or default_name(kind, resolved), source, kind, revision)
         record_parameter_table(tmp)
     return out
 
@@ -167,7 +164,7 @@ def link_local(src: Path, out: Path, allow_pickle: bool, copy: bool) -> None:
         resave_as_safetensors(src, out)
         return
     for item in sorted(src.iterdir()):
-        ours = item.name in (SOURCE_FILE, PARAMS_FILE)  # written afresh for the new directory
+        ours = item.name in OWN_FILES  # written afresh for the new directory
         if ours or item.name.startswith(".") or item.suffix == ".bin" or item.is_dir():
             continue
         if copy:
@@ -218,10 +215,3 @@ def download_hub(repo_id: str, out: Path, revision: str | None, allow_pickle: bo
         for pickle in out.glob("*.bin*"):
             pickle.unlink()
 
-
-def load_source_info(model_dir: str | os.PathLike) -> dict:
-    """The ``snrtune_source.json`` of a model directory, or one derived from its name."""
-    path = Path(model_dir) / SOURCE_FILE
-    if path.is_file():
-        return json.loads(path.read_text())
-    return {"name": Path(model_dir).resolve().name, "source": str(model_dir), "kind": "local", "revision": None}

@@ -1,8 +1,9 @@
 """`snrtune merge`: turn a training run into a standard HF model directory.
 
-LoRA / QLoRA / laser-QLoRA adapters are merged into the full-precision base (``merge_and_unload``),
-Spectrum deltas are overlaid on the base, full runs are copied. The run's snrtune_run.json is copied
-with ``model_form`` and ``merge`` added, so `evaluate` records what it evaluated.
+The method's merge strategy (snrtune.method_registry) decides how: "adapter" runs (LoRA / QLoRA /
+laser-QLoRA) are merged into the full-precision base (``merge_and_unload``), "spectrum-delta" runs have
+their trained tensors overlaid on the base, "full-copy" runs are copied. The run's snrtune_run.json is
+copied with ``model_form`` and ``merge`` added, so `evaluate` records what it evaluated.
 """
 
 from __future__ import annotations
@@ -11,17 +12,24 @@ import argparse
 import shutil
 from pathlib import Path
 
+from snrtune import method_registry
+from snrtune.artifact_names import DELTA_FILE, RUN_FILE
 from snrtune.artifacts import atomic_dir, read_json, write_json
 from snrtune.errors import SnrtuneError
+from snrtune.model_dir import SOURCE_FILE
 
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json")
-HOW = {
-    "spectrum": "trained tensors (spectrum_delta.safetensors) overlaid on the base",
-    "full": "full fine-tuned model copied from the run",
-    "lora": "LoRA adapter merged into the base (merge_and_unload)",
-    "qlora": "LoRA adapter trained on the 4-bit NF4 base, merged into the full-precision base (merge_and_unload)",
-    "laser-qlora": "LoRA adapter trained on the 4-bit NF4 base, merged into the full-precision base (merge_and_unload)",
-}
+
+
+def how(spec: method_registry.MethodSpec) -> str:
+    """What merge did, in words (recorded in the merged directory's snrtune_run.json)."""
+    if spec.merge == "spectrum-delta":
+        return f"trained tensors ({DELTA_FILE}) overlaid on the base"
+    if spec.merge == "full-copy":
+        return "full fine-tuned model copied from the run"
+    if spec.four_bit:
+        return "LoRA adapter trained on the 4-bit NF4 base, merged into the full-precision base (merge_and_unload)"
+    return "LoRA adapter merged into the base (merge_and_unload)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +54,7 @@ def merge_spectrum(run_dir: Path, base_dir, out: Path) -> None:
     from safetensors.torch import load_file
 
     model = load_base(base_dir)
-    delta = load_file(str(run_dir / "spectrum_delta.safetensors"))
+    delta = load_file(str(run_dir / DELTA_FILE))
     params = dict(model.named_parameters(remove_duplicate=False))
     for name, tensor in delta.items():
         if name not in params or params[name].shape != tensor.shape:
@@ -78,24 +86,22 @@ def copy_tokenizer(src, out: Path) -> None:
 def merge(run_dir, base_dir, out) -> dict:
     """Write MERGED_DIR; returns its snrtune_run.json."""
     run_dir, out = Path(run_dir), Path(out)
-    if not (run_dir / "snrtune_run.json").is_file():
-        raise SnrtuneError(f"{run_dir} has no snrtune_run.json; expected a finished run directory from `snrtune train`")
+    if not (run_dir / RUN_FILE).is_file():
+        raise SnrtuneError(f"{run_dir} has no {RUN_FILE}; expected a finished run directory from `snrtune train`")
     if not (Path(base_dir) / "config.json").is_file():
         raise SnrtuneError(f"base {base_dir} has no config.json; expected the model directory the run was trained from")
-    identity = read_json(run_dir / "snrtune_run.json")
-    method = identity["method"]
-    if method not in HOW:
-        raise SnrtuneError(f"run method {method!r} is not one of {', '.join(HOW)}")
+    identity = read_json(run_dir / RUN_FILE)
+    spec = method_registry.get(identity["method"])
     with atomic_dir(out) as tmp:
-        if method == "spectrum":
+        if spec.merge == "spectrum-delta":
             merge_spectrum(run_dir, base_dir, tmp)
-        elif method == "full":
+        elif spec.merge == "full-copy":
             copy_full(run_dir, tmp)
         else:
             merge_adapter(run_dir, base_dir, tmp)
-        copy_tokenizer(run_dir if method == "full" else base_dir, tmp)
-        if (Path(base_dir) / "snrtune_source.json").is_file():
-            shutil.copy2(Path(base_dir) / "snrtune_source.json", tmp / "snrtune_source.json")
-        identity = {**identity, "model_form": "merged-full-precision", "merge": HOW[method]}
-        write_json(tmp / "snrtune_run.json", identity)
+        copy_tokenizer(run_dir if spec.merge == "full-copy" else base_dir, tmp)
+        if (Path(base_dir) / SOURCE_FILE).is_file():
+            shutil.copy2(Path(base_dir) / SOURCE_FILE, tmp / SOURCE_FILE)
+        identity = {**identity, "model_form": "merged-full-precision", "merge": how(spec)}
+        write_json(tmp / RUN_FILE, identity)
     return identity

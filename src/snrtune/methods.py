@@ -1,7 +1,10 @@
 """Per-method model preparation: one small function per fine-tuning method.
 
-Each ``prepare_*`` takes a loaded model (and the config / selection it needs) and returns the model to
-train plus a dict of facts for metrics.json. The optimizer later sees only ``requires_grad`` parameters.
+Each ``prepare_*`` is named by its method's spec in snrtune.method_registry and called as
+``prepare_x(model, settings, selection, match_params_of)``: a loaded model (4-bit when the spec says so),
+the TrainingSettings, the selection dict (None for methods without one) and the --match-params-of value.
+It returns the model to train plus a dict of facts for metrics.json. The optimizer later sees only
+``requires_grad`` parameters.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from typing import Any
 
 import torch
 
+from snrtune import method_registry
 from snrtune.errors import SnrtuneError
-from snrtune.method_names import METHODS, SELECTION_METHODS  # noqa: F401 (re-exported for train)
 
 
 def compute_dtype() -> torch.dtype:
@@ -75,13 +78,13 @@ def match_selection(model, patterns: list[str]) -> list[str]:
     return [n for n in names if any(re.match(p, n) for p in patterns)]
 
 
-def prepare_full(model) -> tuple[Any, dict]:
+def prepare_full(model, settings, selection, match_params_of) -> tuple[Any, dict]:
     for param in model.parameters():
         param.requires_grad_(True)
     return model, {}
 
 
-def prepare_spectrum(model, selection: dict) -> tuple[Any, dict]:
+def prepare_spectrum(model, settings, selection: dict, match_params_of) -> tuple[Any, dict]:
     """Freeze everything, unfreeze exactly the selection's parameters; the count must equal sel.yaml's."""
     names = match_selection(model, list(selection["unfrozen_parameters"]))
     for param in model.parameters():
@@ -97,27 +100,28 @@ def prepare_spectrum(model, selection: dict) -> tuple[Any, dict]:
     return model, {"unfrozen_names": names}
 
 
-def lora_config(cfg: dict, target_modules, r: int | None = None):
+def lora_config(settings, target_modules, r: int | None = None):
     import peft
 
-    return peft.LoraConfig(r=int(r or cfg["lora_r"]), lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
-                           target_modules=target_modules, bias="none", task_type="CAUSAL_LM")
+    return peft.LoraConfig(r=int(r or settings.lora_r), lora_alpha=settings.lora_alpha,
+                           lora_dropout=settings.lora_dropout, target_modules=target_modules, bias="none",
+                           task_type="CAUSAL_LM")
 
 
-def prepare_lora(model, cfg: dict) -> tuple[Any, dict]:
+def prepare_lora(model, settings, selection, match_params_of) -> tuple[Any, dict]:
     import peft
 
-    model = peft.get_peft_model(model, lora_config(cfg, "all-linear"))
-    return model, {"lora_r": cfg["lora_r"], "target_modules": lora_targets(model)}
+    model = peft.get_peft_model(model, lora_config(settings, "all-linear"))
+    return model, {"lora_r": settings.lora_r, "target_modules": lora_targets(model)}
 
 
-def prepare_qlora(model, cfg: dict) -> tuple[Any, dict]:
+def prepare_qlora(model, settings, selection, match_params_of) -> tuple[Any, dict]:
     import peft
 
-    model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg["gradient_checkpointing"],
+    model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing,
                                                  gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = peft.get_peft_model(model, lora_config(cfg, "all-linear"))
-    return model, {"lora_r": cfg["lora_r"], "target_modules": lora_targets(model)}
+    model = peft.get_peft_model(model, lora_config(settings, "all-linear"))
+    return model, {"lora_r": settings.lora_r, "target_modules": lora_targets(model)}
 
 
 def linear_modules(model) -> dict[str, Any]:
@@ -150,7 +154,7 @@ def rank_matching(model, targets: list[str], reference_r: int) -> int:
     return max(1, round(reference_r * reference / sum(lora_width(modules[t]) for t in targets)))
 
 
-def prepare_laser_qlora(model, cfg: dict, selection: dict, match_params_of: str | None) -> tuple[Any, dict]:
+def prepare_laser_qlora(model, settings, selection: dict, match_params_of: str | None) -> tuple[Any, dict]:
     """QLoRA with adapters only on the selection's modules (sel.yaml exports.peft.target_modules)."""
     import peft
 
@@ -160,11 +164,11 @@ def prepare_laser_qlora(model, cfg: dict, selection: dict, match_params_of: str 
     if missing:
         raise SnrtuneError(f"selection module(s) {missing[:5]} are not linear or embedding layers of the model; "
                            f"expected module names like {next(iter(linear_modules(model)))!r}")
-    r = rank_matching(model, targets, cfg["lora_r"]) if match_params_of == "qlora" else cfg["lora_r"]
-    model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg["gradient_checkpointing"],
+    r = rank_matching(model, targets, settings.lora_r) if match_params_of == "qlora" else settings.lora_r
+    model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing,
                                                  gradient_checkpointing_kwargs={"use_reentrant": False})
     # PEFT matches a listed name exactly or as a dotted suffix, so full names cannot catch "…layers.13…"
-    model = peft.get_peft_model(model, lora_config(cfg, targets, r))
+    model = peft.get_peft_model(model, lora_config(settings, targets, r))
     adapted = lora_targets(model)
     if sorted(adapted) != sorted(targets):
         raise SnrtuneError(f"LoRA went on {len(adapted)} modules but the selection names {len(targets)}")
@@ -179,21 +183,20 @@ def lora_targets(model) -> list[str]:
     return sorted(unwrapped_name(name) for name, m in model.named_modules() if adapted(m))
 
 
-def prepare(method: str, model_dir, cfg: dict, selection: dict | None, match_params_of: str | None = None):
-    """Load ``model_dir`` and make it ready to train with ``method``: (model, facts)."""
-    if method not in METHODS:
-        raise SnrtuneError(f"method {method!r} is not one of {', '.join(METHODS)}")
-    if method in SELECTION_METHODS and selection is None:
+def check_request(method: str, selection: dict | None, match_params_of: str | None) -> method_registry.MethodSpec:
+    """The spec of ``method`` once the request fits it (a selection when it needs one; --match-params-of
+    only for rank-matching methods); one-line errors otherwise, before anything is loaded."""
+    spec = method_registry.get(method)
+    if spec.needs_selection and selection is None:
         raise SnrtuneError(f"method {method!r} needs --selection sel.yaml (from `snrtune select`)")
-    if match_params_of not in (None, "qlora") or (match_params_of and method != "laser-qlora"):
-        raise SnrtuneError(f"--match-params-of {match_params_of!r} applies to laser-qlora with value 'qlora'")
-    model = load_model(model_dir, four_bit=method in ("qlora", "laser-qlora"))
-    if method == "spectrum":
-        return prepare_spectrum(model, selection)
-    if method == "full":
-        return prepare_full(model)
-    if method == "lora":
-        return prepare_lora(model, cfg)
-    if method == "qlora":
-        return prepare_qlora(model, cfg)
-    return prepare_laser_qlora(model, cfg, selection, match_params_of)
+    if match_params_of not in (None, "qlora") or (match_params_of and not spec.rank_matching):
+        matching = ", ".join(name for name in method_registry.names() if method_registry.get(name).rank_matching)
+        raise SnrtuneError(f"--match-params-of {match_params_of!r} applies to {matching} with value 'qlora'")
+    return spec
+
+
+def prepare(method: str, model_dir, settings, selection: dict | None, match_params_of: str | None = None):
+    """Load ``model_dir`` and make it ready to train with ``method``: (model, facts)."""
+    spec = check_request(method, selection, match_params_of)
+    model = load_model(model_dir, four_bit=spec.four_bit)
+    return spec.prepare_function()(model, settings, selection, match_params_of)

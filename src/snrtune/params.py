@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 from snrtune.artifacts import read_json, write_json
-
-from snrtune.fetch import PARAMS_FILE
+from snrtune.model_dir import PARAMS_FILE
 
 
 def _transformers_version() -> str | None:

@@ -16,6 +16,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from snrtune.naming import format_t  # noqa: E402
+
 sns.set_theme(style="whitegrid", context="notebook")
 
 
@@ -266,7 +268,7 @@ def write_model_plots(folder: Path, slug: str, agg: pd.DataFrame, cost: pd.DataF
 def selection_tag(selection: dict) -> str:
     """``_t25`` for an SNR selection, ``_t25_random-s0`` / ``_t25_lowest`` for a control."""
     t = selection.get("top_percent")
-    tag = f"_t{t:g}" if t is not None else f"_b{selection.get('budget_params')}"
+    tag = f"_t{format_t(t)}" if t is not None else f"_b{selection.get('budget_params')}"
     kind = selection.get("selection", "snr")
     if kind == "random":
         tag += f"_random-s{selection.get('seed')}"

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from snrtune import stats
+from snrtune import naming, stats
+from snrtune.artifact_names import COMPARISONS_TABLE, REPORT_PAGE, RUNS_TABLE, SCORES_TABLE, SUMMARY
 from snrtune.artifacts import atomic_dir
 from snrtune.errors import SnrtuneError
 
@@ -98,12 +99,13 @@ def selection_kind(run: dict, metrics: dict | None = None) -> str | None:
 
 
 def variant_of(run: dict, kind: str | None = None) -> str:
-    """The method as compared in the report: ``spectrum-t25``, ``spectrum-random-t25``, ``lora``, ``base``."""
-    method = run["method"]
-    if kind in CONTROLS and not method.endswith("-" + kind):
-        method = f"{method}-{kind}"
+    """The method as compared in the report: ``spectrum-t25``, ``spectrum-random-t25``, ``lora``, ``base``
+    (naming.variant_of, with a control's kind after the method label when its method name does not say it)."""
+    label = naming.variant_of({**run, "top_percent": None})
+    if kind in CONTROLS and not label.endswith("-" + kind):
+        label = f"{label}-{kind}"
     t = run.get("top_percent")
-    return f"{method}-t{t:g}" if t is not None else method
+    return f"{label}-t{naming.format_t(t)}" if t is not None else label
 
 
 def snr_counterpart(variant: str) -> str | None:
@@ -630,9 +632,9 @@ def build_report(results_dir: str | Path, out: str | Path, target_task: str | No
     sections = model_sections(runs, agg, comp, cost, target, tasks)
     losses = loss_frame(found)
     with atomic_dir(out) as tmp:
-        runs.to_csv(tmp / "runs.csv", index=False)
-        agg.to_csv(tmp / "scores.csv", index=False)
-        comp.to_csv(tmp / "comparisons.csv", index=False)
+        runs.to_csv(tmp / RUNS_TABLE, index=False)
+        agg.to_csv(tmp / SCORES_TABLE, index=False)
+        comp.to_csv(tmp / COMPARISONS_TABLE, index=False)
         for section in sections:
             model = section["model"]
             section["images"] = plots.write_model_plots(
@@ -641,8 +643,8 @@ def build_report(results_dir: str | Path, out: str | Path, target_task: str | No
             section["images"] += plots.write_heatmaps(
                 tmp, [s for s in found["snr"] if s.get("model") in (None, model)],
                 [s for s in found["selection"] if s.get("model") in (None, model)])
-        (tmp / "summary.md").write_text(summary_markdown(sections, target), encoding="utf-8")
-        (tmp / "report.html").write_text(html_page(sections, target, tmp), encoding="utf-8")
+        (tmp / SUMMARY).write_text(summary_markdown(sections, target), encoding="utf-8")
+        (tmp / REPORT_PAGE).write_text(html_page(sections, target, tmp), encoding="utf-8")
     return Path(out)
 
 

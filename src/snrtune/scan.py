@@ -26,7 +26,8 @@ from tqdm import tqdm
 from snrtune import __version__
 from snrtune.artifacts import read_json, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.fetch import load_source_info
+from snrtune.model_dir import load_source_info
+from snrtune.naming import module_name
 from snrtune.params import parameter_table
 from snrtune.record import Stopwatch, run_record
 from snrtune.snr import fast_singular_values, module_type, snr_from_singular_values, svd_singular_values
@@ -76,7 +77,7 @@ class Matrix:
 
     @property
     def name(self) -> str:
-        return self.key[: -len(".weight")] if self.key.endswith(".weight") else self.key
+        return module_name(self.key)
 
     @property
     def matrix_shape(self) -> tuple[int, int]:
@@ -292,7 +293,7 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
     modules.sort(key=lambda e: (e["layer"] is None, e["layer"] or 0, e["name"], e["expert"] or 0))
     not_scannable = []
     for item in skipped:
-        name = item["key"][: -len(".weight")] if item["key"].endswith(".weight") else item["key"]
+        name = module_name(item["key"])
         kind, layer, _ = module_type(name)
         not_scannable.append({"name": name, "param": to_runtime(item["key"]), "type": kind, "layer": layer,
                               "shape": item["shape"], "reason": item["reason"]})
@@ -332,7 +333,7 @@ def tied_aliases(modules: list[dict], tied: dict[str, str], shapes: dict) -> lis
     for alias, target in tied.items():
         if alias in shapes or target not in by_param:
             continue
-        name = alias[: -len(".weight")] if alias.endswith(".weight") else alias
+        name = module_name(alias)
         kind, layer, expert = module_type(name)
         aliases.append({**by_param[target], "name": name, "param": alias, "type": kind, "layer": layer,
                         "expert": expert, "tied_to": by_param[target]["name"]})

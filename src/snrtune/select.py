@@ -20,8 +20,10 @@ import re
 from collections import Counter, defaultdict
 
 from snrtune import __version__
+from snrtune.artifact_names import COMPAT_STATS_SUFFIX
 from snrtune.artifacts import atomic_file, write_json, write_yaml
 from snrtune.errors import SnrtuneError
+from snrtune.naming import module_name, t_value
 from snrtune.scan import load_scan
 from snrtune.snr import module_type
 
@@ -54,13 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "layer order, lm_head and embed_tokens always); the counts go to OUT.stats.json")
 
 
-def _number(value: float | None) -> float | int | None:
-    """25.0 → 25, so that YAML and run ids read naturally."""
-    return int(value) if value is not None and float(value).is_integer() else value
-
-
 def run(args: argparse.Namespace) -> int:
-    args.top_percent = _number(args.top_percent)
+    args.top_percent = t_value(args.top_percent)
     scan = load_scan(args.snr_json)
     types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
     include = [i.strip() for i in args.include.split(",") if i.strip()]
@@ -72,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         text, stats = spectrum_reference_yaml(scan, args.top_percent)
         with atomic_file(args.out) as handle:
             handle.write(text)
-        write_json(f"{args.out}.stats.json", stats)
+        write_json(f"{args.out}{COMPAT_STATS_SUFFIX}", stats)
         selection = stats
     else:
         budget = resolve_budget(scan, args.budget_params, args.budget_fraction)
@@ -125,7 +122,7 @@ def patterns_for(modules: list[dict], parameters: dict[str, list[int]], tied: di
     for module in modules:
         param = tied.get(module["param"], module["param"])
         if param.endswith(".weight") and param in parameters:
-            pattern = "^" + re.escape(param[: -len("weight")])  # the module's weight and bias
+            pattern = "^" + re.escape(module_name(param) + ".")  # the module's weight and bias
         else:
             pattern = "^" + re.escape(param) + "$"  # a fused tensor (e.g. MoE experts) as a whole
         if pattern not in patterns:
@@ -221,7 +218,7 @@ def selection_record(scan: dict, chosen: list[dict], notes: list[str], top_perce
     patterns = patterns_for(chosen, parameters, tied)
     trainable = sum(matched_parameters(patterns, parameters).values())
     total = scan["total_params"]
-    lora_modules = [p[: -len(".weight")] for p in dict.fromkeys(tied.get(m["param"], m["param"]) for m in chosen)
+    lora_modules = [module_name(p) for p in dict.fromkeys(tied.get(m["param"], m["param"]) for m in chosen)
                     if p.endswith(".weight") and len(parameters.get(p, [])) == 2]
     return {
         "snrtune_version": __version__,

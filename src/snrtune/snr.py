@@ -1,4 +1,4 @@
-"""The random-matrix-theory signal-to-noise ratio of a weight matrix (DESIGN.md, "The SNR").
+"""The random-matrix-theory signal-to-noise ratio of a weight matrix (defined in docs/snr.md).
 
 For W (n×m) with singular values S (descending):
     sigma     = (q75(S) - q25(S)) / 1.349          (linear-interpolation quantiles)

@@ -1,4 +1,4 @@
-"""`snrtune train`: fine-tune a model directory with spectrum, full, lora, qlora or laser-qlora.
+"""`snrtune train`: fine-tune a model directory with one of the methods of snrtune.method_registry.
 
 The loop is transformers' Trainer (SFT, on data tokenized here with response-only labels) or TRL's
 DPOTrainer (``--stage dpo``). Runs build in ``RUN_DIR.partial/`` (checkpoints inside, for ``--resume``)
@@ -9,7 +9,6 @@ with DDP, or with DeepSpeed / FSDP when the config names one.
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import os
 import shutil
 import time
@@ -18,20 +17,22 @@ from typing import Any
 
 import transformers
 
-from snrtune import methods
+from snrtune import method_registry, methods
+from snrtune.artifact_names import (CHECKPOINTS_DIR, COMPAT_STATS_SUFFIX, DELTA_FILE, METRICS_FILE, PARTIAL_SUFFIX,
+                                    RUN_FILE, SELECTION_COPY, TRAINER_PICKLE)
 from snrtune.artifacts import atomic_dir, read_json, read_yaml, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.fetch import load_source_info
+from snrtune.model_dir import load_source_info
+from snrtune.naming import format_t
 from snrtune.record import Stopwatch, run_record
-from snrtune.workflow_config import format_t
+from snrtune.settings import TrainingSettings, load_settings
 
 STAGES = ("sft", "dpo")
-CHOICES = {"loss_on": ("responses", "all"), "dataset_format": ("auto", "alpaca", "sharegpt", "messages")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", help="model directory (from `snrtune fetch`, or a merged SFT run for --stage dpo)")
-    parser.add_argument("--method", required=True, choices=methods.METHODS)
+    parser.add_argument("--method", required=True, choices=method_registry.names())
     parser.add_argument("--data", required=True, help="hub dataset id or local .json/.jsonl/.parquet file")
     parser.add_argument("--out", required=True, help="run directory to create")
     parser.add_argument("--selection", help="sel.yaml from `snrtune select` (spectrum, laser-qlora)")
@@ -56,32 +57,11 @@ def run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- config, selection, identity
 
-def default_config() -> dict[str, Any]:
-    text = importlib.resources.files("snrtune").joinpath("data/train_defaults.yaml").read_text()
-    import yaml
-
-    return yaml.safe_load(text)
-
-
-def load_config(path: str | None, seed: int | None = None, max_steps: int | None = None) -> dict[str, Any]:
-    """Defaults overridden by the YAML at ``path`` and by the command line."""
-    cfg = default_config()
-    user = read_yaml(path) if path else {}
-    if not isinstance(user or {}, dict):
-        raise SnrtuneError(f"training config {path} is not a mapping of keys to values")
-    unknown = sorted(set(user or {}) - set(cfg))
-    if unknown:
-        raise SnrtuneError(f"unknown training config key(s) {unknown} in {path}; expected keys of "
-                           "src/snrtune/data/train_defaults.yaml")
-    cfg.update(user or {})
-    if seed is not None:
-        cfg["seed"] = seed
-    if max_steps is not None:
-        cfg["max_steps"] = max_steps
-    for key, allowed in CHOICES.items():
-        if cfg[key] not in allowed:
-            raise SnrtuneError(f"training config {key}={cfg[key]!r}; expected one of {', '.join(allowed)}")
-    return cfg
+def load_config(path: str | None, seed: int | None = None, max_steps: int | None = None,
+                method: str | None = None) -> TrainingSettings:
+    """train_defaults.yaml < the method's overrides < the YAML at ``path`` < the command line, checked."""
+    overrides = method_registry.get(method).train_overrides if method else None
+    return load_settings(path, overrides, method, seed=seed, max_steps=max_steps)
 
 
 def load_selection(path: str | None) -> dict | None:
@@ -92,7 +72,7 @@ def load_selection(path: str | None) -> dict | None:
     sel = read_yaml(path)
     if not isinstance(sel, dict) or "unfrozen_parameters" not in sel:
         raise SnrtuneError(f"selection file {path} has no 'unfrozen_parameters'; expected a sel.yaml from `snrtune select`")
-    stats = Path(f"{path}.stats.json")  # `select --compat spectrum` keeps its counts beside the reference YAML
+    stats = Path(f"{path}{COMPAT_STATS_SUFFIX}")  # `select --compat spectrum` keeps its counts beside the reference YAML
     if "trainable_params" not in sel and stats.is_file():
         sel = {**read_json(stats), **sel}
     return sel
@@ -105,16 +85,17 @@ def model_name(model_dir) -> str:
 def run_identity(model_dir, method: str, selection: dict | None, seed: int, stage: str) -> dict[str, Any]:
     """snrtune_run.json: ``{model}/{method}[-t{T}]-s{seed}`` (``-dpo`` appended for a DPO stage)."""
     name = model_name(model_dir)
-    top = selection.get("top_percent") if selection and method in methods.SELECTION_METHODS else None
+    with_selection = selection is not None and method_registry.get(method).needs_selection
+    top = selection.get("top_percent") if with_selection else None
     run_id = f"{name}/{method}"
-    budget = selection.get("budget_params") if selection and method in methods.SELECTION_METHODS else None
+    budget = selection.get("budget_params") if with_selection else None
     if top is not None:
         run_id += f"-t{format_t(top)}"  # as the workflow names runs
     elif budget is not None:
         run_id += f"-b{budget}"
     run_id += f"-s{seed}" + ("-dpo" if stage == "dpo" else "")
     identity = {"id": run_id, "model": name, "method": method, "top_percent": top, "seed": seed, "stage": stage}
-    parent = Path(model_dir) / "snrtune_run.json"  # a DPO stage usually starts from a merged SFT run
+    parent = Path(model_dir) / RUN_FILE  # a DPO stage usually starts from a merged SFT run
     if stage == "dpo" and parent.is_file():
         identity["from_run"] = read_json(parent)["id"]
     return identity
@@ -122,13 +103,13 @@ def run_identity(model_dir, method: str, selection: dict | None, seed: int, stag
 
 # ---------------------------------------------------------------- data and trainer
 
-def load_tokenizer(model_dir, cfg):
+def load_tokenizer(model_dir, cfg: TrainingSettings):
     from snrtune import sft_data as data
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    data.ensure_chat_template(tokenizer, cfg["chat_template"])
+    data.ensure_chat_template(tokenizer, cfg.chat_template)
     return tokenizer
 
 
@@ -138,43 +119,43 @@ def datasets_for(stage: str, spec: str, tokenizer, cfg) -> tuple[Any, Any]:
 
     from snrtune import sft_data as data
 
-    records = data.load_records(spec, cfg["dataset_split"])
-    train_rows, val_rows = data.split_validation(records, cfg["val_fraction"], cfg["seed"])
+    records = data.load_records(spec, cfg.dataset_split)
+    train_rows, val_rows = data.split_validation(records, cfg.val_fraction, cfg.seed)
     if stage == "dpo":
         make = data.preference_rows
     else:
         def make(rows):
-            return data.sft_examples(rows, tokenizer, cfg["dataset_format"], cfg["max_seq_length"],
-                                     cfg["loss_on"], cfg["packing"])
+            return data.sft_examples(rows, tokenizer, cfg.dataset_format, cfg.max_seq_length,
+                                     cfg.loss_on, cfg.packing)
     train_ds = datasets.Dataset.from_list(make(train_rows))
     val_ds = datasets.Dataset.from_list(make(val_rows)) if val_rows else None
     return train_ds, val_ds
 
 
-def trainer_kwargs(cfg: dict, output_dir: Path, has_eval: bool) -> dict[str, Any]:
+def trainer_kwargs(cfg: TrainingSettings, output_dir: Path, has_eval: bool) -> dict[str, Any]:
     """TrainingArguments (or DPOConfig) keywords for ``cfg``: bf16 on GPU, fp32 on the CPU."""
     import torch
 
     cuda = torch.cuda.is_available()
-    every = cfg["eval_steps"]
+    every = cfg.eval_steps
     return dict(
-        output_dir=str(output_dir), seed=cfg["seed"], data_seed=cfg["seed"],
-        learning_rate=cfg["learning_rate"], lr_scheduler_type=cfg["lr_scheduler_type"],
-        warmup_steps=cfg["warmup_steps"], optim=cfg["optim"], adam_beta1=cfg["adam_beta1"],
-        adam_beta2=cfg["adam_beta2"], adam_epsilon=cfg["adam_epsilon"], weight_decay=cfg["weight_decay"],
-        max_grad_norm=cfg["max_grad_norm"], per_device_train_batch_size=cfg["per_device_train_batch_size"],
-        per_device_eval_batch_size=cfg["per_device_eval_batch_size"],
-        gradient_accumulation_steps=cfg["gradient_accumulation_steps"], num_train_epochs=cfg["num_epochs"],
-        max_steps=cfg["max_steps"] if cfg["max_steps"] else -1,
+        output_dir=str(output_dir), seed=cfg.seed, data_seed=cfg.seed,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_steps, optim=cfg.optim, adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon, weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps if cfg.max_steps else -1,
         bf16=cuda, use_cpu=not cuda,
-        gradient_checkpointing=cfg["gradient_checkpointing"], gradient_checkpointing_kwargs={"use_reentrant": False},
-        logging_steps=cfg["logging_steps"], save_strategy="steps", save_steps=cfg["save_steps"],
-        save_total_limit=cfg["save_total_limit"],
+        gradient_checkpointing=cfg.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
         eval_strategy="steps" if (every and has_eval) else "no", eval_steps=every,
         report_to="none", log_level="error", include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False, ddp_find_unused_parameters=False, dataloader_num_workers=0,
-        ddp_backend=cfg["ddp_backend"], deepspeed=cfg["deepspeed"], fsdp=cfg["fsdp"] or "",
-        fsdp_config=cfg["fsdp_config"],
+        ddp_backend=cfg.ddp_backend, deepspeed=cfg.deepspeed, fsdp=cfg.fsdp or "",
+        fsdp_config=cfg.fsdp_config,
     )
 
 
@@ -183,7 +164,7 @@ def build_trainer(stage, model, tokenizer, cfg, output_dir, train_ds, val_ds, ca
     if stage == "dpo":
         import trl
 
-        args = trl.DPOConfig(**kwargs, beta=cfg["dpo_beta"], max_length=cfg["max_seq_length"])
+        args = trl.DPOConfig(**kwargs, beta=cfg.dpo_beta, max_length=cfg.max_seq_length)
         trainer = trl.DPOTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                                  processing_class=tokenizer, callbacks=list(callbacks))
     else:
@@ -228,19 +209,21 @@ def spectrum_delta(trainer) -> dict[str, Any]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if n in trained}
 
 
-def save_weights(trainer, method, out: Path, selection_path, is_main: bool) -> None:
-    """Spectrum: the trained tensors + the selection; PEFT methods: the adapter; full: the whole model."""
-    if method == "spectrum":
+def save_weights(trainer, spec: method_registry.MethodSpec, out: Path, selection_path, is_main: bool) -> None:
+    """As the method's merge strategy needs: "spectrum-delta": the trained tensors (+ the selection, if any);
+    "adapter": the PEFT adapter; "full-copy": the whole model."""
+    if spec.merge == "spectrum-delta":
         from safetensors.torch import save_file
 
         delta = spectrum_delta(trainer)
         if is_main:
-            save_file(delta, str(out / "spectrum_delta.safetensors"), metadata={"format": "pt"})
-            shutil.copyfile(selection_path, out / "selection.yaml")
+            save_file(delta, str(out / DELTA_FILE), metadata={"format": "pt"})
+            if selection_path is not None:
+                shutil.copyfile(selection_path, out / SELECTION_COPY)
         return
     trainer.save_model(str(out))  # adapter_model.safetensors for PEFT models, a full model directory otherwise
     if is_main:
-        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in metrics.json
+        (out / TRAINER_PICKLE).unlink(missing_ok=True)  # a pickle; the settings are in metrics.json
 
 
 def optimizer_elements(trainer) -> int | None:
@@ -286,19 +269,20 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         raise SnrtuneError(f"model directory {model_dir} has no config.json; expected a directory from `snrtune fetch`")
     if stage not in STAGES:
         raise SnrtuneError(f"stage {stage!r}; expected one of {', '.join(STAGES)}")
-    quiet_logs()
-    cfg = load_config(config, seed, max_steps)
+    cfg = load_config(config, seed, max_steps, method)
     sel = load_selection(selection)
-    identity = run_identity(model_dir, method, sel, cfg["seed"], stage)
+    spec = methods.check_request(method, sel, match_params_of)
+    quiet_logs()
+    identity = run_identity(model_dir, method, sel, cfg.seed, stage)
     is_main = int(os.environ.get("RANK", "0")) == 0
     out = Path(out)
-    partial = out.with_name(out.name + ".partial")
-    checkpoints = partial / "checkpoints"
+    partial = out.with_name(out.name + PARTIAL_SUFFIX)
+    checkpoints = partial / CHECKPOINTS_DIR
     if is_main and partial.exists() and not resume:
         shutil.rmtree(partial)  # a stale partial run: without --resume we start over
     last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
 
-    transformers.set_seed(cfg["seed"])
+    transformers.set_seed(cfg.seed)
     tokenizer = load_tokenizer(model_dir, cfg)
     train_ds, val_ds = datasets_for(stage, data, tokenizer, cfg)
     model, facts = methods.prepare(method, model_dir, cfg, sel, match_params_of)
@@ -311,9 +295,9 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     used = optimizer_elements(trainer)
     if used is not None and used != trainable:
         raise SnrtuneError(f"the optimizer holds {used} parameters but {trainable} are trainable; expected equal")
-    if val_ds is not None and not cfg["eval_steps"]:
+    if val_ds is not None and not cfg.eval_steps:
         trainer.evaluate()
-    save_weights(trainer, method, partial, selection, is_main)
+    save_weights(trainer, spec, partial, selection, is_main)
     if not is_main:
         return None, trainer.model
 
@@ -323,9 +307,10 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         eval_loss=losses(trainer.state.log_history, "eval_loss"),
         tokens_per_s=round(throughput.tokens / throughput.seconds, 3) if throughput.tokens else None,
         train_tokens=int(trainer.state.num_input_tokens_seen) or None,
-        config={**cfg, "method": method, "stage": stage, "data": str(data), "model_dir": str(model_dir),
-                "world_size": trainer.args.world_size, "match_params_of": match_params_of,
-                "lora_r": facts.get("lora_r", cfg["lora_r"])},
+        config=cfg.as_dict(),
+        setup={"method": method, "stage": stage, "data": str(data), "model_dir": str(model_dir),
+               "world_size": trainer.args.world_size, "match_params_of": match_params_of,
+               "lora_r": facts.get("lora_r", cfg.lora_r)},
         selection=selection_summary(sel, selection),
         details={"optimizer_params": used, "global_step": trainer.state.global_step,
                  "resumed_from_step": throughput.start_step, "train_seconds": round(throughput.seconds, 3),
@@ -333,7 +318,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
                  "unfrozen_names": facts.get("unfrozen_names")},
     )
     with atomic_dir(out, keep_partial=True) as tmp:
-        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
-        write_json(tmp / "snrtune_run.json", identity)
-        write_json(tmp / "metrics.json", metrics)
+        shutil.rmtree(tmp / CHECKPOINTS_DIR, ignore_errors=True)
+        write_json(tmp / RUN_FILE, identity)
+        write_json(tmp / METRICS_FILE, metrics)
     return metrics, trainer.model

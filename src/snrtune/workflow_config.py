@@ -14,9 +14,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+from snrtune import method_registry
 from snrtune.errors import SnrtuneError
 from snrtune.fetch import resolve_package_path
-from snrtune.method_names import SELECTION_METHODS  # noqa: F401 (the rules read it as wc.SELECTION_METHODS)
+from snrtune.naming import format_t, parse_run, run_name  # noqa: F401 (the rules call wc.parse_run)
+
+SELECTION_METHODS = method_registry.selection_names()  # the rules read it as wc.SELECTION_METHODS
 
 
 # ----------------------------------------------------------------------------------------- config
@@ -61,8 +64,9 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
                     key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         raise SnrtuneError(_error_message(errors[0]))
-    if any(m in SELECTION_METHODS for m in config["methods"]) and not config["top_percent"]:
-        raise SnrtuneError("config key 'top_percent': methods spectrum and laser-qlora need at least one t value")
+    with_t = [m for m in config["methods"] if method_registry.get(m).needs_selection]
+    if with_t and not config["top_percent"]:
+        raise SnrtuneError(f"config key 'top_percent': methods {' and '.join(with_t)} need at least one t value")
     holders = [("train.config", config["train"], "config")]
     holders += [(f"models.{name}.train_config", model, "train_config") for name, model in config["models"].items()]
     for key, holder, field in holders:
@@ -87,34 +91,11 @@ def load_schema(path: str | Path) -> dict:
 
 # -------------------------------------------------------------------------------------- run names
 
-def format_t(t: float) -> str:
-    """25 -> '25', 12.5 -> '12.5' (the t as it appears in file names and run ids)."""
-    return str(int(t)) if float(t).is_integer() else str(t)
-
-
-def run_name(method: str, t: float | None, seed: int) -> str:
-    """'spectrum-t25-s0' for methods with a selection, 'qlora-s0' otherwise (docs/artifacts.md)."""
-    if method in SELECTION_METHODS:
-        return f"{method}-t{format_t(t)}-s{seed}"
-    return f"{method}-s{seed}"
-
-
-def parse_run(run: str) -> dict[str, Any]:
-    """Inverse of run_name: {'method', 'top_percent' (a string, or None), 'seed'}."""
-    head, _, seed = run.rpartition("-s")
-    if not head or not seed.isdigit():
-        raise SnrtuneError(f"run name {run!r}: expected METHOD-tT-sSEED or METHOD-sSEED")
-    for method in SELECTION_METHODS:
-        if head.startswith(method + "-t"):
-            return {"method": method, "top_percent": head[len(method) + 2:], "seed": int(seed)}
-    return {"method": head, "top_percent": None, "seed": int(seed)}
-
-
 def runs(config: dict) -> list[str]:
-    """Every training run the config asks for: method × t (selection methods only) × seed."""
+    """Every training run the config asks for: method × t (selection methods only) × seed (snrtune.naming)."""
     out = []
     for method in config["methods"]:
-        ts = config["top_percent"] if method in SELECTION_METHODS else [None]
+        ts = config["top_percent"] if method_registry.get(method).needs_selection else [None]
         out += [run_name(method, t, seed) for t in ts for seed in config["seeds"]]
     return out
 

@@ -1,0 +1,23 @@
+"""The fixed file names of snrtune's artifacts (docs/artifacts.md), read and written by train, merge,
+evaluate and report. Files whose names the user or the workflow chooses (snr.json, sel.yaml, eval.json)
+are not here; a fetched model directory's own files are in snrtune.model_dir.
+"""
+
+# a run directory (from `snrtune train`) and a merged model directory (from `snrtune merge`)
+RUN_FILE = "snrtune_run.json"  # the run's identity; copied into the merged directory, read by evaluate
+METRICS_FILE = "metrics.json"
+DELTA_FILE = "spectrum_delta.safetensors"  # the trained tensors of a "spectrum-delta" method
+SELECTION_COPY = "selection.yaml"  # the selection a "spectrum-delta" run trained
+CHECKPOINTS_DIR = "checkpoints"  # inside RUN_DIR.partial, for --resume
+PARTIAL_SUFFIX = ".partial"  # RUN_DIR.partial: a run being built
+TRAINER_PICKLE = "training_args.bin"  # written by transformers' Trainer; removed (the settings are in metrics.json)
+
+# beside a `snrtune select --compat spectrum` YAML: the counts the reference format has no place for
+COMPAT_STATS_SUFFIX = ".stats.json"
+
+# the report directory (from `snrtune report`)
+RUNS_TABLE = "runs.csv"
+SCORES_TABLE = "scores.csv"  # per model × variant × task: mean over seeds and its 95% CI
+COMPARISONS_TABLE = "comparisons.csv"  # the paired comparisons on the target task
+SUMMARY = "summary.md"
+REPORT_PAGE = "report.html"

@@ -1,0 +1,137 @@
+"""The fine-tuning methods: one ``MethodSpec`` per method, the single table everything else reads.
+
+Training (CLI choices, model preparation, what a run directory holds), merge (its strategy), the workflow
+(run names, which runs have a t value), the report (variant labels) and the config schema's ``methods``
+enum (a test checks they agree) all look a method up here. Adding a method is one ``MethodSpec`` in
+BUILTIN plus its prepare function (and the name in workflow/schemas/config.schema.yaml).
+
+This module stays light (no torch, no transformers): Snakemake imports it through
+``snrtune.workflow_config`` while it parses the Snakefile. A prepare function is therefore named by a
+``"module:function"`` string and imported only when a model is prepared; a test may pass a callable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Iterator, Mapping
+
+from snrtune.errors import SnrtuneError
+
+MERGE_STRATEGIES = ("adapter", "spectrum-delta", "full-copy")
+SELECTION_KINDS = ("snr", "random")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What snrtune needs to know about one fine-tuning method.
+
+    name:             as on the command line, in the config's ``methods`` and in run ids.
+    selection_kind:   None (the method trains without a selection), "snr" (a sel.yaml from `snrtune select`:
+                      the run has a t value) or "random" (a random selection of the same size, for controls).
+    four_bit:         the base model is loaded in NF4 4-bit (QLoRA-style).
+    is_adapter:       the run directory holds a PEFT adapter rather than weights of the model itself.
+    merge:            how `snrtune merge` makes a full model of a run: "adapter" (merge_and_unload into the
+                      full-precision base), "spectrum-delta" (the trained tensors, saved as
+                      spectrum_delta.safetensors, overlaid on the base) or "full-copy" (the run is the model).
+    label:            the method's name in the report's tables and plots.
+    prepare:          ``"module:function"`` (or a callable): ``f(model, settings, selection, match_params_of)``
+                      returns (model ready to train, facts for metrics.json); see snrtune.methods.
+    rank_matching:    accepts ``--match-params-of qlora`` (choose the LoRA rank that trains as many parameters).
+    train_overrides:  training settings this method changes from src/snrtune/data/train_defaults.yaml
+                      (a user's --config still overrides them).
+    """
+
+    name: str
+    selection_kind: str | None
+    four_bit: bool
+    is_adapter: bool
+    merge: str
+    label: str
+    prepare: str | Callable
+    rank_matching: bool = False
+    train_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.merge not in MERGE_STRATEGIES:
+            raise ValueError(f"method {self.name!r}: merge {self.merge!r} is not one of {', '.join(MERGE_STRATEGIES)}")
+        if self.selection_kind not in (None, *SELECTION_KINDS):
+            raise ValueError(f"method {self.name!r}: selection_kind {self.selection_kind!r} is not None or one of "
+                             f"{', '.join(SELECTION_KINDS)}")
+        if self.is_adapter != (self.merge == "adapter"):
+            raise ValueError(f"method {self.name!r}: is_adapter={self.is_adapter} but merge={self.merge!r}")
+        object.__setattr__(self, "train_overrides", MappingProxyType(dict(self.train_overrides)))
+
+    @property
+    def needs_selection(self) -> bool:
+        """The method trains the modules of a selection file, so its runs have a t value."""
+        return self.selection_kind is not None
+
+    def prepare_function(self) -> Callable:
+        if callable(self.prepare):
+            return self.prepare
+        module, _, function = self.prepare.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+
+BUILTIN = (
+    MethodSpec("spectrum", selection_kind="snr", four_bit=False, is_adapter=False, merge="spectrum-delta",
+               label="spectrum", prepare="snrtune.methods:prepare_spectrum"),
+    MethodSpec("full", selection_kind=None, four_bit=False, is_adapter=False, merge="full-copy",
+               label="full", prepare="snrtune.methods:prepare_full"),
+    MethodSpec("lora", selection_kind=None, four_bit=False, is_adapter=True, merge="adapter",
+               label="lora", prepare="snrtune.methods:prepare_lora"),
+    MethodSpec("qlora", selection_kind=None, four_bit=True, is_adapter=True, merge="adapter",
+               label="qlora", prepare="snrtune.methods:prepare_qlora"),
+    MethodSpec("laser-qlora", selection_kind="snr", four_bit=True, is_adapter=True, merge="adapter",
+               label="laser-qlora", prepare="snrtune.methods:prepare_laser_qlora", rank_matching=True),
+)
+
+_REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in BUILTIN}
+
+
+def names() -> tuple[str, ...]:
+    """Every registered method name, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def selection_names() -> tuple[str, ...]:
+    """The methods whose runs have a selection (and so a t value)."""
+    return tuple(name for name, spec in _REGISTRY.items() if spec.needs_selection)
+
+
+def get(name: str) -> MethodSpec:
+    """The spec of method ``name``; an unknown name is a one-line error listing the known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise SnrtuneError(f"method {name!r} is not one of {', '.join(_REGISTRY)}") from None
+
+
+def find(name: str) -> MethodSpec | None:
+    """The spec of method ``name``, or None (e.g. 'base' in an eval.json)."""
+    return _REGISTRY.get(name)
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    """Add a method (a name already registered is an error)."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"method {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name)
+
+
+@contextlib.contextmanager
+def registered(spec: MethodSpec) -> Iterator[MethodSpec]:
+    """``with registered(MethodSpec(...)):`` the method exists inside the block only (for tests)."""
+    register(spec)
+    try:
+        yield spec
+    finally:
+        unregister(spec.name)

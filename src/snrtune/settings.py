@@ -1,0 +1,238 @@
+"""Typed training settings: src/snrtune/data/train_defaults.yaml, then the method's overrides
+(snrtune.method_registry), then the user's --config YAML, then the command line (--seed, --max-steps).
+
+Every value is checked for its type and range before anything is loaded; an error is one line naming
+where the value came from and the key:
+    training config config/x.yaml: key 'learning_rate': expected a positive number, got '-1'
+A number written in a string is converted where a float is expected (PyYAML reads ``2e-4``, without a
+dot, as the string '2e-4'); integers and booleans are never converted (``4.0`` or ``true`` where an
+integer is expected is an error). docs/training.md documents every key.
+
+Light: no torch or transformers at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from snrtune.errors import SnrtuneError
+
+DEFAULTS = "src/snrtune/data/train_defaults.yaml"
+FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class _Invalid(Exception):
+    """A value that fails its check; the message is what was expected."""
+
+
+# --- checks: each takes the value and returns it (converted) or raises _Invalid("expected …") ---------------
+
+def _integer(minimum: int) -> Callable[[Any], int]:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise _Invalid(f"expected an integer >= {minimum}")
+        return value
+    return check
+
+
+def _number(minimum: float, maximum: float | None = None, low_open: bool = False, high_open: bool = True,
+            words: str | None = None) -> Callable[[Any], float]:
+    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+    expected = words or (f"expected a number in {lo}{minimum:g}, {maximum:g}{hi}" if maximum is not None
+                         else f"expected a number {'>' if low_open else '>='} {minimum:g}")
+
+    def check(value):
+        if isinstance(value, str) and FLOAT_TEXT.match(value.strip()):
+            value = float(value)  # '2e-4': PyYAML's reading of 2e-4 (YAML 1.1 wants a dot in a float)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _Invalid(expected)
+        value = float(value)
+        too_low = value <= minimum if low_open else value < minimum
+        too_high = maximum is not None and (value >= maximum if high_open else value > maximum)
+        if too_low or too_high:
+            raise _Invalid(expected)
+        return value
+    return check
+
+
+def _positive() -> Callable[[Any], float]:
+    return _number(0, low_open=True, words="expected a positive number")
+
+
+def _boolean(value):
+    if not isinstance(value, bool):
+        raise _Invalid("expected true or false")
+    return value
+
+
+def _text(value):
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid("expected a non-empty string")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def check(value):
+        if value not in allowed:
+            raise _Invalid(f"expected one of {', '.join(allowed)}")
+        return value
+    return check
+
+
+def _optional(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def check(value):
+        if value is None:
+            return None
+        try:
+            return inner(value)
+        except _Invalid as exc:
+            raise _Invalid(f"expected null or {str(exc).removeprefix('expected ')}") from None
+    return check
+
+
+def _path_or_mapping(value):
+    if value is not None and not isinstance(value, (str, dict)):
+        raise _Invalid("expected null, a file path or a mapping")
+    return value
+
+
+def _scheduler(value):
+    from transformers.trainer_utils import SchedulerType
+
+    return _choice(*(s.value for s in SchedulerType))(value)
+
+
+def _optimizer(value):
+    from transformers.training_args import OptimizerNames
+
+    return _choice(*(o.value for o in OptimizerNames))(value)
+
+
+# --- the settings -------------------------------------------------------------------------------------------
+
+def _field(check: Callable[[Any], Any]):
+    return dataclasses.field(metadata={"check": check})
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Every training setting (the keys of train_defaults.yaml), checked. metrics.json records ``as_dict()``."""
+
+    # optimisation
+    learning_rate: float = _field(_positive())
+    lr_scheduler_type: str = _field(_scheduler)
+    warmup_steps: int = _field(_integer(0))
+    optim: str = _field(_optimizer)
+    adam_beta1: float = _field(_number(0, 1))
+    adam_beta2: float = _field(_number(0, 1))
+    adam_epsilon: float = _field(_positive())
+    weight_decay: float = _field(_number(0))
+    max_grad_norm: float = _field(_number(0))
+    per_device_train_batch_size: int = _field(_integer(1))
+    per_device_eval_batch_size: int = _field(_integer(1))
+    gradient_accumulation_steps: int = _field(_integer(1))
+    num_epochs: float = _field(_positive())
+    max_steps: int | None = _field(_optional(_integer(1)))
+    seed: int = _field(_integer(0))
+    gradient_checkpointing: bool = _field(_boolean)
+    # data
+    dataset_format: str = _field(_choice("auto", "alpaca", "sharegpt", "messages"))
+    dataset_split: str = _field(_text)
+    chat_template: str | None = _field(_optional(_text))
+    max_seq_length: int = _field(_integer(1))
+    loss_on: str = _field(_choice("responses", "all"))
+    packing: bool = _field(_boolean)
+    val_fraction: float = _field(_number(0, 1))
+    eval_steps: int | None = _field(_optional(_integer(1)))
+    # logging and checkpoints
+    logging_steps: int = _field(_integer(1))
+    save_steps: int = _field(_integer(1))
+    save_total_limit: int | None = _field(_optional(_integer(1)))
+    # LoRA / QLoRA / laser-QLoRA
+    lora_r: int = _field(_integer(1))
+    lora_alpha: float = _field(_positive())
+    lora_dropout: float = _field(_number(0, 1))
+    # DPO
+    dpo_beta: float = _field(_positive())
+    # multi-GPU
+    ddp_backend: str | None = _field(_optional(_text))
+    deepspeed: str | dict | None = _field(_path_or_mapping)
+    fsdp: str | None = _field(_optional(_text))
+    fsdp_config: str | dict | None = _field(_path_or_mapping)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+KEYS = tuple(f.name for f in dataclasses.fields(TrainingSettings))
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, bool) or value is None:
+        return f"'{yaml.safe_dump(value).splitlines()[0]}'"
+    return f"'{value}'"
+
+
+def default_values() -> dict[str, Any]:
+    """train_defaults.yaml as parsed (unchecked)."""
+    text = importlib.resources.files("snrtune").joinpath("data/train_defaults.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def build(layers: list[tuple[str, Mapping[str, Any] | None]]) -> TrainingSettings:
+    """Settings from (origin, values) layers, later ones overriding earlier ones; the first must set every key.
+
+    ``origin`` names where the values came from, for error messages ("training config config/x.yaml").
+    """
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for where, layer in layers:
+        if layer is None:
+            continue
+        if not isinstance(layer, Mapping):
+            raise SnrtuneError(f"{where}: expected a mapping of keys to values, got {type(layer).__name__}")
+        unknown = sorted(set(layer) - set(KEYS))
+        if unknown:
+            raise SnrtuneError(f"{where}: unknown key(s) {unknown}; expected keys of {DEFAULTS}")
+        values.update(layer)
+        origin.update({key: where for key in layer})
+    missing = [key for key in KEYS if key not in values]
+    if missing:
+        raise SnrtuneError(f"training settings: no value for {missing}; expected every key of {DEFAULTS}")
+    checked = {}
+    for f in dataclasses.fields(TrainingSettings):
+        try:
+            checked[f.name] = f.metadata["check"](values[f.name])
+        except _Invalid as exc:
+            raise SnrtuneError(f"{origin[f.name]}: key {f.name!r}: {exc}, got {_shown(values[f.name])}") from None
+    return TrainingSettings(**checked)
+
+
+def load_settings(path: str | None = None, method_overrides: Mapping[str, Any] | None = None,
+                  method: str | None = None, **command_line: Any) -> TrainingSettings:
+    """Defaults < the method's overrides < the YAML at ``path`` < command-line values that are not None."""
+    from snrtune.artifacts import read_yaml
+
+    user = None
+    if path:
+        try:
+            user = read_yaml(path)
+        except FileNotFoundError:
+            raise SnrtuneError(f"training config {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise SnrtuneError(f"training config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        user = {} if user is None else user
+    given = {key: value for key, value in command_line.items() if value is not None}
+    return build([(f"training defaults {DEFAULTS}", default_values()),
+                  (f"method {method!r} training overrides", method_overrides or None),
+                  (f"training config {path}", user),
+                  ("command line", given or None)])

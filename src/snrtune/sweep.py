@@ -1,0 +1,95 @@
+"""`snrtune pick CANDIDATE_RUN... --out RUN_DIR`: the learning-rate sweep's choice.
+
+Every candidate is a finished `snrtune train` run of the same method, t and seed that differs only in its
+learning rate. The candidate with the lowest final held-out validation loss (``eval_loss`` in its
+metrics.json, never a test score) becomes RUN_DIR: its files are hard-linked (copied where links are not
+possible) and ``sweep.json`` records the whole table, so the report can show lr × validation loss with the
+chosen one marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from snrtune.artifacts import atomic_dir, read_json, write_json
+from snrtune.errors import SnrtuneError
+
+SWEEP_FILE = "sweep.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("candidates", nargs="+", help="finished run directories that differ only in learning rate")
+    parser.add_argument("--out", required=True, help="the run directory to create from the chosen candidate")
+
+
+def run(args: argparse.Namespace) -> int:
+    table = pick(args.candidates, args.out)
+    chosen = table["chosen"]
+    print(f"picked learning rate {chosen['learning_rate']:g} (validation loss {chosen['eval_loss']:.4f}) "
+          f"of {len(table['candidates'])} candidates → {args.out}")
+    return 0
+
+
+def final_eval_loss(metrics: dict) -> float | None:
+    """The last logged held-out validation loss of a run, or None when it has none (or it is not finite)."""
+    losses = metrics.get("eval_loss") or []
+    if not losses:
+        return None
+    value = float(losses[-1][1])
+    return value if math.isfinite(value) else None
+
+
+def candidate_row(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise SnrtuneError(f"sweep candidate {run_dir} has no metrics.json; expected a finished `snrtune train` run")
+    metrics = read_json(path)
+    return {"run_dir": str(run_dir), "id": metrics["run"]["id"], "learning_rate": float(metrics["config"]["learning_rate"]),
+            "eval_loss": final_eval_loss(metrics),
+            "final_train_loss": metrics["train_loss"][-1][1] if metrics.get("train_loss") else None}
+
+
+def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row with the lowest validation loss (ties: the smaller learning rate)."""
+    ids = {row["id"] for row in rows}
+    if len(ids) != 1:
+        raise SnrtuneError(f"sweep candidates belong to different runs {sorted(ids)}; expected one method, t and seed")
+    rates = [row["learning_rate"] for row in rows]
+    if len(set(rates)) != len(rates):
+        raise SnrtuneError(f"sweep candidates repeat a learning rate ({sorted(rates)}); expected one run per rate")
+    scored = [row for row in rows if row["eval_loss"] is not None]
+    if not scored:
+        raise SnrtuneError("no sweep candidate has a finite validation loss; the sweep needs held-out data "
+                           "(training config val_fraction > 0)")
+    return min(scored, key=lambda row: (row["eval_loss"], row["learning_rate"]))
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Hard-link every file of ``src`` into ``dst`` (copy where the file system refuses links)."""
+    for path in sorted(src.rglob("*")):
+        target = dst / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+
+
+def pick(candidates: list[str | os.PathLike], out: str | os.PathLike) -> dict[str, Any]:
+    """Write RUN_DIR from the best candidate; returns the sweep table written to its sweep.json."""
+    rows = sorted((candidate_row(Path(c)) for c in candidates), key=lambda row: row["learning_rate"])
+    chosen = choose(rows)
+    table = {"criterion": "lowest final held-out validation loss (eval_loss)",
+             "candidates": [{**row, "chosen": row is chosen} for row in rows], "chosen": chosen}
+    with atomic_dir(out) as tmp:
+        link_tree(Path(chosen["run_dir"]), tmp)
+        write_json(tmp / SWEEP_FILE, table)
+    return table

@@ -1,0 +1,124 @@
+"""The method table: everything reads it, so a method added through the registry alone trains, merges,
+gets a run name and a report label; the schema's enum and the CLI's choices agree with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+import yaml
+from train_data import write_alpaca, write_config
+
+from snrtune import method_registry, naming
+from snrtune.cli import main
+from snrtune.errors import SnrtuneError
+from snrtune.merge import merge
+from snrtune.method_registry import MethodSpec, registered
+from snrtune.train import load_config, train
+
+torch.set_num_threads(1)  # two threads on a shared 2-core machine spin-wait: 100x slower small matmuls
+
+SCHEMA = Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def prepare_norms_only(model, settings, selection, match_params_of):
+    """A throwaway method: train the RMSNorm weights, nothing else."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.endswith("norm.weight"))
+    model.enable_input_require_grads()
+    return model, {}
+
+
+NORMS_ONLY = MethodSpec("norms-only", selection_kind=None, four_bit=False, is_adapter=False, merge="spectrum-delta",
+                        label="norms", prepare=prepare_norms_only, train_overrides={"lora_r": 4})
+
+
+def test_schema_enum_is_the_registry():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    methods = schema["properties"]["methods"]
+    assert tuple(methods["items"]["enum"]) == method_registry.names()
+    assert set(methods["default"]) <= set(method_registry.names())
+
+
+def test_cli_choices_are_the_registry(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "model", "--method", "dora", "--data", "d.jsonl", "--out", "r"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert all(repr(name) in err for name in method_registry.names())
+
+
+def test_builtin_specs_say_what_the_code_does():
+    spectrum, qlora, laser = (method_registry.get(n) for n in ("spectrum", "qlora", "laser-qlora"))
+    assert method_registry.selection_names() == ("spectrum", "laser-qlora")
+    assert spectrum.merge == "spectrum-delta" and not spectrum.four_bit
+    assert qlora.four_bit and qlora.is_adapter and qlora.merge == "adapter" and not qlora.needs_selection
+    assert laser.rank_matching and laser.selection_kind == "snr"
+    assert method_registry.get("full").merge == "full-copy"
+
+
+def test_unknown_method_is_one_line():
+    with pytest.raises(SnrtuneError, match=r"^method 'dora' is not one of spectrum, full, lora, qlora, laser-qlora$"):
+        method_registry.get("dora")
+
+
+def test_inconsistent_spec_is_refused():
+    with pytest.raises(ValueError, match="merge 'copy'"):
+        MethodSpec("x", None, False, False, "copy", "x", prepare_norms_only)
+    with pytest.raises(ValueError, match="is_adapter"):
+        MethodSpec("x", None, False, True, "full-copy", "x", prepare_norms_only)
+    with pytest.raises(ValueError, match="already registered"):
+        method_registry.register(MethodSpec("lora", None, False, True, "adapter", "lora", prepare_norms_only))
+
+
+def test_a_control_method_is_one_entry_with_its_run_names():
+    """The shape of issue 10's controls: the prepare function of spectrum, a random selection."""
+    spec = MethodSpec("spectrum-random", selection_kind="random", four_bit=False, is_adapter=False,
+                      merge="spectrum-delta", label="spectrum (random)", prepare="snrtune.methods:prepare_spectrum")
+    with registered(spec):
+        assert "spectrum-random" in method_registry.selection_names()
+        assert naming.run_name("spectrum-random", 25, 1) == "spectrum-random-t25-s1"
+        assert naming.parse_run("spectrum-random-t25-s1") == {"method": "spectrum-random", "top_percent": "25",
+                                                               "seed": 1}
+        assert naming.parse_run("spectrum-t25-s1")["method"] == "spectrum"
+        assert naming.variant_of({"method": "spectrum-random", "top_percent": 12.5}) == "spectrum (random)-t12.5"
+        assert spec.prepare_function().__name__ == "prepare_spectrum"
+    assert "spectrum-random" not in method_registry.names()
+
+
+def test_method_overrides_sit_between_defaults_and_the_users_file(tmp_path):
+    with registered(NORMS_ONLY):
+        assert load_config(None, method="norms-only").lora_r == 4
+        assert load_config(str(write_config(tmp_path / "c.yaml", lora_r=8)), method="norms-only").lora_r == 8
+    assert load_config(None, method="lora").lora_r == 32
+    bad = MethodSpec("bad-overrides", None, False, False, "full-copy", "bad", prepare_norms_only,
+                     train_overrides={"lora_r": 0})
+    with registered(bad), pytest.raises(SnrtuneError,
+                                        match=r"^method 'bad-overrides' training overrides: key 'lora_r': "):
+        load_config(None, method="bad-overrides")
+
+
+def test_a_method_added_through_the_registry_alone_trains_and_merges(tiny_llama, tmp_path):
+    data = write_alpaca(tmp_path / "data.jsonl")
+    config = write_config(tmp_path / "train.yaml", max_steps=3, val_fraction=0.0)
+    with registered(NORMS_ONLY):
+        metrics, trained = train(tiny_llama, "norms-only", data, tmp_path / "run", config=config)
+        identity = merge(tmp_path / "run", tiny_llama, tmp_path / "merged")
+    # tiny Llama: 4 layers × (input + post-attention norm) + the final norm, 64 each
+    assert metrics["trainable_params"] == 9 * 64 == metrics["details"]["optimizer_params"]
+    assert metrics["run"]["id"] == "tiny-llama/norms-only-s0" and metrics["config"]["lora_r"] == 4
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "metrics.json", "snrtune_run.json", "spectrum_delta.safetensors"]
+    assert "overlaid on the base" in identity["merge"]
+    base = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama).state_dict()
+    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged").state_dict()
+    changed = {name for name in base if not torch.equal(base[name], merged[name])}
+    assert changed and all(name.endswith("norm.weight") for name in changed)
+    for name, param in trained.named_parameters():
+        assert torch.equal(merged[name], param.detach()), name
+    assert json.loads((tmp_path / "merged" / "snrtune_run.json").read_text())["method"] == "norms-only"
+    with pytest.raises(SnrtuneError, match="norms-only"):  # gone with the block
+        method_registry.get("norms-only")

@@ -1,0 +1,86 @@
+"""The package's structure: no import cycles, the core never imports the workflow layer, the light
+modules Snakemake imports while parsing stay free of torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import snrtune
+
+PACKAGE = Path(snrtune.__file__).parent
+WORKFLOW_LAYER = "snrtune.workflow_config"
+
+
+def module_names() -> dict[str, Path]:
+    return {"snrtune." + path.stem if path.stem != "__init__" else "snrtune": path
+            for path in sorted(PACKAGE.glob("*.py"))}
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """snrtune modules that ``path`` imports anywhere (function-local imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}  # from snrtune import methods
+    return {name for name in found if name in known and name != "snrtune"}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = module_names()
+    return {name: imports_of(path, set(modules)) - {name} for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_graph_sees_function_local_imports():
+    graph = import_graph()
+    assert "snrtune.plots" in graph["snrtune.report"]  # imported inside build_report
+    assert "snrtune.sft_data" in graph["snrtune.train"]  # imported inside functions only
+    assert {"snrtune.params", "snrtune.scan"} <= graph["snrtune.fetch"]
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycles():
+    assert find_cycle(import_graph()) is None
+
+
+def test_no_core_module_imports_the_workflow_layer():
+    importers = sorted(name for name, deps in import_graph().items() if WORKFLOW_LAYER in deps)
+    assert importers == []
+
+
+def test_modules_snakemake_imports_while_parsing_load_no_torch():
+    code = ("import sys; import snrtune.workflow_config, snrtune.method_registry, snrtune.naming, snrtune.settings; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
