@@ -225,6 +225,27 @@ def test_runs_that_cannot_be_paired_are_not_tested_and_name_no_winner(tmp_path):
     assert "no winner is named" in (out / "summary.md").read_text()
 
 
+def test_a_control_method_of_the_registry_is_compared_with_its_snr_selection(tmp_path, monkeypatch):
+    """A registered method with selection_kind "random" (no kind in the run or its metrics, a name that does not
+    say it) is recognised as the control of the SNR selection at the same t."""
+    from snrtune import method_registry
+
+    spec = method_registry.MethodSpec("spectrum-control", selection_kind="random", four_bit=False, is_adapter=False,
+                                      merge="spectrum-delta", label="spectrum-random",
+                                      prepare="snrtune.methods:prepare_spectrum")
+    monkeypatch.setitem(method_registry._REGISTRY, "spectrum-control", spec)
+    res = Results(tmp_path / "results")
+    res.add("m", "spectrum", bernoulli(0.8, 60, 1), t=25, seed=0)
+    res.add("m", "spectrum-control", bernoulli(0.3, 60, 2), t=25, seed=0)
+    out = build_report(tmp_path / "results", tmp_path / "report", resamples=1000)
+    runs = pd.read_csv(out / "runs.csv")
+    assert set(runs.variant) == {"spectrum-t25", "spectrum-random-t25"}
+    assert set(runs[runs.method == "spectrum-control"].selection_kind) == {"random"}
+    row = _row(pd.read_csv(out / "comparisons.csv"), variant="spectrum-t25", reference="spectrum-random-t25")
+    assert "SNR vs control" in row.why and row.p_holm < 0.01
+    assert "the SNR selection is significantly better" in (out / "summary.md").read_text()
+
+
 def test_pareto_front():
     x, y = [1.0, 2.0, 3.0, 2.5], [0.5, 0.7, 0.9, 0.6]
     assert list(pareto_front(x, y, True)) == [0, 1, 2]

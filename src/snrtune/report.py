@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from snrtune import naming, stats
+from snrtune import method_registry, naming, stats
 from snrtune.artifact_names import COMPARISONS_TABLE, REPORT_PAGE, RUNS_TABLE, SCORES_TABLE, SUMMARY
 from snrtune.artifacts import atomic_dir
 from snrtune.errors import SnrtuneError
@@ -89,8 +89,12 @@ CONTROLS = ("random", "lowest")  # selection controls: as many modules per type 
 
 def selection_kind(run: dict, metrics: dict | None = None) -> str | None:
     """``snr``, ``random`` or ``lowest`` for a run that trains a selection (None otherwise): from the run
-    identity's ``selection_kind``, the selection summary in metrics.json, or a method named ``spectrum-random``."""
+    identity's ``selection_kind``, the selection summary in metrics.json, the method registry's
+    ``selection_kind``, or a method named like ``spectrum-random``."""
     kind = run.get("selection_kind") or ((metrics or {}).get("selection") or {}).get("selection")
+    spec = method_registry.find(run["method"])
+    if not kind and spec is not None and spec.selection_kind in CONTROLS:
+        kind = spec.selection_kind
     if not kind:
         kind = next((c for c in CONTROLS if run["method"].endswith("-" + c)), None)
     if not kind and run.get("top_percent") is not None:
