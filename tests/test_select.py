@@ -5,7 +5,7 @@ import yaml
 
 from snrtune.cli import main
 from snrtune.errors import SnrtuneError
-from snrtune.select import select, spectrum_reference_yaml
+from snrtune.select import control_selection, select, spectrum_reference_yaml
 
 
 def fake_scan(snrs: dict[str, list[float]], tied: bool = True) -> dict:
@@ -158,3 +158,91 @@ def test_entries_without_a_finite_snr_are_never_ranked():
     assert "- model.layers.0.self_attn.q_proj\n" not in text and stats["trainable_params"] > 0
     budget = select(scan, budget_params=10_000)
     assert "model.layers.0.self_attn.q_proj" not in [m["name"] for m in budget["modules"]]
+
+
+# --- controls: random and lowest-SNR selections at equal parameters ------------------------------------------
+
+def _per_type(selection):
+    from collections import Counter
+
+    return Counter(m["type"] for m in selection["modules"])
+
+
+@pytest.mark.parametrize("t", [25, 50])
+def test_random_control_mirrors_per_type_counts_and_parameters(t):
+    scan = fake_scan(SNRS)
+    snr = select(scan, top_percent=t, include=["lm_head"])
+    control = control_selection(scan, snr, "random", seed=0)
+    assert _per_type(control) == _per_type(snr)
+    assert control["trainable_params"] == snr["trainable_params"]
+    assert control["selection"] == "random" and control["seed"] == 0 and snr["selection"] == "snr"
+    assert control["mirrors"]["top_percent"] == t and control["mirrors"]["trainable_params"] == snr["trainable_params"]
+    assert r"^model\.embed_tokens\." in control["unfrozen_parameters"]  # included whole matrices are kept
+
+
+def test_random_control_depends_on_its_seed_only():
+    scan = fake_scan({"self_attn.q_proj": [0.1] * 4, "mlp.up_proj": [0.2] * 4})
+    scan = {**scan, "modules": [dict(m) for m in scan["modules"]]}
+    snr = select(scan, top_percent=50)
+    picks = {seed: [m["name"] for m in control_selection(scan, snr, "random", seed=seed)["modules"]]
+             for seed in range(8)}
+    assert picks[3] == [m["name"] for m in control_selection(scan, snr, "random", seed=3)["modules"]]
+    assert len({tuple(sorted(p)) for p in picks.values()}) > 1  # 6 × 6 possible selections: seeds differ
+
+
+def test_lowest_control_takes_the_lowest_snr_modules():
+    scan = fake_scan(SNRS)
+    control = control_selection(scan, select(scan, top_percent=25), "lowest")
+    assert sorted(m["name"] for m in control["modules"]) == ["model.layers.0.mlp.up_proj",
+                                                             "model.layers.0.self_attn.q_proj"]
+    assert control["selection"] == "lowest" and control["seed"] is None
+
+
+def test_control_of_unequal_module_sizes_beyond_one_percent_is_an_error():
+    scan = fake_scan(SNRS)
+    scan["parameters"]["model.layers.0.mlp.up_proj.weight"] = [60, 4]  # one up_proj 10× the others
+    snr = select(scan, top_percent=25)  # up_proj of layer 2 (24 parameters)
+    with pytest.raises(SnrtuneError, match="more than 1% apart"):
+        control_selection(scan, snr, "lowest")  # the lowest-SNR up_proj is the big one
+
+
+def test_cli_random_control_yaml(tmp_path, capsys):
+    import json
+
+    (tmp_path / "snr.json").write_text(json.dumps(fake_scan(SNRS)))
+    out = tmp_path / "t50-random-s1.yaml"
+    assert main(["select", str(tmp_path / "snr.json"), "--top-percent", "50", "--random", "--seed", "1",
+                 "--out", str(out)]) == 0
+    data = yaml.safe_load(out.read_text())
+    assert data["selection"] == "random" and data["seed"] == 1 and data["trainable_params"] == 128
+    assert data["mirrors"]["top_percent"] == 50 and len(data["mirrors"]["modules"]) == 4
+    assert main(["select", str(tmp_path / "snr.json"), "--top-percent", "50", "--random", "--compat", "spectrum",
+                 "--out", str(tmp_path / "x.yaml")]) == 2
+    assert "--compat spectrum" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
+
+
+@pytest.mark.slow
+def test_random_control_parameters_equal_spectrum_on_smollm2(smollm2_dir, tmp_path):
+    from snrtune.scan import load_scan, scan
+
+    scan(smollm2_dir, tmp_path / "snr.json")
+    result = load_scan(tmp_path / "snr.json")
+    for t in (25, 50):
+        snr = select(result, top_percent=t)
+        for seed in (0, 1):
+            control = control_selection(result, snr, "random", seed=seed)
+            assert control["trainable_params"] == snr["trainable_params"]  # equal shapes per type: exact
+            assert _per_type(control) == _per_type(snr)
+        assert control["modules"] != control_selection(result, snr, "random", seed=0)["modules"]
+        assert control_selection(result, snr, "lowest")["trainable_params"] == snr["trainable_params"]
+
+
+def test_random_control_parameters_equal_spectrum_on_a_tiny_models_scan(tiny_llama, tmp_path):
+    from snrtune.scan import load_scan, scan
+
+    scan(tiny_llama, tmp_path / "snr.json")
+    result = load_scan(tmp_path / "snr.json")
+    for t in (25, 50):
+        snr = select(result, top_percent=t)
+        control = control_selection(result, snr, "random", seed=0)
+        assert control["trainable_params"] == snr["trainable_params"] and _per_type(control) == _per_type(snr)

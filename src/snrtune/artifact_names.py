@@ -17,5 +17,7 @@ COMPAT_STATS_SUFFIX = ".stats.json"
 
 # the report directory (from `snrtune report`)
 RUNS_TABLE = "runs.csv"
+SCORES_TABLE = "scores.csv"  # per model × variant × task: mean over seeds and its 95% CI
+COMPARISONS_TABLE = "comparisons.csv"  # the paired comparisons on the target task
 SUMMARY = "summary.md"
 REPORT_PAGE = "report.html"

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from snrtune.artifact_names import RUN_FILE
-from snrtune.artifacts import read_json, write_json
+from snrtune.artifacts import atomic_file, read_json, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import load_source_info
 from snrtune.record import Stopwatch, run_record
@@ -54,7 +54,10 @@ def add_arguments(parser) -> None:
                         help="format prompts with the tokenizer's chat template (instruct models)")
     parser.add_argument("--include-path", action="append", default=[],
                         help="a directory of extra lm-eval task YAMLs (repeatable)")
-    parser.add_argument("--log-samples", action="store_true", help="also store per-document outputs")
+    parser.add_argument("--log-samples", action="store_true",
+                        help="keep per-example scores: compact (doc_id, value) lists in eval.json under "
+                             "'per_example' (for the report's confidence intervals and paired tests), and "
+                             "lm-eval's full per-document records in OUT's .samples.jsonl sibling")
     parser.add_argument("--run-json", default=None,
                         help="the run identity (default: MODEL_DIR/snrtune_run.json, else a base model)")
     parser.add_argument("--seed", type=int, default=1234, help="seed for python, numpy, torch and few-shot sampling")
@@ -231,13 +234,90 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(text, parse_constant=lambda _: None)
 
 
+# --- per-example scores -----------------------------------------------------------------------------------
+
+def _aggregations(values: list) -> tuple[str, ...]:
+    """How per-example values could make the task score: a number → its mean; a (loglikelihood, count) pair →
+    a corpus-level ratio (lm-eval's weighted_perplexity or bits_per_byte)."""
+    if all(isinstance(v, (int, float)) for v in values):  # bools too (an exact match)
+        return ("mean",)
+    if all(isinstance(v, list) and len(v) == 2 and all(_number(x) is not None for x in v) for v in values):
+        return ("weighted_perplexity", "bits_per_byte")
+    return ()
+
+
+def _matches(values: list, aggregation: str, reported: float | None) -> bool:
+    from snrtune.stats import corpus_metric
+
+    if reported is None or any(v is None for v in values):
+        return False
+    import numpy as np
+
+    data = [float(v) for v in values] if aggregation == "mean" else values
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        mine = float(corpus_metric(data, aggregation, axis=0))
+    return math.isfinite(mine) and math.isclose(mine, reported, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def per_example_scores(samples: dict, results: dict) -> dict:
+    """lm-eval's logged samples, kept compactly: per task, the sorted ``doc_ids`` and, per metric, its
+    ``aggregation`` and one ``values`` entry per doc id (a number, or a [loglikelihood, words|bytes] pair).
+
+    A metric is kept only when its values reproduce the task score in ``results`` (the mean, or the corpus
+    ratio for perplexities), so the report can recompute every score it bootstraps; other metrics (e.g. an
+    F1 over the whole corpus) are left out and the report falls back to lm-eval's standard error.
+    """
+    out = {}
+    for task, records in samples.items():
+        by_metric: dict[str, dict[int, Any]] = {}
+        for rec in records:
+            filt = rec.get("filter", "none")
+            for metric in rec.get("metrics", []):
+                name = metric if filt == "none" else f"{metric}/{filt}"
+                by_metric.setdefault(name, {})[int(rec["doc_id"])] = rec.get(metric)
+        doc_ids = sorted({d for values in by_metric.values() for d in values})
+        metrics = {}
+        for name, values in by_metric.items():
+            if sorted(values) != doc_ids:
+                continue
+            column = [values[d] for d in doc_ids]
+            reported = results.get(task, {}).get(name)
+            agg = next((a for a in _aggregations(column) if _matches(column, a, reported)), None)
+            if agg:
+                metrics[name] = {"aggregation": agg,
+                                 "values": [float(v) for v in column] if agg == "mean" else column}
+        if metrics:
+            out[task] = {"doc_ids": doc_ids, "metrics": metrics}
+    return out
+
+
+def samples_path(out: str | os.PathLike) -> Path:
+    """Where --log-samples puts lm-eval's full records: eval.json → eval.samples.jsonl."""
+    out = Path(out)
+    return out.with_name((out.name[: -len(out.suffix)] if out.suffix else out.name) + ".samples.jsonl")
+
+
+def write_eval(out: str | os.PathLike, record: dict) -> None:
+    """eval.json (without the full samples) and, when the record has them, the .samples.jsonl sibling (one
+    line per task × document: {"task": …, lm-eval's record}); both atomically."""
+    record = dict(record)
+    samples = record.pop("samples", None)
+    if samples is not None:
+        with atomic_file(samples_path(out)) as handle:
+            for task, records in samples.items():
+                for rec in records:
+                    handle.write(json.dumps({"task": task, **rec}, allow_nan=False) + "\n")
+    write_json(out, record)
+
+
 # --- the step ---------------------------------------------------------------------------------------------
 
 def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[str, int | None] | None = None,
                    limit: int | float | None = None, batch_size: int | str = 16, device: str = "cpu",
                    dtype: str = "float32", apply_chat_template: bool = False, include_paths: list[str] = (),
                    log_samples: bool = False, run_json: str | None = None, seed: int = 1234) -> dict:
-    """Evaluate ``model_dir`` on ``tasks``; returns the eval.json record (see docs/artifacts.md)."""
+    """Evaluate ``model_dir`` on ``tasks``; returns the eval.json record (see docs/artifacts.md), with
+    ``log_samples`` also ``per_example`` and lm-eval's full ``samples`` (which write_eval puts beside it)."""
     import lm_eval
 
     stopwatch = Stopwatch()
@@ -270,7 +350,9 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
     record = run_record(stopwatch, run=run, results=results, higher_is_better=higher, config=config,
                         model_form=model_form, model_dir=str(model_dir))
     if log_samples:
-        record["samples"] = _jsonable(raw.get("samples", {}))
+        samples = _jsonable(raw.get("samples", {}))
+        record["per_example"] = per_example_scores(samples, results)
+        record["samples"] = samples  # written beside eval.json by write_eval, not into it
     return record
 
 
@@ -282,9 +364,10 @@ def run(args) -> int:
         apply_chat_template=args.apply_chat_template, include_paths=args.include_path,
         log_samples=args.log_samples, run_json=args.run_json, seed=args.seed,
     )
-    write_json(args.out, record)
+    write_eval(args.out, record)
     for task, metrics in record["results"].items():
         shown = ", ".join(f"{m}={v:.4g}" for m, v in metrics.items() if not m.endswith("_stderr") and v is not None)
         print(f"{task}: {shown}")
-    print(f"wrote {args.out} ({record['wall_time_s']:.1f} s)")
+    extra = f" and {samples_path(args.out)}" if "samples" in record else ""
+    print(f"wrote {args.out}{extra} ({record['wall_time_s']:.1f} s)")
     return 0

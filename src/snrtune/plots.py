@@ -1,7 +1,7 @@
 """The report's plots (seaborn on matplotlib's Agg backend), each written as a PNG.
 
-Plain data in (the report's tables and the artifacts it found, the variants in display order); this
-module does not import snrtune.report.
+Every function takes plain data (DataFrames, dicts, lists) and writes one file; nothing here reads results or
+imports the report. Score plots are per model: the report calls write_model_plots once per model.
 """
 
 from __future__ import annotations
@@ -16,15 +16,28 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from snrtune.naming import format_t, variant_of  # noqa: E402
+from snrtune.naming import format_t  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 
 
 def palette(order: list[str]) -> dict:
-    """A colour per variant, in ``order``; the base model grey."""
+    """A colour per variant, in the given order; the base model grey."""
     colors = sns.color_palette("tab10", n_colors=max(len(order), 1))
     return {v: ("#555555" if v == "base" else colors[i % len(colors)]) for i, v in enumerate(order)}
+
+
+def _labels(frame: pd.DataFrame, variants) -> list[str]:
+    """Display names: a variant whose ``learned`` is False in ``frame`` reads "NAME (did not learn)"."""
+    failed = set(frame.loc[frame["learned"] == False, "variant"]) if "learned" in frame else set()  # noqa: E712
+    return [f"{v} (did not learn)" if v in failed else v for v in variants]
+
+
+def _errors(frame: pd.DataFrame) -> np.ndarray:
+    """Asymmetric error bars (2 × n) from the ci_low/ci_high columns; 0 where there is no interval."""
+    low = (frame["score"] - frame["ci_low"]).fillna(0).clip(lower=0)
+    high = (frame["ci_high"] - frame["score"]).fillna(0).clip(lower=0)
+    return np.vstack([low.to_numpy(), high.to_numpy()])
 
 
 def _save(fig, folder: Path, name: str) -> str:
@@ -61,7 +74,11 @@ def snr_heatmap(snr: dict, selection: dict | None, folder: Path, name: str) -> s
             if layer in grid.index and mtype in grid.columns:
                 y, x = grid.index.get_loc(layer), grid.columns.get_loc(mtype)
                 ax.add_patch(plt.Rectangle((x + 0.06, y + 0.06), 0.88, 0.88, fill=False, ec="#ff4f00", lw=2))
-        title = (f"{snr.get('model', '')}: SNR per module, top {selection.get('top_percent')}% selected "
+        kind = selection.get("selection", "snr")
+        what = {"random": f"random control (seed {selection.get('seed')}) of the top {selection.get('top_percent')}%",
+                "lowest": f"lowest-SNR control of the top {selection.get('top_percent')}%"}.get(
+            kind, f"top {selection.get('top_percent')}%")
+        title = (f"{snr.get('model', '')}: SNR per module, {what} selected "
                  f"(orange boxes, {len(chosen)} modules, {selection.get('trainable_params', 0) / 1e6:.1f}M params)")
     else:
         title = f"{snr.get('model', '')}: SNR per module"
@@ -75,27 +92,31 @@ def snr_heatmap(snr: dict, selection: dict | None, folder: Path, name: str) -> s
 
 # --- scores -----------------------------------------------------------------------------------------------
 
-def score_bars(agg: pd.DataFrame, tasks: list[str], folder: Path, colors: dict) -> str:
-    order = [v for v in colors if v in set(agg.variant)]  # colors is in display order
+def score_bars(agg: pd.DataFrame, tasks: list[str], folder: Path, name: str, colors: dict, order: list[str],
+               title: str) -> str:
+    """One model's score per variant and task (bars from 0, 95 % CI whiskers, base model dashed)."""
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 + 2.6 * len(tasks), 0.45 * len(order) + 2.4), squeeze=False,
                              layout="constrained")
     for ax, task in zip(axes[0], tasks):
         sub = agg[agg.task == task].set_index("variant").reindex([v for v in order if v in set(agg.variant)])
         sub = sub.dropna(subset=["score"])
+        if sub.empty:
+            ax.set_visible(False)
+            continue
         y = np.arange(len(sub))
-        ax.barh(y, sub["score"], xerr=sub["stderr"].fillna(0), color=[colors[v] for v in sub.index],
-                capsize=3, height=0.7)
-        ax.set_yticks(y, sub.index if ax is axes[0][0] else [""] * len(sub))
+        err = _errors(sub)
+        ax.barh(y, sub["score"], xerr=err, color=[colors[v] for v in sub.index], capsize=3, height=0.7)
+        ax.set_yticks(y, _labels(agg, sub.index) if ax is axes[0][0] else [""] * len(sub))
         ax.invert_yaxis()
         arrow = "↑" if bool(sub["higher_is_better"].iloc[0]) else "↓ (lower is better)"
         ax.set_title(f"{task}\n{sub['metric'].iloc[0]} {arrow}", fontsize=10)
         if "base" in sub.index:
             ax.axvline(sub.loc["base", "score"], color="#555555", ls="--", lw=1)
-        for yi, value, err in zip(y, sub["score"], sub["stderr"].fillna(0)):
-            ax.text(value + err, yi, f"  {value:.4g}", va="center", fontsize=8)
-        ax.set_xlim(0, (sub["score"] + sub["stderr"].fillna(0)).max() * 1.3 or 1)  # bars from 0: honest lengths
-    fig.suptitle("Score per method (mean ± standard error; dashed: base model)")
-    return _save(fig, folder, "scores.png")
+        for yi, value, up in zip(y, sub["score"], err[1]):
+            ax.text(value + up, yi, f"  {value:.4g}", va="center", fontsize=8)
+        ax.set_xlim(0, float((sub["score"] + err[1]).max()) * 1.3 or 1)  # bars from 0: honest lengths
+    fig.suptitle(title)
+    return _save(fig, folder, name)
 
 
 def pareto_front(x: np.ndarray, y: np.ndarray, higher_is_better: bool) -> np.ndarray:
@@ -137,11 +158,11 @@ def annotate_points(ax, names, x, y) -> None:
                         arrowprops=dict(arrowstyle="-", lw=0.5, color="#777777") if k else None)
 
 
-def quality_vs_cost(runs: pd.DataFrame, agg: pd.DataFrame, target: str, folder: Path, colors: dict) -> str | None:
+def quality_vs_cost(agg: pd.DataFrame, cost: pd.DataFrame, target: str, folder: Path, name: str,
+                    colors: dict, title: str) -> str | None:
+    """One model's target score against cost (``cost``: per variant, peak memory, training time, parameters)."""
     sub = agg[(agg.task == target) & (agg.variant != "base")].set_index("variant")
-    cost = runs.drop_duplicates("run").groupby("variant")[
-        ["peak_memory_bytes", "train_wall_time_s", "trainable_params"]].mean()
-    sub = sub.join(cost, how="inner")
+    sub = sub.join(cost[["peak_memory_bytes", "train_wall_time_s", "trainable_params"]], how="inner")
     if sub.empty:
         return None
     hib, metric = bool(sub["higher_is_better"].iloc[0]), sub["metric"].iloc[0]
@@ -156,9 +177,10 @@ def quality_vs_cost(runs: pd.DataFrame, agg: pd.DataFrame, target: str, folder: 
         x, y = data[col].to_numpy() / scale, data["score"].to_numpy()
         front = pareto_front(x, y, hib)
         ax.plot(x[front], y[front], color="#999999", lw=1.5, ls="--", zorder=1, label="Pareto front")
-        for v, xi, yi, err in zip(data.index, x, y, data["stderr"].fillna(0)):
-            ax.errorbar(xi, yi, yerr=err, fmt="o", color=colors[v], ms=8, capsize=3, zorder=2)
-        annotate_points(ax, data.index, x, y)
+        err = _errors(data)
+        for i, (v, xi, yi) in enumerate(zip(data.index, x, y)):
+            ax.errorbar(xi, yi, yerr=err[:, i:i + 1], fmt="o", color=colors[v], ms=8, capsize=3, zorder=2)
+        annotate_points(ax, _labels(agg, data.index), x, y)
         base = agg[(agg.task == target) & (agg.variant == "base")]
         if not base.empty:
             ax.axhline(base["score"].iloc[0], color="#555555", ls=":", lw=1, label="base model")
@@ -168,22 +190,17 @@ def quality_vs_cost(runs: pd.DataFrame, agg: pd.DataFrame, target: str, folder: 
     visible = [ax for ax in axes if ax.get_visible()]
     if visible:
         visible[0].legend(loc="best", fontsize=8)
-    fig.suptitle(f"Quality against cost ({'up' if hib else 'down'} and left is better)")
-    return _save(fig, folder, "quality_vs_cost.png")
+    fig.suptitle(f"{title}: quality against cost ({'up' if hib else 'down'} and left is better; 95% CI)")
+    return _save(fig, folder, name)
 
 
 # --- loss curves ------------------------------------------------------------------------------------------
 
-def loss_curves(found: dict, folder: Path, colors: dict) -> str | None:
-    rows = []
-    for m in found["metrics"]:
-        for kind in ("train_loss", "eval_loss"):
-            for step, loss in m.get(kind) or []:
-                rows.append({"variant": variant_of(m["run"]), "seed": m["run"].get("seed"), "step": step,
-                             "loss": loss, "kind": kind.replace("_", " ")})
-    frame = pd.DataFrame(rows)
+def loss_curves(frame: pd.DataFrame, folder: Path, name: str, colors: dict, title: str) -> str | None:
+    """Training and evaluation loss, one line per variant and seed (``frame``: variant, seed, step, loss, kind)."""
     if frame.empty:
         return None
+    frame = frame.assign(seed=frame["seed"].astype(str))
     kinds = [k for k in ("train loss", "eval loss") if k in set(frame.kind)]
     fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.2), squeeze=False, layout="constrained")
     for ax, kind in zip(axes[0], kinds):
@@ -191,13 +208,14 @@ def loss_curves(found: dict, folder: Path, colors: dict) -> str | None:
                      palette=colors, ax=ax, marker="o" if kind == "eval loss" else None, lw=1.4)
         ax.set_title(kind)
         ax.legend(fontsize=8, title=None)
-    fig.suptitle("Training and evaluation loss (one line per seed)")
-    return _save(fig, folder, "loss_curves.png")
+    fig.suptitle(f"{title}: training and evaluation loss (one line per seed)")
+    return _save(fig, folder, name)
 
 
 # --- gain against forgetting ------------------------------------------------------------------------------
 
-def gain_vs_forgetting(agg: pd.DataFrame, target: str, tasks: list[str], folder: Path, colors: dict) -> str | None:
+def gain_vs_forgetting(agg: pd.DataFrame, target: str, tasks: list[str], folder: Path, name: str, colors: dict,
+                       title: str) -> str | None:
     others = [t for t in tasks if t != target]
     gain = agg[(agg.task == target) & (agg.variant != "base")].set_index("variant")["delta_vs_base"]
     if gain.dropna().empty or not others:
@@ -212,41 +230,63 @@ def gain_vs_forgetting(agg: pd.DataFrame, target: str, tasks: list[str], folder:
         hib = bool(sub["higher_is_better"].iloc[0])
         for v, row in both.iterrows():
             ax.scatter(row.delta_vs_base, row.gain, color=colors[v], s=70, zorder=2)
-        annotate_points(ax, both.index, both["delta_vs_base"], both["gain"])
+        annotate_points(ax, _labels(agg, both.index), both["delta_vs_base"], both["gain"])
         ax.axvline(0, color="#555555", lw=1)
         ax.axhline(0, color="#555555", lw=1)
         ax.set_xlabel(f"change in {task} {sub['metric'].iloc[0]} vs base\n"
                       f"({'left' if hib else 'right'} = forgot more)")
         ax.set_ylabel(f"gain on {target} vs base")
         ax.margins(0.25)
-    fig.suptitle("What the gain on the target task cost in retention")
-    return _save(fig, folder, "gain_vs_forgetting.png")
+    fig.suptitle(f"{title}: what the gain on the target task cost in retention")
+    return _save(fig, folder, name)
 
 
 # --- all --------------------------------------------------------------------------------------------------
 
-def write_all(folder: Path, runs: pd.DataFrame, agg: pd.DataFrame, found: dict, target: str,
-              tasks: list[str], order: list[str]) -> list[tuple[str, str]]:
-    """Write every plot that the data allows; returns (file name, caption) pairs in reading order.
-
-    ``order``: every variant of ``agg`` and of the metrics in ``found``, in display order."""
-    colors = palette(order)
-    images = [(score_bars(agg, tasks, folder, colors), "Score per method and task")]
+def write_model_plots(folder: Path, slug: str, agg: pd.DataFrame, cost: pd.DataFrame, losses: pd.DataFrame,
+                      target: str, tasks: list[str], order: list[str]) -> list[tuple[str, str]]:
+    """One model's plots (its rows of the aggregated scores, its cost per variant, its losses); returns
+    (file name, caption) pairs in reading order. ``order``: the variants in display order."""
+    model = str(agg["model"].iloc[0]) if not agg.empty else slug
+    colors = palette(list(dict.fromkeys(list(order) + sorted(set(losses["variant"]) - set(order)))))
+    images = [(score_bars(agg, tasks, folder, f"scores_{slug}.png", colors, order,
+                          f"{model}: score per method (mean over seeds, 95% CI; dashed: base model)"),
+               f"{model}: score per method and task")]
     for name, caption in [
-        (quality_vs_cost(runs, agg, target, folder, colors), f"Quality on {target} against cost, with the Pareto front"),
-        (gain_vs_forgetting(agg, target, tasks, folder, colors),
-         "Gain on the target task against change on retention tasks"),
-        (loss_curves(found, folder, colors), "Training and evaluation loss"),
+        (quality_vs_cost(agg, cost, target, folder, f"quality_vs_cost_{slug}.png", colors, model),
+         f"{model}: quality on {target} against cost, with the Pareto front"),
+        (gain_vs_forgetting(agg, target, tasks, folder, f"gain_vs_forgetting_{slug}.png", colors, model),
+         f"{model}: gain on the target task against change on retention tasks"),
+        (loss_curves(losses, folder, f"loss_curves_{slug}.png", colors, model),
+         f"{model}: training and evaluation loss"),
     ]:
         if name:
             images.append((name, caption))
-    for snr in found["snr"]:
-        selections = [s for s in found["selection"] if s.get("model") in (None, snr.get("model"))]
-        selections.sort(key=lambda s: (s.get("top_percent") is None, s.get("top_percent") or 0))
-        for sel in selections or [None]:
-            tag = f"_t{format_t(sel['top_percent'])}" if sel and sel.get("top_percent") is not None else (
-                f"_{len(images)}" if sel else "")
+    return images
+
+
+def selection_tag(selection: dict) -> str:
+    """``_t25`` for an SNR selection, ``_t25_random-s0`` / ``_t25_lowest`` for a control."""
+    t = selection.get("top_percent")
+    tag = f"_t{format_t(t)}" if t is not None else f"_b{selection.get('budget_params')}"
+    kind = selection.get("selection", "snr")
+    if kind == "random":
+        tag += f"_random-s{selection.get('seed')}"
+    elif kind not in (None, "snr"):
+        tag += f"_{kind}"
+    return tag
+
+
+def write_heatmaps(folder: Path, snrs: list[dict], selections: list[dict]) -> list[tuple[str, str]]:
+    """An SNR heatmap per scan and selection of its model (the selected modules boxed)."""
+    images = []
+    for snr in snrs:
+        chosen = [s for s in selections if s.get("model") in (None, snr.get("model"))]
+        chosen.sort(key=lambda s: (s.get("top_percent") is None, s.get("top_percent") or 0,
+                                   s.get("selection", "snr") != "snr", str(s.get("seed"))))
+        for sel in chosen or [None]:
+            tag = selection_tag(sel) if sel else ""
             name = snr_heatmap(snr, sel, folder, f"snr_heatmap_{snr.get('model', 'model')}{tag}.png".replace("/", "_"))
-            if name:
+            if name and name not in {n for n, _ in images}:
                 images.append((name, f"SNR per layer and module type ({name})"))
     return images

@@ -3,6 +3,10 @@
 Files are found anywhere under RESULTS_DIR by their content (docs/artifacts.md), never by their paths:
 eval.json (run + results + config), metrics.json (run + train_loss + trainable_params), snr.json
 (modules + parameters) and selection YAMLs (unfrozen_parameters + modules).
+
+Everything is per model: runs of different models are never pooled as if they were seeds. Scores get 95 %
+confidence intervals and the target task's methods are compared pairwise on the same examples (snrtune.stats);
+the verdict names a winner only when it is significantly ahead (docs/evaluation.md, "How the report decides").
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
-from snrtune.artifact_names import REPORT_PAGE, RUNS_TABLE, SUMMARY
+from snrtune import method_registry, naming, stats
+from snrtune.artifact_names import COMPARISONS_TABLE, REPORT_PAGE, RUNS_TABLE, SCORES_TABLE, SUMMARY
 from snrtune.artifacts import atomic_dir
 from snrtune.errors import SnrtuneError
-from snrtune.naming import variant_of
 
 MAX_BYTES = 200 * 1024 * 1024
 # The score the report ranks by, per task; other tasks use the first of FALLBACK they report.
@@ -36,6 +41,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--target-task", default=None,
                         help=f"the task fine-tuning aims at (default: {DEFAULT_TARGET} if evaluated, else the first task); "
                              "every other task counts as retention")
+    parser.add_argument("--resamples", type=int, default=stats.RESAMPLES,
+                        help="bootstrap and permutation resamples (default %(default)s)")
 
 
 # --- discovery --------------------------------------------------------------------------------------------
@@ -75,6 +82,55 @@ def discover(results_dir: Path) -> dict[str, list[dict]]:
     return found
 
 
+# --- run identity -----------------------------------------------------------------------------------------
+
+CONTROLS = ("random", "lowest")  # selection controls: as many modules per type as the SNR selection
+
+
+def selection_kind(run: dict, metrics: dict | None = None) -> str | None:
+    """``snr``, ``random`` or ``lowest`` for a run that trains a selection (None otherwise): from the run
+    identity's ``selection_kind``, the selection summary in metrics.json, the method registry's
+    ``selection_kind``, or a method named like ``spectrum-random``."""
+    kind = run.get("selection_kind") or ((metrics or {}).get("selection") or {}).get("selection")
+    spec = method_registry.find(run["method"])
+    if not kind and spec is not None and spec.selection_kind in CONTROLS:
+        kind = spec.selection_kind
+    if not kind:
+        kind = next((c for c in CONTROLS if run["method"].endswith("-" + c)), None)
+    if not kind and run.get("top_percent") is not None:
+        kind = "snr"
+    return kind
+
+
+def variant_of(run: dict, kind: str | None = None) -> str:
+    """The method as compared in the report: ``spectrum-t25``, ``spectrum-random-t25``, ``lora``, ``base``
+    (naming.variant_of, with a control's kind after the method label when its method name does not say it)."""
+    label = naming.variant_of({**run, "top_percent": None})
+    if kind in CONTROLS and not label.endswith("-" + kind):
+        label = f"{label}-{kind}"
+    t = run.get("top_percent")
+    return f"{label}-t{naming.format_t(t)}" if t is not None else label
+
+
+def snr_counterpart(variant: str) -> str | None:
+    """``spectrum-random-t25`` → ``spectrum-t25``: the SNR selection a control mirrors."""
+    for kind in CONTROLS:
+        if f"-{kind}-t" in variant or variant.endswith(f"-{kind}"):
+            return variant.replace(f"-{kind}", "", 1)
+    return None
+
+
+def learned(metrics: dict) -> bool | None:
+    """Did the run improve its own training objective? True when the mean of the last quarter of its logged
+    training losses (at least one) is below the first logged loss; None when fewer than two were logged."""
+    values = [float(loss) for _, loss in metrics.get("train_loss") or []
+              if isinstance(loss, (int, float)) and math.isfinite(loss)]
+    if len(values) < 2:
+        return None
+    tail = values[-max(1, len(values) // 4):]
+    return sum(tail) / len(tail) < values[0]
+
+
 # --- tables -----------------------------------------------------------------------------------------------
 
 def primary_metric(task: str, metrics: set[str]) -> str | None:
@@ -96,27 +152,40 @@ def summary_tasks(evals: list[dict]) -> list[str]:
 
 
 def runs_table(found: dict[str, list[dict]]) -> pd.DataFrame:
-    """One row per run × task × metric, with the run's training cost."""
+    """One row per run × task × metric, with the run's training cost and whether it learned."""
     costs = {m["run"]["id"]: m for m in found["metrics"]}
     rows = []
     for ev in found["eval"]:
         run, cost = ev["run"], costs.get(ev["run"]["id"], {})
+        kind = selection_kind(run, cost)
         for task, metrics in ev["results"].items():
             for metric, score in metrics.items():
                 if metric.endswith("_stderr"):
                     continue
                 rows.append({
-                    "run": run["id"], "model": run.get("model"), "method": run["method"], "variant": variant_of(run),
+                    "run": run["id"], "model": run.get("model"), "method": run["method"],
+                    "variant": variant_of(run, kind), "selection_kind": kind,
                     "t": run.get("top_percent"), "seed": run.get("seed"), "task": task, "metric": metric,
                     "score": score, "stderr": metrics.get(metric + "_stderr"),
                     "higher_is_better": ev.get("higher_is_better", {}).get(task, {}).get(
                         metric, "perplexity" not in metric and "bits_per" not in metric),
+                    "learned": learned(cost) if cost else None,
                     "trainable_params": cost.get("trainable_params"), "total_params": cost.get("total_params"),
                     "peak_memory_bytes": cost.get("peak_memory_bytes"), "train_wall_time_s": cost.get("wall_time_s"),
                     "tokens_per_s": cost.get("tokens_per_s"), "eval_wall_time_s": ev.get("wall_time_s"),
                     "model_form": ev.get("model_form"),
                 })
     return pd.DataFrame(rows)
+
+
+def per_example_index(evals: list[dict]) -> dict[tuple[str, str, str], tuple[list[int], list, str]]:
+    """(run id, task, metric) → (doc ids, per-example values, aggregation) from eval.json's ``per_example``."""
+    index = {}
+    for ev in evals:
+        for task, data in (ev.get("per_example") or {}).items():
+            for metric, entry in data.get("metrics", {}).items():
+                index[(ev["run"]["id"], task, metric)] = (data["doc_ids"], entry["values"], entry["aggregation"])
+    return index
 
 
 def primary_scores(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
@@ -128,30 +197,175 @@ def primary_scores(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     return pd.concat(keep) if keep else runs.iloc[:0]
 
 
-def aggregate(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds per variant × task; stderr across seeds when there are several, else lm-eval's."""
-    def one(group: pd.DataFrame) -> pd.Series:
-        n = group["score"].notna().sum()
-        across = group["score"].std(ddof=1) / math.sqrt(n) if n > 1 else group["stderr"].iloc[0]
-        return pd.Series({"score": group["score"].mean(), "stderr": across, "n_seeds": n,
-                          "metric": group["metric"].iloc[0], "higher_is_better": bool(group["higher_is_better"].iloc[0])})
-    out = scores.groupby(["variant", "task"], sort=False).apply(one, include_groups=False).reset_index()
-    base = out[out.variant == "base"].set_index("task")["score"]
-    out["delta_vs_base"] = out["score"] - out["task"].map(base)
+def seed_matrix(index: dict, run_ids: list[str], task: str, metric: str,
+                docs: list[int] | None = None) -> tuple[np.ndarray, str, list[int]] | None:
+    """Per-example values of several runs on their common documents: (array runs × docs[ × 2], aggregation,
+    doc ids); None when a run has no per-example scores."""
+    entries = [index.get((rid, task, metric)) for rid in run_ids]
+    if not entries or any(e is None for e in entries) or len({e[2] for e in entries}) != 1:
+        return None
+    common = set(entries[0][0]) if docs is None else set(docs)
+    for doc_ids, _, _ in entries:
+        common &= set(doc_ids)
+    common = sorted(common)
+    if not common:
+        return None
+    rows = []
+    for doc_ids, values, _ in entries:
+        where = {d: i for i, d in enumerate(doc_ids)}
+        rows.append([values[where[d]] for d in common])
+    return np.asarray(rows, dtype=float), entries[0][2], common
+
+
+def learned_of(values: pd.Series) -> bool | None:
+    """A variant learned when none of its seeds failed to (unknown seeds do not count against it)."""
+    known = [bool(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return None if not known else all(known)
+
+
+def aggregate(scores: pd.DataFrame, index: dict, resamples: int = stats.RESAMPLES) -> pd.DataFrame:
+    """Per model × variant × task: the mean over seeds with a 95 % CI.
+
+    The CI is a percentile bootstrap over examples (seeds, then examples, when there are several seeds) when
+    every seed has per-example scores; else the mean ± 1.96 × the standard error over seeds (several seeds) or
+    ± 1.96 × lm-eval's standard error (one seed); ``ci_method`` says which. Models are never pooled.
+    """
+    rows = []
+    for (model, variant, task), group in scores.groupby(["model", "variant", "task"], sort=False, dropna=False):
+        group = group[group["score"].notna()]
+        if group.empty:
+            continue
+        metric, n = group["metric"].iloc[0], len(group)
+        row = {"model": model, "variant": variant, "task": task, "metric": metric,
+               "higher_is_better": bool(group["higher_is_better"].iloc[0]), "score": group["score"].mean(),
+               "n_seeds": n, "n_examples": None, "learned": learned_of(group["learned"]),
+               "ci_low": math.nan, "ci_high": math.nan, "ci_method": None}
+        data = seed_matrix(index, list(group["run"]), task, metric)
+        if data is not None:
+            ci = stats.bootstrap_ci(data[0], data[1], resamples=resamples)
+            row.update(ci_low=ci.low, ci_high=ci.high, ci_method="bootstrap", n_examples=len(data[2]))
+        elif n > 1:
+            se = group["score"].std(ddof=1) / math.sqrt(n)
+            low, high = stats.normal_interval(row["score"], se)
+            row.update(ci_low=low, ci_high=high, ci_method="normal over seeds")
+        elif pd.notna(group["stderr"].iloc[0]):
+            low, high = stats.normal_interval(row["score"], float(group["stderr"].iloc[0]))
+            row.update(ci_low=low, ci_high=high, ci_method="lm-eval stderr")
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    base = out[out.variant == "base"].set_index(["model", "task"])["score"]
+    out["delta_vs_base"] = [base.get((m, t), math.nan) for m, t in zip(out["model"], out["task"])]
+    out["delta_vs_base"] = out["score"] - out["delta_vs_base"]
     return out
 
 
 def costs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean training cost per model × variant."""
     cols = ["trainable_params", "peak_memory_bytes", "train_wall_time_s", "tokens_per_s"]
-    per_run = runs.drop_duplicates("run").set_index("run")
-    return per_run.groupby("variant", sort=False)[cols].mean()
+    per_run = runs.drop_duplicates("run")
+    return per_run.groupby(["model", "variant"], sort=False, dropna=False)[cols].mean()
 
 
 def variant_order(variants) -> list[str]:
-    return sorted(set(variants), key=lambda v: (v != "base", v))
+    """base first, then alphabetical (a control right after the selection it mirrors)."""
+    return sorted(set(variants), key=lambda v: (v != "base", snr_counterpart(v) or v, v))
 
 
-# --- summary.md -------------------------------------------------------------------------------------------
+# --- paired comparisons -----------------------------------------------------------------------------------
+
+def paired_runs(scores: pd.DataFrame, a: str, b: str) -> tuple[list[str], list[str]] | None:
+    """Run ids of variants a and b paired by seed (their common seeds); when one side has a single run (the base
+    model has no seed), it is paired with every run of the other; None when they cannot be paired."""
+    ra = dict(zip(scores.loc[scores.variant == a, "seed"], scores.loc[scores.variant == a, "run"]))
+    rb = dict(zip(scores.loc[scores.variant == b, "seed"], scores.loc[scores.variant == b, "run"]))
+    common = [s for s in ra if s in rb]
+    if common:
+        return [ra[s] for s in common], [rb[s] for s in common]
+    if len(rb) == 1:  # e.g. the base model (no seed): every seed of a against it
+        return list(ra.values()), list(rb.values()) * len(ra)
+    if len(ra) == 1:
+        return list(ra.values()) * len(rb), list(rb.values())
+    return None
+
+
+def comparison_pairs(agg_model: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(variant, reference, why) on one model's target task: every method against full fine-tuning and against
+    the best method that learned, the best against the base model, each control against its SNR selection."""
+    trained = agg_model[agg_model.variant != "base"]
+    if trained.empty:
+        return []
+    hib = bool(trained["higher_is_better"].iloc[0])
+    ok = trained[trained["learned"] != False]  # noqa: E712 (None: unknown, not a failure)
+    best = (ok if not ok.empty else trained).set_index("variant")["score"]
+    best = best.idxmax() if hib else best.idxmin()
+    variants = list(trained["variant"])
+    pairs: dict[frozenset, tuple[str, str, str]] = {}
+
+    def add(a, b, why):
+        key = frozenset((a, b))
+        if a != b and key not in pairs:
+            pairs[key] = (a, b, why)
+        elif a != b and why not in pairs[key][2]:
+            pairs[key] = (*pairs[key][:2], pairs[key][2] + ", " + why)
+
+    for v in variants:
+        counterpart = snr_counterpart(v)
+        if counterpart in variants:
+            add(counterpart, v, "SNR vs control")
+    for v in ok["variant"]:  # a run that did not learn is not a contender (it is still compared with full)
+        if v != best:
+            add(best, v, "best vs other")
+    if "full" in variants:
+        for v in variants:
+            add(v, "full", "vs full")
+    if "base" in set(agg_model.variant):
+        add(best, "base", "best vs base")
+    return list(pairs.values())
+
+
+def comparisons(scores: pd.DataFrame, agg: pd.DataFrame, index: dict, target: str,
+                resamples: int = stats.RESAMPLES) -> pd.DataFrame:
+    """Paired comparisons on the target task, per model: difference (variant − reference, in the metric's
+    units), its 95 % paired-bootstrap CI, the sign-flip p-value, Holm-adjusted over the model's comparisons,
+    and the examples per seed that would separate the two at the observed difference."""
+    rows = []
+    for model, agg_model in agg[agg.task == target].groupby("model", sort=False, dropna=False):
+        sub = scores[(scores.task == target) & (scores.model == model)]
+        family = []
+        for a, b, why in comparison_pairs(agg_model):
+            metric = agg_model["metric"].iloc[0]
+            row = {"model": model, "task": target, "metric": metric, "variant": a, "reference": b, "why": why,
+                   "difference": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan,
+                   "n_examples": None, "n_seeds": None, "examples_needed": math.nan}
+            paired = paired_runs(sub, a, b)
+            da = db = None
+            if paired:
+                da = seed_matrix(index, paired[0], target, metric)
+                db = seed_matrix(index, paired[1], target, metric, docs=da[2] if da else None)
+                if da is not None and db is not None and da[2] != db[2]:
+                    da = seed_matrix(index, paired[0], target, metric, docs=db[2])
+            if da is not None and db is not None:
+                result = stats.compare(da[0], db[0], da[1], resamples=resamples)
+                row.update(difference=result.difference, ci_low=result.low, ci_high=result.high,
+                           p_value=result.p_value, n_examples=result.n_examples, n_seeds=result.n_seeds,
+                           examples_needed=result.examples_needed)
+            else:
+                sa = agg_model.set_index("variant")["score"]
+                row["difference"] = sa[a] - sa[b]
+            family.append(row)
+        tested = [r for r in family if not math.isnan(r["p_value"])]
+        for r, adjusted in zip(tested, stats.holm([r["p_value"] for r in tested]) if tested else []):
+            r["p_holm"] = float(adjusted)
+        for r in family:
+            r.setdefault("p_holm", math.nan)
+            r["significant"] = bool(r["p_holm"] < stats.ALPHA) if not math.isnan(r["p_holm"]) else None
+        rows += family
+    columns = ["model", "task", "metric", "variant", "reference", "why", "difference", "ci_low", "ci_high",
+               "p_value", "p_holm", "significant", "n_examples", "n_seeds", "examples_needed"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --- formatting -------------------------------------------------------------------------------------------
 
 def _fmt(value: float, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -171,9 +385,34 @@ def _human(n: float) -> str:
     return f"{n:.0f}"
 
 
+def _p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _needed(n: float) -> str:
+    if n is None or math.isnan(n):
+        return "–"
+    return "∞ (no difference)" if math.isinf(n) else f"~{math.ceil(n):,}"
+
+
+CI_MARK = {"bootstrap": "", "normal over seeds": "*", "lm-eval stderr": "†", None: ""}
+CI_NOTE = ("Scores: mean over seeds [95% confidence interval], change against the base model in parentheses; "
+           "best value per column in bold. Intervals: percentile bootstrap over examples (over seeds, then "
+           "examples, when there are several seeds) from the per-example scores; * mean ± 1.96 × standard error "
+           "over seeds, † ± 1.96 × lm-eval's standard error (no per-example scores: evaluate with --log-samples). "
+           "A method marked 'did not learn' did not lower its own training loss and is not ranked.")
+
+
+def variant_label(row) -> str:
+    return f"{row.variant} (did not learn)" if row.learned is False else row.variant
+
+
 def summary_frame(agg: pd.DataFrame, cost: pd.DataFrame, tasks: list[str]) -> tuple[pd.DataFrame, dict]:
-    """The method × task table as strings, plus which cell is best per column."""
+    """One model's method × task table as strings, plus which cell is best per column."""
     order = variant_order(agg.variant)
+    labels = {r.variant: variant_label(r) for r in agg.drop_duplicates("variant").itertuples()}
     table, best = pd.DataFrame(index=order), {}
     for task in tasks:
         sub = agg[agg.task == task].set_index("variant")
@@ -187,12 +426,16 @@ def summary_frame(agg: pd.DataFrame, cost: pd.DataFrame, tasks: list[str]) -> tu
                 cells[v] = "–"
                 continue
             r = sub.loc[v]
-            cell = f"{_fmt(r.score)} ± {_fmt(r.stderr)}"
+            cell = _fmt(r.score)
+            if not math.isnan(r.ci_low):
+                cell += f" [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]{CI_MARK[r.ci_method]}"
             if v != "base" and not math.isnan(r.delta_vs_base):
                 cell += f" ({r.delta_vs_base:+.3g})"
             cells[v] = cell
         table[col] = pd.Series(cells)
-        best[col] = (sub["score"].idxmax() if hib else sub["score"].idxmin())
+        ranked = sub[(sub.index != "base") & (sub["learned"] != False)]  # noqa: E712
+        if not ranked.empty:
+            best[col] = ranked["score"].idxmax() if hib else ranked["score"].idxmin()
     names = {"trainable_params": "trainable params ↓", "peak_memory_bytes": "peak memory ↓",
              "train_wall_time_s": "train time ↓", "tokens_per_s": "tokens/s ↑"}
     for key, col in names.items():
@@ -203,16 +446,37 @@ def summary_frame(agg: pd.DataFrame, cost: pd.DataFrame, tasks: list[str]) -> tu
         trained = values.drop("base", errors="ignore").dropna()
         if not trained.empty:
             best[col] = trained.idxmax() if key == "tokens_per_s" else trained.idxmin()
+    table.index = [labels.get(v, v) for v in order]
+    best = {col: labels.get(v, v) for col, v in best.items()}
     return table, best
 
 
-def markdown_table(table: pd.DataFrame, best: dict) -> str:
-    head = ["method"] + list(table.columns)
+def comparison_frame(comp: pd.DataFrame) -> pd.DataFrame:
+    """One model's comparisons as strings."""
+    rows = []
+    for r in comp.itertuples():
+        ci = f" [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if not math.isnan(r.ci_low) else " (untested)"
+        verdict = "–" if r.significant is None else ("significant" if r.significant else "indistinguishable")
+        rows.append({"method": r.variant, "against": r.reference, "why": r.why,
+                     "difference [95% CI]": f"{r.difference:+.3g}{ci}", "p": _p(r.p_value),
+                     "Holm p": _p(r.p_holm), "at α=0.05": verdict,
+                     "examples to separate": "–" if r.significant else _needed(r.examples_needed)})
+    return pd.DataFrame(rows)
+
+
+def markdown_table(table: pd.DataFrame, best: dict, first: str = "method") -> str:
+    head = [first] + list(table.columns)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for variant, row in table.iterrows():
-        cells = [f"**{row[c]}**" if best.get(c) == variant else row[c] for c in table.columns]
-        lines.append("| " + " | ".join([variant] + cells) + " |")
+    for label, row in table.iterrows():
+        cells = [f"**{row[c]}**" if best.get(c) == label else str(row[c]) for c in table.columns]
+        lines.append("| " + " | ".join([str(label)] + cells) + " |")
     return "\n".join(lines)
+
+
+def comparison_markdown(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return ""
+    return markdown_table(frame.set_index("method"), {})
 
 
 # --- verdict ----------------------------------------------------------------------------------------------
@@ -225,57 +489,136 @@ def pick_target(tasks: list[str], requested: str | None) -> str:
     return DEFAULT_TARGET if DEFAULT_TARGET in tasks else tasks[0]
 
 
-def verdict(agg: pd.DataFrame, cost: pd.DataFrame, target: str, tasks: list[str]) -> str:
+def _interval(r) -> str:
+    return f"{_fmt(r.score)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if not math.isnan(r.ci_low) else _fmt(r.score)
+
+
+def verdict(agg: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, target: str, tasks: list[str]) -> str:
+    """One model's verdict: a winner only when it is significantly ahead of every other method that learned
+    (Holm-adjusted paired tests); else which methods are indistinguishable and how many examples would tell."""
     sub = agg[agg.task == target].set_index("variant")
     trained = sub.drop("base", errors="ignore")
     if trained.empty:
         return f"Only the base model was evaluated; no fine-tuning method to compare on {target}."
     hib, metric = bool(sub["higher_is_better"].iloc[0]), sub["metric"].iloc[0]
-    ranked = trained["score"].sort_values(ascending=not hib)
-    win = ranked.index[0]
-    w = trained.loc[win]
-    text = f"**{win}** won on {target} ({metric}): {_fmt(w.score)} ± {_fmt(w.stderr)}"
+    failed = sorted(trained.index[trained["learned"] == False])  # noqa: E712
+    ok = trained.drop(failed)
+    parts = []
+    if ok.empty:
+        return (f"No method lowered its own training loss on this model: {', '.join(failed)} did not learn; "
+                "no method is ranked.")
+    ranked = ok["score"].sort_values(ascending=not hib)
+    top = ranked.index[0]
+    others = list(ranked.index[1:])
+    vs = comp[(comp.variant == top) & (comp.reference.isin(others))]
+    vs = pd.concat([vs, comp[(comp.reference == top) & (comp.variant.isin(others))]])
+    holm_note = (f"paired tests on the same examples, p-values Holm-corrected over the {len(comp)} comparisons "
+                 f"on {target} for this model")
+    w = ok.loc[top]
+    score = f"{target} ({metric}) {_interval(w)}"
+    if not others:
+        parts.append(f"**{top}** is the only method that learned; {score} (no other method to compare with).")
+    elif len(vs) < len(others) or vs["p_holm"].isna().any():
+        parts.append(f"{top} has the best {score}, but without per-example scores for every method the "
+                     "differences are not tested, so no winner is named (evaluate with --log-samples).")
+    else:
+        ties = vs[~vs["significant"].astype(bool)]
+        if ties.empty:
+            parts.append(f"**{top}** wins on {score}: significantly ahead of {', '.join(others)} "
+                         f"(largest Holm-adjusted p {_p(vs['p_holm'].max())}; {holm_note}).")
+        else:
+            tied = [r.reference if r.variant == top else r.variant for r in ties.itertuples()]
+            need = ", ".join(f"{name}: {_needed(r.examples_needed)}" for name, r in zip(tied, ties.itertuples()))
+            parts.append(f"No winner on {target}: {top} has the best {metric} ({_interval(w)}) but is "
+                         f"indistinguishable from {', '.join(tied)} (Holm-adjusted p ≥ {_p(ties['p_holm'].min())}; "
+                         f"{holm_note}). Examples per seed that would separate them at the observed difference "
+                         f"(two-sided α=0.05, power 0.8): {need}; more seeds narrow the interval too.")
     if "base" in sub.index:
-        text += f", {w.delta_vs_base:+.3g} against the base model ({_fmt(sub.loc['base', 'score'])})"
-    if len(ranked) > 1:
-        second = ranked.index[1]
-        gap = abs(w.score - trained.loc[second, "score"])
-        close = gap <= math.hypot(w.stderr or 0, trained.loc[second, "stderr"] or 0)
-        text += f", {_fmt(gap)} ahead of {second}" + (" (within one standard error: a tie)" if close else "")
-    text += "."
-    if win in cost.index:
-        c = cost.loc[win]
-        parts = []
+        base_cmp = comp[(comp.variant == top) & (comp.reference == "base")]
+        text = f" Against the base model ({_fmt(sub.loc['base', 'score'])}): {w.delta_vs_base:+.3g}"
+        if not base_cmp.empty and not math.isnan(base_cmp["p_holm"].iloc[0]):
+            text += f" (Holm p {_p(base_cmp['p_holm'].iloc[0])})"
+        parts.append(text + ".")
+    full = comp[(comp.reference == "full") & (comp.variant != "base")]
+    if not full.empty and top != "full":
+        r = full[full.variant == top]
+        if not r.empty and not math.isnan(r["p_holm"].iloc[0]):
+            r = r.iloc[0]
+            parts.append(f" Against full fine-tuning: {r.difference:+.3g} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}], "
+                         f"Holm p {_p(r.p_holm)}.")
+    for r in comp[comp.why.str.contains("SNR vs control")].itertuples():
+        if math.isnan(r.p_holm):
+            parts.append(f" SNR selection vs control at equal parameters: {r.variant} − {r.reference} = "
+                         f"{r.difference:+.3g} (untested: no per-example scores).")
+        else:
+            outcome = ("the SNR selection is significantly better" if r.significant and (r.difference > 0) == hib
+                       else "the control is significantly better" if r.significant
+                       else "indistinguishable")
+            parts.append(f" SNR selection vs control at equal parameters: {r.variant} − {r.reference} = "
+                         f"{r.difference:+.3g} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}], Holm p {_p(r.p_holm)}: "
+                         f"{outcome}.")
+    if failed:
+        parts.append(f" Did not learn (final training loss not below the first), not ranked: {', '.join(failed)}.")
+    if top in cost.index:
+        c = cost.loc[top]
+        spent = []
         if pd.notna(c.peak_memory_bytes):
-            parts.append(f"{_human(c.peak_memory_bytes)}B peak memory")
+            spent.append(f"{_human(c.peak_memory_bytes)}B peak memory")
         if pd.notna(c.train_wall_time_s):
-            parts.append(f"{c.train_wall_time_s:.0f} s of training")
+            spent.append(f"{c.train_wall_time_s:.0f} s of training")
         if pd.notna(c.trainable_params):
-            parts.append(f"{_human(c.trainable_params)} trainable parameters")
-        if parts:
-            text += " Cost: " + ", ".join(parts) + "."
+            spent.append(f"{_human(c.trainable_params)} trainable parameters")
+        if spent:
+            parts.append(f" Cost of {top}: " + ", ".join(spent) + ".")
     forgot = []
     for task in tasks:
-        if task == target:
+        t = agg[agg.task == task].set_index("variant")
+        if task == target or top not in t.index or "base" not in t.index:
             continue
-        t = agg[(agg.task == task)].set_index("variant")
-        if win not in t.index or "base" not in t.index:
-            continue
-        before, after = t.loc["base", "score"], t.loc[win, "score"]
+        before, after = t.loc["base", "score"], t.loc[top, "score"]
         worse = after < before if bool(t["higher_is_better"].iloc[0]) else after > before
         rel = f"{(after - before) / before:+.1%}, " if before else ""
         forgot.append(f"{task} {t['metric'].iloc[0]} {_fmt(before)} → {_fmt(after)} ({rel}{'lost' if worse else 'kept'})")
     if forgot:
-        text += " Retention against the base model: " + "; ".join(forgot) + "."
-    return text
+        parts.append(f" Retention of {top} against the base model: " + "; ".join(forgot) + ".")
+    return "".join(parts)
 
 
 # --- the step ---------------------------------------------------------------------------------------------
 
-def build_report(results_dir: str | Path, out: str | Path, target_task: str | None = None) -> Path:
+def loss_frame(found: dict) -> pd.DataFrame:
+    """Training and evaluation losses as rows (model, variant, seed, step, loss, kind) for the plots."""
+    rows = []
+    for m in found["metrics"]:
+        variant = variant_of(m["run"], selection_kind(m["run"], m))
+        for kind in ("train_loss", "eval_loss"):
+            for step, loss in m.get(kind) or []:
+                rows.append({"model": m["run"].get("model"), "variant": variant, "seed": m["run"].get("seed"),
+                             "step": step, "loss": loss, "kind": kind.replace("_", " ")})
+    return pd.DataFrame(rows, columns=["model", "variant", "seed", "step", "loss", "kind"])
+
+
+def model_sections(runs: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame,
+                   target: str, tasks: list[str]) -> list[dict]:
+    """Per model: its verdict, score table and comparison table (models are never pooled)."""
+    sections = []
+    for model in dict.fromkeys(agg["model"]):
+        a = agg[agg.model == model]
+        c = comp[comp.model == model]
+        k = cost.loc[model] if model in cost.index.get_level_values(0) else cost.iloc[:0].droplevel(0)
+        table, best = summary_frame(a, k, tasks)
+        sections.append({"model": model, "verdict": verdict(a, c, k, target, tasks), "table": table, "best": best,
+                         "comparisons": comparison_frame(c), "agg": a, "cost": k})
+    return sections
+
+
+def build_report(results_dir: str | Path, out: str | Path, target_task: str | None = None,
+                 resamples: int = stats.RESAMPLES) -> Path:
     from snrtune import plots
 
     results_dir = Path(results_dir)
+    if resamples < 100:
+        raise SnrtuneError(f"--resamples {resamples} is too few for a 95% interval: expected at least 100")
     if not results_dir.is_dir():
         raise SnrtuneError(f"RESULTS_DIR {str(results_dir)!r} is not a directory")
     found = discover(results_dir)
@@ -285,50 +628,88 @@ def build_report(results_dir: str | Path, out: str | Path, target_task: str | No
     tasks = summary_tasks(found["eval"])
     target = pick_target(tasks, target_task)
     tasks = [target] + [t for t in tasks if t != target]  # the target task leads every table and plot
-    agg = aggregate(primary_scores(runs, tasks))
+    index = per_example_index(found["eval"])
+    scores = primary_scores(runs, tasks)
+    agg = aggregate(scores, index, resamples)
+    comp = comparisons(scores, agg, index, target, resamples)
     cost = costs(runs)
-    table, best = summary_frame(agg, cost, tasks)
-    text = verdict(agg, cost, target, tasks)
+    sections = model_sections(runs, agg, comp, cost, target, tasks)
+    losses = loss_frame(found)
     with atomic_dir(out) as tmp:
         runs.to_csv(tmp / RUNS_TABLE, index=False)
-        (tmp / SUMMARY).write_text(
-            f"# snrtune report\n\n{text}\n\n{markdown_table(table, best)}\n\n"
-            f"Scores: mean ± standard error over seeds (lm-eval's standard error for a single seed), "
-            f"change against the base model in parentheses; best value per column in bold.\n",
-            encoding="utf-8")
-        order = variant_order(set(agg.variant) | {variant_of(m["run"]) for m in found["metrics"]})
-        images = plots.write_all(tmp, runs, agg, found, target, tasks, order)
-        (tmp / REPORT_PAGE).write_text(html_page(text, table, best, images, tmp), encoding="utf-8")
+        agg.to_csv(tmp / SCORES_TABLE, index=False)
+        comp.to_csv(tmp / COMPARISONS_TABLE, index=False)
+        for section in sections:
+            model = section["model"]
+            section["images"] = plots.write_model_plots(
+                tmp, model_slug(model), section["agg"], section["cost"], losses[losses.model == model],
+                target, tasks, variant_order(section["agg"].variant))
+            section["images"] += plots.write_heatmaps(
+                tmp, [s for s in found["snr"] if s.get("model") in (None, model)],
+                [s for s in found["selection"] if s.get("model") in (None, model)])
+        (tmp / SUMMARY).write_text(summary_markdown(sections, target), encoding="utf-8")
+        (tmp / REPORT_PAGE).write_text(html_page(sections, target, tmp), encoding="utf-8")
     return Path(out)
 
 
-def html_page(text: str, table: pd.DataFrame, best: dict, images: list[tuple[str, str]], folder: Path) -> str:
-    def cell(col, variant):
-        value = html.escape(str(table.loc[variant, col]))
-        return f"<td><b>{value}</b></td>" if best.get(col) == variant else f"<td>{value}</td>"
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["method", *table.columns])
-    body = "".join("<tr><th>" + html.escape(v) + "</th>" + "".join(cell(c, v) for c in table.columns) + "</tr>"
-                   for v in table.index)
-    verdict_html = html.escape(text).replace("**", "")
-    figures = "".join(
-        f"<figure><figcaption>{html.escape(caption)}</figcaption>"
-        f"<img src=\"data:image/png;base64,{base64.b64encode((folder / name).read_bytes()).decode()}\" "
-        f"alt=\"{html.escape(name)}\"></figure>" for name, caption in images)
+def model_slug(model: str | None) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in str(model or "model"))
+
+
+def summary_markdown(sections: list[dict], target: str) -> str:
+    parts = ["# snrtune report\n",
+             f"Results per model (runs of different models are never pooled). Target task: {target}.\n"]
+    for s in sections:
+        parts.append(f"## {s['model']}\n\n{s['verdict']}\n\n{markdown_table(s['table'], s['best'])}\n")
+        if not s["comparisons"].empty:
+            parts.append(f"Paired comparisons on {target} (difference = method − against, same examples and "
+                         f"seeds; sign-flip permutation p-value, Holm-corrected):\n\n"
+                         f"{comparison_markdown(s['comparisons'])}\n")
+    parts.append(CI_NOTE + "\n")
+    return "\n".join(parts)
+
+
+def _html_table(table: pd.DataFrame, best: dict, first: str) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [first, *table.columns])
+    body = ""
+    for label, row in table.iterrows():
+        cells = "".join(f"<td><b>{html.escape(str(row[c]))}</b></td>" if best.get(c) == label
+                        else f"<td>{html.escape(str(row[c]))}</td>" for c in table.columns)
+        body += f"<tr><th>{html.escape(str(label))}</th>{cells}</tr>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def html_page(sections: list[dict], target: str, folder: Path) -> str:
+    blocks = []
+    for s in sections:
+        figures = "".join(
+            f"<figure><figcaption>{html.escape(caption)}</figcaption>"
+            f"<img src=\"data:image/png;base64,{base64.b64encode((folder / name).read_bytes()).decode()}\" "
+            f"alt=\"{html.escape(name)}\"></figure>" for name, caption in s["images"])
+        comp = ""
+        if not s["comparisons"].empty:
+            comp = (f"<h3>Paired comparisons on {html.escape(target)}</h3>"
+                    + _html_table(s["comparisons"].set_index("method"), {}, "method"))
+        blocks.append(f"<section><h2>{html.escape(str(s['model']))}</h2>"
+                      f"<p class=\"verdict\">{html.escape(s['verdict']).replace('**', '')}</p>"
+                      f"{_html_table(s['table'], s['best'], 'method')}{comp}{figures}</section>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>snrtune report</title><style>
 body{{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}}
 .verdict{{font-size:1.1em;background:#f3f6fa;border-left:4px solid #3a6ea5;padding:.8em 1em}}
 table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}
 th{{background:#f5f5f5}} img{{max-width:100%}} figure{{margin:2em 0}} figcaption{{font-weight:bold;margin-bottom:.5em}}
-</style></head><body><h1>snrtune report</h1><p class="verdict">{verdict_html}</p>
-<table><tr>{head}</tr>{body}</table>
-<p>Scores: mean ± standard error over seeds (lm-eval's standard error for a single seed), change against the
-base model in parentheses; best value per column in bold. Every row of every run: <a href="runs.csv">runs.csv</a>.</p>
-{figures}</body></html>
+section{{border-top:2px solid #3a6ea5;margin-top:2em}}
+</style></head><body><h1>snrtune report</h1>
+<p>Results per model (runs of different models are never pooled). Target task: {html.escape(target)}.</p>
+{''.join(blocks)}
+<p>{html.escape(CI_NOTE)} Every row of every run: <a href="runs.csv">runs.csv</a>; scores with intervals:
+<a href="scores.csv">scores.csv</a>; comparisons: <a href="comparisons.csv">comparisons.csv</a>.</p>
+</body></html>
 """
 
 
 def run(args) -> int:
-    out = build_report(args.results_dir, args.out, args.target_task)
-    print(f"wrote {out}/report.html, summary.md, runs.csv and plots")
+    out = build_report(args.results_dir, args.out, args.target_task, args.resamples)
+    print(f"wrote {out}/report.html, summary.md, runs.csv, scores.csv, comparisons.csv and plots")
     print((out / "summary.md").read_text(encoding="utf-8"))
     return 0

@@ -4,6 +4,10 @@ Per module type, the top floor(n·t/100) modules by SNR (ties keep layer order),
 budget, the highest-SNR modules across types until the budget is met. Patterns follow axolotl's
 semantics (``re.match`` on ``named_parameters()`` names, dots escaped) and every selection states its
 exact trainable-parameter count.
+
+Controls (``--random SEED`` / ``--lowest``): the same number of modules per type as the SNR selection, chosen
+uniformly at random with a seed, or the lowest-SNR ones, so the trainable-parameter count matches the SNR
+selection's; they answer whether choosing by SNR beats choosing as many modules otherwise.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import random
 import re
 from collections import Counter, defaultdict
 
@@ -24,6 +29,7 @@ from snrtune.snr import module_type
 
 UNRANKED = {"nonfinite": "with non-finite weights", "nonfinite_snr": "with a non-finite SNR (try --precision float64)",
             "empty": "empty", "snr_missing": "without an SNR"}
+CONTROL_TOLERANCE = 0.01  # a control's trainable parameters may differ from its SNR selection's by this fraction
 INCLUDABLE = {"lm_head": ("lm_head",), "embed_tokens": ("embed_tokens", "wte", "embed_in", "word_embeddings")}
 
 
@@ -40,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "i.e. the attention and MLP projections)")
     parser.add_argument("--include", default="",
                         help="also train these whole: comma-separated from lm_head, embed_tokens")
+    control = parser.add_mutually_exclusive_group()
+    control.add_argument("--random", action="store_true",
+                         help="a control: per type as many modules as the SNR selection, chosen uniformly at random "
+                              "with --seed (equal trainable parameters)")
+    control.add_argument("--lowest", action="store_true",
+                         help="a control: per type as many modules as the SNR selection, the lowest-SNR ones")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --random control (default 0)")
     parser.add_argument("--compat", choices=["spectrum"], default=None,
                         help="spectrum: write the reference spectrum.py YAML line for line (all types, norms by "
                              "layer order, lm_head and embed_tokens always); the counts go to OUT.stats.json")
@@ -51,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
     include = [i.strip() for i in args.include.split(",") if i.strip()]
     if args.compat == "spectrum":
+        if args.random or args.lowest:
+            raise SnrtuneError("--compat spectrum writes the reference's SNR selection: it takes no --random/--lowest")
         if args.top_percent is None:
             raise SnrtuneError("--compat spectrum needs --top-percent (the reference has no budget mode)")
         text, stats = spectrum_reference_yaml(scan, args.top_percent)
@@ -62,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         budget = resolve_budget(scan, args.budget_params, args.budget_fraction)
         selection = select(scan, top_percent=args.top_percent, budget_params=budget, types=types, include=include,
                            snr_file=args.snr_json)
+        if args.random or args.lowest:
+            selection = control_selection(scan, selection, "random" if args.random else "lowest", seed=args.seed)
         write_selection(args.out, selection)
     for note in selection["notes"]:
         print(f"note: {note}")
@@ -189,10 +206,7 @@ def select(scan: dict, top_percent: float | None = None, budget_params: int | No
     note = unranked_note([m for m in modules if m["type"] in types and "tied_to" not in m])
     if note:
         notes.append(note)
-    candidates: dict[str, list[dict]] = defaultdict(list)
-    for module in modules:
-        if module["type"] in types and rankable(module) and "tied_to" not in module:
-            candidates[module["type"]].append(module)
+    candidates = candidates_by_type(modules, types)
     for kind in types:
         if len(candidates[kind]) == 1:
             notes.append(f"type {kind!r} has a single module: a percentage of one selects it only at t=100")
@@ -210,6 +224,23 @@ def select(scan: dict, top_percent: float | None = None, budget_params: int | No
                            f"raise --top-percent or the budget")
     if any(m["expert"] is not None and m["param"] in parameters and len(parameters[m["param"]]) == 3 for m in chosen):
         notes.append("fused 3-D expert tensors are unfrozen whole: selecting one expert slice trains all its experts")
+    return selection_record(scan, chosen, notes, top_percent=top_percent, budget_params=budget_params, types=types,
+                            snr_file=snr_file)
+
+
+def candidates_by_type(modules: list[dict], types: list[str]) -> dict[str, list[dict]]:
+    """The rankable modules of each type: finite SNR, not an alias of a tied matrix."""
+    candidates: dict[str, list[dict]] = defaultdict(list)
+    for module in modules:
+        if module["type"] in types and rankable(module) and "tied_to" not in module:
+            candidates[module["type"]].append(module)
+    return candidates
+
+
+def selection_record(scan: dict, chosen: list[dict], notes: list[str], top_percent: float | None,
+                     budget_params: int | None, types: list[str], snr_file: str | None) -> dict:
+    """The sel.yaml dict for the ``chosen`` modules: patterns, exact counts, exports."""
+    parameters, tied = scan["parameters"], scan.get("tied", {})
     patterns = patterns_for(chosen, parameters, tied)
     trainable = sum(matched_parameters(patterns, parameters).values())
     total = scan["total_params"]
@@ -218,6 +249,7 @@ def select(scan: dict, top_percent: float | None = None, budget_params: int | No
     return {
         "snrtune_version": __version__,
         "model": scan.get("model"),
+        "selection": "snr",
         "snr_file": str(snr_file) if snr_file else None,
         "top_percent": top_percent,
         "budget_params": budget_params,
@@ -236,6 +268,46 @@ def select(scan: dict, top_percent: float | None = None, budget_params: int | No
             "peft": {"target_modules": lora_modules},
         },
     }
+
+
+def control_selection(scan: dict, reference: dict, kind: str, seed: int = 0) -> dict:
+    """A control for the SNR selection ``reference``: per type, as many modules as it has, chosen uniformly at
+    random with ``seed`` (``kind="random"``) or the lowest-SNR ones (``kind="lowest"``); its included whole
+    matrices (lm_head, embeddings) are kept. The trainable-parameter count must match the reference's within
+    CONTROL_TOLERANCE (exactly when all modules of a type have one shape)."""
+    if kind not in ("random", "lowest"):
+        raise SnrtuneError(f"control {kind!r} unknown: expected random or lowest")
+    types = reference["types"]
+    counts = Counter(m["type"] for m in reference["modules"] if m["type"] in types and m["layer"] is not None)
+    kept = [m for m in reference["modules"] if not (m["type"] in types and m["layer"] is not None)]
+    candidates = candidates_by_type(scan["modules"], types)
+    rng = random.Random(seed)
+    chosen = []
+    for mtype in sorted(counts):
+        pool = sorted(candidates[mtype], key=lambda m: (m["layer"], m["expert"] or 0, m["name"]))
+        if kind == "random":
+            chosen.extend(rng.sample(pool, counts[mtype]))
+        else:
+            chosen.extend(sorted(pool, key=lambda m: (m["snr"], m["layer"], m["expert"] or 0, m["name"]))[
+                :counts[mtype]])
+    by_name = {m["name"]: m for m in scan["modules"]}
+    chosen += [by_name[m["name"]] for m in kept]
+    what = f"seed {seed}" if kind == "random" else "lowest SNR"
+    notes = [f"control ({what}): per type as many modules as the SNR selection "
+             f"({', '.join(f'{t} {n}' for t, n in sorted(counts.items()))})"]
+    record = selection_record(scan, chosen, notes, top_percent=reference["top_percent"],
+                              budget_params=reference["budget_params"], types=types, snr_file=reference["snr_file"])
+    target = reference["trainable_params"]
+    if abs(record["trainable_params"] - target) > CONTROL_TOLERANCE * target:
+        raise SnrtuneError(f"the {kind} control trains {record['trainable_params']:,} parameters against the SNR "
+                           f"selection's {target:,}: more than {CONTROL_TOLERANCE:.0%} apart (modules of one type "
+                           "differ in size)")
+    record["selection"] = kind
+    record["seed"] = seed if kind == "random" else None
+    record["mirrors"] = {"selection": "snr", "top_percent": reference["top_percent"],
+                         "budget_params": reference["budget_params"], "trainable_params": target,
+                         "modules": [m["name"] for m in reference["modules"]]}
+    return record
 
 
 def short_module_name(name: str) -> str:

@@ -273,7 +273,8 @@ def losses(log_history: list[dict], key: str) -> list[list]:
 def selection_summary(selection: dict | None, path) -> dict | None:
     if selection is None:
         return None
-    keys = ("model", "top_percent", "budget_params", "trainable_params", "total_params", "unfrozen_parameters")
+    keys = ("model", "selection", "seed", "top_percent", "budget_params", "trainable_params", "total_params",
+            "unfrozen_parameters")  # selection: snr, or a control (random with its seed, lowest)
     return {"file": str(path), **{k: selection.get(k) for k in keys},
             "target_modules": selection.get("exports", {}).get("peft", {}).get("target_modules")}
 
