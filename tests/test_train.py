@@ -143,8 +143,40 @@ def test_laser_qlora_matches_qlora_parameter_count(tiny_llama, inputs, tmp_path)
     # q_proj (64+64) and down_proj (128+64) against 1024 per layer × 4: r = round(32·4096/320) = 410
     assert metrics["setup"]["lora_r"] == 410 and metrics["config"]["lora_r"] == 32
     assert metrics["trainable_params"] == 410 * (128 + 192)
+    # alpha rises with the rank, so the update scale stays QLoRA's: 16/32 = 0.5 = (16·410/32)/410
+    alpha = metrics["config"]["lora_alpha"]
+    assert metrics["setup"]["lora_alpha"] == pytest.approx(alpha * 410 / 32)
+    assert metrics["setup"]["lora_scale"] == pytest.approx(alpha / 32)
+    adapted = model.get_submodule("base_model.model." + sorted(SELECTED_MODULES)[0])
+    assert adapted.scaling["default"] == pytest.approx(alpha / 32)
     assert metrics["details"]["lora_target_modules"] == sorted(SELECTED_MODULES)
     assert metrics["run"]["id"] == "tiny-llama/laser-qlora-t25-s0"
+
+
+def test_rslora_keeps_alpha_over_sqrt_r_when_the_rank_is_matched(tiny_llama, inputs, tmp_path):
+    metrics, model = train(tiny_llama, "laser-qlora", inputs["data"], tmp_path / "laser", config=inputs["config"],
+                           selection=inputs["selection"], match_params_of="qlora", overrides={"use_rslora": True})
+    alpha = metrics["config"]["lora_alpha"]
+    assert metrics["setup"]["use_rslora"] is True
+    assert metrics["setup"]["lora_alpha"] == pytest.approx(alpha * (410 / 32) ** 0.5)
+    assert metrics["setup"]["lora_scale"] == pytest.approx(alpha / 32 ** 0.5)  # QLoRA's rsLoRA scale at r=32
+    adapted = model.get_submodule("base_model.model." + sorted(SELECTED_MODULES)[0])
+    assert adapted.scaling["default"] == pytest.approx(alpha / 32 ** 0.5)
+
+
+def test_set_overrides_the_config_and_is_what_metrics_records(tiny_llama, inputs, tmp_path, capsys):
+    from snrtune.cli import main
+
+    out = tmp_path / "lora"
+    args = ["train", str(tiny_llama), "--method", "lora", "--data", str(inputs["data"]), "--config",
+            str(inputs["config"]), "--out", str(out), "--max-steps", "2"]
+    assert main(args + ["--set", "learning_rate=3e-3", "--set", "lora_alpha=64"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["learning_rate"] == 3e-3 and metrics["setup"]["lora_scale"] == 64 / 32
+    assert main(args[:-6] + ["--out", str(tmp_path / "bad"), "--set", "learning_rate"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert main(args[:-6] + ["--out", str(tmp_path / "bad"), "--set", "learning_rat=1"]) == 2
+    assert "learning_rat" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_dpo_stage_trains_spectrum_selection_only(tiny_llama, inputs, tmp_path):

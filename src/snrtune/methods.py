@@ -100,19 +100,39 @@ def prepare_spectrum(model, settings, selection: dict, match_params_of) -> tuple
     return model, {"unfrozen_names": names}
 
 
-def lora_config(settings, target_modules, r: int | None = None):
+def lora_scale(alpha: float, r: int, rslora: bool) -> float:
+    """The factor a LoRA update B·A is multiplied by: alpha/r, or alpha/sqrt(r) with rsLoRA."""
+    return alpha / math.sqrt(r) if rslora else alpha / r
+
+
+def scaled_alpha(alpha: float, r: int, new_r: int, rslora: bool) -> float:
+    """The alpha that keeps ``lora_scale`` unchanged when the rank moves from ``r`` to ``new_r``.
+
+    Raising laser-QLoRA's rank to match QLoRA's parameter count with a fixed alpha would shrink its update
+    scale (alpha/r) and so compare learning rates, not methods: alpha rises with r (with sqrt(r) under rsLoRA).
+    """
+    return alpha * (math.sqrt(new_r / r) if rslora else new_r / r)
+
+
+def lora_facts(settings, r: int, alpha: float) -> dict:
+    """What metrics.json records of an adapter: the rank, alpha and the effective scale actually used."""
+    return {"lora_r": r, "lora_alpha": alpha, "use_rslora": settings.use_rslora,
+            "lora_scale": lora_scale(alpha, r, settings.use_rslora)}
+
+
+def lora_config(settings, target_modules, r: int | None = None, alpha: float | None = None):
     import peft
 
-    return peft.LoraConfig(r=int(r or settings.lora_r), lora_alpha=settings.lora_alpha,
-                           lora_dropout=settings.lora_dropout, target_modules=target_modules, bias="none",
-                           task_type="CAUSAL_LM")
+    return peft.LoraConfig(r=int(r or settings.lora_r), lora_alpha=alpha or settings.lora_alpha,
+                           lora_dropout=settings.lora_dropout, use_rslora=settings.use_rslora,
+                           target_modules=target_modules, bias="none", task_type="CAUSAL_LM")
 
 
 def prepare_lora(model, settings, selection, match_params_of) -> tuple[Any, dict]:
     import peft
 
     model = peft.get_peft_model(model, lora_config(settings, "all-linear"))
-    return model, {"lora_r": settings.lora_r, "target_modules": lora_targets(model)}
+    return model, {**lora_facts(settings, settings.lora_r, settings.lora_alpha), "target_modules": lora_targets(model)}
 
 
 def prepare_qlora(model, settings, selection, match_params_of) -> tuple[Any, dict]:
@@ -121,7 +141,7 @@ def prepare_qlora(model, settings, selection, match_params_of) -> tuple[Any, dic
     model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing,
                                                  gradient_checkpointing_kwargs={"use_reentrant": False})
     model = peft.get_peft_model(model, lora_config(settings, "all-linear"))
-    return model, {"lora_r": settings.lora_r, "target_modules": lora_targets(model)}
+    return model, {**lora_facts(settings, settings.lora_r, settings.lora_alpha), "target_modules": lora_targets(model)}
 
 
 def linear_modules(model) -> dict[str, Any]:
@@ -165,14 +185,15 @@ def prepare_laser_qlora(model, settings, selection: dict, match_params_of: str |
         raise SnrtuneError(f"selection module(s) {missing[:5]} are not linear or embedding layers of the model; "
                            f"expected module names like {next(iter(linear_modules(model)))!r}")
     r = rank_matching(model, targets, settings.lora_r) if match_params_of == "qlora" else settings.lora_r
+    alpha = scaled_alpha(settings.lora_alpha, settings.lora_r, r, settings.use_rslora)
     model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing,
                                                  gradient_checkpointing_kwargs={"use_reentrant": False})
     # PEFT matches a listed name exactly or as a dotted suffix, so full names cannot catch "…layers.13…"
-    model = peft.get_peft_model(model, lora_config(settings, targets, r))
+    model = peft.get_peft_model(model, lora_config(settings, targets, r, alpha))
     adapted = lora_targets(model)
     if sorted(adapted) != sorted(targets):
         raise SnrtuneError(f"LoRA went on {len(adapted)} modules but the selection names {len(targets)}")
-    return model, {"lora_r": r, "target_modules": adapted, "matched_params_of": match_params_of}
+    return model, {**lora_facts(settings, r, alpha), "target_modules": adapted, "matched_params_of": match_params_of}
 
 
 def lora_targets(model) -> list[str]:

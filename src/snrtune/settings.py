@@ -159,6 +159,7 @@ class TrainingSettings:
     lora_r: int = _field(_integer(1))
     lora_alpha: float = _field(_positive())
     lora_dropout: float = _field(_number(0, 1))
+    use_rslora: bool = _field(_boolean)
     # DPO
     dpo_beta: float = _field(_positive())
     # multi-GPU
@@ -217,9 +218,30 @@ def build(layers: list[tuple[str, Mapping[str, Any] | None]]) -> TrainingSetting
     return TrainingSettings(**checked)
 
 
+def parse_assignments(items: list[str] | None) -> dict[str, Any] | None:
+    """``--set KEY=VALUE`` items as a mapping (each value read as a YAML scalar: 3.0e-3, 16, true, null)."""
+    if not items:
+        return None
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise SnrtuneError(f"--set {item!r}: expected KEY=VALUE, e.g. --set learning_rate=3.0e-3")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise SnrtuneError(f"--set {item!r}: the value is not a YAML scalar") from None
+        if isinstance(value, (dict, list)):
+            raise SnrtuneError(f"--set {item!r}: expected a single value, got a {type(value).__name__}")
+        out[key.strip()] = value
+    return out
+
+
 def load_settings(path: str | None = None, method_overrides: Mapping[str, Any] | None = None,
-                  method: str | None = None, **command_line: Any) -> TrainingSettings:
-    """Defaults < the method's overrides < the YAML at ``path`` < command-line values that are not None."""
+                  method: str | None = None, assignments: Mapping[str, Any] | None = None,
+                  **command_line: Any) -> TrainingSettings:
+    """Defaults < the method's overrides < the YAML at ``path`` < ``--set`` assignments < command-line values
+    that are not None."""
     from snrtune.artifacts import read_yaml
 
     user = None
@@ -235,4 +257,5 @@ def load_settings(path: str | None = None, method_overrides: Mapping[str, Any] |
     return build([(f"training defaults {DEFAULTS}", default_values()),
                   (f"method {method!r} training overrides", method_overrides or None),
                   (f"training config {path}", user),
+                  ("command line --set", assignments or None),
                   ("command line", given or None)])

@@ -25,7 +25,7 @@ from snrtune.errors import SnrtuneError
 from snrtune.model_dir import load_source_info
 from snrtune.naming import format_t
 from snrtune.record import Stopwatch, run_record
-from snrtune.settings import TrainingSettings, load_settings
+from snrtune.settings import TrainingSettings, load_settings, parse_assignments
 
 STAGES = ("sft", "dpo")
 
@@ -45,12 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue from the newest complete checkpoint in OUT.partial/ if the run is unchanged "
                              "(settings, data, selection, model); else start afresh and say what changed")
     parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides the config)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", dest="assignments",
+                        help="override one training setting on top of --config (repeatable), e.g. a method's own "
+                             "learning rate: --set learning_rate=3.0e-3")
 
 
 def run(args: argparse.Namespace) -> int:
     metrics, _ = train(args.model_dir, args.method, args.data, args.out, selection=args.selection,
                        config=args.config, seed=args.seed, stage=args.stage, match_params_of=args.match_params_of,
-                       resume=args.resume, max_steps=args.max_steps)
+                       resume=args.resume, max_steps=args.max_steps,
+                       overrides=parse_assignments(args.assignments))
     if metrics is not None:
         print(f"trained {metrics['run']['id']}: {metrics['trainable_params']:,} of {metrics['total_params']:,} "
               f"parameters, final loss {metrics['train_loss'][-1][1]:.4f} → {args.out}")
@@ -60,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- config, selection, identity
 
 def load_config(path: str | None, seed: int | None = None, max_steps: int | None = None,
-                method: str | None = None) -> TrainingSettings:
-    """train_defaults.yaml < the method's overrides < the YAML at ``path`` < the command line, checked."""
-    overrides = method_registry.get(method).train_overrides if method else None
-    return load_settings(path, overrides, method, seed=seed, max_steps=max_steps)
+                method: str | None = None, overrides: dict | None = None) -> TrainingSettings:
+    """train_defaults.yaml < the method's overrides < the YAML at ``path`` < ``--set`` < the command line, checked."""
+    defaults = method_registry.get(method).train_overrides if method else None
+    return load_settings(path, defaults, method, overrides, seed=seed, max_steps=max_steps)
 
 
 def load_selection(path: str | None) -> dict | None:
@@ -293,7 +297,7 @@ def quiet_logs() -> None:
 
 
 def train(model_dir, method, data, out, selection=None, config=None, seed=None, stage="sft",
-          match_params_of=None, resume=False, max_steps=None, callbacks=()):
+          match_params_of=None, resume=False, max_steps=None, callbacks=(), overrides=None):
     """Train and write RUN_DIR; returns (metrics on the main process else None, the trained model)."""
     from snrtune import resume as resuming
     from snrtune.data_check import check_training_data
@@ -303,7 +307,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         raise SnrtuneError(f"model directory {model_dir} has no config.json; expected a directory from `snrtune fetch`")
     if stage not in STAGES:
         raise SnrtuneError(f"stage {stage!r}; expected one of {', '.join(STAGES)}")
-    cfg = load_config(config, seed, max_steps, method)
+    cfg = load_config(config, seed, max_steps, method, overrides)
     sel = load_selection(selection)
     spec = methods.check_request(method, sel, match_params_of)
     quiet_logs()
@@ -350,7 +354,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         config=cfg.as_dict(),
         setup={"method": method, "stage": stage, "data": str(data), "model_dir": str(model_dir),
                "world_size": trainer.args.world_size, "match_params_of": match_params_of,
-               "lora_r": facts.get("lora_r", cfg.lora_r)},
+               **{key: facts.get(key) for key in ("lora_r", "lora_alpha", "lora_scale", "use_rslora")}},
         selection=selection_summary(sel, selection),
         data={"source": str(data), "kind": data_summary.kind, "format": data_format, "sha256": data_sha256,
               **data_counts},
