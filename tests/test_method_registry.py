@@ -53,15 +53,20 @@ def test_cli_choices_are_the_registry(capsys):
 
 def test_builtin_specs_say_what_the_code_does():
     spectrum, qlora, laser = (method_registry.get(n) for n in ("spectrum", "qlora", "laser-qlora"))
-    assert method_registry.selection_names() == ("spectrum", "laser-qlora")
+    assert method_registry.selection_names() == ("spectrum", "laser-qlora", "spectrum-random", "laser-qlora-random")
     assert spectrum.merge == "spectrum-delta" and not spectrum.four_bit
     assert qlora.four_bit and qlora.is_adapter and qlora.merge == "adapter" and not qlora.needs_selection
     assert laser.rank_matching and laser.selection_kind == "snr"
     assert method_registry.get("full").merge == "full-copy"
+    for control, mirrored in (("spectrum-random", spectrum), ("laser-qlora-random", laser)):
+        spec = method_registry.get(control)
+        assert spec.selection_kind == "random" and spec.mirrors == mirrored.name
+        assert (spec.prepare, spec.merge, spec.four_bit) == (mirrored.prepare, mirrored.merge, mirrored.four_bit)
 
 
 def test_unknown_method_is_one_line():
-    with pytest.raises(SnrtuneError, match=r"^method 'dora' is not one of spectrum, full, lora, qlora, laser-qlora$"):
+    with pytest.raises(SnrtuneError, match=r"^method 'dora' is not one of spectrum, full, lora, qlora, laser-qlora, spectrum-random, "
+                                         r"laser-qlora-random$"):
         method_registry.get("dora")
 
 
@@ -70,23 +75,27 @@ def test_inconsistent_spec_is_refused():
         MethodSpec("x", None, False, False, "copy", "x", prepare_norms_only)
     with pytest.raises(ValueError, match="is_adapter"):
         MethodSpec("x", None, False, True, "full-copy", "x", prepare_norms_only)
+    with pytest.raises(ValueError, match="names the method it mirrors"):
+        MethodSpec("x", "random", False, False, "spectrum-delta", "x", prepare_norms_only)
     with pytest.raises(ValueError, match="already registered"):
         method_registry.register(MethodSpec("lora", None, False, True, "adapter", "lora", prepare_norms_only))
 
 
 def test_a_control_method_is_one_entry_with_its_run_names():
-    """The shape of issue 10's controls: the prepare function of spectrum, a random selection."""
-    spec = MethodSpec("spectrum-random", selection_kind="random", four_bit=False, is_adapter=False,
-                      merge="spectrum-delta", label="spectrum (random)", prepare="snrtune.methods:prepare_spectrum")
+    """A control is one entry: the prepare function of the method it mirrors, a random selection."""
+    spec = MethodSpec("spectrum-shuffled", selection_kind="random", four_bit=False, is_adapter=False,
+                      merge="spectrum-delta", label="spectrum (shuffled)", prepare="snrtune.methods:prepare_spectrum",
+                      mirrors="spectrum")
     with registered(spec):
-        assert "spectrum-random" in method_registry.selection_names()
-        assert naming.run_name("spectrum-random", 25, 1) == "spectrum-random-t25-s1"
-        assert naming.parse_run("spectrum-random-t25-s1") == {"method": "spectrum-random", "top_percent": "25",
-                                                               "seed": 1}
+        assert "spectrum-shuffled" in method_registry.selection_names()
+        assert naming.run_name("spectrum-shuffled", 25, 1) == "spectrum-shuffled-t25-s1"
+        assert naming.parse_run("spectrum-shuffled-t25-s1") == {"method": "spectrum-shuffled", "top_percent": "25",
+                                                                 "seed": 1}
         assert naming.parse_run("spectrum-t25-s1")["method"] == "spectrum"
-        assert naming.variant_of({"method": "spectrum-random", "top_percent": 12.5}) == "spectrum (random)-t12.5"
+        assert naming.variant_of({"method": "spectrum-shuffled", "top_percent": 12.5}) == "spectrum (shuffled)-t12.5"
         assert spec.prepare_function().__name__ == "prepare_spectrum"
-    assert "spectrum-random" not in method_registry.names()
+    assert "spectrum-shuffled" not in method_registry.names()
+    assert naming.parse_run("spectrum-random-t25-s1")["method"] == "spectrum-random"
 
 
 def test_method_overrides_sit_between_defaults_and_the_users_file(tmp_path):

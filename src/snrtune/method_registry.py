@@ -42,6 +42,9 @@ class MethodSpec:
     rank_matching:    accepts ``--match-params-of qlora`` (choose the LoRA rank that trains as many parameters).
     train_overrides:  training settings this method changes from src/snrtune/data/train_defaults.yaml
                       (a user's --config still overrides them).
+    mirrors:          for a control (selection_kind "random"): the SNR-selection method it is compared with at
+                      equal parameters; it trains with that method's settings (the workflow's method_settings
+                      and learning-rate candidates of ``mirrors`` apply to it unless it has its own).
     """
 
     name: str
@@ -53,6 +56,7 @@ class MethodSpec:
     prepare: str | Callable
     rank_matching: bool = False
     train_overrides: Mapping[str, Any] = field(default_factory=dict)
+    mirrors: str | None = None
 
     def __post_init__(self):
         if self.merge not in MERGE_STRATEGIES:
@@ -60,6 +64,9 @@ class MethodSpec:
         if self.selection_kind not in (None, *SELECTION_KINDS):
             raise ValueError(f"method {self.name!r}: selection_kind {self.selection_kind!r} is not None or one of "
                              f"{', '.join(SELECTION_KINDS)}")
+        if (self.mirrors is not None) != (self.selection_kind == "random"):
+            raise ValueError(f"method {self.name!r}: a control (selection_kind 'random') names the method it mirrors, "
+                             "and only a control does")
         if self.is_adapter != (self.merge == "adapter"):
             raise ValueError(f"method {self.name!r}: is_adapter={self.is_adapter} but merge={self.merge!r}")
         object.__setattr__(self, "train_overrides", MappingProxyType(dict(self.train_overrides)))
@@ -87,6 +94,12 @@ BUILTIN = (
                label="qlora", prepare="snrtune.methods:prepare_qlora"),
     MethodSpec("laser-qlora", selection_kind="snr", four_bit=True, is_adapter=True, merge="adapter",
                label="laser-qlora", prepare="snrtune.methods:prepare_laser_qlora", rank_matching=True),
+    # controls: as many modules per type as the SNR selection at the same t, chosen at random with the run's seed
+    MethodSpec("spectrum-random", selection_kind="random", four_bit=False, is_adapter=False, merge="spectrum-delta",
+               label="spectrum-random", prepare="snrtune.methods:prepare_spectrum", mirrors="spectrum"),
+    MethodSpec("laser-qlora-random", selection_kind="random", four_bit=True, is_adapter=True, merge="adapter",
+               label="laser-qlora-random", prepare="snrtune.methods:prepare_laser_qlora", rank_matching=True,
+               mirrors="laser-qlora"),
 )
 
 _REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in BUILTIN}
