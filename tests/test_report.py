@@ -268,3 +268,28 @@ def test_labels_that_would_overprint_are_grouped_for_stacking():
     assert label_groups(x, y) == [[1, 0, 2, 5], [4], [3]]  # 0.80 is near 0.60, the group's last point
     assert label_groups([1.0], [2.0]) == [[0]]
     assert label_groups([1.0, 1.0], [2.0, 2.0]) == [[0, 1]]  # identical points: no zero-range division
+
+
+def test_report_shows_each_methods_settings_and_the_sweep_with_the_chosen_rate(tmp_path):
+    res = Results(tmp_path / "results")
+    res.add("tiny", "base", bernoulli(0.1, 60, seed=1))
+    res.add("tiny", "full", _toolcall("full", 0), seed=0)
+    res.add("tiny", "lora", _toolcall("lora", 0), seed=0)
+    for folder, lr, setup in (("x2", 2e-4, {}), ("x3", 3e-3, {"lora_r": 16, "lora_alpha": 32, "lora_scale": 2.0})):
+        path = tmp_path / "results" / folder / "b.json"
+        record = json.loads(path.read_text())
+        record.update(config={"learning_rate": lr, "per_device_train_batch_size": 8,
+                              "gradient_accumulation_steps": 1, "max_seq_length": 256},
+                      setup={"world_size": 1, **setup}, details={"global_step": 24})
+        path.write_text(json.dumps(record))
+    candidates = [{"learning_rate": 1e-3, "eval_loss": 0.0686, "chosen": False},
+                  {"learning_rate": 3e-3, "eval_loss": 0.0324, "chosen": True}]
+    (tmp_path / "results" / "x3" / "sweep.json").write_text(json.dumps({"candidates": candidates}))
+    out = tmp_path / "report"
+    build_report(tmp_path / "results", out)
+    summary = (out / "summary.md").read_text()
+    assert "| full | 0 | 0.0002 | – | – | – | 24 | 8 | 256 |" in summary
+    assert "| lora | 0 | 0.003 (sweep) | 16 | 32 | 2 | 24 | 8 | 256 |" in summary
+    assert "| lora | 0 | 0.001 | 0.0686 |  |" in summary and "| lora | 0 | 0.003 | 0.0324 | ✓ |" in summary
+    page = (out / "report.html").read_text()
+    assert "Learning-rate sweep" in page and "Training settings" in page

@@ -25,6 +25,7 @@ from snrtune import method_registry, naming, stats
 from snrtune.artifact_names import COMPARISONS_TABLE, REPORT_PAGE, RUNS_TABLE, SCORES_TABLE, SUMMARY
 from snrtune.artifacts import atomic_dir
 from snrtune.errors import SnrtuneError
+from snrtune.sweep import SWEEP_FILE
 
 MAX_BYTES = 200 * 1024 * 1024
 # The score the report ranks by, per task; other tasks use the first of FALLBACK they report.
@@ -398,6 +399,11 @@ def _needed(n: float) -> str:
 
 
 CI_MARK = {"bootstrap": "", "normal over seeds": "*", "lm-eval stderr": "†", None: ""}
+SETTINGS_NOTE = ("Training settings per run: the learning rate and LoRA rank/alpha are each method's own (LoRA scale = "
+                 "alpha/r, or alpha/sqrt(r) with rsLoRA); steps, examples per step and sequence length are held "
+                 "equal.")
+SWEEP_NOTE = ("Learning-rate sweep: every candidate trained on the same data and budget; the one with the lowest "
+              "final held-out validation loss (never a test score) was merged and evaluated (✓).")
 CI_NOTE = ("Scores: mean over seeds [95% confidence interval], change against the base model in parentheses; "
            "best value per column in bold. Intervals: percentile bootstrap over examples (over seeds, then "
            "examples, when there are several seeds) from the per-example scores; * mean ± 1.96 × standard error "
@@ -598,17 +604,66 @@ def loss_frame(found: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "variant", "seed", "step", "loss", "kind"])
 
 
+def sweep_of(metrics: dict) -> dict | None:
+    """The learning-rate sweep table (sweep.json from `snrtune pick`) beside a run's metrics.json, if any."""
+    path = Path(metrics.get("_path", "")).with_name(SWEEP_FILE)
+    if not metrics.get("_path") or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _g(value) -> str:
+    return "–" if value is None else f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def settings_frame(metrics: list[dict]) -> pd.DataFrame:
+    """Per model and variant, the settings each run trained with: what is tuned per method (learning rate, from
+    the sweep or the config; LoRA rank, alpha and the effective scale) beside what is held equal (steps,
+    examples per step, sequence length)."""
+    rows = []
+    for m in metrics:
+        cfg, setup, details = m.get("config") or {}, m.get("setup") or {}, m.get("details") or {}
+        batch = (cfg.get("per_device_train_batch_size") or 0) * (cfg.get("gradient_accumulation_steps") or 0)
+        rows.append({"model": m["run"].get("model"), "method": variant_of(m["run"], selection_kind(m["run"], m)),
+                     "seed": m["run"].get("seed"),
+                     "learning rate": _g(cfg.get("learning_rate")) + (" (sweep)" if sweep_of(m) else ""),
+                     "LoRA r": _g(setup.get("lora_r")), "LoRA alpha": _g(setup.get("lora_alpha")),
+                     "LoRA scale": _g(setup.get("lora_scale")), "steps": _g(details.get("global_step")),
+                     "examples/step": _g(batch * max(1, setup.get("world_size") or 1)),
+                     "max_seq_length": _g(cfg.get("max_seq_length"))})
+    columns = ["model", "method", "seed", "learning rate", "LoRA r", "LoRA alpha", "LoRA scale", "steps",
+               "examples/step", "max_seq_length"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["model", "method", "seed"], kind="stable")
+
+
+def sweep_frame(metrics: list[dict]) -> pd.DataFrame:
+    """Per model, every sweep candidate: method, seed, learning rate, final validation loss, chosen."""
+    rows = []
+    for m in metrics:
+        sweep = sweep_of(m)
+        for cand in (sweep or {}).get("candidates", []):
+            rows.append({"model": m["run"].get("model"), "method": variant_of(m["run"], selection_kind(m["run"], m)),
+                         "seed": m["run"].get("seed"), "learning rate": _g(cand["learning_rate"]),
+                         "validation loss": "–" if cand["eval_loss"] is None else f"{cand['eval_loss']:.4f}",
+                         "chosen": "✓" if cand["chosen"] else ""})
+    return pd.DataFrame(rows, columns=["model", "method", "seed", "learning rate", "validation loss", "chosen"])
+
+
 def model_sections(runs: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame,
-                   target: str, tasks: list[str]) -> list[dict]:
-    """Per model: its verdict, score table and comparison table (models are never pooled)."""
+                   target: str, tasks: list[str], metrics: list[dict] = ()) -> list[dict]:
+    """Per model: its verdict, score table, comparison table, training settings and learning-rate sweep
+    (models are never pooled)."""
     sections = []
+    settings, sweeps = settings_frame(list(metrics)), sweep_frame(list(metrics))
     for model in dict.fromkeys(agg["model"]):
         a = agg[agg.model == model]
         c = comp[comp.model == model]
         k = cost.loc[model] if model in cost.index.get_level_values(0) else cost.iloc[:0].droplevel(0)
         table, best = summary_frame(a, k, tasks)
         sections.append({"model": model, "verdict": verdict(a, c, k, target, tasks), "table": table, "best": best,
-                         "comparisons": comparison_frame(c), "agg": a, "cost": k})
+                         "comparisons": comparison_frame(c), "agg": a, "cost": k,
+                         "settings": settings[settings.model == model].drop(columns="model").set_index("method"),
+                         "sweep": sweeps[sweeps.model == model].drop(columns="model").set_index("method")})
     return sections
 
 
@@ -633,7 +688,7 @@ def build_report(results_dir: str | Path, out: str | Path, target_task: str | No
     agg = aggregate(scores, index, resamples)
     comp = comparisons(scores, agg, index, target, resamples)
     cost = costs(runs)
-    sections = model_sections(runs, agg, comp, cost, target, tasks)
+    sections = model_sections(runs, agg, comp, cost, target, tasks, found["metrics"])
     losses = loss_frame(found)
     with atomic_dir(out) as tmp:
         runs.to_csv(tmp / RUNS_TABLE, index=False)
@@ -665,6 +720,10 @@ def summary_markdown(sections: list[dict], target: str) -> str:
             parts.append(f"Paired comparisons on {target} (difference = method − against, same examples and "
                          f"seeds; sign-flip permutation p-value, Holm-corrected):\n\n"
                          f"{comparison_markdown(s['comparisons'])}\n")
+        if not s["settings"].empty:
+            parts.append(f"{SETTINGS_NOTE}\n\n{markdown_table(s['settings'], {})}\n")
+        if not s["sweep"].empty:
+            parts.append(f"{SWEEP_NOTE}\n\n{markdown_table(s['sweep'], {})}\n")
     parts.append(CI_NOTE + "\n")
     return "\n".join(parts)
 
@@ -690,6 +749,10 @@ def html_page(sections: list[dict], target: str, folder: Path) -> str:
         if not s["comparisons"].empty:
             comp = (f"<h3>Paired comparisons on {html.escape(target)}</h3>"
                     + _html_table(s["comparisons"].set_index("method"), {}, "method"))
+        for key, title, note in (("settings", "Training settings", SETTINGS_NOTE),
+                                 ("sweep", "Learning-rate sweep", SWEEP_NOTE)):
+            if not s[key].empty:
+                comp += f"<h3>{title}</h3><p>{html.escape(note)}</p>" + _html_table(s[key], {}, "method")
         blocks.append(f"<section><h2>{html.escape(str(s['model']))}</h2>"
                       f"<p class=\"verdict\">{html.escape(s['verdict']).replace('**', '')}</p>"
                       f"{_html_table(s['table'], s['best'], 'method')}{comp}{figures}</section>")

@@ -67,6 +67,7 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
     with_t = [m for m in config["methods"] if method_registry.get(m).needs_selection]
     if with_t and not config["top_percent"]:
         raise SnrtuneError(f"config key 'top_percent': methods {' and '.join(with_t)} need at least one t value")
+    check_method_settings(config)
     holders = [("train.config", config["train"], "config")]
     holders += [(f"models.{name}.train_config", model, "train_config") for name, model in config["models"].items()]
     for key, holder, field in holders:
@@ -89,15 +90,113 @@ def load_schema(path: str | Path) -> dict:
         return yaml.safe_load(handle)
 
 
+def _number(value: Any, key: str) -> float:
+    """A positive number, also when YAML read it as a string ('3e-3' has no dot, so YAML 1.1 keeps it text)."""
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise SnrtuneError(f"config key {key!r}: expected a positive number, got {value!r}")
+    return number
+
+
+def check_method_settings(config: dict) -> None:
+    """Per-method settings and learning-rate candidates: known methods, numbers, one place per learning rate;
+    the controls' t values among top_percent (so each control has its SNR selection to be compared with)."""
+    train = config["train"]
+    for method, settings in train["method_settings"].items():
+        if "learning_rate" in settings:
+            settings["learning_rate"] = _number(settings["learning_rate"], f"train.method_settings.{method}.learning_rate")
+            if method in train["learning_rates"]:
+                raise SnrtuneError(f"config key 'train.learning_rates.{method}': the learning rate of {method} is also "
+                                   f"set in train.method_settings.{method}; expected it in one place")
+    for method, rates in train["learning_rates"].items():
+        train["learning_rates"][method] = [_number(r, f"train.learning_rates.{method}") for r in rates]
+        if len(set(train["learning_rates"][method])) != len(rates):
+            raise SnrtuneError(f"config key 'train.learning_rates.{method}': a learning rate is listed twice")
+    extra = [t for t in config["control_top_percent"] or [] if t not in config["top_percent"]]
+    if extra:
+        raise SnrtuneError(f"config key 'control_top_percent': {extra} not in top_percent {config['top_percent']}; "
+                           "a control is compared with the SNR selection at the same t")
+
+
 # -------------------------------------------------------------------------------------- run names
+
+def top_percents(config: dict, method: str) -> list:
+    """The t values of ``method``'s runs: [None] without a selection; controls at control_top_percent if set."""
+    spec = method_registry.get(method)
+    if not spec.needs_selection:
+        return [None]
+    if spec.selection_kind == "random" and config["control_top_percent"] is not None:
+        return list(config["control_top_percent"])
+    return list(config["top_percent"])
+
 
 def runs(config: dict) -> list[str]:
     """Every training run the config asks for: method × t (selection methods only) × seed (snrtune.naming)."""
-    out = []
-    for method in config["methods"]:
-        ts = config["top_percent"] if method_registry.get(method).needs_selection else [None]
-        out += [run_name(method, t, seed) for t in ts for seed in config["seeds"]]
-    return out
+    return [run_name(method, t, seed) for method in config["methods"] for t in top_percents(config, method)
+            for seed in config["seeds"]]
+
+
+def selection_file(model: str, run: str) -> str | None:
+    """The selection a run trains: select/t{T}.yaml (SNR), select/t{T}-random-s{SEED}.yaml (a control), or None."""
+    parsed = parse_run(run)
+    kind = method_registry.get(parsed["method"]).selection_kind
+    if kind is None:
+        return None
+    suffix = f"-{kind}-s{parsed['seed']}" if kind != "snr" else ""
+    return f"results/{model}/select/t{parsed['top_percent']}{suffix}.yaml"
+
+
+# ------------------------------------------------------------------- per-method settings and the sweep
+
+def settings_source(method: str) -> str:
+    """Whose settings a method trains with: its own, or, for a control, the method it mirrors."""
+    return method_registry.get(method).mirrors or method
+
+
+def method_settings(config: dict, method: str) -> dict[str, Any]:
+    """train.method_settings of ``method`` (of the mirrored method for a control without its own)."""
+    table = config["train"]["method_settings"]
+    return dict(table.get(method, table.get(settings_source(method), {})))
+
+
+def learning_rates(config: dict, method: str) -> list[float]:
+    """The learning-rate candidates of ``method``: its own list, the mirrored method's, ``all``, or []."""
+    table = config["train"]["learning_rates"]
+    for key in (method, settings_source(method), "all"):
+        if key in table:
+            return list(table[key])
+    return []
+
+
+def swept(config: dict, run: str) -> bool:
+    """A run whose learning rate is chosen by the sweep (more than one candidate)."""
+    return len(learning_rates(config, parse_run(run)["method"])) > 1
+
+
+def format_lr(lr: float) -> str:
+    """3e-3 -> '0.003' (a candidate's directory name: sweep/{run}/lr0.003)."""
+    return f"{lr:g}"
+
+
+def sweep_candidates(config: dict, model: str, run: str) -> list[str]:
+    """The run directories of a swept run's candidates, one per learning rate."""
+    method = parse_run(run)["method"]
+    return [f"results/{model}/sweep/{run}/lr{format_lr(lr)}" for lr in learning_rates(config, method)]
+
+
+def settings_flags(config: dict, method: str, lr: float | None = None) -> str:
+    """``--set KEY=VALUE`` flags of a method's own settings (and its learning rate: a candidate's, or the one
+    candidate listed), on top of the shared training config that holds what must stay equal."""
+    settings = method_settings(config, method)
+    rates = learning_rates(config, method)
+    if lr is not None:
+        settings["learning_rate"] = lr
+    elif len(rates) == 1:
+        settings["learning_rate"] = rates[0]
+    return " ".join(f"--set {shlex.quote(f'{key}={value}')}" for key, value in settings.items())
 
 
 def evaluations(config: dict) -> list[str]:

@@ -4,7 +4,7 @@ import shlex
 import snrtune
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
-from snrtune import workflow_config as wc
+from snrtune import method_registry, workflow_config as wc
 from snrtune.errors import SnrtuneError
 
 try:
@@ -52,23 +52,30 @@ def train_config(w):
 
 
 def train_inputs(w):
-    """The model, the data and hyperparameter files when local, and the selection for spectrum/laser-qlora."""
-    run = wc.parse_run(w.run)
+    """The model, the data and hyperparameter files when local, and the selection of a selection method."""
     inputs = {"model": f"results/{w.model}/model", "data": wc.local_files(config["data"]["train"])}
     if train_config(w):
         inputs["config"] = train_config(w)
-    if run["method"] in wc.SELECTION_METHODS:
-        inputs["selection"] = f"results/{w.model}/select/t{run['top_percent']}.yaml"
+    if wc.selection_file(w.model, w.run):
+        inputs["selection"] = wc.selection_file(w.model, w.run)
     return inputs
 
 
 def train_flags(w, input):
     run = wc.parse_run(w.run)
-    match = config["train"]["laser_qlora_match_params_of"] if run["method"] == "laser-qlora" else None
-    return wc.flags(method=run["method"], seed=run["seed"], selection=input.get("selection"),
-                    config=input.get("config"), stage=config["train"]["stage"],
-                    max_steps=config["train"]["max_steps"], match_params_of=match,
-                    resume=True)  # a requeued job continues from its last checkpoint
+    spec = method_registry.get(run["method"])
+    match = config["train"]["laser_qlora_match_params_of"] if spec.rank_matching else None
+    lr = float(w.lr) if "lr" in w.keys() else None  # a sweep candidate's learning rate
+    return " ".join([wc.flags(method=run["method"], seed=run["seed"], selection=input.get("selection"),
+                              config=input.get("config"), stage=config["train"]["stage"],
+                              max_steps=config["train"]["max_steps"], match_params_of=match,
+                              resume=True),  # a requeued job continues from its last checkpoint
+                     wc.settings_flags(config, run["method"], lr)])
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names (nothing when there are none)."""
+    return "|".join(map(re.escape, names)) or "(?!)"
 
 
 def evaluated_model(w):

@@ -18,3 +18,29 @@ rule select:
         runtime=lambda w, attempt: wc.scaled(10, attempt, GROWTH),
     shell:
         "snrtune select {input.snr} --top-percent {wildcards.t} --out {output.selection} {params.extra} > {log} 2>&1"
+
+
+# A control: as many modules per type as the SNR selection at t, chosen at random with the run's seed.
+rule select_control:
+    input:
+        snr="results/{model}/scan/snr.json",
+    output:
+        selection="results/{model}/select/t{t}-{kind}-s{seed}.yaml",
+    wildcard_constraints:
+        kind="random",
+        seed=r"\d+",
+    params:
+        extra=wc.flags(types=config["select"]["types"], include=config["select"]["include"]),
+        version=VERSION,
+    conda:
+        ENV
+    log:
+        "logs/{model}/select/t{t}-{kind}-s{seed}.log",
+    benchmark:
+        "results/{model}/benchmarks/select/t{t}-{kind}-s{seed}.tsv"
+    resources:
+        mem_mb=lambda w, attempt: wc.scaled(1000, attempt, GROWTH),
+        runtime=lambda w, attempt: wc.scaled(10, attempt, GROWTH),
+    shell:
+        "snrtune select {input.snr} --top-percent {wildcards.t} --{wildcards.kind} --seed {wildcards.seed} "
+        "--out {output.selection} {params.extra} > {log} 2>&1"

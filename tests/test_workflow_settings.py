@@ -1,0 +1,84 @@
+"""Each method's own settings, the learning-rate sweep and the random controls in the workflow config:
+which runs exist, which flags each training job gets, and the DAG Snakemake plans from them."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from snrtune import workflow_config as wc
+from snrtune.errors import SnrtuneError
+from snrtune.settings import parse_assignments
+from test_workflow import SCHEMA, job_counts, minimal, snakemake
+
+
+def config_with(**extra):
+    return wc.validate_config(minimal(**extra), SCHEMA)
+
+
+def assignments(flags: str) -> dict:
+    words = shlex.split(flags)
+    return parse_assignments([words[i + 1] for i, w in enumerate(words) if w == "--set"]) or {}
+
+
+def test_a_method_gets_its_own_settings_and_a_control_those_of_the_method_it_mirrors():
+    config = config_with(methods=["spectrum", "spectrum-random", "lora", "full"],
+                         train={"method_settings": {"lora": {"learning_rate": "3e-3", "lora_r": 16, "lora_alpha": 32},
+                                                    "spectrum": {"learning_rate": 1.0e-4}}})
+    assert assignments(wc.settings_flags(config, "lora")) == {"learning_rate": 3e-3, "lora_r": 16, "lora_alpha": 32}
+    assert assignments(wc.settings_flags(config, "spectrum-random")) == {"learning_rate": 1e-4}
+    assert wc.settings_flags(config, "full") == ""  # the shared training config alone
+
+
+def test_learning_rate_candidates_make_a_sweep_and_one_candidate_is_the_rate():
+    config = config_with(methods=["lora", "qlora", "full"],
+                         train={"learning_rates": {"lora": [1.0e-3, "3e-3"], "all": [2.0e-4]}})
+    assert wc.swept(config, "lora-s0") and not wc.swept(config, "full-s0")
+    assert wc.sweep_candidates(config, "m", "lora-s0") == ["results/m/sweep/lora-s0/lr0.001",
+                                                           "results/m/sweep/lora-s0/lr0.003"]
+    assert assignments(wc.settings_flags(config, "lora", lr=3e-3)) == {"learning_rate": 3e-3}
+    assert assignments(wc.settings_flags(config, "qlora")) == {"learning_rate": 2e-4}  # from `all`
+
+
+def test_controls_run_at_their_own_t_values_with_a_seeded_random_selection():
+    config = config_with(methods=["spectrum", "spectrum-random"], top_percent=[25, 50], control_top_percent=[25],
+                         seeds=[0, 1])
+    assert wc.runs(config) == ["spectrum-t25-s0", "spectrum-t25-s1", "spectrum-t50-s0", "spectrum-t50-s1",
+                               "spectrum-random-t25-s0", "spectrum-random-t25-s1"]
+    assert wc.selection_file("m", "spectrum-random-t25-s1") == "results/m/select/t25-random-s1.yaml"
+    assert wc.selection_file("m", "spectrum-t50-s1") == "results/m/select/t50.yaml"
+    assert wc.selection_file("m", "full-s1") is None
+
+
+@pytest.mark.parametrize("train, extra, message", [
+    ({"method_settings": {"lora": {"learning_rate": "fast"}}}, {}, "train.method_settings.lora.learning_rate"),
+    ({"method_settings": {"lora": {"max_steps": 10}}}, {}, "unknown key"),  # what defines the budget stays equal
+    ({"method_settings": {"dora": {}}}, {}, "dora"),
+    ({"learning_rates": {"lora": [1.0e-3, 1.0e-3]}}, {}, "listed twice"),
+    ({"learning_rates": {"lora": [-1]}}, {}, "train.learning_rates.lora"),
+    ({"learning_rates": {"lora": [1.0e-3]}, "method_settings": {"lora": {"learning_rate": 2.0e-3}}}, {},
+     "in one place"),
+    ({}, {"control_top_percent": [10]}, "control_top_percent"),
+])
+def test_bad_method_settings_name_the_key(train, extra, message):
+    with pytest.raises(SnrtuneError, match=message):
+        config_with(train=train, **extra)
+
+
+def test_dry_run_plans_candidates_pick_and_the_control(tmp_path):
+    config = {"models": {"m": {"source": "org/model"}}, "methods": ["spectrum", "spectrum-random", "lora"],
+              "top_percent": [25, 50], "control_top_percent": [50], "evaluate": {"base": False},
+              "train": {"learning_rates": {"lora": [1.0e-3, 3.0e-3]}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path).stdout
+    counts = job_counts(out)
+    assert counts["train_candidate"] == 2 and counts["pick"] == 1 and counts["select_control"] == 1
+    assert counts["train"] == 3  # spectrum t25, t50 and its control at t50
+    assert "--top-percent 50 --random --seed 0 --out results/m/select/t50-random-s0.yaml" in out
+    assert ("snrtune pick results/m/sweep/lora-s0/lr0.001 results/m/sweep/lora-s0/lr0.003 "
+            "--out results/m/runs/lora-s0") in out
+    assert "--out results/m/sweep/lora-s0/lr0.003" in out and "--set learning_rate=0.003" in out
