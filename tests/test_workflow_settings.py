@@ -82,3 +82,17 @@ def test_dry_run_plans_candidates_pick_and_the_control(tmp_path):
     assert ("snrtune pick results/m/sweep/lora-s0/lr0.001 results/m/sweep/lora-s0/lr0.003 "
             "--out results/m/runs/lora-s0") in out
     assert "--out results/m/sweep/lora-s0/lr0.003" in out and "--set learning_rate=0.003" in out
+
+
+def test_laser_qlora_takes_the_rank_and_alpha_of_the_method_it_matches():
+    qlora = {"learning_rate": 3.0e-3, "lora_r": 16, "lora_alpha": 32}
+    config = config_with(methods=["qlora", "laser-qlora", "laser-qlora-random"],
+                         train={"laser_qlora_match_params_of": "qlora",
+                                "method_settings": {"qlora": qlora, "laser-qlora": {"learning_rate": 2.0e-3}}})
+    assert assignments(wc.settings_flags(config, "laser-qlora")) == {"learning_rate": 2e-3, "lora_r": 16,
+                                                                     "lora_alpha": 32}
+    assert assignments(wc.settings_flags(config, "laser-qlora-random")) == {"learning_rate": 2e-3, "lora_r": 16,
+                                                                            "lora_alpha": 32}
+    with pytest.raises(SnrtuneError, match="takes lora_r, lora_alpha, use_rslora from train.method_settings.qlora"):
+        config_with(train={"laser_qlora_match_params_of": "qlora",
+                           "method_settings": {"qlora": qlora, "laser-qlora": {"lora_r": 8}}})

@@ -115,6 +115,14 @@ def check_method_settings(config: dict) -> None:
         train["learning_rates"][method] = [_number(r, f"train.learning_rates.{method}") for r in rates]
         if len(set(train["learning_rates"][method])) != len(rates):
             raise SnrtuneError(f"config key 'train.learning_rates.{method}': a learning rate is listed twice")
+    reference = config["train"]["laser_qlora_match_params_of"]
+    for method in (m for m in train["method_settings"] if reference and method_registry.get(m).rank_matching):
+        own = {k: v for k, v in train["method_settings"][method].items() if k in LORA_SHAPE}
+        theirs = {k: v for k, v in train["method_settings"].get(reference, {}).items() if k in LORA_SHAPE}
+        if any(theirs.get(k, v) != v for k, v in own.items()) or (own and own != theirs):
+            raise SnrtuneError(f"config key 'train.method_settings.{method}': {method} matches {reference}'s "
+                               f"parameter count and LoRA scale, so it takes {', '.join(LORA_SHAPE)} from "
+                               f"train.method_settings.{reference}; expected none of them here")
     extra = [t for t in config["control_top_percent"] or [] if t not in config["top_percent"]]
     if extra:
         raise SnrtuneError(f"config key 'control_top_percent': {extra} not in top_percent {config['top_percent']}; "
@@ -156,10 +164,19 @@ def settings_source(method: str) -> str:
     return method_registry.get(method).mirrors or method
 
 
+LORA_SHAPE = ("lora_r", "lora_alpha", "use_rslora")  # what a rank-matched method takes from the method it matches
+
+
 def method_settings(config: dict, method: str) -> dict[str, Any]:
-    """train.method_settings of ``method`` (of the mirrored method for a control without its own)."""
+    """train.method_settings of ``method`` (of the mirrored method for a control without its own). A method that
+    matches another's parameter count (laser-qlora with train.laser_qlora_match_params_of) takes that method's
+    rank, alpha and rsLoRA choice: the rank it is matched from and the scale it keeps are the reference's."""
     table = config["train"]["method_settings"]
-    return dict(table.get(method, table.get(settings_source(method), {})))
+    settings = dict(table.get(method, table.get(settings_source(method), {})))
+    reference = config["train"]["laser_qlora_match_params_of"]
+    if reference and method_registry.get(method).rank_matching:
+        settings.update({k: v for k, v in table.get(reference, {}).items() if k in LORA_SHAPE})
+    return settings
 
 
 def learning_rates(config: dict, method: str) -> list[float]:
