@@ -96,3 +96,31 @@ def test_laser_qlora_takes_the_rank_and_alpha_of_the_method_it_matches():
     with pytest.raises(SnrtuneError, match="takes lora_r, lora_alpha, use_rslora from train.method_settings.qlora"):
         config_with(train={"laser_qlora_match_params_of": "qlora",
                            "method_settings": {"qlora": qlora, "laser-qlora": {"lora_r": 8}}})
+
+
+@pytest.mark.parametrize("train_yaml, data, message", [
+    ("learning_rate: fast\n", None, "key 'learning_rate'"),
+    ("per_device_train_batch_size: 0\n", None, "key 'per_device_train_batch_size'"),
+    (None, '{"instruction": "a", "output": "b"}\n\n', "row 2 is a blank line"),
+    (None, '{"instruction": "a", "output": null}\n', "field 'output' is null"),
+])
+def test_bad_settings_or_data_stop_the_workflow_before_any_job(tmp_path, train_yaml, data, message):
+    train = tmp_path / "train.yaml"
+    train.write_text(train_yaml or "max_steps: 2\n")
+    data_file = tmp_path / "d.jsonl"
+    data_file.write_text(data or '{"instruction": "a", "output": "b"}\n')
+    config = {"models": {"m": {"source": "org/model"}}, "methods": ["lora", "full"],
+              "data": {"train": str(data_file)}, "train": {"config": str(train)}}
+    with pytest.raises(SnrtuneError, match=message):
+        wc.preflight(config_with(**{k: v for k, v in config.items() if k != "models"}))
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake("-n", "--cores", "1", "--configfile", path, cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and message.split("'")[0] in proc.stderr + proc.stdout
+    assert "rule fetch" not in proc.stdout and not (tmp_path / "results").exists()
+
+
+def test_a_method_setting_the_trainer_would_refuse_stops_the_workflow(tmp_path):
+    config = config_with(methods=["lora"], train={"method_settings": {"lora": {"lora_dropout": 1.0}}})
+    with pytest.raises(SnrtuneError, match="key 'lora_dropout'"):
+        wc.preflight(config)

@@ -129,6 +129,29 @@ def check_method_settings(config: dict) -> None:
                            "a control is compared with the SNR selection at the same t")
 
 
+PREFLIGHT_ROWS = 1000  # rows whose content the pre-flight check reads (every row's structure is read)
+
+
+def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS) -> None:
+    """Before any job runs: every training job's settings (the shared training file, each method's own
+    settings and learning-rate candidates, --max-steps) are built and checked exactly as `snrtune train` will
+    build them, and a local training data file is checked (its whole structure, the content of its first
+    ``max_rows`` rows). Raises SnrtuneError with the one line `snrtune train` would print."""
+    from snrtune import data_check, settings
+
+    paths = {model["train_config"] or config["train"]["config"] for model in config["models"].values()}
+    for path in sorted(paths, key=str):
+        for method in config["methods"]:
+            spec = method_registry.get(method)
+            for lr in learning_rates(config, method) or [None]:
+                own = method_settings(config, method) | ({"learning_rate": lr} if lr is not None else {})
+                cfg = settings.load_settings(path, spec.train_overrides, method, own,
+                                             max_steps=config["train"]["max_steps"])
+    data = resolve_source(config["data"]["train"])
+    if data_check.data_kind(data) == "local":
+        data_check.check_training_data(data, cfg.dataset_format, config["train"]["stage"], max_rows=max_rows)
+
+
 # -------------------------------------------------------------------------------------- run names
 
 def top_percents(config: dict, method: str) -> list:

@@ -10,6 +10,7 @@ from snrtune.errors import SnrtuneError
 try:
     schema = wc.load_schema(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
     wc.validate_config(config, schema, workflow_dir=workflow.basedir)
+    wc.preflight(config)  # training settings and data, checked before any job runs
 except SnrtuneError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
