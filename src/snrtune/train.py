@@ -42,12 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="laser-qlora: pick the LoRA rank that trains as many parameters as qlora")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT.partial/")
     parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides the config)")
+    parser.add_argument("--deepspeed", help="DeepSpeed ZeRO JSON (overrides the config's deepspeed key), "
+                        "e.g. config/zero3.json under torchrun")
 
 
 def run(args: argparse.Namespace) -> int:
     metrics, _ = train(args.model_dir, args.method, args.data, args.out, selection=args.selection,
                        config=args.config, seed=args.seed, stage=args.stage, match_params_of=args.match_params_of,
-                       resume=args.resume, max_steps=args.max_steps)
+                       resume=args.resume, max_steps=args.max_steps, deepspeed=args.deepspeed)
     if metrics is not None:
         print(f"trained {metrics['run']['id']}: {metrics['trainable_params']:,} of {metrics['total_params']:,} "
               f"parameters, final loss {metrics['train_loss'][-1][1]:.4f} → {args.out}")
@@ -198,15 +200,62 @@ def build_trainer(stage, model, tokenizer, cfg, output_dir, train_ds, val_ds, ca
 
 
 class Throughput(transformers.TrainerCallback):
-    """Tokens and seconds of this session's training (a resumed run counts only its own part)."""
+    """Tokens and seconds of this session's training (a resumed run counts only its own part), and the
+    accelerator time of every attempt: ``ledger`` (RUN.partial/attempts.json) keeps each attempt's training
+    seconds and world size, flushed at every checkpoint, every ``flush_s`` seconds and at the end, so a
+    resumed run adds its time to that of the attempts before it (preempted ones included)."""
+
+    def __init__(self, ledger: Path | None = None, is_main: bool = True, flush_s: float = 30.0):
+        self.ledger, self.is_main, self.flush_s = ledger, is_main, flush_s
+        self.previous = read_json(ledger)["attempts"] if ledger is not None and ledger.is_file() else []
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_step, self.start_tokens = state.global_step, state.num_input_tokens_seen
-        self.start = time.perf_counter()
+        self.start = self.flushed = time.perf_counter()
+        self.world_size, self.device = args.world_size, "cuda" if args.device.type == "cuda" else "cpu"
+        self.seconds = 0.0
+
+    def attempts(self) -> list[dict]:
+        now = {"seconds": round(time.perf_counter() - self.start, 3), "world_size": self.world_size,
+               "device": self.device, "start_step": self.start_step}
+        return [*self.previous, now]
+
+    def flush(self) -> None:
+        self.flushed = time.perf_counter()
+        if self.ledger is not None and self.is_main:
+            self.ledger.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.ledger, {"attempts": self.attempts()})
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.perf_counter() - self.flushed >= self.flush_s:
+            self.flush()
+
+    def on_save(self, args, state, control, **kwargs):
+        self.flush()
 
     def on_train_end(self, args, state, control, **kwargs):
         self.seconds = time.perf_counter() - self.start
         self.tokens = int(state.num_input_tokens_seen - self.start_tokens)
+        self.flush()
+
+    def cost(self) -> dict[str, Any]:
+        """gpu_seconds = Σ world size × training seconds over attempts on GPUs (cpu_seconds on CPUs:
+        processes × seconds), and this process's peak allocated / reserved accelerator memory."""
+        attempts = self.attempts()
+        cuda = self.device == "cuda"
+        if cuda:
+            import torch
+
+            allocated, reserved = int(torch.cuda.max_memory_allocated()), int(torch.cuda.max_memory_reserved())
+        else:
+            allocated = reserved = None
+        return {
+            "gpu_seconds": round(sum(a["world_size"] * a["seconds"] for a in attempts if a["device"] == "cuda"), 3),
+            "cpu_seconds": round(sum(a["world_size"] * a["seconds"] for a in attempts if a["device"] != "cuda"), 3),
+            "train_seconds_total": round(sum(a["seconds"] for a in attempts), 3),
+            "attempts": len(attempts),
+            "peak_allocated_bytes": allocated, "peak_reserved_bytes": reserved,
+        }
 
 
 class QuietProgress(transformers.trainer_callback.ProgressCallback):
@@ -276,7 +325,7 @@ def quiet_logs() -> None:
 
 
 def train(model_dir, method, data, out, selection=None, config=None, seed=None, stage="sft",
-          match_params_of=None, resume=False, max_steps=None, callbacks=()):
+          match_params_of=None, resume=False, max_steps=None, callbacks=(), deepspeed=None):
     """Train and write RUN_DIR; returns (metrics on the main process else None, the trained model)."""
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -287,6 +336,8 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         raise SnrtuneError(f"stage {stage!r}; expected one of {', '.join(STAGES)}")
     quiet_logs()
     cfg = load_config(config, seed, max_steps)
+    if deepspeed:
+        cfg["deepspeed"] = deepspeed
     sel = load_selection(selection)
     identity = run_identity(model_dir, method, sel, cfg["seed"], stage)
     is_main = int(os.environ.get("RANK", "0")) == 0
@@ -302,7 +353,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     train_ds, val_ds = datasets_for(stage, data, tokenizer, cfg)
     model, facts = methods.prepare(method, model_dir, cfg, sel, match_params_of)
     trainable, total = methods.count_params(model)
-    throughput = Throughput()
+    throughput = Throughput(partial / "attempts.json", is_main)
     trainer = build_trainer(stage, model, tokenizer, cfg, checkpoints, train_ds, val_ds, [throughput, *callbacks])
     if is_main and resume:
         print(f"resuming from {last}" if last else f"--resume: no checkpoint in {checkpoints}; starting afresh")
@@ -321,6 +372,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         train_loss=losses(trainer.state.log_history, "loss"),
         eval_loss=losses(trainer.state.log_history, "eval_loss"),
         tokens_per_s=round(throughput.tokens / throughput.seconds, 3) if throughput.tokens else None,
+        **throughput.cost(),
         train_tokens=int(trainer.state.num_input_tokens_seen) or None,
         config={**cfg, "method": method, "stage": stage, "data": str(data), "model_dir": str(model_dir),
                 "world_size": trainer.args.world_size, "match_params_of": match_params_of,
@@ -333,6 +385,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     )
     with atomic_dir(out, keep_partial=True) as tmp:
         shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+        (tmp / "attempts.json").unlink(missing_ok=True)  # its totals are in metrics.json
         write_json(tmp / "snrtune_run.json", identity)
         write_json(tmp / "metrics.json", metrics)
     return metrics, trainer.model
