@@ -44,7 +44,8 @@ def _eval(run, toolcall, retention, ppl):
 def _metrics(run):
     params, mem, wall, tps = COST[run["method"]]
     return {"run": run, "trainable_params": params, "total_params": 10_000_000, "peak_memory_bytes": mem,
-            "wall_time_s": wall, "tokens_per_s": tps,
+            "wall_time_s": wall, "tokens_per_s": tps, "gpu_seconds": 2 * 3600 * wall / 120, "cpu_seconds": 0.0,
+            "peak_allocated_bytes": 0.5 * mem, "peak_reserved_bytes": 0.6 * mem,
             "train_loss": [[s, 2.0 / (s + 1) + (run["seed"] or 0) * 0.01] for s in range(0, 40, 5)],
             "eval_loss": [[s, 2.2 / (s + 1)] for s in (10, 20, 30)]}
 
@@ -158,3 +159,31 @@ def test_labels_that_would_overprint_are_grouped_for_stacking():
     assert label_groups(x, y) == [[1, 0, 2, 5], [4], [3]]  # 0.80 is near 0.60, the group's last point
     assert label_groups([1.0], [2.0]) == [[0]]
     assert label_groups([1.0, 1.0], [2.0, 2.0]) == [[0, 1]]  # identical points: no zero-range division
+
+
+def test_gpu_hours_column_and_benchmarks(results, tmp_path):
+    """GPU-hours = gpu_seconds / 3600 (2 GPUs × 3600 s × wall/120 per run): spectrum 2, lora 1.5, qlora 2.5."""
+    spectrum_tsv = tmp_path / "spectrum.tsv"
+    spectrum_tsv.write_text("s\th:m:s\tmax_rss\tcpu_time\n130.5\t0:02:10\t2048.0\t120.0\n")
+    out = build_report(results, tmp_path / "r", benchmarks=[f"tiny/spectrum-t25-s0={spectrum_tsv}"])
+    text = (out / "summary.md").read_text()
+    assert "GPU-hours ↓" in text
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 2 |" in lines["spectrum-t25"] and "| **1.5** |" in lines["lora"] and "| 2.5 |" in lines["qlora"]
+    runs = pd.read_csv(out / "runs.csv")
+    assert set(runs[runs.run == "tiny/spectrum-t25-s0"].job_wall_s) == {130.5}
+    assert runs[runs.run == "tiny/lora-s0"].job_wall_s.isna().all()
+    assert set(runs[runs.run == "tiny/qlora-s0"].peak_allocated_bytes) == {0.5e9}
+
+
+def test_files_are_exactly_what_the_report_reads(results, tmp_path):
+    """Given --files, the lora and qlora runs lying next to them stay out of the report."""
+    chosen = [str(p) for p in results.glob("x*/*.json")
+              if json.loads(p.read_text())["run"]["method"] in ("base", "spectrum")]
+    out = tmp_path / "r"
+    assert cli.main(["report", "--files", *chosen, str(results / "misc" / "s.json"), "--out", str(out)]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert set(runs.variant) == {"base", "spectrum-t25"}
+    with pytest.raises(SnrtuneError, match=r"--files: '.*config.json' is not an eval.json"):
+        build_report(None, tmp_path / "r2", files=[*chosen, str(results / "misc" / "config.json")])
+    assert not (tmp_path / "r2").exists()

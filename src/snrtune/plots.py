@@ -134,14 +134,20 @@ def annotate_points(ax, names, x, y) -> None:
 
 
 def quality_vs_cost(runs: pd.DataFrame, agg: pd.DataFrame, target: str, folder: Path, colors: dict) -> str | None:
+    """Quality on the target task against peak memory, GPU-hours (CPU-hours on a CPU) and trainable
+    parameters, each with its Pareto front."""
+    from snrtune.report import compute_hours, costs, peak_memory
+
     sub = agg[(agg.task == target) & (agg.variant != "base")].set_index("variant")
-    cost = runs.drop_duplicates("run").groupby("variant")[
-        ["peak_memory_bytes", "train_wall_time_s", "trainable_params"]].mean()
+    cost = costs(runs)
+    memory, memory_label = peak_memory(cost)
+    hours, hours_label = compute_hours(cost)
+    cost = pd.DataFrame({"memory": memory, "hours": hours, "trainable_params": cost["trainable_params"]})
     sub = sub.join(cost, how="inner")
     if sub.empty:
         return None
     hib, metric = bool(sub["higher_is_better"].iloc[0]), sub["metric"].iloc[0]
-    panels = [("peak_memory_bytes", "peak memory (GB)", 1e9), ("train_wall_time_s", "training time (s)", 1),
+    panels = [("memory", f"{memory_label} (GB)", 1e9), ("hours", hours_label, 1),
               ("trainable_params", "trainable parameters (M)", 1e6)]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
     for ax, (col, label, scale) in zip(axes, panels):

@@ -1,8 +1,11 @@
-"""`snrtune report RESULTS_DIR --out REPORT_DIR`: tables, plots and one HTML page over all runs.
+"""`snrtune report --files FILE… --out REPORT_DIR` (or `snrtune report RESULTS_DIR …`): tables, plots and one
+HTML page over the runs.
 
-Files are found anywhere under RESULTS_DIR by their content (docs/artifacts.md), never by their paths:
-eval.json (run + results + config), metrics.json (run + train_loss + trainable_params), snr.json
-(modules + parameters) and selection YAMLs (unfrozen_parameters + modules).
+The workflow passes exactly the files its current config produced (``--files``, ``--benchmark``); a user may
+instead name a directory, searched recursively. Files are told apart by their content (docs/artifacts.md),
+never by their paths: eval.json (run + results + config), metrics.json (run + train_loss + trainable_params;
+a run directory stands for its metrics.json), snr.json (modules + parameters) and selection YAMLs
+(unfrozen_parameters + modules). ``--benchmark RUN_ID=TSV`` adds a Snakemake benchmark of a training job.
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ DEFAULT_TARGET = "snrtune_toolcall"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("results_dir", help="directory searched (recursively) for eval/metrics/snr/selection files")
+    parser.add_argument("results_dir", nargs="?", help="directory searched (recursively) for eval/metrics/snr/selection "
+                        "files (instead of --files)")
+    parser.add_argument("--files", nargs="+", default=None, metavar="FILE",
+                        help="exactly these eval.json, metrics.json (or run directories), snr.json and selection files")
+    parser.add_argument("--benchmark", action="append", default=[], metavar="RUN_ID=TSV",
+                        help="Snakemake benchmark TSV of a training job, e.g. smollm2/full-s0=results/…/full-s0.tsv")
     parser.add_argument("--out", required=True, help="the report directory to write")
     parser.add_argument("--target-task", default=None,
                         help=f"the task fine-tuning aims at (default: {DEFAULT_TARGET} if evaluated, else the first task); "
@@ -53,20 +61,37 @@ def kind_of(obj) -> str | None:
     return None
 
 
+def read_artifact(path: Path) -> tuple[str | None, dict | None]:
+    """(kind, parsed content) of a file, (None, None) when it is no snrtune artifact."""
+    if path.suffix not in (".json", ".yaml", ".yml") or not path.is_file() or path.stat().st_size > MAX_BYTES:
+        return None, None
+    try:
+        text = path.read_text(encoding="utf-8")
+        obj = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError):
+        return None, None
+    return kind_of(obj), obj
+
+
 def discover(results_dir: Path) -> dict[str, list[dict]]:
+    """Every artifact anywhere under ``results_dir``."""
+    return collect(sorted(results_dir.rglob("*")), strict=False)
+
+
+def collect(paths, strict: bool = True) -> dict[str, list[dict]]:
+    """The artifacts among ``paths`` (a run directory stands for its metrics.json); with ``strict`` a path that
+    is missing or no snrtune artifact is an error."""
     found: dict[str, list[dict]] = {"eval": [], "metrics": [], "snr": [], "selection": []}
-    for path in sorted(results_dir.rglob("*")):
-        if path.suffix not in (".json", ".yaml", ".yml") or not path.is_file() or path.stat().st_size > MAX_BYTES:
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-            obj = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError):
-            continue
-        kind = kind_of(obj)
+    for path in map(Path, paths):
+        if strict and path.is_dir():
+            path = path / "metrics.json"
+        kind, obj = read_artifact(path)
         if kind:
             obj["_path"] = str(path)
             found[kind].append(obj)
+        elif strict:
+            raise SnrtuneError(f"--files: {str(path)!r} is not an eval.json, metrics.json, snr.json or selection "
+                               f"file{'' if path.exists() else ' (it does not exist)'}")
     for kind in ("eval", "metrics"):  # a copied file must not count as another seed
         unique = {item["run"]["id"]: item for item in reversed(found[kind])}
         found[kind] = sorted(unique.values(), key=lambda item: item["_path"])
@@ -99,9 +124,27 @@ def summary_tasks(evals: list[dict]) -> list[str]:
     return out
 
 
-def runs_table(found: dict[str, list[dict]]) -> pd.DataFrame:
+def read_benchmarks(specs: list[str]) -> dict[str, dict]:
+    """{run id: first row of its Snakemake benchmark TSV} from ``RUN_ID=TSV`` strings."""
+    out = {}
+    for spec in specs:
+        run_id, sep, path = spec.rpartition("=")
+        if not sep or not run_id:
+            raise SnrtuneError(f"--benchmark {spec!r}: expected RUN_ID=TSV")
+        try:
+            frame = pd.read_csv(path, sep="\t")
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise SnrtuneError(f"--benchmark {spec!r}: cannot read {path!r} ({type(exc).__name__})") from None
+        if frame.empty or "s" not in frame:
+            raise SnrtuneError(f"--benchmark {spec!r}: {path!r} is not a Snakemake benchmark TSV")
+        out[run_id] = {k: (None if pd.isna(v) else v) for k, v in frame.iloc[0].items()}
+    return out
+
+
+def runs_table(found: dict[str, list[dict]], benchmarks: dict[str, dict] | None = None) -> pd.DataFrame:
     """One row per run × task × metric, with the run's training cost."""
     costs = {m["run"]["id"]: m for m in found["metrics"]}
+    benchmarks = benchmarks or {}
     rows = []
     for ev in found["eval"]:
         run, cost = ev["run"], costs.get(ev["run"]["id"], {})
@@ -117,6 +160,11 @@ def runs_table(found: dict[str, list[dict]]) -> pd.DataFrame:
                         metric, "perplexity" not in metric and "bits_per" not in metric),
                     "trainable_params": cost.get("trainable_params"), "total_params": cost.get("total_params"),
                     "peak_memory_bytes": cost.get("peak_memory_bytes"), "train_wall_time_s": cost.get("wall_time_s"),
+                    "gpu_seconds": cost.get("gpu_seconds"), "cpu_seconds": cost.get("cpu_seconds"),
+                    "peak_allocated_bytes": cost.get("peak_allocated_bytes"),
+                    "peak_reserved_bytes": cost.get("peak_reserved_bytes"),
+                    "job_wall_s": benchmarks.get(run["id"], {}).get("s"),
+                    "job_max_rss_mb": benchmarks.get(run["id"], {}).get("max_rss"),
                     "tokens_per_s": cost.get("tokens_per_s"), "eval_wall_time_s": ev.get("wall_time_s"),
                     "model_form": ev.get("model_form"),
                 })
@@ -145,10 +193,34 @@ def aggregate(scores: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+COST_COLUMNS = ["trainable_params", "peak_memory_bytes", "train_wall_time_s", "tokens_per_s", "gpu_seconds",
+                "cpu_seconds", "peak_allocated_bytes", "peak_reserved_bytes"]
+
+
+def compute_hours(cost: pd.DataFrame) -> tuple[pd.Series, str]:
+    """GPU-hours (GPUs × training seconds over all attempts) when any run used a GPU, else CPU-hours."""
+    gpu = cost["gpu_seconds"] if "gpu_seconds" in cost else pd.Series(index=cost.index, dtype=float)
+    if (gpu.fillna(0) > 0).any():
+        return gpu / 3600, "GPU-hours"
+    cpu = cost["cpu_seconds"] if "cpu_seconds" in cost else pd.Series(index=cost.index, dtype=float)
+    return cpu / 3600, "CPU-hours (no GPU)"
+
+
+def peak_memory(cost: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Peak allocated accelerator memory when recorded, else the peak memory of the run (RSS on a CPU)."""
+    allocated = cost["peak_allocated_bytes"] if "peak_allocated_bytes" in cost else None
+    if allocated is not None and allocated.notna().any():
+        return allocated, "peak allocated GPU memory"
+    return cost["peak_memory_bytes"], "peak memory (RSS on a CPU)"
+
+
 def costs(runs: pd.DataFrame) -> pd.DataFrame:
-    cols = ["trainable_params", "peak_memory_bytes", "train_wall_time_s", "tokens_per_s"]
+    cols = [c for c in COST_COLUMNS if c in runs]
     per_run = runs.drop_duplicates("run").set_index("run")
-    return per_run.groupby("variant", sort=False)[cols].mean()
+    numbers = per_run[cols].astype(float).assign(variant=per_run["variant"])
+    out = numbers.groupby("variant", sort=False)[cols].mean()
+    out["compute_hours"], _ = compute_hours(out)
+    return out
 
 
 def variant_order(variants) -> list[str]:
@@ -198,10 +270,12 @@ def summary_frame(agg: pd.DataFrame, cost: pd.DataFrame, tasks: list[str]) -> tu
         table[col] = pd.Series(cells)
         best[col] = (sub["score"].idxmax() if hib else sub["score"].idxmin())
     names = {"trainable_params": "trainable params ↓", "peak_memory_bytes": "peak memory ↓",
-             "train_wall_time_s": "train time ↓", "tokens_per_s": "tokens/s ↑"}
+             "train_wall_time_s": "train time ↓", "compute_hours": compute_hours(cost)[1].split(" (")[0] + " ↓",
+             "tokens_per_s": "tokens/s ↑"}
     for key, col in names.items():
         values = cost[key].reindex(order) if key in cost else pd.Series(index=order, dtype=float)
         fmt = {"peak_memory_bytes": lambda x: _human(x) + "B", "train_wall_time_s": lambda x: f"{x:.0f} s",
+               "compute_hours": lambda x: f"{x:.3g}",
                "tokens_per_s": lambda x: f"{x:.0f}"}.get(key, _human)
         table[col] = [fmt(x) if pd.notna(x) else "–" for x in values]
         trained = values.drop("base", errors="ignore").dropna()
@@ -276,16 +350,19 @@ def verdict(agg: pd.DataFrame, cost: pd.DataFrame, target: str, tasks: list[str]
 
 # --- the step ---------------------------------------------------------------------------------------------
 
-def build_report(results_dir: str | Path, out: str | Path, target_task: str | None = None) -> Path:
+def build_report(results_dir: str | Path | None, out: str | Path, target_task: str | None = None,
+                 files: list[str] | None = None, benchmarks: list[str] = ()) -> Path:
     from snrtune import plots
 
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise SnrtuneError(f"RESULTS_DIR {str(results_dir)!r} is not a directory")
-    found = discover(results_dir)
+    if files is not None:
+        found, where = collect(files), "among --files"
+    else:
+        if results_dir is None or not Path(results_dir).is_dir():
+            raise SnrtuneError(f"RESULTS_DIR {str(results_dir)!r} is not a directory; expected a directory or --files")
+        found, where = discover(Path(results_dir)), f"under {str(results_dir)!r}"
     if not found["eval"]:
-        raise SnrtuneError(f"no eval.json (from `snrtune evaluate`) found under {str(results_dir)!r}")
-    runs = runs_table(found)
+        raise SnrtuneError(f"no eval.json (from `snrtune evaluate`) found {where}")
+    runs = runs_table(found, read_benchmarks(list(benchmarks)))
     tasks = summary_tasks(found["eval"])
     target = pick_target(tasks, target_task)
     tasks = [target] + [t for t in tasks if t != target]  # the target task leads every table and plot
@@ -331,7 +408,7 @@ base model in parentheses; best value per column in bold. Every row of every run
 
 
 def run(args) -> int:
-    out = build_report(args.results_dir, args.out, args.target_task)
+    out = build_report(args.results_dir, args.out, args.target_task, files=args.files, benchmarks=args.benchmark)
     print(f"wrote {out}/report.html, summary.md, runs.csv and plots")
     print((out / "summary.md").read_text(encoding="utf-8"))
     return 0
