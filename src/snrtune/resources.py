@@ -187,12 +187,14 @@ def runtime_minutes(size: ModelSize, s: Settings, trainable: int, gpus: int, hw:
 
 
 def host_mem_mb(size: ModelSize, s: Settings, trainable: int, gpus: int, strategy: str) -> int:
-    """Each process holds one 16-bit copy while loading; ZeRO offload keeps 12 bytes per trainable
-    parameter on the host; 8 GB for the data, tokenizer and libraries. A CPU run holds everything."""
+    """Each process holds a 16-bit copy while loading (ZeRO-3 loads one copy, partitioned as it goes), 1.2×;
+    ZeRO offload keeps 12 bytes per trainable parameter (fp32 master, AdamW moments) on the host; 8 GB for
+    the data, tokenizer and libraries. A CPU run holds everything in host memory."""
     if s.device != "cuda":
         total = per_device_bytes(size, s, trainable, 1, "none")
     else:
-        total = max(gpus, 1) * 2 * size.total * 1.2 + (12 * trainable if strategy == "zero3_offload" else 0)
+        copies = 1 if strategy.startswith("zero3") else max(gpus, 1)
+        total = copies * 2 * size.total * 1.2 + (12 * trainable if strategy == "zero3_offload" else 0)
     return int(math.ceil((total + 8e9) / 1e6 / 1000)) * 1000
 
 

@@ -4,7 +4,10 @@ rule train:
     output:
         run=directory("results/{model}/runs/{run}"),
     params:
-        launcher=lambda w: wc.launcher(res(w, "train_gpus")),
+        env=job_env_param(OFFLINE),
+        launcher=launcher,
+        strategy=strategy,
+        sharding=sharding,
         data=wc.resolve_source(config["data"]["train"]),
         extra=train_flags,
         version=VERSION,
@@ -16,8 +19,9 @@ rule train:
         "results/{model}/benchmarks/train/{run}.tsv"
     threads: lambda w: res(w, "threads")
     resources:
-        gpu=lambda w: res(w, "train_gpus"),
-        mem_mb=mem("train_mem_mb"),
-        runtime=runtime("train_runtime"),
+        gpu=train_resource("gpus"),
+        mem_mb=train_resource("mem_mb", grow=True),
+        runtime=train_resource("runtime", grow=True),
     shell:
-        "{params.launcher} train {input.model} --data {params.data:q} --out {output.run} {params.extra} > {log} 2>&1"
+        "{params.env}{params.launcher} train {input.model:q} --data {params.data:q} --out {output.run:q} "
+        "{params.extra} {params.sharding} > {log:q} 2>&1"
