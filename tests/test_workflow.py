@@ -49,8 +49,10 @@ def test_defaults_are_filled_in():
     config = wc.validate_config(minimal(), SCHEMA)
     assert config["methods"] == ["spectrum", "qlora", "laser-qlora", "lora", "full"]
     assert config["top_percent"] == [25, 50] and config["seeds"] == [0]
-    assert config["models"]["m"]["resources"] == {"gpus": 0, "train_gpus": 0, "threads": 2, "mem_mb": 8000,
-                                                  "train_mem_mb": 16000, "runtime": 60, "train_runtime": 120}
+    assert config["models"]["m"]["resources"] == {"gpus": 0, "train_gpus": None, "threads": 2, "mem_mb": 8000,
+                                                  "train_mem_mb": None, "runtime": 60, "train_runtime": None,
+                                                  "train_strategy": None, "per_method": {}}
+    assert config["hub"] == {"hf_home": None} and config["models"]["m"]["params_b"] is None
     assert config["evaluate"]["tasks"][0] == {"name": "snrtune_toolcall", "num_fewshot": None}
     assert config["data"]["train"] == "pkg://snrtune/data/demo/toolcall_train.jsonl"
 
@@ -114,11 +116,19 @@ def test_lint_is_clean(tmp_path):
 def test_paper_dry_run_builds_the_full_comparison(tmp_path):
     out = snakemake("-n", "-p", "--configfile", ROOT / "config/paper.yaml", "--directory", tmp_path, cwd=ROOT)
     # 2 models: scan shared by both t values; spectrum ×2 t, full, qlora; evaluations of 4 runs + base
-    assert job_counts(out.stdout) == {"fetch": 2, "scan": 2, "select": 4, "train": 8, "merge": 8,
-                                      "evaluate": 10, "report": 1, "all": 1}
-    assert ("torchrun --standalone --nproc_per_node 4 -m snrtune.cli train results/Meta-Llama-3-8B/model "
-            "--data jondurbin/airoboros-3.1 --out results/Meta-Llama-3-8B/runs/spectrum-t25-s0 --method spectrum "
-            "--seed 0 --selection results/Meta-Llama-3-8B/select/t25.yaml") in out.stdout
+    # the hub dataset and the leaderboard tasks' data are prefetched on the login node
+    assert job_counts(out.stdout) == {"fetch": 2, "prefetch_data": 1, "prefetch_tasks": 1, "scan": 2, "select": 4,
+                                      "train": 8, "merge": 8, "evaluate": 10, "report": 1, "all": 1}
+    # per-method launches from the estimate (params_b 8.03): full fine-tuning sharded over 4 GPUs with ZeRO-3,
+    # Spectrum-25 on one GPU; every job offline
+    assert ("export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1; torchrun --standalone --nproc_per_node 4 -m snrtune.cli "
+            "train results/Meta-Llama-3-8B/model --data jondurbin/airoboros-3.1 --out results/Meta-Llama-3-8B/runs/full-s0 "
+            "--method full --seed 0 --config " + str(ROOT / "config/train-gpu.yaml") + " --stage sft --resume "
+            "--deepspeed " + str(ROOT / "config/zero3.json")) in out.stdout
+    assert ("; snrtune train results/Meta-Llama-3-8B/model --data jondurbin/airoboros-3.1 --out "
+            "results/Meta-Llama-3-8B/runs/spectrum-t25-s0 --method spectrum --seed 0 "
+            "--selection results/Meta-Llama-3-8B/select/t25.yaml") in out.stdout
+    assert "snrtune prefetch --data jondurbin/airoboros-3.1 --out results/prefetch/data.json" in out.stdout
     assert "--num-fewshot arc_challenge=25,hellaswag=10,mmlu=5,truthfulqa_mc2=0,winogrande=5,gsm8k=5" in out.stdout
     assert "--device cuda --dtype bfloat16" in out.stdout
     assert not (tmp_path / "results").exists()
