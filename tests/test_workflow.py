@@ -310,3 +310,166 @@ def test_slurm_profile_submits_gpus_memory_time_and_partition(tmp_path, tiny_lla
     train_log = Path(submitted["train"]["options"]["--output"].replace("%j", str(submitted["train"]["jobid"])))
     assert "torchrun --standalone --nproc_per_node 2 -m snrtune.cli train results/tiny/model" in train_log.read_text()
     assert (config.parent / "results/tiny/runs/spectrum-t50-s0/metrics.json").exists()
+
+
+# ------------------------------------------------------- the DAG with a fake snrtune (fast, no model)
+
+FAKE_SNRTUNE = Path(__file__).parent / "fake_snrtune"
+
+
+def fake_project(root: Path, **overrides) -> Path:
+    """A working directory with a local 'model', data and hyperparameters, and config.yaml (+ overrides)."""
+    if not (root / "model").exists():
+        (root / "model").mkdir(parents=True)
+        (root / "model" / "config.json").write_text("{}")
+        (root / "train.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
+        (root / "other.jsonl").write_text('{"instruction": "c", "output": "d"}\n')
+        (root / "train.yaml").write_text("max_steps: 2\n")
+    config = {"models": {"m": {"source": str(root / "model"), "resources": {"threads": 1, "mem_mb": 100,
+                                                                             "runtime": 5}}},
+              "methods": ["spectrum", "laser-qlora", "full"], "top_percent": [50], "seeds": [0],
+              "data": {"train": str(root / "train.jsonl")},
+              "train": {"config": str(root / "train.yaml"), "laser_qlora_match_params_of": "qlora"},
+              "evaluate": {"tasks": [{"name": "snrtune_toolcall"}], "limit": 2, "batch_size": 1}}
+    for key, value in overrides.items():
+        section, _, sub = key.partition(".")
+        if sub:
+            config[section] = {**config.get(section, {}), sub: value}
+        else:
+            config[section] = value
+    name = "config.yaml" if not overrides else "changed.yaml"
+    (root / name).write_text(yaml.safe_dump(config))
+    return root / name
+
+
+def fake_calls(state: Path) -> list[dict]:
+    return [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def fake_finished(tmp_path_factory):
+    """The DAG of fake_project run to the end with the fake snrtune (seconds, no model)."""
+    root = tmp_path_factory.mktemp("fake-workflow")
+    config = fake_project(root)
+    snakemake("--cores", 1, "--configfile", config, cwd=root, path_first=[FAKE_SNRTUNE],
+              env={"FAKE_SNRTUNE_DIR": str(root / "calls")})
+    return root
+
+
+# (changed config keys, the jobs `snakemake -n` must plan: those the change affects, and only them)
+TRAIN_ALL = {"train": 3, "merge": 3, "evaluate": 3, "report": 1, "all": 1}
+SELECTED = {"train": 2, "merge": 2, "evaluate": 2, "report": 1, "all": 1}
+EVAL_ALL = {"evaluate": 4, "report": 1, "all": 1}
+TRACKED = [
+    ({"train.max_steps": 5}, TRAIN_ALL),
+    ({"train.stage": "dpo"}, TRAIN_ALL),
+    ({"train.laser_qlora_match_params_of": None}, {"train": 1, "merge": 1, "evaluate": 1, "report": 1, "all": 1}),
+    ({"data.train": "other.jsonl"}, TRAIN_ALL),
+    ({"evaluate.limit": 3}, EVAL_ALL),
+    ({"evaluate.tasks": [{"name": "snrtune_toolcall"}, {"name": "snrtune_ppl"}]}, EVAL_ALL),
+    ({"evaluate.batch_size": 2}, EVAL_ALL),
+    ({"scan.method": "svd"}, {"scan": 1, "select": 1, **SELECTED}),
+    ({"scan.precision": "float64"}, {"scan": 1, "select": 1, **SELECTED}),
+    ({"scan.batch_mib": 8}, {"scan": 1, "select": 1, **SELECTED}),
+    ({"select.include": ["lm_head"]}, {"select": 1, **SELECTED}),
+    ({"select.types": ["self_attn.q_proj"]}, {"select": 1, **SELECTED}),
+    ({"select.compat": "spectrum"}, {"select": 1, **SELECTED}),
+]
+
+
+@pytest.mark.slow
+def test_every_result_changing_key_reruns_exactly_its_steps(fake_finished):
+    root = fake_finished
+    out = snakemake("-n", "--configfile", root / "config.yaml", cwd=root)
+    assert "Nothing to be done" in out.stdout + out.stderr
+    for change, expected in TRACKED:
+        change = {k: str(root / v) if k == "data.train" else v for k, v in change.items()}
+        config = fake_project(root, **change)
+        assert job_counts(snakemake("-n", "--configfile", config, cwd=root).stdout) == expected, change
+    # the content of the hyperparameter file (an input): every training run
+    (root / "train.yaml").write_text("max_steps: 3\n")
+    assert job_counts(snakemake("-n", "--configfile", root / "config.yaml", cwd=root).stdout) == TRAIN_ALL
+
+
+@pytest.mark.slow
+def test_report_reads_only_the_runs_of_the_current_config(fake_finished, tmp_path):
+    """Methods [spectrum, laser-qlora, full], then [full]: the report gets only full's files."""
+    root = fake_finished
+    state = tmp_path / "calls"
+    config = fake_project(root, methods=["full"])
+    snakemake("--cores", 1, "--configfile", config, cwd=root, path_first=[FAKE_SNRTUNE],
+              env={"FAKE_SNRTUNE_DIR": str(state)})
+    [report] = [c["argv"] for c in fake_calls(state) if c["argv"][0] == "report"]
+    assert report[0] == "report" and report[-2:] == ["--out", "results/report"]
+    assert report[report.index("--files") + 1:report.index("--benchmark")] == [
+        "results/m/eval/base.json", "results/m/eval/full-s0.json", "results/m/runs/full-s0"]
+    assert report[report.index("--benchmark"):-2] == ["--benchmark", "m/full-s0=results/m/benchmarks/train/full-s0.tsv"]
+    assert (root / "results/m/runs/spectrum-t50-s0").is_dir()  # still there, and left out
+
+
+def test_the_workflow_imports_as_a_module_with_a_prefix(tmp_path):
+    config = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    (tmp_path / "snrtune.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "snrtune.yaml"\n\n'
+        f'module snrtune:\n    snakefile: "{SNAKEFILE}"\n    config: config\n    prefix: "sub"\n\n'
+        'use rule * from snrtune as snr_*\n')
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "snr_all"], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=300,
+                          env={**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job_counts(proc.stdout) == {"snr_fetch": 2, "snr_prefetch_data": 1, "snr_prefetch_tasks": 1, "snr_scan": 2,
+                                       "snr_select": 4, "snr_train": 8, "snr_merge": 8, "snr_evaluate": 10,
+                                       "snr_report": 1, "snr_all": 1}
+    assert "--out sub/results/Meta-Llama-3-8B/runs/full-s0" in proc.stdout
+    assert "snrtune report --files sub/results/Meta-Llama-3-8B/eval/base.json" in proc.stdout
+    assert "SmolLM2" not in proc.stdout  # the embedded default config stays out of a host's config
+    assert not (tmp_path / "sub").exists()
+
+
+# ------------------------------------------------------------------------------------ shell safety
+
+HOSTILE = ["$(touch MARKER)", "a;touch MARKER", "`touch MARKER`", "{x}", "a|touch MARKER", "a&&touch MARKER"]
+STRING_FIELDS = {  # every string the config can carry into a command
+    "models.m.source": lambda c, v: c["models"]["m"].update(source=v),
+    "models.m.revision": lambda c, v: c["models"]["m"].update(revision=v),
+    "models.m.train_config": lambda c, v: c["models"]["m"].update(train_config=v),
+    "models (name)": lambda c, v: c.update(models={v: c["models"]["m"]}),
+    "data.train": lambda c, v: c.update(data={"train": v}),
+    "train.config": lambda c, v: c.update(train={"config": v}),
+    "select.types": lambda c, v: c.update(select={"types": [v]}),
+    "evaluate.tasks.name": lambda c, v: c.update(evaluate={"tasks": [{"name": v}]}),
+    "evaluate.include_path": lambda c, v: c.update(evaluate={"include_path": v}),
+    "evaluate.batch_size": lambda c, v: c.update(evaluate={"batch_size": v}),
+    "hub.hf_home": lambda c, v: c.update(hub={"hf_home": v}),
+}
+
+
+@pytest.mark.parametrize("field", STRING_FIELDS)
+def test_shell_metacharacters_are_rejected_in_every_string_field(field):
+    for value in HOSTILE:
+        config = minimal()
+        STRING_FIELDS[field](config, value)
+        with pytest.raises(SnrtuneError, match=r"^config key '[^']+': ") as error:
+            wc.validate_config(config, SCHEMA)
+        assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("field, value", [("evaluate.tasks.name", "$(touch${IFS}MARKER)snrtune_ppl"),
+                                          ("data.train", "x.jsonl;touch MARKER"), ("models (name)", "{m}")])
+def test_injection_stops_before_any_job_with_one_line(tmp_path, field, value):
+    config = minimal()
+    STRING_FIELDS[field](config, value)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    out = snakemake("--cores", 1, "--configfile", tmp_path / "bad.yaml", cwd=tmp_path, check=False)
+    assert out.returncode != 0 and not (tmp_path / "MARKER").exists()
+    [line] = [l for l in out.stderr.splitlines() if "invalid config" in l]
+    assert re.fullmatch(r"invalid config: config key '[^']+': .*", line)
+    assert not (tmp_path / "results").exists()
+
+
+def test_paths_with_spaces_are_quoted(tmp_path):
+    root = tmp_path / "my project"
+    config = fake_project(root)
+    out = snakemake("-n", "-p", "--configfile", config, cwd=root)
+    assert f"--data '{root}/train.jsonl'" in out.stdout and f"snrtune fetch '{root}/model'" in out.stdout
