@@ -291,11 +291,9 @@ def test_slurm_profile_submits_gpus_memory_time_and_partition(tmp_path, tiny_lla
         record = json.loads(line)
         rule = re.match(r"rule_(\w+?)(_wildcards|$)", record["options"]["--comment"])[1]
         submitted[rule] = record
-    assert sorted(submitted) == ["evaluate", "fetch", "scan", "select", "train"]
+    assert sorted(submitted) == ["evaluate", "scan", "train"]  # fetch and select run on the login node
     assert all(r["returncode"] == 0 for r in submitted.values())
     flags = {rule: r["options"] for rule, r in submitted.items()}
-    for rule in ("fetch", "select"):
-        assert "--gpus" not in flags[rule] and flags[rule]["-p"] == "cpu"
     for rule, gpus in (("scan", "1"), ("train", "2"), ("evaluate", "1")):
         assert flags[rule]["--gpus"] == gpus and flags[rule]["-p"] == "gpu"
     assert {rule: f["-A"] for rule, f in flags.items()} == dict.fromkeys(flags, "fake")
@@ -304,7 +302,7 @@ def test_slurm_profile_submits_gpus_memory_time_and_partition(tmp_path, tiny_lla
     assert flags["train"]["--cpus-per-task"] == "1"
     # each job ran its step through srun, on this machine
     steps = [json.loads(line)["argv"] for line in (state / "srun.jsonl").read_text().splitlines()]
-    assert len(steps) == 5 and sum("--gpus=1" in step for step in steps) == 2
+    assert len(steps) == 3 and sum("--gpus=1" in step for step in steps) == 2
     assert sum("--gpus=2" in step for step in steps) == 1
     # 2 training GPUs: one process per GPU (here: 2 CPU processes with gloo)
     train_log = Path(submitted["train"]["options"]["--output"].replace("%j", str(submitted["train"]["jobid"])))
@@ -473,3 +471,95 @@ def test_paths_with_spaces_are_quoted(tmp_path):
     config = fake_project(root)
     out = snakemake("-n", "-p", "--configfile", config, cwd=root)
     assert f"--data '{root}/train.jsonl'" in out.stdout and f"snrtune fetch '{root}/model'" in out.stdout
+
+
+# ------------------------------------------- `snakemake --profile slurm` (the installed site profile)
+
+def install_site_profile(xdg: Path) -> Path:
+    """scripts/install-profile.sh into $XDG_CONFIG_HOME, then its EDIT lines filled in as a user would."""
+    subprocess.run(["bash", str(ROOT / "scripts/install-profile.sh")], check=True, capture_output=True,
+                   env={**os.environ, "XDG_CONFIG_HOME": str(xdg)})
+    path = xdg / "snakemake" / "slurm" / "config.yaml"
+    profile = yaml.safe_load(path.read_text())
+    profile["default-resources"].update(slurm_account="fake", slurm_partition="cpu")
+    profile["set-resources"] = {rule: {"slurm_partition": "gpu"} for rule in ("scan", "train", "evaluate")}
+    profile["slurm-init-seconds-before-status-checks"] = 1  # the fake sbatch returns when the job is done
+    profile["latency-wait"] = 5
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+# per job: (--gpus, --mem, -t, --cpus-per-task, -p); training from the estimate (params_b, docs/resources.md)
+PAPER_8B = {
+    "scan": ("1", "64000", "240", "8", "gpu"), "evaluate/base": ("1", "64000", "240", "8", "gpu"),
+    "train/spectrum-t25-s0": ("1", "28000", "1440", "8", "gpu"), "train/spectrum-t50-s0": ("2", "28000", "1440", "8", "gpu"),
+    "train/full-s0": ("4", "28000", "1440", "8", "gpu"), "train/qlora-s0": ("1", "28000", "1440", "8", "gpu")}
+LLAMA_70B = {
+    "scan": ("2", "400000", "480", "16", "gpu"), "evaluate/base": ("2", "400000", "480", "16", "gpu"),
+    "train/spectrum-t25-s0": ("8", "178000", "1440", "16", "gpu"), "train/full-s0": ("8", "1025000", "1440", "16", "gpu"),
+    "train/qlora-s0": ("1", "178000", "1440", "16", "gpu")}
+
+
+def job_key(options: dict) -> str:
+    """'scan', 'train/full-s0', 'evaluate/base' from the executor's --comment."""
+    match = re.fullmatch(r"rule_(\w+?)_wildcards_([^_]+)(?:_(.+))?", options["--comment"])
+    return match[1] + (f"/{match[3]}" if match[3] else "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_name, model, expected, sharded", [
+    ("paper.yaml", "Meta-Llama-3-8B", PAPER_8B, {"full-s0": ("4", "zero3.json"), "spectrum-t50-s0": ("2", "zero3.json")}),
+    ("paper-70b.yaml", "Meta-Llama-3-70B", LLAMA_70B,
+     {"full-s0": ("8", "zero3_offload.json"), "spectrum-t25-s0": ("8", "zero3.json")}),
+])
+def test_profile_slurm_submits_per_method_resources_offline(tmp_path, config_name, model, expected, sharded):
+    xdg, state, calls = tmp_path / "xdg", tmp_path / "slurm", tmp_path / "calls"
+    install_site_profile(xdg)
+    config = yaml.safe_load((ROOT / "config" / config_name).read_text())
+    config["hub"] = {"hf_home": str(tmp_path / "hf")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {"XDG_CONFIG_HOME": str(xdg), "FAKE_SLURM_DIR": str(state), "FAKE_SNRTUNE_DIR": str(calls),
+           "FAKE_SNRTUNE_FAIL_ONCE": "train"}
+    # as typed from the repository root: the profile is found by its name
+    dry = snakemake("--profile", "slurm", "--configfile", ROOT / "config" / config_name, "-n", "--directory",
+                    tmp_path / "dry", cwd=ROOT, env=env)
+    assert "Using profile slurm" in dry.stderr and job_counts(dry.stdout)["train"] == len(wc.runs(config)) * len(
+        config["models"])
+
+    runs = [key.split("/")[1] for key in expected if key.startswith("train/")]
+    work = tmp_path / "work"
+    work.mkdir()
+    snakemake(*[f"results/{model}/runs/{run}" for run in runs], f"results/{model}/eval/base.json",
+              "--profile", "slurm", "--configfile", tmp_path / "config.yaml", cwd=work,
+              path_first=[FAKE_SNRTUNE, FAKE_SLURM], env=env)
+
+    submitted = [json.loads(line) for line in (state / "sbatch.jsonl").read_text().splitlines()]
+    first, retried = {}, []
+    for record in submitted:
+        key = job_key(record["options"])
+        (retried if key in first else first.__setitem__(key, record) or []).append(record)
+    flags = {key: tuple(r["options"].get(f) for f in ("--gpus", "--mem", "-t", "--cpus-per-task", "-p"))
+             for key, r in first.items()}
+    assert flags == expected  # every job, nothing from the login-node rules (fetch, prefetch, select)
+    assert all(r["options"]["-A"] == "fake" for r in submitted)
+    # the one training job that failed once was resubmitted with 1.5x the memory and time
+    [again] = retried
+    key = job_key(again["options"])
+    _, mem, time_, *_ = expected[key]
+    assert (again["options"]["--mem"], again["options"]["-t"]) == (str(int(mem) * 3 // 2), str(int(time_) * 3 // 2))
+    assert first[key]["returncode"] != 0 and again["returncode"] == 0
+    assert [r["returncode"] for r in submitted].count(0) == len(submitted) - 1
+
+    # every step inside a SLURM job ran offline from the shared cache; the downloads ran outside any job
+    steps = fake_calls(calls)
+    in_jobs = [c for c in steps if c["env"]["SLURM_JOB_ID"]]
+    assert {c["argv"][0] for c in in_jobs} == {"scan", "train", "evaluate"}
+    assert all(c["env"]["HF_HUB_OFFLINE"] == c["env"]["HF_DATASETS_OFFLINE"] == "1" for c in in_jobs)
+    outside = [c for c in steps if not c["env"]["SLURM_JOB_ID"]]
+    assert {c["argv"][0] for c in outside} == {"fetch", "prefetch", "select"}
+    assert all(c["env"]["HF_HUB_OFFLINE"] is None for c in outside if c["argv"][0] in ("fetch", "prefetch"))
+    assert all(c["env"]["HF_HOME"] == str(tmp_path / "hf") for c in steps)
+    # sharded runs: one process per GPU with the ZeRO-3 config
+    for run, (nproc, zero) in sharded.items():
+        train = [c for c in in_jobs if c["argv"][0] == "train" and f"results/{model}/runs/{run}" in c["argv"]][-1]
+        assert train["nproc"] == int(nproc) and train["argv"][-2:] == ["--deepspeed", str(ROOT / "config" / zero)]
