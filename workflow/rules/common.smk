@@ -68,10 +68,16 @@ def train_config(w):
     return wc.train_config_path(config, w.model)
 
 
+# The module prefix (when imported as a module), captured while the rules are parsed: the estimate reads
+# the fetched model's parameter table where this workflow's paths really are.
+PATHS = workflow.modifier.path_modifier
+
+
 def train_plan(w):
     """GPUs, memory, runtime and sharding of a training job: overrides from the config, else the estimate
     (snrtune.resources) from the fetched parameter table or the config's params_b."""
-    return wc.train_resources(config, w.model, w.run, f"results/{w.model}/model")
+    model_dir = str(PATHS.replace_prefix(f"results/{w.model}/model", "input"))
+    return wc.train_resources(config, w.model, w.run, model_dir)
 
 
 def train_resource(key, grow=False):
