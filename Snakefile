@@ -1,6 +1,6 @@
 # snrtune: which fine-tuning method wins for this model and this data?
 #   snakemake --cores 2                                   # the embedded default (config/config.yaml)
-#   snakemake --configfile config/paper.yaml --profile profiles/slurm
+#   snakemake --profile slurm --configfile config/paper.yaml   # SLURM (site profile from scripts/install.sh)
 # Layout and commands: docs/workflow.md, docs/artifacts.md.
 from snakemake.utils import min_version
 
@@ -9,7 +9,7 @@ min_version("9.0")
 
 # A --configfile replaces the embedded default instead of being merged into it.
 if not workflow.overwrite_configfiles:
-    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+    configfile: workflow.source_path("config/config.yaml")
 
 
 include: "workflow/rules/common.smk"

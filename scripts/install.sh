@@ -27,3 +27,5 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
     fi
 fi
 echo "snrtune installed in $VENV: $(snrtune --version)"
+# the SLURM site profile, so that `snakemake --profile slurm` works from the repository root
+bash scripts/install-profile.sh

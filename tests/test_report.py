@@ -232,7 +232,7 @@ def test_a_control_method_of_the_registry_is_compared_with_its_snr_selection(tmp
 
     spec = method_registry.MethodSpec("spectrum-control", selection_kind="random", four_bit=False, is_adapter=False,
                                       merge="spectrum-delta", label="spectrum-random",
-                                      prepare="snrtune.methods:prepare_spectrum")
+                                      prepare="snrtune.methods:prepare_spectrum", mirrors="spectrum")
     monkeypatch.setitem(method_registry._REGISTRY, "spectrum-control", spec)
     res = Results(tmp_path / "results")
     res.add("m", "spectrum", bernoulli(0.8, 60, 1), t=25, seed=0)
@@ -293,3 +293,54 @@ def test_report_shows_each_methods_settings_and_the_sweep_with_the_chosen_rate(t
     assert "| lora | 0 | 0.001 | 0.0686 |  |" in summary and "| lora | 0 | 0.003 | 0.0324 | ✓ |" in summary
     page = (out / "report.html").read_text()
     assert "Learning-rate sweep" in page and "Training settings" in page
+
+
+def _costed_results(root):
+    """base, spectrum-t25, lora and qlora (seed 0), with GPU seconds and peak allocated memory in metrics.json."""
+    res = Results(root)
+    res.add("tiny", "base", bernoulli(0.1, 60, seed=1))
+    costs = {}
+    for method, t, gpu_seconds, allocated in (("spectrum", 25, 7200.0, 1.5e9), ("lora", None, 5400.0, 1.0e9),
+                                              ("qlora", None, 9000.0, 0.5e9)):
+        run = res.add("tiny", method, _toolcall(method, 0), t=t, seed=0)
+        costs[run["id"]] = {"gpu_seconds": gpu_seconds, "cpu_seconds": 0.0, "peak_allocated_bytes": allocated,
+                            "peak_reserved_bytes": 1.2 * allocated}
+    for path in root.glob("x*/b.json"):
+        record = json.loads(path.read_text())
+        record.update(costs[record["run"]["id"]])
+        path.write_text(json.dumps(record))
+    return root
+
+
+def test_gpu_hours_column_and_benchmarks(tmp_path):
+    """GPU-hours = gpu_seconds / 3600: spectrum 2, lora 1.5, qlora 2.5; a benchmark TSV joins its run."""
+    results = _costed_results(tmp_path / "results")
+    spectrum_tsv = tmp_path / "spectrum.tsv"
+    spectrum_tsv.write_text("s\th:m:s\tmax_rss\tcpu_time\n130.5\t0:02:10\t2048.0\t120.0\n")
+    out = build_report(results, tmp_path / "r", benchmarks=[f"tiny/spectrum-t25-s0={spectrum_tsv}"])
+    text = (out / "summary.md").read_text()
+    assert "GPU-hours ↓" in text
+    lines = {}
+    for line in text.splitlines():  # the first table: scores and costs (the settings table follows)
+        if line.startswith("| "):
+            lines.setdefault(line.split("|")[1].strip(), line)
+    assert "| 2 |" in lines["spectrum-t25"] and "| **1.5** |" in lines["lora"] and "| 2.5 |" in lines["qlora"]
+    runs = pd.read_csv(out / "runs.csv")
+    assert set(runs[runs.run == "tiny/spectrum-t25-s0"].job_wall_s) == {130.5}
+    assert runs[runs.run == "tiny/lora-s0"].job_wall_s.isna().all()
+    assert set(runs[runs.run == "tiny/qlora-s0"].peak_allocated_bytes) == {0.5e9}
+
+
+def test_files_are_exactly_what_the_report_reads(tmp_path):
+    """Given --files, the lora and qlora runs lying next to them stay out of the report."""
+    results = _costed_results(tmp_path / "results")
+    chosen = [str(p) for p in results.glob("x*/*.json")
+              if json.loads(p.read_text())["run"]["method"] in ("base", "spectrum")]
+    (results / "config.json").write_text(json.dumps({"hidden_size": 8}))
+    out = tmp_path / "r"
+    assert cli.main(["report", "--files", *chosen, "--out", str(out)]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert set(runs.variant) == {"base", "spectrum-t25"}
+    with pytest.raises(SnrtuneError, match=r"--files: '.*config.json' is not an eval.json"):
+        build_report(None, tmp_path / "r2", files=[*chosen, str(results / "config.json")])
+    assert not (tmp_path / "r2").exists()

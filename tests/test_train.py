@@ -23,7 +23,8 @@ torch.set_num_threads(1)  # two threads on a shared 2-core machine spin-wait: 10
 LORA_ALL_LINEAR = 32 * (128 + 96 + 96 + 128 + 192 + 192 + 192) * 4
 METRICS_KEYS = {"run", "trainable_params", "total_params", "train_loss", "eval_loss", "wall_time_s", "tokens_per_s",
                 "train_tokens", "peak_memory_bytes", "peak_rss_bytes", "peak_cuda_bytes", "config", "selection",
-                "versions"}
+                "versions", "gpu_seconds", "cpu_seconds", "train_seconds_total", "attempts", "peak_allocated_bytes",
+                "peak_reserved_bytes"}
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +95,17 @@ def test_resume_continues_from_the_saved_step(spectrum_run, tiny_llama, inputs, 
               callbacks=[PreemptAfterStep4()])
     assert not out.exists()
     assert (tmp_path / "run.partial" / "checkpoints" / "checkpoint-3").is_dir()
+    first = json.loads((tmp_path / "run.partial" / "attempts.json").read_text())["attempts"]
+    assert len(first) == 1 and first[0]["device"] == "cpu" and first[0]["seconds"] > 0
     metrics, _ = train(tiny_llama, "spectrum", inputs["data"], out, selection=inputs["selection"],
                        config=inputs["config"], resume=True)
     assert metrics["details"]["resumed_from_step"] == 3 and metrics["details"]["global_step"] == 6
     assert [step for step, _ in metrics["train_loss"]] == [1, 2, 3, 4, 5, 6]
+    # the resumed run adds its training seconds to the preempted attempt's (1 process on a CPU: cpu_seconds)
+    assert metrics["attempts"] == 2 and metrics["gpu_seconds"] == 0
+    assert metrics["cpu_seconds"] == pytest.approx(first[0]["seconds"] + metrics["details"]["train_seconds"], abs=0.05)
+    assert metrics["peak_allocated_bytes"] is None and metrics["peak_reserved_bytes"] is None
+    assert not (out / "attempts.json").exists()
     # the resumed run ends where the uninterrupted one did
     resumed, straight = load_file(out / "spectrum_delta.safetensors"), load_file(spectrum_run[0] / "spectrum_delta.safetensors")
     for name in straight:

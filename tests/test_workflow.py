@@ -49,8 +49,10 @@ def test_defaults_are_filled_in():
     config = wc.validate_config(minimal(), SCHEMA)
     assert config["methods"] == ["spectrum", "qlora", "laser-qlora", "lora", "full"]
     assert config["top_percent"] == [25, 50] and config["seeds"] == [0]
-    assert config["models"]["m"]["resources"] == {"gpus": 0, "train_gpus": 0, "threads": 2, "mem_mb": 8000,
-                                                  "train_mem_mb": 16000, "runtime": 60, "train_runtime": 120}
+    assert config["models"]["m"]["resources"] == {"gpus": 0, "train_gpus": None, "threads": 2, "mem_mb": 8000,
+                                                  "train_mem_mb": None, "runtime": 60, "train_runtime": None,
+                                                  "train_strategy": None, "per_method": {}}
+    assert config["hub"] == {"hf_home": None} and config["models"]["m"]["params_b"] is None
     assert config["evaluate"]["tasks"][0] == {"name": "snrtune_toolcall", "num_fewshot": None}
     assert config["data"]["train"] == "pkg://snrtune/data/demo/toolcall_train.jsonl"
 
@@ -114,11 +116,19 @@ def test_lint_is_clean(tmp_path):
 def test_paper_dry_run_builds_the_full_comparison(tmp_path):
     out = snakemake("-n", "-p", "--configfile", ROOT / "config/paper.yaml", "--directory", tmp_path, cwd=ROOT)
     # 2 models: scan shared by both t values; spectrum ×2 t, full, qlora; evaluations of 4 runs + base
-    assert job_counts(out.stdout) == {"fetch": 2, "scan": 2, "select": 4, "train": 8, "merge": 8,
-                                      "evaluate": 10, "report": 1, "all": 1}
-    assert ("torchrun --standalone --nproc_per_node 4 -m snrtune.cli train results/Meta-Llama-3-8B/model "
-            "--data jondurbin/airoboros-3.1 --out results/Meta-Llama-3-8B/runs/spectrum-t25-s0 --method spectrum "
-            "--seed 0 --selection results/Meta-Llama-3-8B/select/t25.yaml") in out.stdout
+    # the hub dataset and the leaderboard tasks' data are prefetched on the login node
+    assert job_counts(out.stdout) == {"fetch": 2, "prefetch_data": 1, "prefetch_tasks": 1, "scan": 2, "select": 4,
+                                      "train": 8, "merge": 8, "evaluate": 10, "report": 1, "all": 1}
+    # per-method launches from the estimate (params_b 8.03): full fine-tuning sharded over 4 GPUs with ZeRO-3,
+    # Spectrum-25 on one GPU; every job offline
+    assert ("export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1; torchrun --standalone --nproc_per_node 4 -m snrtune.cli "
+            "train results/Meta-Llama-3-8B/model --data jondurbin/airoboros-3.1 --out results/Meta-Llama-3-8B/runs/full-s0 "
+            "--method full --seed 0 --config " + str(ROOT / "config/train-gpu.yaml") + " --stage sft --resume "
+            "--deepspeed " + str(ROOT / "config/zero3.json")) in out.stdout
+    assert ("; snrtune train results/Meta-Llama-3-8B/model --data jondurbin/airoboros-3.1 --out "
+            "results/Meta-Llama-3-8B/runs/spectrum-t25-s0 --method spectrum --seed 0 "
+            "--selection results/Meta-Llama-3-8B/select/t25.yaml") in out.stdout
+    assert "snrtune prefetch --data jondurbin/airoboros-3.1 --out results/prefetch/data.json" in out.stdout
     assert "--num-fewshot arc_challenge=25,hellaswag=10,mmlu=5,truthfulqa_mc2=0,winogrande=5,gsm8k=5" in out.stdout
     assert "--device cuda --dtype bfloat16" in out.stdout
     assert not (tmp_path / "results").exists()
@@ -281,11 +291,9 @@ def test_slurm_profile_submits_gpus_memory_time_and_partition(tmp_path, tiny_lla
         record = json.loads(line)
         rule = re.match(r"rule_(\w+?)(_wildcards|$)", record["options"]["--comment"])[1]
         submitted[rule] = record
-    assert sorted(submitted) == ["evaluate", "fetch", "scan", "select", "train"]
+    assert sorted(submitted) == ["evaluate", "scan", "train"]  # fetch and select run on the login node
     assert all(r["returncode"] == 0 for r in submitted.values())
     flags = {rule: r["options"] for rule, r in submitted.items()}
-    for rule in ("fetch", "select"):
-        assert "--gpus" not in flags[rule] and flags[rule]["-p"] == "cpu"
     for rule, gpus in (("scan", "1"), ("train", "2"), ("evaluate", "1")):
         assert flags[rule]["--gpus"] == gpus and flags[rule]["-p"] == "gpu"
     assert {rule: f["-A"] for rule, f in flags.items()} == dict.fromkeys(flags, "fake")
@@ -294,9 +302,264 @@ def test_slurm_profile_submits_gpus_memory_time_and_partition(tmp_path, tiny_lla
     assert flags["train"]["--cpus-per-task"] == "1"
     # each job ran its step through srun, on this machine
     steps = [json.loads(line)["argv"] for line in (state / "srun.jsonl").read_text().splitlines()]
-    assert len(steps) == 5 and sum("--gpus=1" in step for step in steps) == 2
+    assert len(steps) == 3 and sum("--gpus=1" in step for step in steps) == 2
     assert sum("--gpus=2" in step for step in steps) == 1
     # 2 training GPUs: one process per GPU (here: 2 CPU processes with gloo)
     train_log = Path(submitted["train"]["options"]["--output"].replace("%j", str(submitted["train"]["jobid"])))
     assert "torchrun --standalone --nproc_per_node 2 -m snrtune.cli train results/tiny/model" in train_log.read_text()
     assert (config.parent / "results/tiny/runs/spectrum-t50-s0/metrics.json").exists()
+
+
+# ------------------------------------------------------- the DAG with a fake snrtune (fast, no model)
+
+FAKE_SNRTUNE = Path(__file__).parent / "fake_snrtune"
+
+
+def fake_project(root: Path, **overrides) -> Path:
+    """A working directory with a local 'model', data and hyperparameters, and config.yaml (+ overrides)."""
+    if not (root / "model").exists():
+        (root / "model").mkdir(parents=True)
+        (root / "model" / "config.json").write_text("{}")
+        (root / "train.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
+        (root / "other.jsonl").write_text('{"instruction": "c", "output": "d"}\n')
+        (root / "train.yaml").write_text("max_steps: 2\n")
+    config = {"models": {"m": {"source": str(root / "model"), "resources": {"threads": 1, "mem_mb": 100,
+                                                                             "runtime": 5}}},
+              "methods": ["spectrum", "laser-qlora", "full"], "top_percent": [50], "seeds": [0],
+              "data": {"train": str(root / "train.jsonl")},
+              "train": {"config": str(root / "train.yaml"), "laser_qlora_match_params_of": "qlora"},
+              "evaluate": {"tasks": [{"name": "snrtune_toolcall"}], "limit": 2, "batch_size": 1}}
+    for key, value in overrides.items():
+        section, _, sub = key.partition(".")
+        if sub:
+            config[section] = {**config.get(section, {}), sub: value}
+        else:
+            config[section] = value
+    name = "config.yaml" if not overrides else "changed.yaml"
+    (root / name).write_text(yaml.safe_dump(config))
+    return root / name
+
+
+def fake_calls(state: Path) -> list[dict]:
+    return [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def fake_finished(tmp_path_factory):
+    """The DAG of fake_project run to the end with the fake snrtune (seconds, no model)."""
+    root = tmp_path_factory.mktemp("fake-workflow")
+    config = fake_project(root)
+    snakemake("--cores", 1, "--configfile", config, cwd=root, path_first=[FAKE_SNRTUNE],
+              env={"FAKE_SNRTUNE_DIR": str(root / "calls")})
+    return root
+
+
+# (changed config keys, the jobs `snakemake -n` must plan: those the change affects, and only them)
+TRAIN_ALL = {"train": 3, "merge": 3, "evaluate": 3, "report": 1, "all": 1}
+SELECTED = {"train": 2, "merge": 2, "evaluate": 2, "report": 1, "all": 1}
+EVAL_ALL = {"evaluate": 4, "report": 1, "all": 1}
+TRACKED = [
+    ({"train.max_steps": 5}, TRAIN_ALL),
+    ({"train.stage": "dpo"}, TRAIN_ALL),
+    ({"train.laser_qlora_match_params_of": None}, {"train": 1, "merge": 1, "evaluate": 1, "report": 1, "all": 1}),
+    ({"data.train": "other.jsonl"}, TRAIN_ALL),
+    ({"evaluate.limit": 3}, EVAL_ALL),
+    ({"evaluate.tasks": [{"name": "snrtune_toolcall"}, {"name": "snrtune_ppl"}]}, EVAL_ALL),
+    ({"evaluate.batch_size": 2}, EVAL_ALL),
+    ({"scan.method": "svd"}, {"scan": 1, "select": 1, **SELECTED}),
+    ({"scan.precision": "float64"}, {"scan": 1, "select": 1, **SELECTED}),
+    ({"scan.batch_mib": 8}, {"scan": 1, "select": 1, **SELECTED}),
+    ({"select.include": ["lm_head"]}, {"select": 1, **SELECTED}),
+    ({"select.types": ["self_attn.q_proj"]}, {"select": 1, **SELECTED}),
+    ({"select.compat": "spectrum"}, {"select": 1, **SELECTED}),
+]
+
+
+@pytest.mark.slow
+def test_every_result_changing_key_reruns_exactly_its_steps(fake_finished):
+    root = fake_finished
+    out = snakemake("-n", "--configfile", root / "config.yaml", cwd=root)
+    assert "Nothing to be done" in out.stdout + out.stderr
+    for change, expected in TRACKED:
+        change = {k: str(root / v) if k == "data.train" else v for k, v in change.items()}
+        config = fake_project(root, **change)
+        assert job_counts(snakemake("-n", "--configfile", config, cwd=root).stdout) == expected, change
+    # the content of the hyperparameter file (an input): every training run
+    (root / "train.yaml").write_text("max_steps: 3\n")
+    assert job_counts(snakemake("-n", "--configfile", root / "config.yaml", cwd=root).stdout) == TRAIN_ALL
+
+
+@pytest.mark.slow
+def test_report_reads_only_the_runs_of_the_current_config(fake_finished, tmp_path):
+    """Methods [spectrum, laser-qlora, full], then [full]: the report gets only full's files."""
+    root = fake_finished
+    state = tmp_path / "calls"
+    config = fake_project(root, methods=["full"])
+    snakemake("--cores", 1, "--configfile", config, cwd=root, path_first=[FAKE_SNRTUNE],
+              env={"FAKE_SNRTUNE_DIR": str(state)})
+    [report] = [c["argv"] for c in fake_calls(state) if c["argv"][0] == "report"]
+    assert report[0] == "report" and report[-2:] == ["--out", "results/report"]
+    assert report[report.index("--files") + 1:report.index("--benchmark")] == [
+        "results/m/eval/base.json", "results/m/eval/full-s0.json", "results/m/runs/full-s0"]
+    assert report[report.index("--benchmark"):-2] == ["--benchmark", "m/full-s0=results/m/benchmarks/train/full-s0.tsv"]
+    assert (root / "results/m/runs/spectrum-t50-s0").is_dir()  # still there, and left out
+
+
+def test_the_workflow_imports_as_a_module_with_a_prefix(tmp_path):
+    config = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    (tmp_path / "snrtune.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "snrtune.yaml"\n\n'
+        f'module snrtune:\n    snakefile: "{SNAKEFILE}"\n    config: config\n    prefix: "sub"\n\n'
+        'use rule * from snrtune as snr_*\n')
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "snr_all"], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=300,
+                          env={**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job_counts(proc.stdout) == {"snr_fetch": 2, "snr_prefetch_data": 1, "snr_prefetch_tasks": 1, "snr_scan": 2,
+                                       "snr_select": 4, "snr_train": 8, "snr_merge": 8, "snr_evaluate": 10,
+                                       "snr_report": 1, "snr_all": 1}
+    assert "--out sub/results/Meta-Llama-3-8B/runs/full-s0" in proc.stdout
+    assert "snrtune report --files sub/results/Meta-Llama-3-8B/eval/base.json" in proc.stdout
+    assert "SmolLM2" not in proc.stdout  # the embedded default config stays out of a host's config
+    assert not (tmp_path / "sub").exists()
+
+
+# ------------------------------------------------------------------------------------ shell safety
+
+HOSTILE = ["$(touch MARKER)", "a;touch MARKER", "`touch MARKER`", "{x}", "a|touch MARKER", "a&&touch MARKER"]
+STRING_FIELDS = {  # every string the config can carry into a command
+    "models.m.source": lambda c, v: c["models"]["m"].update(source=v),
+    "models.m.revision": lambda c, v: c["models"]["m"].update(revision=v),
+    "models.m.train_config": lambda c, v: c["models"]["m"].update(train_config=v),
+    "models (name)": lambda c, v: c.update(models={v: c["models"]["m"]}),
+    "data.train": lambda c, v: c.update(data={"train": v}),
+    "train.config": lambda c, v: c.update(train={"config": v}),
+    "select.types": lambda c, v: c.update(select={"types": [v]}),
+    "evaluate.tasks.name": lambda c, v: c.update(evaluate={"tasks": [{"name": v}]}),
+    "evaluate.include_path": lambda c, v: c.update(evaluate={"include_path": v}),
+    "evaluate.batch_size": lambda c, v: c.update(evaluate={"batch_size": v}),
+    "hub.hf_home": lambda c, v: c.update(hub={"hf_home": v}),
+}
+
+
+@pytest.mark.parametrize("field", STRING_FIELDS)
+def test_shell_metacharacters_are_rejected_in_every_string_field(field):
+    for value in HOSTILE:
+        config = minimal()
+        STRING_FIELDS[field](config, value)
+        with pytest.raises(SnrtuneError, match=r"^config key '[^']+': ") as error:
+            wc.validate_config(config, SCHEMA)
+        assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("field, value", [("evaluate.tasks.name", "$(touch${IFS}MARKER)snrtune_ppl"),
+                                          ("data.train", "x.jsonl;touch MARKER"), ("models (name)", "{m}")])
+def test_injection_stops_before_any_job_with_one_line(tmp_path, field, value):
+    config = minimal()
+    STRING_FIELDS[field](config, value)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    out = snakemake("--cores", 1, "--configfile", tmp_path / "bad.yaml", cwd=tmp_path, check=False)
+    assert out.returncode != 0 and not (tmp_path / "MARKER").exists()
+    [line] = [l for l in out.stderr.splitlines() if "invalid config" in l]
+    assert re.fullmatch(r"invalid config: config key '[^']+': .*", line)
+    assert not (tmp_path / "results").exists()
+
+
+def test_paths_with_spaces_are_quoted(tmp_path):
+    root = tmp_path / "my project"
+    config = fake_project(root)
+    out = snakemake("-n", "-p", "--configfile", config, cwd=root)
+    assert f"--data '{root}/train.jsonl'" in out.stdout and f"snrtune fetch '{root}/model'" in out.stdout
+
+
+# ------------------------------------------- `snakemake --profile slurm` (the installed site profile)
+
+def install_site_profile(xdg: Path) -> Path:
+    """scripts/install-profile.sh into $XDG_CONFIG_HOME, then its EDIT lines filled in as a user would."""
+    subprocess.run(["bash", str(ROOT / "scripts/install-profile.sh")], check=True, capture_output=True,
+                   env={**os.environ, "XDG_CONFIG_HOME": str(xdg)})
+    path = xdg / "snakemake" / "slurm" / "config.yaml"
+    profile = yaml.safe_load(path.read_text())
+    profile["default-resources"].update(slurm_account="fake", slurm_partition="cpu")
+    profile["set-resources"] = {rule: {"slurm_partition": "gpu"} for rule in ("scan", "train", "evaluate")}
+    profile["slurm-init-seconds-before-status-checks"] = 1  # the fake sbatch returns when the job is done
+    profile["latency-wait"] = 5
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+# per job: (--gpus, --mem, -t, --cpus-per-task, -p); training from the estimate (params_b, docs/resources.md)
+PAPER_8B = {
+    "scan": ("1", "64000", "240", "8", "gpu"), "evaluate/base": ("1", "64000", "240", "8", "gpu"),
+    "train/spectrum-t25-s0": ("1", "28000", "1440", "8", "gpu"), "train/spectrum-t50-s0": ("2", "28000", "1440", "8", "gpu"),
+    "train/full-s0": ("4", "28000", "1440", "8", "gpu"), "train/qlora-s0": ("1", "28000", "1440", "8", "gpu")}
+LLAMA_70B = {
+    "scan": ("2", "400000", "480", "16", "gpu"), "evaluate/base": ("2", "400000", "480", "16", "gpu"),
+    "train/spectrum-t25-s0": ("8", "178000", "1440", "16", "gpu"), "train/full-s0": ("8", "1025000", "1440", "16", "gpu"),
+    "train/qlora-s0": ("1", "178000", "1440", "16", "gpu")}
+
+
+def job_key(options: dict) -> str:
+    """'scan', 'train/full-s0', 'evaluate/base' from the executor's --comment."""
+    match = re.fullmatch(r"rule_(\w+?)_wildcards_([^_]+)(?:_(.+))?", options["--comment"])
+    return match[1] + (f"/{match[3]}" if match[3] else "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_name, model, expected, sharded", [
+    ("paper.yaml", "Meta-Llama-3-8B", PAPER_8B, {"full-s0": ("4", "zero3.json"), "spectrum-t50-s0": ("2", "zero3.json")}),
+    ("paper-70b.yaml", "Meta-Llama-3-70B", LLAMA_70B,
+     {"full-s0": ("8", "zero3_offload.json"), "spectrum-t25-s0": ("8", "zero3.json")}),
+])
+def test_profile_slurm_submits_per_method_resources_offline(tmp_path, config_name, model, expected, sharded):
+    xdg, state, calls = tmp_path / "xdg", tmp_path / "slurm", tmp_path / "calls"
+    install_site_profile(xdg)
+    config = yaml.safe_load((ROOT / "config" / config_name).read_text())
+    config["hub"] = {"hf_home": str(tmp_path / "hf")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {"XDG_CONFIG_HOME": str(xdg), "FAKE_SLURM_DIR": str(state), "FAKE_SNRTUNE_DIR": str(calls),
+           "FAKE_SNRTUNE_FAIL_ONCE": "train"}
+    # as typed from the repository root: the profile is found by its name
+    dry = snakemake("--profile", "slurm", "--configfile", ROOT / "config" / config_name, "-n", "--directory",
+                    tmp_path / "dry", cwd=ROOT, env=env)
+    assert "Using profile slurm" in dry.stderr and job_counts(dry.stdout)["train"] == len(wc.runs(config)) * len(
+        config["models"])
+
+    runs = [key.split("/")[1] for key in expected if key.startswith("train/")]
+    work = tmp_path / "work"
+    work.mkdir()
+    snakemake(*[f"results/{model}/runs/{run}" for run in runs], f"results/{model}/eval/base.json",
+              "--profile", "slurm", "--configfile", tmp_path / "config.yaml", cwd=work,
+              path_first=[FAKE_SNRTUNE, FAKE_SLURM], env=env)
+
+    submitted = [json.loads(line) for line in (state / "sbatch.jsonl").read_text().splitlines()]
+    first, retried = {}, []
+    for record in submitted:
+        key = job_key(record["options"])
+        (retried if key in first else first.__setitem__(key, record) or []).append(record)
+    flags = {key: tuple(r["options"].get(f) for f in ("--gpus", "--mem", "-t", "--cpus-per-task", "-p"))
+             for key, r in first.items()}
+    assert flags == expected  # every job, nothing from the login-node rules (fetch, prefetch, select)
+    assert all(r["options"]["-A"] == "fake" for r in submitted)
+    # the one training job that failed once was resubmitted with 1.5x the memory and time
+    [again] = retried
+    key = job_key(again["options"])
+    _, mem, time_, *_ = expected[key]
+    assert (again["options"]["--mem"], again["options"]["-t"]) == (str(int(mem) * 3 // 2), str(int(time_) * 3 // 2))
+    assert first[key]["returncode"] != 0 and again["returncode"] == 0
+    assert [r["returncode"] for r in submitted].count(0) == len(submitted) - 1
+
+    # every step inside a SLURM job ran offline from the shared cache; the downloads ran outside any job
+    steps = fake_calls(calls)
+    in_jobs = [c for c in steps if c["env"]["SLURM_JOB_ID"]]
+    assert {c["argv"][0] for c in in_jobs} == {"scan", "train", "evaluate"}
+    assert all(c["env"]["HF_HUB_OFFLINE"] == c["env"]["HF_DATASETS_OFFLINE"] == "1" for c in in_jobs)
+    outside = [c for c in steps if not c["env"]["SLURM_JOB_ID"]]
+    assert {c["argv"][0] for c in outside} == {"fetch", "prefetch", "select"}
+    assert all(c["env"]["HF_HUB_OFFLINE"] is None for c in outside if c["argv"][0] in ("fetch", "prefetch"))
+    assert all(c["env"]["HF_HOME"] == str(tmp_path / "hf") for c in steps)
+    # sharded runs: one process per GPU with the ZeRO-3 config
+    for run, (nproc, zero) in sharded.items():
+        train = [c for c in in_jobs if c["argv"][0] == "train" and f"results/{model}/runs/{run}" in c["argv"]][-1]
+        assert train["nproc"] == int(nproc) and train["argv"][-2:] == ["--deepspeed", str(ROOT / "config" / zero)]

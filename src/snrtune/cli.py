@@ -15,6 +15,7 @@ from snrtune.errors import SnrtuneError
 
 COMMANDS = {
     "fetch": ("snrtune.fetch", "Make a standard HF model directory from a hub id, a local dir or a GGUF file."),
+    "prefetch": ("snrtune.prefetch", "Download a hub dataset and lm-eval task data into the HF cache for offline jobs."),
     "scan": ("snrtune.scan", "Compute the random-matrix-theory SNR of every weight matrix."),
     "select": ("snrtune.select", "Select the top t% modules per type by SNR and export trainer configs."),
     "train": ("snrtune.train", f"Fine-tune with {', '.join(method_registry.names())}."),
@@ -28,7 +29,7 @@ COMMANDS = {
 def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="snrtune",
-        description="SNR-guided fine-tuning comparison: fetch, scan, select, train, merge, evaluate, report.",
+        description="SNR-guided fine-tuning comparison: fetch, prefetch, scan, select, train, merge, evaluate, report.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n" + "\n".join(f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items())
         + "\n\n`snrtune COMMAND --help` for a command's options.",

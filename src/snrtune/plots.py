@@ -160,13 +160,19 @@ def annotate_points(ax, names, x, y) -> None:
 
 def quality_vs_cost(agg: pd.DataFrame, cost: pd.DataFrame, target: str, folder: Path, name: str,
                     colors: dict, title: str) -> str | None:
-    """One model's target score against cost (``cost``: per variant, peak memory, training time, parameters)."""
+    """One model's target score against peak memory, GPU-hours (CPU-hours on a CPU) and trainable parameters,
+    each with its Pareto front (``cost``: per variant, from snrtune.report.costs)."""
+    from snrtune.cost import compute_hours, peak_memory
+
     sub = agg[(agg.task == target) & (agg.variant != "base")].set_index("variant")
-    sub = sub.join(cost[["peak_memory_bytes", "train_wall_time_s", "trainable_params"]], how="inner")
+    memory, memory_label = peak_memory(cost)
+    hours, hours_label = compute_hours(cost)
+    cost = pd.DataFrame({"memory": memory, "hours": hours, "trainable_params": cost["trainable_params"]})
+    sub = sub.join(cost, how="inner")
     if sub.empty:
         return None
     hib, metric = bool(sub["higher_is_better"].iloc[0]), sub["metric"].iloc[0]
-    panels = [("peak_memory_bytes", "peak memory (GB)", 1e9), ("train_wall_time_s", "training time (s)", 1),
+    panels = [("memory", f"{memory_label} (GB)", 1e9), ("hours", hours_label, 1),
               ("trainable_params", "trainable parameters (M)", 1e6)]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
     for ax, (col, label, scale) in zip(axes, panels):

@@ -1,8 +1,11 @@
-"""`snrtune report RESULTS_DIR --out REPORT_DIR`: tables, plots and one HTML page over all runs.
+"""`snrtune report --files FILE… --out REPORT_DIR` (or `snrtune report RESULTS_DIR …`): tables, plots and one
+HTML page over the runs.
 
-Files are found anywhere under RESULTS_DIR by their content (docs/artifacts.md), never by their paths:
-eval.json (run + results + config), metrics.json (run + train_loss + trainable_params), snr.json
-(modules + parameters) and selection YAMLs (unfrozen_parameters + modules).
+The workflow passes exactly the files its current config produced (``--files``, ``--benchmark``); a user may
+instead name a directory, searched recursively. Files are told apart by their content (docs/artifacts.md),
+never by their paths: eval.json (run + results + config), metrics.json (run + train_loss + trainable_params;
+a run directory stands for its metrics.json), snr.json (modules + parameters) and selection YAMLs
+(unfrozen_parameters + modules). ``--benchmark RUN_ID=TSV`` adds a Snakemake benchmark of a training job.
 
 Everything is per model: runs of different models are never pooled as if they were seeds. Scores get 95 %
 confidence intervals and the target task's methods are compared pairwise on the same examples (snrtune.stats);
@@ -24,6 +27,7 @@ import yaml
 from snrtune import method_registry, naming, stats
 from snrtune.artifact_names import COMPARISONS_TABLE, REPORT_PAGE, RUNS_TABLE, SCORES_TABLE, SUMMARY
 from snrtune.artifacts import atomic_dir
+from snrtune.cost import COST_COLUMNS, compute_hours, peak_memory
 from snrtune.errors import SnrtuneError
 from snrtune.sweep import SWEEP_FILE
 
@@ -37,7 +41,12 @@ DEFAULT_TARGET = "snrtune_toolcall"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("results_dir", help="directory searched (recursively) for eval/metrics/snr/selection files")
+    parser.add_argument("results_dir", nargs="?", help="directory searched (recursively) for eval/metrics/snr/selection "
+                        "files (instead of --files)")
+    parser.add_argument("--files", nargs="+", default=None, metavar="FILE",
+                        help="exactly these eval.json, metrics.json (or run directories), snr.json and selection files")
+    parser.add_argument("--benchmark", action="append", default=[], metavar="RUN_ID=TSV",
+                        help="Snakemake benchmark TSV of a training job, e.g. smollm2/full-s0=results/…/full-s0.tsv")
     parser.add_argument("--out", required=True, help="the report directory to write")
     parser.add_argument("--target-task", default=None,
                         help=f"the task fine-tuning aims at (default: {DEFAULT_TARGET} if evaluated, else the first task); "
@@ -63,20 +72,37 @@ def kind_of(obj) -> str | None:
     return None
 
 
+def read_artifact(path: Path) -> tuple[str | None, dict | None]:
+    """(kind, parsed content) of a file, (None, None) when it is no snrtune artifact."""
+    if path.suffix not in (".json", ".yaml", ".yml") or not path.is_file() or path.stat().st_size > MAX_BYTES:
+        return None, None
+    try:
+        text = path.read_text(encoding="utf-8")
+        obj = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError):
+        return None, None
+    return kind_of(obj), obj
+
+
 def discover(results_dir: Path) -> dict[str, list[dict]]:
+    """Every artifact anywhere under ``results_dir``."""
+    return collect(sorted(results_dir.rglob("*")), strict=False)
+
+
+def collect(paths, strict: bool = True) -> dict[str, list[dict]]:
+    """The artifacts among ``paths`` (a run directory stands for its metrics.json); with ``strict`` a path that
+    is missing or no snrtune artifact is an error."""
     found: dict[str, list[dict]] = {"eval": [], "metrics": [], "snr": [], "selection": []}
-    for path in sorted(results_dir.rglob("*")):
-        if path.suffix not in (".json", ".yaml", ".yml") or not path.is_file() or path.stat().st_size > MAX_BYTES:
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-            obj = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError):
-            continue
-        kind = kind_of(obj)
+    for path in map(Path, paths):
+        if strict and path.is_dir():
+            path = path / "metrics.json"
+        kind, obj = read_artifact(path)
         if kind:
             obj["_path"] = str(path)
             found[kind].append(obj)
+        elif strict:
+            raise SnrtuneError(f"--files: {str(path)!r} is not an eval.json, metrics.json, snr.json or selection "
+                               f"file{'' if path.exists() else ' (it does not exist)'}")
     for kind in ("eval", "metrics"):  # a copied file must not count as another seed
         unique = {item["run"]["id"]: item for item in reversed(found[kind])}
         found[kind] = sorted(unique.values(), key=lambda item: item["_path"])
@@ -152,9 +178,27 @@ def summary_tasks(evals: list[dict]) -> list[str]:
     return out
 
 
-def runs_table(found: dict[str, list[dict]]) -> pd.DataFrame:
+def read_benchmarks(specs: list[str]) -> dict[str, dict]:
+    """{run id: first row of its Snakemake benchmark TSV} from ``RUN_ID=TSV`` strings."""
+    out = {}
+    for spec in specs:
+        run_id, sep, path = spec.rpartition("=")
+        if not sep or not run_id:
+            raise SnrtuneError(f"--benchmark {spec!r}: expected RUN_ID=TSV")
+        try:
+            frame = pd.read_csv(path, sep="\t")
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise SnrtuneError(f"--benchmark {spec!r}: cannot read {path!r} ({type(exc).__name__})") from None
+        if frame.empty or "s" not in frame:
+            raise SnrtuneError(f"--benchmark {spec!r}: {path!r} is not a Snakemake benchmark TSV")
+        out[run_id] = {k: (None if pd.isna(v) else v) for k, v in frame.iloc[0].items()}
+    return out
+
+
+def runs_table(found: dict[str, list[dict]], benchmarks: dict[str, dict] | None = None) -> pd.DataFrame:
     """One row per run × task × metric, with the run's training cost and whether it learned."""
     costs = {m["run"]["id"]: m for m in found["metrics"]}
+    benchmarks = benchmarks or {}
     rows = []
     for ev in found["eval"]:
         run, cost = ev["run"], costs.get(ev["run"]["id"], {})
@@ -173,6 +217,11 @@ def runs_table(found: dict[str, list[dict]]) -> pd.DataFrame:
                     "learned": learned(cost) if cost else None,
                     "trainable_params": cost.get("trainable_params"), "total_params": cost.get("total_params"),
                     "peak_memory_bytes": cost.get("peak_memory_bytes"), "train_wall_time_s": cost.get("wall_time_s"),
+                    "gpu_seconds": cost.get("gpu_seconds"), "cpu_seconds": cost.get("cpu_seconds"),
+                    "peak_allocated_bytes": cost.get("peak_allocated_bytes"),
+                    "peak_reserved_bytes": cost.get("peak_reserved_bytes"),
+                    "job_wall_s": benchmarks.get(run["id"], {}).get("s"),
+                    "job_max_rss_mb": benchmarks.get(run["id"], {}).get("max_rss"),
                     "tokens_per_s": cost.get("tokens_per_s"), "eval_wall_time_s": ev.get("wall_time_s"),
                     "model_form": ev.get("model_form"),
                 })
@@ -261,10 +310,12 @@ def aggregate(scores: pd.DataFrame, index: dict, resamples: int = stats.RESAMPLE
 
 
 def costs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean training cost per model × variant."""
-    cols = ["trainable_params", "peak_memory_bytes", "train_wall_time_s", "tokens_per_s"]
+    """Mean training cost per model × variant (compute_hours: GPU-hours, or CPU-hours when no run used a GPU)."""
+    cols = [c for c in COST_COLUMNS if c in runs]
     per_run = runs.drop_duplicates("run")
-    return per_run.groupby(["model", "variant"], sort=False, dropna=False)[cols].mean()
+    out = per_run.groupby(["model", "variant"], sort=False, dropna=False)[cols].mean()
+    out["compute_hours"], _ = compute_hours(out)
+    return out
 
 
 def variant_order(variants) -> list[str]:
@@ -443,10 +494,12 @@ def summary_frame(agg: pd.DataFrame, cost: pd.DataFrame, tasks: list[str]) -> tu
         if not ranked.empty:
             best[col] = ranked["score"].idxmax() if hib else ranked["score"].idxmin()
     names = {"trainable_params": "trainable params ↓", "peak_memory_bytes": "peak memory ↓",
-             "train_wall_time_s": "train time ↓", "tokens_per_s": "tokens/s ↑"}
+             "train_wall_time_s": "train time ↓", "compute_hours": compute_hours(cost)[1].split(" (")[0] + " ↓",
+             "tokens_per_s": "tokens/s ↑"}
     for key, col in names.items():
         values = cost[key].reindex(order) if key in cost else pd.Series(index=order, dtype=float)
         fmt = {"peak_memory_bytes": lambda x: _human(x) + "B", "train_wall_time_s": lambda x: f"{x:.0f} s",
+               "compute_hours": lambda x: f"{x:.3g}",
                "tokens_per_s": lambda x: f"{x:.0f}"}.get(key, _human)
         table[col] = [fmt(x) if pd.notna(x) else "–" for x in values]
         trained = values.drop("base", errors="ignore").dropna()
@@ -667,19 +720,22 @@ def model_sections(runs: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame, co
     return sections
 
 
-def build_report(results_dir: str | Path, out: str | Path, target_task: str | None = None,
+def build_report(results_dir: str | Path | None, out: str | Path, target_task: str | None = None,
+                 files: list[str] | None = None, benchmarks: list[str] = (),
                  resamples: int = stats.RESAMPLES) -> Path:
     from snrtune import plots
 
-    results_dir = Path(results_dir)
     if resamples < 100:
         raise SnrtuneError(f"--resamples {resamples} is too few for a 95% interval: expected at least 100")
-    if not results_dir.is_dir():
-        raise SnrtuneError(f"RESULTS_DIR {str(results_dir)!r} is not a directory")
-    found = discover(results_dir)
+    if files is not None:
+        found, where = collect(files), "among --files"
+    else:
+        if results_dir is None or not Path(results_dir).is_dir():
+            raise SnrtuneError(f"RESULTS_DIR {str(results_dir)!r} is not a directory; expected a directory or --files")
+        found, where = discover(Path(results_dir)), f"under {str(results_dir)!r}"
     if not found["eval"]:
-        raise SnrtuneError(f"no eval.json (from `snrtune evaluate`) found under {str(results_dir)!r}")
-    runs = runs_table(found)
+        raise SnrtuneError(f"no eval.json (from `snrtune evaluate`) found {where}")
+    runs = runs_table(found, read_benchmarks(list(benchmarks)))
     tasks = summary_tasks(found["eval"])
     target = pick_target(tasks, target_task)
     tasks = [target] + [t for t in tasks if t != target]  # the target task leads every table and plot
@@ -772,7 +828,8 @@ section{{border-top:2px solid #3a6ea5;margin-top:2em}}
 
 
 def run(args) -> int:
-    out = build_report(args.results_dir, args.out, args.target_task, args.resamples)
+    out = build_report(args.results_dir, args.out, args.target_task, files=args.files, benchmarks=args.benchmark,
+                       resamples=args.resamples)
     print(f"wrote {out}/report.html, summary.md, runs.csv, scores.csv, comparisons.csv and plots")
     print((out / "summary.md").read_text(encoding="utf-8"))
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 import transformers
 
 from snrtune import method_registry, methods
-from snrtune.artifact_names import (CHECKPOINTS_DIR, COMPAT_STATS_SUFFIX, DELTA_FILE, METRICS_FILE, PARTIAL_SUFFIX,
+from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, COMPAT_STATS_SUFFIX, DELTA_FILE, METRICS_FILE, PARTIAL_SUFFIX,
                                     RUN_FILE, SELECTION_COPY, TRAINER_PICKLE)
 from snrtune.artifacts import atomic_dir, read_json, read_yaml, write_json
 from snrtune.errors import SnrtuneError
@@ -48,13 +48,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", dest="assignments",
                         help="override one training setting on top of --config (repeatable), e.g. a method's own "
                              "learning rate: --set learning_rate=3.0e-3")
+    parser.add_argument("--deepspeed", help="DeepSpeed ZeRO JSON (overrides the config's deepspeed key), "
+                        "e.g. config/zero3.json under torchrun")
 
 
 def run(args: argparse.Namespace) -> int:
     metrics, _ = train(args.model_dir, args.method, args.data, args.out, selection=args.selection,
                        config=args.config, seed=args.seed, stage=args.stage, match_params_of=args.match_params_of,
                        resume=args.resume, max_steps=args.max_steps,
-                       overrides=parse_assignments(args.assignments))
+                       overrides=parse_assignments(args.assignments), deepspeed=args.deepspeed)
     if metrics is not None:
         print(f"trained {metrics['run']['id']}: {metrics['trainable_params']:,} of {metrics['total_params']:,} "
               f"parameters, final loss {metrics['train_loss'][-1][1]:.4f} → {args.out}")
@@ -216,15 +218,62 @@ def build_trainer(stage, model, tokenizer, cfg, output_dir, train_ds, val_ds, ca
 
 
 class Throughput(transformers.TrainerCallback):
-    """Tokens and seconds of this session's training (a resumed run counts only its own part)."""
+    """Tokens and seconds of this session's training (a resumed run counts only its own part), and the
+    accelerator time of every attempt: ``ledger`` (RUN.partial/attempts.json) keeps each attempt's training
+    seconds and world size, flushed at every checkpoint, every ``flush_s`` seconds and at the end, so a
+    resumed run adds its time to that of the attempts before it (preempted ones included)."""
+
+    def __init__(self, ledger: Path | None = None, is_main: bool = True, flush_s: float = 30.0):
+        self.ledger, self.is_main, self.flush_s = ledger, is_main, flush_s
+        self.previous = read_json(ledger)["attempts"] if ledger is not None and ledger.is_file() else []
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_step, self.start_tokens = state.global_step, state.num_input_tokens_seen
-        self.start = time.perf_counter()
+        self.start = self.flushed = time.perf_counter()
+        self.world_size, self.device = args.world_size, "cuda" if args.device.type == "cuda" else "cpu"
+        self.seconds = 0.0
+
+    def attempts(self) -> list[dict]:
+        now = {"seconds": round(time.perf_counter() - self.start, 3), "world_size": self.world_size,
+               "device": self.device, "start_step": self.start_step}
+        return [*self.previous, now]
+
+    def flush(self) -> None:
+        self.flushed = time.perf_counter()
+        if self.ledger is not None and self.is_main:
+            self.ledger.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.ledger, {"attempts": self.attempts()})
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.perf_counter() - self.flushed >= self.flush_s:
+            self.flush()
+
+    def on_save(self, args, state, control, **kwargs):
+        self.flush()
 
     def on_train_end(self, args, state, control, **kwargs):
         self.seconds = time.perf_counter() - self.start
         self.tokens = int(state.num_input_tokens_seen - self.start_tokens)
+        self.flush()
+
+    def cost(self) -> dict[str, Any]:
+        """gpu_seconds = Σ world size × training seconds over attempts on GPUs (cpu_seconds on CPUs:
+        processes × seconds), and this process's peak allocated / reserved accelerator memory."""
+        attempts = self.attempts()
+        cuda = self.device == "cuda"
+        if cuda:
+            import torch
+
+            allocated, reserved = int(torch.cuda.max_memory_allocated()), int(torch.cuda.max_memory_reserved())
+        else:
+            allocated = reserved = None
+        return {
+            "gpu_seconds": round(sum(a["world_size"] * a["seconds"] for a in attempts if a["device"] == "cuda"), 3),
+            "cpu_seconds": round(sum(a["world_size"] * a["seconds"] for a in attempts if a["device"] != "cuda"), 3),
+            "train_seconds_total": round(sum(a["seconds"] for a in attempts), 3),
+            "attempts": len(attempts),
+            "peak_allocated_bytes": allocated, "peak_reserved_bytes": reserved,
+        }
 
 
 class QuietProgress(transformers.trainer_callback.ProgressCallback):
@@ -297,7 +346,7 @@ def quiet_logs() -> None:
 
 
 def train(model_dir, method, data, out, selection=None, config=None, seed=None, stage="sft",
-          match_params_of=None, resume=False, max_steps=None, callbacks=(), overrides=None):
+          match_params_of=None, resume=False, max_steps=None, callbacks=(), overrides=None, deepspeed=None):
     """Train and write RUN_DIR; returns (metrics on the main process else None, the trained model)."""
     from snrtune import resume as resuming
     from snrtune.data_check import check_training_data
@@ -307,6 +356,8 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         raise SnrtuneError(f"model directory {model_dir} has no config.json; expected a directory from `snrtune fetch`")
     if stage not in STAGES:
         raise SnrtuneError(f"stage {stage!r}; expected one of {', '.join(STAGES)}")
+    if deepspeed:  # the workflow's sharded launch (snrtune.resources) names its ZeRO config
+        overrides = {**(overrides or {}), "deepspeed": deepspeed}
     cfg = load_config(config, seed, max_steps, method, overrides)
     sel = load_selection(selection)
     spec = methods.check_request(method, sel, match_params_of)
@@ -331,7 +382,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         print(data_line(data_counts, cfg.max_seq_length))
     model, facts = methods.prepare(method, model_dir, cfg, sel, match_params_of)
     trainable, total = methods.count_params(model)
-    throughput = Throughput()
+    throughput = Throughput(partial / ATTEMPTS_FILE, is_main)
     trainer = build_trainer(stage, model, tokenizer, cfg, checkpoints, train_ds, val_ds, [throughput, *callbacks])
     if is_main:
         resuming.write_fingerprint(partial, fingerprint)
@@ -350,6 +401,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         train_loss=losses(trainer.state.log_history, "loss"),
         eval_loss=losses(trainer.state.log_history, "eval_loss"),
         tokens_per_s=round(throughput.tokens / throughput.seconds, 3) if throughput.tokens else None,
+        **throughput.cost(),
         train_tokens=int(trainer.state.num_input_tokens_seen) or None,
         config=cfg.as_dict(),
         setup={"method": method, "stage": stage, "data": str(data), "model_dir": str(model_dir),
@@ -366,6 +418,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     with atomic_dir(out, keep_partial=True) as tmp:
         shutil.rmtree(tmp / CHECKPOINTS_DIR, ignore_errors=True)
         (tmp / resuming.FINGERPRINT).unlink(missing_ok=True)
+        (tmp / ATTEMPTS_FILE).unlink(missing_ok=True)  # its totals are in metrics.json
         write_json(tmp / RUN_FILE, identity)
         write_json(tmp / METRICS_FILE, metrics)
     return metrics, trainer.model

@@ -256,8 +256,8 @@ def local_files(source: str | None) -> list[str]:
     """[path] when ``source`` is a local file or directory (so Snakemake tracks it), else [] (hub id)."""
     if not source:
         return []
-    path = resolve_source(source)
-    return [path] if Path(path).exists() else []
+    path = Path(resolve_source(source))
+    return [str(path.resolve())] if path.exists() else []
 
 
 # ------------------------------------------------------------------------------- command arguments
@@ -297,3 +297,153 @@ def num_fewshot(tasks: list[dict]) -> str | None:
 def scaled(value: int, attempt: int, growth: float) -> int:
     """A memory or runtime request for a retry: value × growth^(attempt-1)."""
     return int(round(value * growth ** (attempt - 1)))
+
+
+# ------------------------------------------------------------------------------ hub and offline jobs
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def job_env(config: dict, offline: bool) -> str:
+    """The shell prefix of a step: HF_HOME from ``hub.hf_home`` and, for every step but the downloads on the
+    login node, the offline switches (``export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1; ``)."""
+    env = {"HF_HOME": config["hub"]["hf_home"]} if config["hub"]["hf_home"] else {}
+    env.update(OFFLINE_ENV if offline else {})
+    if not env:
+        return ""
+    return "export " + " ".join(f"{k}={shlex.quote(str(v))}" for k, v in env.items()) + "; "
+
+
+def local_task_names(include_path: str | None) -> set[str]:
+    """Tasks and tags defined by snrtune's shipped task YAMLs and by ``include_path`` (no network needed)."""
+    import importlib.resources
+
+    dirs = [Path(str(importlib.resources.files("snrtune").joinpath("data/tasks")))]
+    if include_path and Path(include_path).is_dir():
+        dirs.append(Path(include_path))
+    names: set[str] = set()
+    for directory in dirs:
+        for path in directory.rglob("*.yaml"):
+            try:
+                spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (yaml.YAMLError, UnicodeDecodeError):
+                continue
+            if isinstance(spec, dict):
+                tags = spec.get("tag") or []
+                names |= {str(spec[k]) for k in ("task", "group") if spec.get(k)}
+                names |= set(map(str, [tags] if isinstance(tags, str) else tags))
+    return names
+
+
+def hub_tasks(config: dict) -> list[str]:
+    """The evaluation tasks whose data comes from the hub (prefetched on the login node)."""
+    local = local_task_names(config["evaluate"]["include_path"])
+    return [t["name"] for t in config["evaluate"]["tasks"] if t["name"] not in local]
+
+
+def hub_dataset(config: dict) -> str | None:
+    """``data.train`` when it is a hub dataset id (prefetched on the login node), else None."""
+    return None if local_files(config["data"]["train"]) else config["data"]["train"]
+
+
+# ------------------------------------------------------------------------------ training resources
+
+def train_config_path(config: dict, model: str) -> str | None:
+    return config["models"][model]["train_config"] or config["train"]["config"]
+
+
+def effective_train_settings(config: dict, model: str) -> dict:
+    """The training hyperparameters a run of ``model`` gets: shipped defaults, its train config, max_steps."""
+    from snrtune.settings import default_values
+
+    defaults = default_values()
+    path = train_config_path(config, model)
+    user = yaml.safe_load(Path(path).read_text(encoding="utf-8")) if path else {}
+    settings = {**defaults, **(user if isinstance(user, dict) else {})}
+    if config["train"]["max_steps"]:
+        settings["max_steps"] = config["train"]["max_steps"]
+    return settings
+
+
+def model_size(config: dict, model: str, model_dir: str | Path):
+    """The size the estimate uses: the fetched parameter table, else the config's ``params_b``, else None."""
+    from snrtune import resources
+
+    table = Path(model_dir) / "snrtune_params.json"
+    if table.is_file():
+        import json
+
+        return resources.size_from_table(json.loads(table.read_text(encoding="utf-8")))
+    if config["models"][model]["params_b"]:
+        return resources.size_from_count(config["models"][model]["params_b"])
+    return None
+
+
+def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -> dict[str, Any]:
+    """GPUs, host memory (MB), runtime (minutes) and sharding of one training job: the config's overrides
+    (``models.M.resources.per_method.METHOD``, then ``train_gpus``/``train_mem_mb``/``train_runtime``/
+    ``train_strategy``) over the estimate of snrtune.resources."""
+    from snrtune import resources
+
+    entry, hw_cfg = config["models"][model], config["resources"]
+    res, parsed = entry["resources"], parse_run(run)
+    method = parsed["method"]
+    cfg = {**effective_train_settings(config, model), **method_settings(config, method)}
+    settings = resources.Settings(  # a control costs what the method it mirrors costs
+        method=settings_source(method), top_percent=float(parsed["top_percent"]) if parsed["top_percent"] else None,
+        lora_r=int(cfg["lora_r"]), seq_len=int(cfg["max_seq_length"]), micro_batch=int(cfg["per_device_train_batch_size"]),
+        grad_accum=int(cfg["gradient_accumulation_steps"]), gradient_checkpointing=bool(cfg["gradient_checkpointing"]),
+        device=entry["device"], max_steps=cfg["max_steps"],
+        train_tokens=config["data"]["tokens"] * int(cfg["num_epochs"]) if config["data"]["tokens"] else None)
+    hardware = resources.Hardware(gpu_mem_gb=hw_cfg["gpu_mem_gb"], gpus_per_node=hw_cfg["gpus_per_node"],
+                                  gpu_tflops=hw_cfg["gpu_tflops"], mfu=hw_cfg["mfu"])
+    size = model_size(config, model, model_dir)
+    est = resources.estimate(size, settings, hardware) if size else None
+    out = {"gpus": est.gpus if est else 0, "mem_mb": est.mem_mb if est else 16000,
+           "runtime": (est.runtime_min if est else None) or hw_cfg["default_train_runtime"],
+           "strategy": est.strategy if est else "none", "estimated": est is not None}
+    for key, field in (("gpus", "train_gpus"), ("mem_mb", "train_mem_mb"), ("runtime", "train_runtime"),
+                       ("strategy", "train_strategy")):
+        if res[field] is not None:
+            out[key] = res[field]
+    out.update(res["per_method"].get(method, res["per_method"].get(settings_source(method), {})))
+    if out["gpus"] <= 1:
+        out["strategy"] = "none"
+    return out
+
+
+STRATEGY_FILES = {"zero3": "config/zero3.json", "zero3_offload": "config/zero3_offload.json"}
+
+
+def sharding_flags(strategy: str, workflow_dir: str | Path) -> str:
+    """``--deepspeed config/zero3*.json`` for a sharded training run (ZeRO-3, optionally offloaded), else ''."""
+    if strategy not in STRATEGY_FILES:
+        return ""
+    return "--deepspeed " + shlex.quote(str(Path(workflow_dir) / STRATEGY_FILES[strategy]))
+
+
+# ------------------------------------------------------------------------------------- report inputs
+
+def report_inputs(config: dict) -> dict[str, list[str]]:
+    """Exactly the files the current config produces, for the report: evaluations, run directories (their
+    metrics.json), the scan and selections of selection methods, and the training jobs' benchmark TSVs."""
+    models, runs_ = list(config["models"]), runs(config)
+    selections = [selection_file(m, r) for m in models for r in runs_]
+    return {
+        "evals": evaluations(config),
+        "runs": [f"results/{m}/runs/{r}" for m in models for r in runs_],
+        "snr": [f"results/{m}/scan/snr.json" for m in models] if any(selections) else [],
+        "selections": list(dict.fromkeys(path for path in selections if path)),
+        "benchmarks": [f"results/{m}/benchmarks/train/{r}.tsv" for m, r in benchmarked_runs(config)],
+    }
+
+
+def benchmarked_runs(config: dict) -> list[tuple[str, str]]:
+    """(model, run) of the runs trained by the train rule itself (a swept run's job is its chosen candidate's)."""
+    return [(m, r) for m in config["models"] for r in runs(config) if not swept(config, r)]
+
+
+def benchmark_flags(config: dict, paths: list[str]) -> str:
+    """``--benchmark MODEL/RUN=TSV`` per training benchmark (paths in report_inputs order, as the rule got them)."""
+    ids = [f"{m}/{r}" for m, r in benchmarked_runs(config)]
+    return " ".join(f"--benchmark {shlex.quote(f'{i}={p}')}" for i, p in zip(ids, paths))

@@ -7,9 +7,13 @@ from snakemake.settings.types import DeploymentMethod
 from snrtune import method_registry, workflow_config as wc
 from snrtune.errors import SnrtuneError
 
+# Paths of the workflow's own files through Snakemake's source-path mechanism (relative to this rule file),
+# so they are found when the workflow is imported as a module into another one.
+REPO = os.path.normpath(os.path.join(workflow.current_basedir.get_path_or_uri(secret_free=True), "..", ".."))
+
 try:
-    schema = wc.load_schema(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
-    wc.validate_config(config, schema, workflow_dir=workflow.basedir)
+    schema = wc.load_schema(workflow.source_path("../schemas/config.schema.yaml"))
+    wc.validate_config(config, schema, workflow_dir=REPO)
     wc.preflight(config)  # training settings and data, checked before any job runs
 except SnrtuneError as error:
     raise WorkflowError(f"invalid config: {error}") from None
@@ -17,11 +21,14 @@ except SnrtuneError as error:
 VERSION = snrtune.__version__  # a param of every rule: a new snrtune version re-runs the steps
 GROWTH = config["resources"]["growth"]
 ENV = "../../envs/snrtune.yaml"
+# Every step but the downloads on the login node runs offline, from the shared cache (docs/workflow.md).
+OFFLINE = wc.job_env(config, offline=True)
+ONLINE = wc.job_env(config, offline=False)
 
 # Under --sdm conda the environment holds snrtune's dependencies; the rules run snrtune from src/.
 # (shell.prefix is formatted like a rule's command: a literal brace is written {{ in it, {{{{ in an f-string)
 if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
-    SRC = shlex.quote(os.path.join(workflow.basedir, "src"))
+    SRC = shlex.quote(os.path.join(REPO, "src"))
     shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
                  f'snrtune() {{{{ python -m snrtune.cli "$@"; }}}}; ')
 
@@ -30,6 +37,18 @@ wildcard_constraints:
     model="|".join(map(re.escape, config["models"])) or "(?!)",
     t=r"\d+(\.\d+)?",
     run=r"[a-z-]+(-t\d+(\.\d+)?)?-s\d+",
+
+
+# Steps that need the hub (or are too small for a job) run on the login node, never as SLURM jobs.
+localrules:
+    all,
+    fetch,
+    prefetch_data,
+    prefetch_tasks,
+    select,
+    select_control,
+    pick,
+    report,
 
 
 def model_cfg(wildcards):
@@ -49,12 +68,37 @@ runtime = mem  # runtime (minutes) grows the same way
 
 
 def train_config(w):
-    return model_cfg(w)["train_config"] or config["train"]["config"]
+    return wc.train_config_path(config, w.model)
+
+
+# The module prefix (when imported as a module), captured while the rules are parsed: the estimate reads
+# the fetched model's parameter table where this workflow's paths really are.
+PATHS = workflow.modifier.path_modifier
+
+
+def train_plan(w):
+    """GPUs, memory, runtime and sharding of a training job: overrides from the config, else the estimate
+    (snrtune.resources) from the fetched parameter table or the config's params_b."""
+    model_dir = str(PATHS.replace_prefix(f"results/{w.model}/model", "input"))
+    return wc.train_resources(config, w.model, w.run, model_dir)
+
+
+def train_resource(key, grow=False):
+    if grow:
+        return lambda w, attempt: wc.scaled(train_plan(w)[key], attempt, GROWTH)
+    return lambda w: train_plan(w)[key]
+
+
+PREFETCH_DATA = "results/prefetch/data.json"
+PREFETCH_TASKS = "results/prefetch/tasks.json"
 
 
 def train_inputs(w):
-    """The model, the data and hyperparameter files when local, and the selection of a selection method."""
+    """The model, the data and hyperparameter files when local (a hub dataset: its prefetch record), and
+    the selection of a selection method."""
     inputs = {"model": f"results/{w.model}/model", "data": wc.local_files(config["data"]["train"])}
+    if wc.hub_dataset(config):
+        inputs["prefetched"] = PREFETCH_DATA
     if train_config(w):
         inputs["config"] = train_config(w)
     if wc.selection_file(w.model, w.run):
@@ -62,13 +106,15 @@ def train_inputs(w):
     return inputs
 
 
-def train_flags(w, input):
+def train_flags(w):
+    """Flags from the wildcards and the config only (never from `input`: Snakemake does not compare params
+    derived from input, so a changed value would not re-run the step)."""
     run = wc.parse_run(w.run)
     spec = method_registry.get(run["method"])
     match = config["train"]["laser_qlora_match_params_of"] if spec.rank_matching else None
     lr = float(w.lr) if "lr" in w.keys() else None  # a sweep candidate's learning rate
-    return " ".join([wc.flags(method=run["method"], seed=run["seed"], selection=input.get("selection"),
-                              config=input.get("config"), stage=config["train"]["stage"],
+    return " ".join([wc.flags(method=run["method"], seed=run["seed"], selection=wc.selection_file(w.model, w.run),
+                              config=train_config(w), stage=config["train"]["stage"],
                               max_steps=config["train"]["max_steps"], match_params_of=match,
                               resume=True),  # a requeued job continues from its last checkpoint
                      wc.settings_flags(config, run["method"], lr)])
@@ -79,9 +125,31 @@ def one_of(names):
     return "|".join(map(re.escape, names)) or "(?!)"
 
 
+def launcher(w):
+    """`snrtune` or `torchrun … -m snrtune.cli` (a tracked param: the number of processes sets the global batch)."""
+    return wc.launcher(train_plan(w)["gpus"])
+
+
+def strategy(w):
+    return train_plan(w)["strategy"]
+
+
+def sharding(w, input):
+    """--deepspeed REPO/config/zero3*.json (untracked: taking `input`, so moving the clone re-runs nothing;
+    the tracked `strategy` param says which)."""
+    return wc.sharding_flags(train_plan(w)["strategy"], REPO)
+
+
 def evaluated_model(w):
     """The base model for eval/base.json, else the merged run."""
     return f"results/{w.model}/model" if w.run == "base" else f"results/{w.model}/merged/{w.run}"
+
+
+def evaluate_inputs(w):
+    inputs = {"model": evaluated_model(w)}
+    if wc.hub_tasks(config):
+        inputs["prefetched"] = PREFETCH_TASKS
+    return inputs
 
 
 def evaluate_flags(w):
@@ -89,3 +157,14 @@ def evaluate_flags(w):
     return wc.flags(num_fewshot=wc.num_fewshot(ev["tasks"]), limit=ev["limit"], batch_size=ev["batch_size"],
                     device=model["device"], dtype=model["dtype"], apply_chat_template=model["chat_template"],
                     include_path=ev["include_path"], log_samples=ev["log_samples"])
+
+
+# Pre-flight check of the training data (issue 14: snrtune's data checker, check_training_data(path,
+# dataset_format, stage)) belongs here, before any job: call it on wc.local_files(config["data"]["train"])
+# with the train config's dataset_format and config["train"]["stage"] once it exists in the package.
+
+
+def job_env_param(env):
+    """A param holding the shell prefix of a step (HF_HOME, offline switches). It takes `input`, so Snakemake
+    does not track it: the environment does not change a step's result, and a new cache path re-runs nothing."""
+    return lambda wildcards, input: env

@@ -1,9 +1,10 @@
 rule evaluate:
     input:
-        model=evaluated_model,
+        unpack(evaluate_inputs),
     output:
         eval="results/{model}/eval/{run}.json",
     params:
+        env=job_env_param(OFFLINE),
         tasks=",".join(t["name"] for t in config["evaluate"]["tasks"]),
         extra=evaluate_flags,
         version=VERSION,
@@ -21,4 +22,5 @@ rule evaluate:
         mem_mb=mem("mem_mb"),
         runtime=runtime("runtime"),
     shell:
-        "snrtune evaluate {input.model} --tasks {params.tasks} --out {output.eval} {params.extra} > {log} 2>&1"
+        "{params.env}snrtune evaluate {input.model:q} --tasks {params.tasks:q} --out {output.eval:q} {params.extra} "
+        "> {log:q} 2>&1"

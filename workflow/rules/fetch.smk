@@ -4,6 +4,7 @@ rule fetch:
     output:
         model=directory("results/{model}/model"),
     params:
+        env=job_env_param(ONLINE),
         source=lambda w: model_cfg(w)["source"],
         extra=lambda w: wc.flags(revision=model_cfg(w)["revision"], allow_pickle=model_cfg(w)["allow_pickle"]),
         version=VERSION,
@@ -13,8 +14,37 @@ rule fetch:
         "logs/{model}/fetch.log",
     benchmark:
         "results/{model}/benchmarks/fetch.tsv"
-    resources:
-        mem_mb=mem("mem_mb"),
-        runtime=runtime("runtime"),
     shell:
-        "snrtune fetch {params.source:q} --out {output.model} --name {wildcards.model} {params.extra} > {log} 2>&1"
+        "{params.env}snrtune fetch {params.source:q} --out {output.model:q} --name {wildcards.model:q} {params.extra} "
+        "> {log:q} 2>&1"
+
+
+rule prefetch_data:
+    output:
+        PREFETCH_DATA,
+    params:
+        env=job_env_param(ONLINE),
+        data=lambda w: wc.hub_dataset(config),
+        version=VERSION,
+    conda:
+        ENV
+    log:
+        "logs/prefetch/data.log",
+    shell:
+        "{params.env}snrtune prefetch --data {params.data:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule prefetch_tasks:
+    output:
+        PREFETCH_TASKS,
+    params:
+        env=job_env_param(ONLINE),
+        tasks=lambda w: ",".join(wc.hub_tasks(config)),
+        extra=lambda w: wc.flags(include_path=config["evaluate"]["include_path"]),
+        version=VERSION,
+    conda:
+        ENV
+    log:
+        "logs/prefetch/tasks.log",
+    shell:
+        "{params.env}snrtune prefetch --tasks {params.tasks:q} {params.extra} --out {output:q} > {log:q} 2>&1"

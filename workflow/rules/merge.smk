@@ -5,6 +5,7 @@ rule merge:
     output:
         merged=directory("results/{model}/merged/{run}"),
     params:
+        env=job_env_param(OFFLINE),
         version=VERSION,
     conda:
         ENV
@@ -17,4 +18,4 @@ rule merge:
         mem_mb=mem("mem_mb"),
         runtime=runtime("runtime"),
     shell:
-        "snrtune merge {input.run} --base {input.model} --out {output.merged} > {log} 2>&1"
+        "{params.env}snrtune merge {input.run:q} --base {input.model:q} --out {output.merged:q} > {log:q} 2>&1"

@@ -1,11 +1,13 @@
 rule report:
     input:
-        evals=wc.evaluations(config),
-        runs=[f"results/{m}/runs/{r}" for m in config["models"] for r in wc.runs(config)],
+        **wc.report_inputs(config),
     output:
         report=report(directory("results/report"), patterns=["{name}.png"],
                       caption="../report/report.rst", category="Comparison"),
     params:
+        env=job_env_param(OFFLINE),
+        # exactly the files of the current config: stale runs of an earlier config never leak in
+        benchmarks=lambda w, input: wc.benchmark_flags(config, list(input.benchmarks)),
         version=VERSION,
     conda:
         ENV
@@ -13,8 +15,6 @@ rule report:
         "logs/report.log",
     benchmark:
         "results/benchmarks/report.tsv"
-    resources:
-        mem_mb=lambda w, attempt: wc.scaled(4000, attempt, GROWTH),
-        runtime=lambda w, attempt: wc.scaled(30, attempt, GROWTH),
     shell:
-        "snrtune report results --out {output.report} > {log} 2>&1"
+        "{params.env}snrtune report --files {input.evals:q} {input.runs:q} {input.snr:q} {input.selections:q} "
+        "{params.benchmarks} --out {output.report:q} > {log:q} 2>&1"

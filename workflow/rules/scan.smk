@@ -4,6 +4,7 @@ rule scan:
     output:
         snr="results/{model}/scan/snr.json",
     params:
+        env=job_env_param(OFFLINE),
         extra=lambda w: wc.flags(method=config["scan"]["method"], precision=config["scan"]["precision"],
                                  device=model_cfg(w)["device"], batch_mib=config["scan"]["batch_mib"]),
         version=VERSION,
@@ -19,4 +20,4 @@ rule scan:
         mem_mb=mem("mem_mb"),
         runtime=runtime("runtime"),
     shell:
-        "snrtune scan {input.model} --out {output.snr} {params.extra} > {log} 2>&1"
+        "{params.env}snrtune scan {input.model:q} --out {output.snr:q} {params.extra} > {log:q} 2>&1"

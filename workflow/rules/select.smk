@@ -4,6 +4,7 @@ rule select:
     output:
         selection="results/{model}/select/t{t}.yaml",
     params:
+        env=job_env_param(OFFLINE),
         extra=wc.flags(types=config["select"]["types"], include=config["select"]["include"],
                        compat=config["select"]["compat"]),
         version=VERSION,
@@ -13,11 +14,9 @@ rule select:
         "logs/{model}/select/t{t}.log",
     benchmark:
         "results/{model}/benchmarks/select/t{t}.tsv"
-    resources:
-        mem_mb=lambda w, attempt: wc.scaled(1000, attempt, GROWTH),
-        runtime=lambda w, attempt: wc.scaled(10, attempt, GROWTH),
     shell:
-        "snrtune select {input.snr} --top-percent {wildcards.t} --out {output.selection} {params.extra} > {log} 2>&1"
+        "{params.env}snrtune select {input.snr:q} --top-percent {wildcards.t} --out {output.selection:q} {params.extra} "
+        "> {log:q} 2>&1"
 
 
 # A control: as many modules per type as the SNR selection at t, chosen at random with the run's seed.
@@ -30,6 +29,7 @@ rule select_control:
         kind="random",
         seed=r"\d+",
     params:
+        env=job_env_param(OFFLINE),
         extra=wc.flags(types=config["select"]["types"], include=config["select"]["include"]),
         version=VERSION,
     conda:
@@ -38,9 +38,6 @@ rule select_control:
         "logs/{model}/select/t{t}-{kind}-s{seed}.log",
     benchmark:
         "results/{model}/benchmarks/select/t{t}-{kind}-s{seed}.tsv"
-    resources:
-        mem_mb=lambda w, attempt: wc.scaled(1000, attempt, GROWTH),
-        runtime=lambda w, attempt: wc.scaled(10, attempt, GROWTH),
     shell:
-        "snrtune select {input.snr} --top-percent {wildcards.t} --{wildcards.kind} --seed {wildcards.seed} "
-        "--out {output.selection} {params.extra} > {log} 2>&1"
+        "{params.env}snrtune select {input.snr:q} --top-percent {wildcards.t} --{wildcards.kind} --seed {wildcards.seed} "
+        "--out {output.selection:q} {params.extra} > {log:q} 2>&1"

@@ -6,7 +6,10 @@ rule train:
     wildcard_constraints:
         run=one_of([r for r in wc.runs(config) if not wc.swept(config, r)]),
     params:
-        launcher=lambda w: wc.launcher(res(w, "train_gpus")),
+        env=job_env_param(OFFLINE),
+        launcher=launcher,
+        strategy=strategy,
+        sharding=sharding,
         data=wc.resolve_source(config["data"]["train"]),
         extra=train_flags,
         version=VERSION,
@@ -18,11 +21,12 @@ rule train:
         "results/{model}/benchmarks/train/{run}.tsv"
     threads: lambda w: res(w, "threads")
     resources:
-        gpu=lambda w: res(w, "train_gpus"),
-        mem_mb=mem("train_mem_mb"),
-        runtime=runtime("train_runtime"),
+        gpu=train_resource("gpus"),
+        mem_mb=train_resource("mem_mb", grow=True),
+        runtime=train_resource("runtime", grow=True),
     shell:
-        "{params.launcher} train {input.model} --data {params.data:q} --out {output.run} {params.extra} > {log} 2>&1"
+        "{params.env}{params.launcher} train {input.model:q} --data {params.data:q} --out {output.run:q} "
+        "{params.extra} {params.sharding} > {log:q} 2>&1"
 
 
 # The learning-rate sweep: every candidate trains as its own cached run; `snrtune pick` makes the one with the
@@ -47,13 +51,11 @@ rule pick:
     wildcard_constraints:
         run=one_of([r for r in wc.runs(config) if wc.swept(config, r)]),
     params:
+        env=job_env_param(OFFLINE),
         version=VERSION,
     conda:
         ENV
     log:
         "logs/{model}/pick/{run}.log",
-    resources:
-        mem_mb=lambda w, attempt: wc.scaled(1000, attempt, GROWTH),
-        runtime=lambda w, attempt: wc.scaled(10, attempt, GROWTH),
     shell:
-        "snrtune pick {input.candidates} --out {output.run} > {log} 2>&1"
+        "{params.env}snrtune pick {input.candidates:q} --out {output.run:q} > {log:q} 2>&1"
