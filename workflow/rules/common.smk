@@ -113,11 +113,11 @@ def train_flags(w):
     spec = method_registry.get(run["method"])
     match = config["train"]["laser_qlora_match_params_of"] if spec.rank_matching else None
     lr = float(w.lr) if "lr" in w.keys() else None  # a sweep candidate's learning rate
-    return " ".join([wc.flags(method=run["method"], seed=run["seed"], selection=wc.selection_file(w.model, w.run),
+    return " ".join(part for part in [wc.flags(method=run["method"], seed=run["seed"], selection=wc.selection_file(w.model, w.run),
                               config=train_config(w), stage=config["train"]["stage"],
                               max_steps=config["train"]["max_steps"], match_params_of=match,
                               resume=True),  # a requeued job continues from its last checkpoint
-                     wc.settings_flags(config, run["method"], lr)])
+                     wc.settings_flags(config, run["method"], lr)] if part)
 
 
 def one_of(names):
