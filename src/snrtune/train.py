@@ -1,7 +1,7 @@
 """`snrtune train`: fine-tune a model directory with spectrum, full, lora, qlora or laser-qlora.
 
-The loop is transformers' Trainer (SFT, on data tokenized here with response-only labels) or TRL's
-DPOTrainer (``--stage dpo``). Runs build in ``RUN_DIR.partial/`` (checkpoints inside, for ``--resume``)
+The loop is TRL's SFTTrainer (chat-template tokenization, response-only labels, packing with per-example
+position ids) or TRL's DPOTrainer (``--stage dpo``). Runs build in ``RUN_DIR.partial/`` (checkpoints inside, for ``--resume``)
 and are renamed to RUN_DIR when finished. The same command under torchrun / accelerate launch trains
 with DDP, or with DeepSpeed / FSDP when the config names one.
 """
@@ -12,6 +12,7 @@ import argparse
 import importlib.resources
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,26 @@ def load_tokenizer(model_dir, cfg):
     return tokenizer
 
 
-def datasets_for(stage: str, spec: str, tokenizer, cfg) -> tuple[Any, Any]:
-    """(train, validation or None) as datasets.Dataset objects."""
+def sft_layout(tokenizer, cfg) -> dict[str, Any]:
+    """How SFT rows are laid out and which TRL loss mask applies (docs/training.md, "Data").
+
+    ``loss_on: all``: whole conversations, every token trained. ``loss_on: responses``: whole conversations
+    with TRL's ``assistant_only_loss`` when the chat template has (or TRL can add) ``{% generation %}``
+    markers, so every assistant turn is trained; otherwise prompt-completion rows with
+    ``completion_only_loss``, which train the last assistant turn (any template that renders the prompt as
+    a prefix of the conversation works).
+    """
+    from snrtune import sft_data as data
+
+    if cfg["loss_on"] == "all":
+        return {"rows_as": "messages", "assistant_only_loss": False, "completion_only_loss": False}
+    if data.trains_assistant_turns(tokenizer):
+        return {"rows_as": "messages", "assistant_only_loss": True, "completion_only_loss": False}
+    return {"rows_as": "prompt-completion", "assistant_only_loss": False, "completion_only_loss": True}
+
+
+def datasets_for(stage: str, spec: str, cfg, layout: dict | None = None) -> tuple[Any, Any]:
+    """(train, validation or None) as datasets.Dataset rows for TRL (tokenized by the trainer)."""
     import datasets
 
     from snrtune import sft_data as data
@@ -144,18 +163,22 @@ def datasets_for(stage: str, spec: str, tokenizer, cfg) -> tuple[Any, Any]:
         make = data.preference_rows
     else:
         def make(rows):
-            return data.sft_examples(rows, tokenizer, cfg["dataset_format"], cfg["max_seq_length"],
-                                     cfg["loss_on"], cfg["packing"])
+            return data.sft_rows(rows, cfg["dataset_format"], layout["rows_as"])
     train_ds = datasets.Dataset.from_list(make(train_rows))
     val_ds = datasets.Dataset.from_list(make(val_rows)) if val_rows else None
     return train_ds, val_ds
 
 
+def interactive() -> bool:
+    """A terminal on both streams: only then does a tqdm bar (carriage-return frames) make sense."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
 def trainer_kwargs(cfg: dict, output_dir: Path, has_eval: bool) -> dict[str, Any]:
-    """TrainingArguments (or DPOConfig) keywords for ``cfg``: bf16 on GPU, fp32 on the CPU."""
+    """TrainingArguments (SFTConfig / DPOConfig) keywords for ``cfg``: bf16 or fp16 on GPU, fp32 on the CPU."""
     import torch
 
-    cuda = torch.cuda.is_available()
+    dtype = methods.compute_dtype()
     every = cfg["eval_steps"]
     return dict(
         output_dir=str(output_dir), seed=cfg["seed"], data_seed=cfg["seed"],
@@ -166,35 +189,62 @@ def trainer_kwargs(cfg: dict, output_dir: Path, has_eval: bool) -> dict[str, Any
         per_device_eval_batch_size=cfg["per_device_eval_batch_size"],
         gradient_accumulation_steps=cfg["gradient_accumulation_steps"], num_train_epochs=cfg["num_epochs"],
         max_steps=cfg["max_steps"] if cfg["max_steps"] else -1,
-        bf16=cuda, use_cpu=not cuda,
+        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=cfg["gradient_checkpointing"], gradient_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=cfg["logging_steps"], save_strategy="steps", save_steps=cfg["save_steps"],
         save_total_limit=cfg["save_total_limit"],
         eval_strategy="steps" if (every and has_eval) else "no", eval_steps=every,
-        report_to="none", log_level="error", include_num_input_tokens_seen="non_padding",
+        report_to=cfg["report_to"], log_level="error", disable_tqdm=not interactive(),
+        include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False, ddp_find_unused_parameters=False, dataloader_num_workers=0,
         ddp_backend=cfg["ddp_backend"], deepspeed=cfg["deepspeed"], fsdp=cfg["fsdp"] or "",
         fsdp_config=cfg["fsdp_config"],
     )
 
 
-def build_trainer(stage, model, tokenizer, cfg, output_dir, train_ds, val_ds, callbacks):
-    kwargs = trainer_kwargs(cfg, output_dir, val_ds is not None)
-    if stage == "dpo":
-        import trl
+def training_args(stage: str, cfg: dict, output_dir: Path, has_eval: bool, layout: dict | None = None):
+    """SFTConfig or DPOConfig. Built before the model is loaded: creating them sets up the distributed
+    state, and with a ZeRO-3 config, the DeepSpeed config that makes from_pretrained load each rank's
+    partition only (transformers' HfDeepSpeedConfig; the returned object must stay alive meanwhile)."""
+    import trl
 
-        args = trl.DPOConfig(**kwargs, beta=cfg["dpo_beta"], max_length=cfg["max_seq_length"])
-        trainer = trl.DPOTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                                 processing_class=tokenizer, callbacks=list(callbacks))
-    else:
-        collator = transformers.DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-        trainer = transformers.Trainer(model=model, args=transformers.TrainingArguments(**kwargs),
-                                       train_dataset=train_ds, eval_dataset=val_ds, data_collator=collator,
-                                       processing_class=tokenizer, callbacks=list(callbacks))
-    trainer.pop_callback(transformers.trainer_callback.PrinterCallback)  # used when stdout is not a terminal
+    kwargs = trainer_kwargs(cfg, output_dir, has_eval)
+    if stage == "dpo":
+        return trl.DPOConfig(**kwargs, beta=cfg["dpo_beta"], max_length=cfg["max_seq_length"])
+    return trl.SFTConfig(
+        **kwargs, max_length=cfg["max_seq_length"], packing=cfg["packing"],
+        packing_strategy="bfd",  # whole examples, each with its own position ids (no cross-example attention)
+        assistant_only_loss=layout["assistant_only_loss"], completion_only_loss=layout["completion_only_loss"],
+        dataset_num_proc=cfg["dataset_num_proc"], shuffle_dataset=False)
+
+
+def build_trainer(stage, model, tokenizer, args, train_ds, val_ds, callbacks):
+    import trl
+
+    trainer_class = trl.DPOTrainer if stage == "dpo" else trl.SFTTrainer
+    trainer = trainer_class(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                            processing_class=tokenizer, callbacks=list(callbacks))
+    keep_adapter_dtype(trainer.model)
+    if stage == "sft" and len(trainer.train_dataset) == 0:
+        raise SnrtuneError(f"no training example keeps a response token within max_seq_length={args.max_length}")
+    trainer.pop_callback(transformers.trainer_callback.PrinterCallback)  # a dict per log; ProgressLines instead
     trainer.pop_callback(transformers.trainer_callback.ProgressCallback)
-    trainer.add_callback(QuietProgress)
+    if interactive():
+        trainer.add_callback(QuietProgress)
+    trainer.add_callback(ProgressLines)
     return trainer
+
+
+def keep_adapter_dtype(model) -> None:
+    """TRL casts a 4-bit model's adapter to bf16 (the QLoRA paper's choice); where the compute dtype is not
+    bf16 (CPU, fp16 GPUs, whose mixed precision needs fp32 trainable weights) they go back to fp32."""
+    import torch
+
+    if not (getattr(model, "is_loaded_in_4bit", False) and methods.compute_dtype() != torch.bfloat16):
+        return
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.bfloat16:
+            param.data = param.data.to(torch.float32)
 
 
 class Throughput(transformers.TrainerCallback):
@@ -210,10 +260,53 @@ class Throughput(transformers.TrainerCallback):
 
 
 class QuietProgress(transformers.trainer_callback.ProgressCallback):
-    """The Trainer's tqdm bar without a printed dict per logging step (the losses go to metrics.json)."""
+    """The Trainer's tqdm bar (on a terminal only) without a printed dict per logging step."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         pass
+
+
+def progress_line(step: int, max_steps: int, logs: dict, tokens_per_s: float | None, eta_s: float | None) -> str:
+    """``step 3/6 | loss 2.0391 | lr 1.00e-02 | 812 tokens/s | ETA 0:00:04`` (eval: ``eval_loss``)."""
+    import datetime
+
+    parts = [f"step {step}/{max_steps}"]
+    for key in ("loss", "eval_loss"):
+        if key in logs:
+            parts.append(f"{key} {logs[key]:.4f}")
+    if "learning_rate" in logs:
+        parts.append(f"lr {logs['learning_rate']:.2e}")
+    if tokens_per_s is not None:
+        parts.append(f"{tokens_per_s:.0f} tokens/s")
+    if eta_s is not None:
+        parts.append(f"ETA {datetime.timedelta(seconds=round(eta_s))}")
+    return " | ".join(parts)
+
+
+class ProgressLines(transformers.TrainerCallback):
+    """One plain, flushed line per logging step on the main process: what a SLURM log shows while training."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start, self.start_step = time.perf_counter(), state.global_step
+        self.last_time, self.last_tokens = self.start, state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or not ({"loss", "eval_loss"} & set(logs)):
+            return
+        now = time.perf_counter()
+        tokens = state.num_input_tokens_seen - self.last_tokens
+        rate = tokens / (now - self.last_time) if tokens and now > self.last_time else None
+        done = state.global_step - self.start_step
+        eta = (now - self.start) / done * (state.max_steps - state.global_step) if done else None
+        if "loss" in logs:
+            self.last_time, self.last_tokens = now, state.num_input_tokens_seen
+        line = progress_line(state.global_step, state.max_steps, logs, rate if "loss" in logs else None, eta)
+        if interactive():
+            from tqdm.auto import tqdm
+
+            tqdm.write(line)
+        else:
+            print(line, flush=True)
 
 
 # ---------------------------------------------------------------- outputs
@@ -271,6 +364,8 @@ def quiet_logs() -> None:
 
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+    if not interactive():  # "Loading weights" / "Writing model shards" bars: carriage returns in a log file
+        transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -299,11 +394,13 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
 
     transformers.set_seed(cfg["seed"])
     tokenizer = load_tokenizer(model_dir, cfg)
-    train_ds, val_ds = datasets_for(stage, data, tokenizer, cfg)
+    layout = sft_layout(tokenizer, cfg) if stage == "sft" else None
+    train_ds, val_ds = datasets_for(stage, data, cfg, layout)
+    args = training_args(stage, cfg, checkpoints, val_ds is not None, layout)  # before the model: ZeRO-3 loading
     model, facts = methods.prepare(method, model_dir, cfg, sel, match_params_of)
     trainable, total = methods.count_params(model)
     throughput = Throughput()
-    trainer = build_trainer(stage, model, tokenizer, cfg, checkpoints, train_ds, val_ds, [throughput, *callbacks])
+    trainer = build_trainer(stage, model, tokenizer, args, train_ds, val_ds, [throughput, *callbacks])
     if is_main and resume:
         print(f"resuming from {last}" if last else f"--resume: no checkpoint in {checkpoints}; starting afresh")
     trainer.train(resume_from_checkpoint=last)
