@@ -65,7 +65,8 @@ def test_spectrum_trains_exactly_the_selection(spectrum_run, tiny_llama):
 def test_spectrum_run_directory_follows_the_contract(spectrum_run):
     out, metrics = spectrum_run
     assert sorted(p.name for p in out.iterdir()) == [
-        "metrics.json", "selection.yaml", "snrtune_run.json", "spectrum_delta.safetensors"]
+        "chat_template.jinja", "metrics.json", "selection.yaml", "snrtune_run.json", "spectrum_delta.safetensors",
+        "tokenizer.json", "tokenizer_config.json"]
     assert not out.with_name(out.name + ".partial").exists()
     assert json.loads((out / "snrtune_run.json").read_text()) == {
         "id": "tiny-llama/spectrum-t25-s0", "model": "tiny-llama", "method": "spectrum", "top_percent": 25,

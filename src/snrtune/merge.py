@@ -1,7 +1,8 @@
 """`snrtune merge`: turn a training run into a standard HF model directory.
 
 LoRA / QLoRA / laser-QLoRA adapters are merged into the full-precision base (``merge_and_unload``),
-Spectrum deltas are overlaid on the base, full runs are copied. The run's snrtune_run.json is copied
+Spectrum deltas are overlaid on the base, full runs are copied. The tokenizer and chat template are the
+run's own (what it trained with; the base's for a run that saved none). The run's snrtune_run.json is copied
 with ``model_form`` and ``merge`` added, so `evaluate` records what it evaluated.
 """
 
@@ -69,6 +70,11 @@ def copy_full(run_dir: Path, out: Path) -> None:
             shutil.copy2(path, out / path.name)
 
 
+def tokenizer_source(run_dir: Path, base_dir):
+    """The run's own tokenizer (with the chat template it trained with); the base's for runs without one."""
+    return run_dir if (run_dir / "tokenizer_config.json").is_file() else base_dir
+
+
 def copy_tokenizer(src, out: Path) -> None:
     import transformers
 
@@ -93,7 +99,7 @@ def merge(run_dir, base_dir, out) -> dict:
             copy_full(run_dir, tmp)
         else:
             merge_adapter(run_dir, base_dir, tmp)
-        copy_tokenizer(run_dir if method == "full" else base_dir, tmp)
+        copy_tokenizer(tokenizer_source(run_dir, base_dir), tmp)
         if (Path(base_dir) / "snrtune_source.json").is_file():
             shutil.copy2(Path(base_dir) / "snrtune_source.json", tmp / "snrtune_source.json")
         identity = {**identity, "model_form": "merged-full-precision", "merge": HOW[method]}

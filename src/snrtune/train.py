@@ -197,9 +197,18 @@ def trainer_kwargs(cfg: dict, output_dir: Path, has_eval: bool) -> dict[str, Any
         report_to=cfg["report_to"], log_level="error", disable_tqdm=not interactive(),
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False, ddp_find_unused_parameters=False, dataloader_num_workers=0,
-        ddp_backend=cfg["ddp_backend"], deepspeed=cfg["deepspeed"], fsdp=cfg["fsdp"] or "",
-        fsdp_config=cfg["fsdp_config"],
+        ddp_backend=cfg["ddp_backend"], deepspeed=cfg["deepspeed"], fsdp=cfg["fsdp"] or None,
+        fsdp_config=fsdp_settings(cfg["fsdp_config"]),
     )
+
+
+def fsdp_settings(value):
+    """``fsdp_config`` as TrainingArguments takes it: a dict, a JSON path, or (read here) a YAML path."""
+    if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+        if not Path(value).is_file():
+            raise SnrtuneError(f"fsdp_config file {value} does not exist; expected e.g. config/fsdp.yaml")
+        return read_yaml(value)
+    return value
 
 
 def training_args(stage: str, cfg: dict, output_dir: Path, has_eval: bool, layout: dict | None = None):
@@ -336,6 +345,11 @@ def save_weights(trainer, method, out: Path, selection_path, is_main: bool) -> N
         (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in metrics.json
 
 
+def save_tokenizer(tokenizer, out: Path) -> None:
+    """The tokenizer and chat template the run trained with (chat_template.jinja), for merge and evaluate."""
+    tokenizer.save_pretrained(str(out))
+
+
 def optimizer_elements(trainer) -> int | None:
     """Elements the optimizer updates (None when DeepSpeed/FSDP flatten them)."""
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled or trainer.optimizer is None:
@@ -410,6 +424,8 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     if val_ds is not None and not cfg["eval_steps"]:
         trainer.evaluate()
     save_weights(trainer, method, partial, selection, is_main)
+    if is_main:
+        save_tokenizer(tokenizer, partial)
     if not is_main:
         return None, trainer.model
 
