@@ -234,6 +234,7 @@ def build_trainer(stage, model, tokenizer, args, train_ds, val_ds, callbacks):
     trainer = trainer_class(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                             processing_class=tokenizer, callbacks=list(callbacks))
     keep_adapter_dtype(trainer.model)
+    check_sharding(trainer)
     if stage == "sft" and len(trainer.train_dataset) == 0:
         raise SnrtuneError(f"no training example keeps a response token within max_seq_length={args.max_length}")
     trainer.pop_callback(transformers.trainer_callback.PrinterCallback)  # a dict per log; ProgressLines instead
@@ -242,6 +243,21 @@ def build_trainer(stage, model, tokenizer, args, train_ds, val_ds, callbacks):
         trainer.add_callback(QuietProgress)
     trainer.add_callback(ProgressLines)
     return trainer
+
+
+def check_sharding(trainer) -> None:
+    """A config asking for FSDP or DeepSpeed that accelerate does not apply is an error, not a DDP run.
+
+    accelerate (1.15) turns FSDP on only for GPU-type devices: on CPU processes it keeps MULTI_CPU (DDP)."""
+    import accelerate
+
+    asked = {"fsdp": bool(trainer.args.fsdp), "deepspeed": bool(trainer.args.deepspeed)}
+    got = {"fsdp": trainer.is_fsdp_enabled, "deepspeed": trainer.is_deepspeed_enabled}
+    for key in asked:
+        if asked[key] and not got[key]:
+            kind = trainer.accelerator.distributed_type.value
+            raise SnrtuneError(f"training config sets {key} but accelerate {accelerate.__version__} runs this job as "
+                               f"{kind}, without {key} (it shards only on GPUs); expected a GPU launch or {key}: null")
 
 
 def keep_adapter_dtype(model) -> None:
@@ -440,6 +456,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
                 "lora_r": facts.get("lora_r", cfg["lora_r"])},
         selection=selection_summary(sel, selection),
         details={"optimizer_params": used, "global_step": trainer.state.global_step,
+                 "distributed_type": str(trainer.accelerator.distributed_type.value),
                  "resumed_from_step": throughput.start_step, "train_seconds": round(throughput.seconds, 3),
                  "lora_target_modules": facts.get("target_modules"),
                  "unfrozen_names": facts.get("unfrozen_names")},
