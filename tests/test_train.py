@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -221,3 +222,26 @@ def test_selection_from_snrtune_select_trains_its_stated_count(tiny_llama, input
     laser, _ = train(tiny_llama, "laser-qlora", inputs["data"], tmp_path / "l", selection=tmp_path / "sel.yaml",
                      config=cfg)
     assert laser["details"]["lora_target_modules"] == sorted(sel["exports"]["peft"]["target_modules"])
+
+
+def test_training_arguments_are_built_before_the_model_is_loaded(tiny_llama, inputs, tmp_path, monkeypatch):
+    """ZeRO-3 partitioned loading (HfDeepSpeedConfig) and FSDP's cpu_ram_efficient_loading are set up by the
+    TrainingArguments; from_pretrained only sees them if the arguments exist first."""
+    from pathlib import Path
+
+    class Loaded(Exception):
+        pass
+
+    seen = {}
+
+    def prepare(*args, **kwargs):
+        seen["fsdp_loading"] = os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING")
+        raise Loaded
+
+    monkeypatch.delenv("FSDP_CPU_RAM_EFFICIENT_LOADING", raising=False)
+    monkeypatch.setattr(methods, "prepare", prepare)
+    fsdp_yaml = Path(__file__).parents[1] / "config" / "fsdp.yaml"
+    cfg = write_config(tmp_path / "c.yaml", fsdp=True, fsdp_config=str(fsdp_yaml))
+    with pytest.raises(Loaded):
+        train(tiny_llama, "full", inputs["data"], tmp_path / "r", config=cfg)
+    assert seen == {"fsdp_loading": "true"}  # config/fsdp.yaml's cpu_ram_efficient_loading, already applied
