@@ -245,3 +245,27 @@ def test_training_arguments_are_built_before_the_model_is_loaded(tiny_llama, inp
     with pytest.raises(Loaded):
         train(tiny_llama, "full", inputs["data"], tmp_path / "r", config=cfg)
     assert seen == {"fsdp_loading": "true"}  # config/fsdp.yaml's cpu_ram_efficient_loading, already applied
+
+
+def test_a_log_file_gets_one_plain_line_per_logging_step(tiny_llama, inputs, tmp_path):
+    """stdout/stderr to a file (a SLURM log, not a terminal): step, loss, lr, tokens/s and ETA on one line per
+    logging step, and no tqdm carriage-return frames."""
+    import re
+    import subprocess
+    import sys
+
+    cfg = write_config(tmp_path / "c.yaml", max_steps=3, val_fraction=0.0, save_steps=100)
+    cmd = [sys.executable, "-m", "snrtune.cli", "train", str(tiny_llama), "--method", "spectrum", "--data",
+           str(inputs["data"]), "--selection", str(inputs["selection"]), "--config", str(cfg), "--out", str(tmp_path / "r")]
+    with open(tmp_path / "train.log", "w") as log:
+        result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    text = (tmp_path / "train.log").read_text()
+    assert result.returncode == 0, text[-3000:]
+    assert "\r" not in text
+    lines = [line for line in text.splitlines() if line.startswith("step ")]
+    assert len(lines) == 3, text
+    for step, line in enumerate(lines, 1):
+        assert re.fullmatch(rf"step {step}/3 \| loss \d+\.\d{{4}} \| lr 1\.00e-02 \| \d+ tokens/s \| ETA \d+:\d\d:\d\d",
+                            line), line
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert [f"{loss:.4f}" for _, loss in metrics["train_loss"]] == [line.split(" | ")[1][5:] for line in lines]
