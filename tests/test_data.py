@@ -85,7 +85,7 @@ def test_unknown_format_and_role_are_errors():
         data.to_messages({"conversations": [{"from": "robot", "value": "x"}]}, "sharegpt")
 
 
-def test_without_generation_markers_the_last_assistant_turn_is_trained(tiny_llama, tokenizer, tmp_path):
+def test_without_generation_markers_the_last_assistant_turn_is_trained(tiny_llama, tokenizer, tmp_path, capsys):
     """ChatML without {% generation %} (SmolLM2's kind): prompt-completion rows, loss on the last response."""
     assert not data.trains_assistant_turns(tokenizer)
     trainer = sft_trainer(tiny_llama, tmp_path, [{"messages": CONVERSATION}])
@@ -94,6 +94,7 @@ def test_without_generation_markers_the_last_assistant_turn_is_trained(tiny_llam
     # the whole conversation is the input; only the final answer, through its end-of-turn token, is trained
     assert tokenizer.decode(example["input_ids"]) == tokenizer.apply_chat_template(CONVERSATION, tokenize=False)
     assert trained_text(tokenizer, example) == "Rome.<|im_end|>\n"
+    assert "note: 1 of 1 conversations have earlier assistant turns, which are context only" in capsys.readouterr().out
 
 
 def test_with_generation_markers_every_assistant_turn_is_trained(tiny_llama, tokenizer, tmp_path):

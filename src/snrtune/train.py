@@ -164,7 +164,13 @@ def datasets_for(stage: str, spec: str, cfg, layout: dict | None = None) -> tupl
     else:
         def make(rows):
             return data.sft_rows(rows, cfg["dataset_format"], layout["rows_as"])
-    train_ds = datasets.Dataset.from_list(make(train_rows))
+    train_list = make(train_rows)
+    if stage == "sft" and layout["rows_as"] == "prompt-completion" and int(os.environ.get("RANK", "0")) == 0:
+        earlier = sum(any(m["role"] == "assistant" for m in row["prompt"]) for row in train_list)
+        if earlier:
+            print(f"note: {earlier} of {len(train_list)} conversations have earlier assistant turns, which are "
+                  "context only: the chat template has no {% generation %} markers (docs/training.md, Data)")
+    train_ds = datasets.Dataset.from_list(train_list)
     val_ds = datasets.Dataset.from_list(make(val_rows)) if val_rows else None
     return train_ds, val_ds
 
