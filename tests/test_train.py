@@ -269,3 +269,33 @@ def test_a_log_file_gets_one_plain_line_per_logging_step(tiny_llama, inputs, tmp
                             line), line
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert [f"{loss:.4f}" for _, loss in metrics["train_loss"]] == [line.split(" | ")[1][5:] for line in lines]
+
+
+def test_zero3_partitioned_loading_is_on_when_the_model_loads(tiny_llama, inputs, tmp_path, monkeypatch):
+    """With config/zero3.json, transformers' HfDeepSpeedConfig exists (from the SFTConfig) before from_pretrained,
+    which then loads each rank's partition only (zero.Init). Runs where deepspeed is installed."""
+    from pathlib import Path
+
+    pytest.importorskip("deepspeed")
+    from transformers.integrations import is_deepspeed_zero3_enabled
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    class Loaded(Exception):
+        pass
+
+    seen = {}
+
+    def prepare(*args, **kwargs):
+        seen["zero3"] = is_deepspeed_zero3_enabled()
+        raise Loaded
+
+    monkeypatch.setattr(methods, "prepare", prepare)
+    zero3 = Path(__file__).parents[1] / "config" / "zero3.json"
+    cfg = write_config(tmp_path / "c.yaml", deepspeed=str(zero3))
+    assert not is_deepspeed_zero3_enabled()
+    try:
+        with pytest.raises(Loaded):
+            train(tiny_llama, "full", inputs["data"], tmp_path / "r", config=cfg)
+    finally:
+        unset_hf_deepspeed_config()  # the traceback keeps the arguments alive: no ZeRO-3 for later tests
+    assert seen == {"zero3": True}
