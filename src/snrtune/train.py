@@ -201,7 +201,9 @@ def trainer_kwargs(cfg: dict, output_dir: Path, has_eval: bool) -> dict[str, Any
         save_total_limit=cfg["save_total_limit"],
         eval_strategy="steps" if (every and has_eval) else "no", eval_steps=every,
         report_to=cfg["report_to"], log_level="error", disable_tqdm=not interactive(),
-        include_num_input_tokens_seen="non_padding",
+        # packed batches are padding-free (no attention mask): "non_padding" would compare with pad_token_id,
+        # which is often the end-of-turn token, and miss those; there is no padding to leave out
+        include_num_input_tokens_seen="all" if cfg["packing"] else "non_padding",
         remove_unused_columns=False, ddp_find_unused_parameters=False, dataloader_num_workers=0,
         ddp_backend=cfg["ddp_backend"], deepspeed=cfg["deepspeed"], fsdp=cfg["fsdp"] or None,
         fsdp_config=fsdp_settings(cfg["fsdp_config"]),
