@@ -226,7 +226,8 @@ def training_args(stage: str, cfg: dict, output_dir: Path, has_eval: bool, layou
     import trl
 
     kwargs = trainer_kwargs(cfg, output_dir, has_eval)
-    if stage == "dpo":
+    if stage == "dpo":  # DPO batches are padded, never packed
+        kwargs["include_num_input_tokens_seen"] = "non_padding"
         return trl.DPOConfig(**kwargs, beta=cfg["dpo_beta"], max_length=cfg["max_seq_length"])
     return trl.SFTConfig(
         **kwargs, max_length=cfg["max_seq_length"], packing=cfg["packing"],
