@@ -209,3 +209,28 @@ def test_packed_examples_never_attend_across_examples(tiny_llama, tokenizer, tmp
         running = model(input_ids=batch["input_ids"], position_ids=torch.arange(111)[None]).logits[0, 79:]
     torch.testing.assert_close(packed, single, rtol=1e-4, atol=1e-5)
     assert (running - single).abs().max() > 1e-2  # the check can fail: attending to A changes B's logits
+
+
+def test_tokenization_is_cached_beside_the_stored_rows(tiny_llama, tmp_path, monkeypatch):
+    """Rows saved by the main process and read back memory-mapped: the trainer's tokenization is written beside
+    them once, and another rank (RANK=1) reads the stored rows and that cache instead of tokenizing again."""
+    import os
+
+    cfg = {**load_config(None), "val_fraction": 0.25, "max_steps": 1}
+    rows = [{"instruction": f"Capital number {i}?", "input": "", "output": f"Answer {i}."} for i in range(8)]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tokenizer = load_tokenizer(tiny_llama, cfg)
+    layout = sft_layout(tokenizer, cfg)
+    args = training_args("sft", cfg, tmp_path / "out", True, layout)
+    seen = []
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        train_ds, val_ds = datasets_for("sft", str(path), cfg, layout, store=tmp_path / "store")
+        assert (len(train_ds), len(val_ds)) == (6, 2)
+        model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama)
+        trainer = build_trainer("sft", model, tokenizer, args, train_ds, val_ds, [])
+        files = [f["filename"] for f in trainer.train_dataset.cache_files]
+        seen.append({f: os.stat(f).st_mtime_ns for f in files})
+    assert seen[0] and seen[0] == seen[1]  # the same cache files, not rewritten
+    assert all(f.startswith(str(tmp_path / "store" / "train")) and "cache-" in f for f in seen[0])

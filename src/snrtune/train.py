@@ -151,12 +151,19 @@ def sft_layout(tokenizer, cfg) -> dict[str, Any]:
     return {"rows_as": "prompt-completion", "assistant_only_loss": False, "completion_only_loss": True}
 
 
-def datasets_for(stage: str, spec: str, cfg, layout: dict | None = None) -> tuple[Any, Any]:
-    """(train, validation or None) as datasets.Dataset rows for TRL (tokenized by the trainer)."""
+def datasets_for(stage: str, spec: str, cfg, layout: dict | None = None, store: Path | None = None) -> tuple[Any, Any]:
+    """(train, validation or None) as datasets.Dataset rows for TRL (tokenized by the trainer).
+
+    With ``store``, the main process saves the rows there and every process reads them back memory-mapped:
+    the trainer's tokenization is then cached beside them, so under torchrun rank 0 tokenizes (call this
+    inside ``main_process_first``) and the other ranks read its cache instead of tokenizing again.
+    """
     import datasets
 
     from snrtune import sft_data as data
 
+    if store is not None and int(os.environ.get("RANK", "0")) != 0:
+        return load_rows(store)
     records = data.load_records(spec, cfg["dataset_split"])
     train_rows, val_rows = data.split_validation(records, cfg["val_fraction"], cfg["seed"])
     if stage == "dpo":
@@ -165,14 +172,27 @@ def datasets_for(stage: str, spec: str, cfg, layout: dict | None = None) -> tupl
         def make(rows):
             return data.sft_rows(rows, cfg["dataset_format"], layout["rows_as"])
     train_list = make(train_rows)
-    if stage == "sft" and layout["rows_as"] == "prompt-completion" and int(os.environ.get("RANK", "0")) == 0:
+    if stage == "sft" and layout["rows_as"] == "prompt-completion":
         earlier = sum(any(m["role"] == "assistant" for m in row["prompt"]) for row in train_list)
         if earlier:
             print(f"note: {earlier} of {len(train_list)} conversations have earlier assistant turns, which are "
                   "context only: the chat template has no {% generation %} markers (docs/training.md, Data)")
     train_ds = datasets.Dataset.from_list(train_list)
     val_ds = datasets.Dataset.from_list(make(val_rows)) if val_rows else None
-    return train_ds, val_ds
+    if store is None:
+        return train_ds, val_ds
+    shutil.rmtree(store, ignore_errors=True)
+    train_ds.save_to_disk(str(store / "train"))
+    if val_ds is not None:
+        val_ds.save_to_disk(str(store / "validation"))
+    return load_rows(store)
+
+
+def load_rows(store: Path) -> tuple[Any, Any]:
+    import datasets
+
+    val = store / "validation"
+    return datasets.load_from_disk(str(store / "train")), datasets.load_from_disk(str(val)) if val.is_dir() else None
 
 
 def interactive() -> bool:
@@ -434,8 +454,9 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     transformers.set_seed(cfg["seed"])
     tokenizer = load_tokenizer(model_dir, cfg)
     layout = sft_layout(tokenizer, cfg) if stage == "sft" else None
-    train_ds, val_ds = datasets_for(stage, data, cfg, layout)
-    args = training_args(stage, cfg, checkpoints, val_ds is not None, layout)  # before the model: ZeRO-3 loading
+    args = training_args(stage, cfg, checkpoints, cfg["val_fraction"] > 0, layout)  # before the model: ZeRO-3 loading
+    with args.main_process_first(local=False, desc="training rows"):
+        train_ds, val_ds = datasets_for(stage, data, cfg, layout, store=partial / "rows")
     model, facts = methods.prepare(method, model_dir, cfg, sel, match_params_of)
     trainable, total = methods.count_params(model)
     throughput = Throughput()
@@ -472,6 +493,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     )
     with atomic_dir(out, keep_partial=True) as tmp:
         shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+        shutil.rmtree(tmp / "rows", ignore_errors=True)  # the data rows and their tokenization cache
         write_json(tmp / "snrtune_run.json", identity)
         write_json(tmp / "metrics.json", metrics)
     return metrics, trainer.model
