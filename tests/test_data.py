@@ -234,3 +234,25 @@ def test_tokenization_is_cached_beside_the_stored_rows(tiny_llama, tmp_path, mon
         seen.append({f: os.stat(f).st_mtime_ns for f in files})
     assert seen[0] and seen[0] == seen[1]  # the same cache files, not rewritten
     assert all(f.startswith(str(tmp_path / "store" / "train")) and "cache-" in f for f in seen[0])
+
+
+def test_the_loss_is_the_mean_over_trained_tokens_as_trl_computes_it(tiny_llama, tokenizer, tmp_path):
+    """snrtune's SFTTrainer uses the model's own loss (faster than TRL's fused head): on a packed batch it is the
+    mean cross-entropy over the trained tokens (by hand), and equals TRL's own compute_loss."""
+    import torch
+    import trl
+
+    rows = [{"messages": CONVERSATION}, {"messages": CONVERSATION[1:3]}, {"messages": CONVERSATION[:3]}]
+    trainer = sft_trainer(tiny_llama, tmp_path, rows, packing=True, max_seq_length=128)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        ours = trainer.compute_loss(model, dict(batch))
+        theirs = trl.SFTTrainer.compute_loss(trainer, model, dict(batch))
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+    labels = batch["labels"][0]
+    nll = [-torch.log_softmax(logits[t], -1)[labels[t + 1]] for t in range(len(labels) - 1) if labels[t + 1] != IGNORE]
+    unpacked = sft_trainer(tiny_llama, tmp_path, rows).train_dataset
+    assert len(nll) == sum(label != IGNORE for ex in unpacked for label in ex["labels"]) == 17
+    torch.testing.assert_close(ours, torch.stack(nll).mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -256,10 +256,26 @@ def training_args(stage: str, cfg: dict, output_dir: Path, has_eval: bool, layou
         dataset_num_proc=cfg["dataset_num_proc"], shuffle_dataset=False)
 
 
+def sft_trainer_class():
+    """TRL's SFTTrainer with transformers' own loss (the model's cross-entropy on the labels TRL built).
+
+    TRL's compute_loss runs the output head through its fused, chunked path to also log per-token entropy and
+    accuracy; on SmolLM2 (CPU) that made a step 1.3× slower than the model's own loss, for metrics snrtune
+    does not record (benchmarks/train.py). The loss is the same: mean over the trained tokens, with
+    ``num_items_in_batch`` across gradient accumulation and devices handled by transformers' Trainer.
+    """
+    import trl
+
+    class SFTTrainer(trl.SFTTrainer):
+        compute_loss = transformers.Trainer.compute_loss
+
+    return SFTTrainer
+
+
 def build_trainer(stage, model, tokenizer, args, train_ds, val_ds, callbacks):
     import trl
 
-    trainer_class = trl.DPOTrainer if stage == "dpo" else trl.SFTTrainer
+    trainer_class = trl.DPOTrainer if stage == "dpo" else sft_trainer_class()
     trainer = trainer_class(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                             processing_class=tokenizer, callbacks=list(callbacks))
     keep_adapter_dtype(trainer.model)
