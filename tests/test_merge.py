@@ -110,6 +110,7 @@ def test_the_chat_template_trained_with_survives_merge(tiny_llama, inputs, tmp_p
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "merged")
     conversation = [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]
     assert render(tokenizer, conversation) == "### user: Capital of France?\n### assistant: Paris.\n"
-    assert render(tokenizer, conversation[:1], generation_prompt=True) == "### user: Capital of France?\n### assistant: "
+    prompt = render(tokenizer, conversation[:1], generation_prompt=True)
+    assert prompt == "### user: Capital of France?\n### assistant: "
     base = transformers.AutoTokenizer.from_pretrained(tiny_llama)
     assert base.chat_template != CUSTOM_TEMPLATE  # the base's own (ChatML) is not what the merged model carries

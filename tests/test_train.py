@@ -256,7 +256,8 @@ def test_a_log_file_gets_one_plain_line_per_logging_step(tiny_llama, inputs, tmp
 
     cfg = write_config(tmp_path / "c.yaml", max_steps=3, val_fraction=0.0, save_steps=100)
     cmd = [sys.executable, "-m", "snrtune.cli", "train", str(tiny_llama), "--method", "spectrum", "--data",
-           str(inputs["data"]), "--selection", str(inputs["selection"]), "--config", str(cfg), "--out", str(tmp_path / "r")]
+           str(inputs["data"]), "--selection", str(inputs["selection"]), "--config", str(cfg),
+           "--out", str(tmp_path / "r")]
     with open(tmp_path / "train.log", "w") as log:
         result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     text = (tmp_path / "train.log").read_text()

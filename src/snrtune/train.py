@@ -1,8 +1,8 @@
 """`snrtune train`: fine-tune a model directory with spectrum, full, lora, qlora or laser-qlora.
 
 The loop is TRL's SFTTrainer (chat-template tokenization, response-only labels, packing with per-example
-position ids) or TRL's DPOTrainer (``--stage dpo``). Runs build in ``RUN_DIR.partial/`` (checkpoints inside, for ``--resume``)
-and are renamed to RUN_DIR when finished. The same command under torchrun / accelerate launch trains
+position ids) or TRL's DPOTrainer (``--stage dpo``). Runs build in ``RUN_DIR.partial/`` (checkpoints inside,
+for ``--resume``) and are renamed to RUN_DIR when finished. The same command under torchrun / accelerate launch trains
 with DDP, or with DeepSpeed / FSDP when the config names one.
 """
 
