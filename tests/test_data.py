@@ -1,4 +1,4 @@
-"""Training data: formats, chat-template rendering, response-only labels, packing, validation split."""
+"""Training data: formats, chat templates, response-only labels and packing (TRL SFTTrainer), validation split."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import json
 
 import pandas as pd
 import pytest
+import transformers
 from tiny import make_tokenizer
 
 from snrtune import sft_data as data
 from snrtune.errors import SnrtuneError
+from snrtune.train import build_trainer, datasets_for, load_config, load_tokenizer, sft_layout, training_args
+
+IGNORE = -100
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},
@@ -25,11 +29,32 @@ def tokenizer():
     return make_tokenizer()
 
 
+CHATML_WITH_MARKERS = (
+    "{% for message in messages %}{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}"
+    "{% generation %}{{ message['content'] + '<|im_end|>' + '\n' }}{% endgeneration %}"
+    "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def sft_trainer(model_dir, tmp_path, records, chat_template=None, **overrides):
+    """The SFTTrainer `snrtune train` builds for ``records`` (its train_dataset is tokenized and labelled)."""
+    cfg = {**load_config(None), "val_fraction": 0.0, "chat_template": chat_template, "max_steps": 1, **overrides}
+    tokenizer = load_tokenizer(model_dir, cfg)
+    layout = sft_layout(tokenizer, cfg)
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    train_ds, _ = datasets_for("sft", str(path), cfg, layout)
+    args = training_args("sft", cfg, tmp_path / "out", False, layout)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=cfg["attn_implementation"])
+    return build_trainer("sft", model, tokenizer, args, train_ds, None, [])
+
+
 def trained_text(tokenizer, example):
     """The text of the labelled tokens, runs of labels joined by '|'."""
     pieces, run = [], []
     for token, label in zip(example["input_ids"], example["labels"]):
-        if label == data.IGNORE:
+        if label == IGNORE:
             if run:
                 pieces.append(tokenizer.decode(run))
                 run = []
@@ -60,28 +85,63 @@ def test_unknown_format_and_role_are_errors():
         data.to_messages({"conversations": [{"from": "robot", "value": "x"}]}, "sharegpt")
 
 
-def test_loss_is_on_the_assistant_turns_only(tokenizer):
-    example = data.tokenize_conversation(tokenizer, CONVERSATION, max_length=512)
-    # ChatML: each assistant turn is trained through its end-of-turn token and newline
+def test_without_generation_markers_the_last_assistant_turn_is_trained(tiny_llama, tokenizer, tmp_path, capsys):
+    """ChatML without {% generation %} (SmolLM2's kind): prompt-completion rows, loss on the last response."""
+    assert not data.trains_assistant_turns(tokenizer)
+    trainer = sft_trainer(tiny_llama, tmp_path, [{"messages": CONVERSATION}])
+    example = trainer.train_dataset[0]
+    assert trainer.args.completion_only_loss and not trainer.args.assistant_only_loss
+    # the whole conversation is the input; only the final answer, through its end-of-turn token, is trained
+    assert tokenizer.decode(example["input_ids"]) == tokenizer.apply_chat_template(CONVERSATION, tokenize=False)
+    assert trained_text(tokenizer, example) == "Rome.<|im_end|>\n"
+    assert "note: 1 of 1 conversations have earlier assistant turns, which are context only" in capsys.readouterr().out
+
+
+def test_with_generation_markers_every_assistant_turn_is_trained(tiny_llama, tokenizer, tmp_path):
+    trainer = sft_trainer(tiny_llama, tmp_path, [{"messages": CONVERSATION}], chat_template=CHATML_WITH_MARKERS)
+    assert trainer.args.assistant_only_loss
+    example = trainer.train_dataset[0]
+    assert tokenizer.decode(example["input_ids"]) == tokenizer.apply_chat_template(CONVERSATION, tokenize=False)
     assert trained_text(tokenizer, example) == "Paris.<|im_end|>\n|Rome.<|im_end|>\n"
-    everything = data.tokenize_conversation(tokenizer, CONVERSATION, max_length=512, loss_on="all")
-    assert everything["labels"] == everything["input_ids"]
-    assert tokenizer.decode(everything["input_ids"]) == tokenizer.apply_chat_template(CONVERSATION, tokenize=False)
 
 
-def test_truncation_keeps_max_length_and_drops_examples_without_response(tokenizer):
-    records = [{"messages": CONVERSATION}]
-    long = data.sft_examples(records, tokenizer, "auto", max_length=512, loss_on="responses", packing=False)[0]
-    cut = data.tokenize_conversation(tokenizer, CONVERSATION, max_length=10)
-    assert len(cut["input_ids"]) == 10 and cut["input_ids"] == long["input_ids"][:10]
+def test_loss_on_all_trains_every_token(tiny_llama, tokenizer, tmp_path):
+    trainer = sft_trainer(tiny_llama, tmp_path, [{"messages": CONVERSATION}], loss_on="all")
+    example = trainer.train_dataset[0]
+    assert example["labels"] == example["input_ids"]
+    assert tokenizer.decode(example["input_ids"]) == tokenizer.apply_chat_template(CONVERSATION, tokenize=False)
+
+
+def test_alpaca_rows_train_the_output(tiny_llama, tokenizer, tmp_path):
+    rows = [{"instruction": "Capital of France?", "input": "", "output": "Paris.", "system": "Be brief."}]
+    trainer = sft_trainer(tiny_llama, tmp_path, rows)
+    assert trained_text(tokenizer, trainer.train_dataset[0]) == "Paris.<|im_end|>\n"
+
+
+def test_truncation_keeps_max_length_and_drops_examples_without_response(tiny_llama, tokenizer, tmp_path):
+    rows = [{"messages": CONVERSATION}, {"messages": CONVERSATION[1:3]}]  # 79 tokens (prompt 74), 32 (prompt 26)
+    full = sft_trainer(tiny_llama, tmp_path, rows).train_dataset
+    assert [len(ex["input_ids"]) for ex in full] == [79, 32]
+    # at 40 tokens the long conversation keeps no trained token: dropped; the short one is intact
+    cut = sft_trainer(tiny_llama, tmp_path, rows, max_seq_length=40).train_dataset
+    assert len(cut) == 1 and cut[0]["input_ids"] == full[1]["input_ids"]
+    # at 29 the short one keeps its prompt and the first 3 response tokens
+    cut = sft_trainer(tiny_llama, tmp_path, rows, max_seq_length=29).train_dataset
+    assert cut[0]["input_ids"] == full[1]["input_ids"][:29] and sum(label != IGNORE for label in cut[0]["labels"]) == 3
     with pytest.raises(SnrtuneError, match="max_seq_length=10"):
-        data.sft_examples(records, tokenizer, "auto", max_length=10, loss_on="responses", packing=False)
+        sft_trainer(tiny_llama, tmp_path, rows, max_seq_length=10)
 
 
-def test_packing_concatenates_whole_examples_up_to_max_length():
-    examples = [{"input_ids": [i] * n, "labels": [i] * n} for i, n in enumerate([3, 4, 2, 5])]
-    packed = data.pack(examples, max_length=7)
-    assert [p["input_ids"] for p in packed] == [[0] * 3 + [1] * 4, [2] * 2 + [3] * 5]
+def test_several_tokenizing_processes_give_the_same_rows(tiny_llama, tmp_path):
+    rows = [{"instruction": f"Capital number {i}?", "input": "", "output": f"Answer {i}."} for i in range(8)]
+    one = sft_trainer(tiny_llama, tmp_path, rows).train_dataset
+    two = sft_trainer(tiny_llama, tmp_path, rows, dataset_num_proc=2).train_dataset
+    assert two.to_list() == one.to_list()
+
+
+def test_rows_without_an_assistant_turn_are_an_error():
+    with pytest.raises(SnrtuneError, match="training row 1 has no assistant turn"):
+        data.sft_rows([{"messages": CONVERSATION[:3]}, {"messages": CONVERSATION[:2]}], "auto", "prompt-completion")
 
 
 def test_missing_chat_template_is_a_clear_error(tokenizer):
@@ -179,3 +239,77 @@ def test_the_checked_rows_load_exactly_as_written(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows).encode())
     assert data.load_records(str(path)) == rows  # BOM and CRLF tolerated; no type unification across rows
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_examples_never_attend_across_examples(tiny_llama, tokenizer, tmp_path, attn):
+    """TRL packs whole examples into one row whose position ids restart at each example; transformers turns
+    that into a block-diagonal mask (sdpa and eager on the CPU; flash-attention uses the sequence starts).
+    The logits of example B packed after A must equal those of B alone; with positions running on, they differ."""
+    import torch
+
+    a = {"messages": CONVERSATION}  # the longer: best-fit decreasing puts it first
+    b = {"messages": CONVERSATION[1:3]}
+    trainer = sft_trainer(tiny_llama, tmp_path, [b, a], packing=True, max_seq_length=256, attn_implementation=attn)
+    assert trainer.model.config._attn_implementation == attn
+    assert len(trainer.train_dataset) == 1 and trainer.train_dataset[0]["seq_lengths"] == [79, 32]
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    assert "attention_mask" not in batch
+    assert batch["position_ids"].tolist() == [list(range(79)) + list(range(32))]
+    assert batch["labels"][0, 79].item() == IGNORE  # no loss on predicting B's first token from A
+    alone = sft_trainer(tiny_llama, tmp_path, [b], loss_on="all").train_dataset[0]["input_ids"]
+    assert batch["input_ids"][0, 79:].tolist() == alone
+    model = trainer.model.eval()
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0, 79:]
+        single = model(input_ids=torch.tensor([alone])).logits[0]
+        running = model(input_ids=batch["input_ids"], position_ids=torch.arange(111)[None]).logits[0, 79:]
+    torch.testing.assert_close(packed, single, rtol=1e-4, atol=1e-5)
+    assert (running - single).abs().max() > 1e-2  # the check can fail: attending to A changes B's logits
+
+
+def test_tokenization_is_cached_beside_the_stored_rows(tiny_llama, tmp_path, monkeypatch):
+    """Rows saved by the main process and read back memory-mapped: the trainer's tokenization is written beside
+    them once, and another rank (RANK=1) reads the stored rows and that cache instead of tokenizing again."""
+    import os
+
+    cfg = {**load_config(None), "val_fraction": 0.25, "max_steps": 1}
+    rows = [{"instruction": f"Capital number {i}?", "input": "", "output": f"Answer {i}."} for i in range(8)]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tokenizer = load_tokenizer(tiny_llama, cfg)
+    layout = sft_layout(tokenizer, cfg)
+    args = training_args("sft", cfg, tmp_path / "out", True, layout)
+    seen = []
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        train_ds, val_ds = datasets_for("sft", str(path), cfg, layout, store=tmp_path / "store")
+        assert (len(train_ds), len(val_ds)) == (6, 2)
+        model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama)
+        trainer = build_trainer("sft", model, tokenizer, args, train_ds, val_ds, [])
+        files = [f["filename"] for f in trainer.train_dataset.cache_files]
+        seen.append({f: os.stat(f).st_mtime_ns for f in files})
+    assert seen[0] and seen[0] == seen[1]  # the same cache files, not rewritten
+    assert all(f.startswith(str(tmp_path / "store" / "train")) and "cache-" in f for f in seen[0])
+
+
+def test_the_loss_is_the_mean_over_trained_tokens_as_trl_computes_it(tiny_llama, tokenizer, tmp_path):
+    """snrtune's SFTTrainer uses the model's own loss (faster than TRL's fused head): on a packed batch it is the
+    mean cross-entropy over the trained tokens (by hand), and equals TRL's own compute_loss."""
+    import torch
+    import trl
+
+    rows = [{"messages": CONVERSATION}, {"messages": CONVERSATION[1:3]}, {"messages": CONVERSATION[:3]}]
+    trainer = sft_trainer(tiny_llama, tmp_path, rows, packing=True, max_seq_length=128)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        ours = trainer.compute_loss(model, dict(batch))
+        theirs = trl.SFTTrainer.compute_loss(trainer, model, dict(batch))
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+    labels = batch["labels"][0]
+    nll = [-torch.log_softmax(logits[t], -1)[labels[t + 1]] for t in range(len(labels) - 1) if labels[t + 1] != IGNORE]
+    unpacked = sft_trainer(tiny_llama, tmp_path, rows).train_dataset
+    assert len(nll) == sum(label != IGNORE for ex in unpacked for label in ex["labels"]) == 17
+    torch.testing.assert_close(ours, torch.stack(nll).mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -199,3 +199,45 @@ def test_bad_arguments_are_one_line_errors(tiny_llama, tmp_path, capsys):
         parse_fewshot("gsm8k=5", ["arc_challenge"])
     assert parse_fewshot("mmlu=0", ["mmlu", "hellaswag", "snrtune_ppl"]) == {
         "mmlu": 0, "hellaswag": 10, "snrtune_ppl": None}
+
+
+def test_model_args_reach_lm_eval_and_the_record(tiny_llama, task_dir, tmp_path, monkeypatch):
+    """--model-args (k=v or JSON) is merged into lm-eval's model_args and recorded in eval.json."""
+    import lm_eval
+
+    from snrtune.evaluate import parse_model_args
+
+    assert parse_model_args("parallelize=True,max_length=2048,device_map=auto") == {
+        "parallelize": True, "max_length": 2048, "device_map": "auto"}
+    assert parse_model_args('{"max_memory_per_gpu": "70GB", "parallelize": true}') == {
+        "max_memory_per_gpu": "70GB", "parallelize": True}
+    with pytest.raises(SnrtuneError, match="pretrained"):
+        parse_model_args("pretrained=/elsewhere")
+    with pytest.raises(SnrtuneError, match="k=v"):
+        parse_model_args("parallelize")
+    seen = {}
+    real = lm_eval.simple_evaluate
+
+    def spy(**kwargs):
+        seen.update(model=kwargs["model"], model_args=dict(kwargs["model_args"]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", spy)
+    out = tmp_path / "eval.json"
+    assert cli.main(["evaluate", str(tiny_llama), "--tasks", "tiny_mc", "--out", str(out), "--limit", "1",
+                     "--include-path", str(task_dir), "--model-args", "max_length=64,trust_remote_code=False"]) == 0
+    expected = {"pretrained": str(tiny_llama), "dtype": "float32", "max_length": 64, "trust_remote_code": False}
+    assert seen == {"model": "hf", "model_args": expected}
+    record = json.loads(out.read_text())
+    assert record["config"]["model_args"] == expected and record["config"]["backend"] == "hf"
+
+
+def test_vllm_backend_without_vllm_is_a_clear_error(tiny_llama, tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    assert cli.main(["evaluate", str(tiny_llama), "--tasks", "tiny_mc", "--out", str(tmp_path / "e.json"),
+                     "--backend", "vllm"]) == 2
+    assert "needs the vllm package" in capsys.readouterr().err
+    assert not (tmp_path / "e.json").exists()

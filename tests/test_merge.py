@@ -90,3 +90,27 @@ def test_spectrum_delta_for_another_model_is_an_error(tiny_llama, tiny_model_fac
     with pytest.raises(SnrtuneError, match="does not fit the base model"):
         merge(tmp_path / "run", tiny_model_factory("mistral"), tmp_path / "merged")
     assert list(tmp_path.glob("*merged*")) == []
+
+
+CUSTOM_TEMPLATE = ("{% for message in messages %}{{ '### ' + message['role'] + ': ' + message['content'] + '\n' }}"
+                   "{% endfor %}{% if add_generation_prompt %}{{ '### assistant: ' }}{% endif %}")
+
+
+@pytest.mark.parametrize("method", ["spectrum", "full", "lora", "qlora"])
+def test_the_chat_template_trained_with_survives_merge(tiny_llama, inputs, tmp_path, method):
+    """A chat_template from the training YAML is saved with the run and is the merged model's template, which
+    `snrtune evaluate --apply-chat-template` (lm-eval's HFLM loading the tokenizer from the directory) uses."""
+    from snrtune.sft_data import render
+
+    config = write_config(tmp_path / "train.yaml", max_steps=1, val_fraction=0.0, chat_template=CUSTOM_TEMPLATE)
+    selection = inputs["selection"] if method == "spectrum" else None
+    train(tiny_llama, method, inputs["data"], tmp_path / "run", selection=selection, config=config)
+    assert (tmp_path / "run" / "chat_template.jinja").read_text() == CUSTOM_TEMPLATE
+    merge(tmp_path / "run", tiny_llama, tmp_path / "merged")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "merged")
+    conversation = [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]
+    assert render(tokenizer, conversation) == "### user: Capital of France?\n### assistant: Paris.\n"
+    prompt = render(tokenizer, conversation[:1], generation_prompt=True)
+    assert prompt == "### user: Capital of France?\n### assistant: "
+    base = transformers.AutoTokenizer.from_pretrained(tiny_llama)
+    assert base.chat_template != CUSTOM_TEMPLATE  # the base's own (ChatML) is not what the merged model carries

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -66,7 +67,8 @@ def test_spectrum_trains_exactly_the_selection(spectrum_run, tiny_llama):
 def test_spectrum_run_directory_follows_the_contract(spectrum_run):
     out, metrics = spectrum_run
     assert sorted(p.name for p in out.iterdir()) == [
-        "metrics.json", "selection.yaml", "snrtune_run.json", "spectrum_delta.safetensors"]
+        "chat_template.jinja", "metrics.json", "selection.yaml", "snrtune_run.json", "spectrum_delta.safetensors",
+        "tokenizer.json", "tokenizer_config.json"]
     assert not out.with_name(out.name + ".partial").exists()
     assert json.loads((out / "snrtune_run.json").read_text()) == {
         "id": "tiny-llama/spectrum-t25-s0", "model": "tiny-llama", "method": "spectrum", "top_percent": 25,
@@ -357,3 +359,81 @@ def test_metrics_count_truncated_and_dropped_examples(tiny_llama, inputs, tmp_pa
     assert metrics["data"]["format"] == "alpaca" and metrics["data"]["kind"] == "local"
     assert (f"{expected_truncated} truncated to max_seq_length=48, 1 dropped (no response token left)"
             in capsys.readouterr().out)
+
+
+def test_training_arguments_are_built_before_the_model_is_loaded(tiny_llama, inputs, tmp_path, monkeypatch):
+    """ZeRO-3 partitioned loading (HfDeepSpeedConfig) and FSDP's cpu_ram_efficient_loading are set up by the
+    TrainingArguments; from_pretrained only sees them if the arguments exist first."""
+    from pathlib import Path
+
+    class Loaded(Exception):
+        pass
+
+    seen = {}
+
+    def prepare(*args, **kwargs):
+        seen["fsdp_loading"] = os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING")
+        raise Loaded
+
+    monkeypatch.delenv("FSDP_CPU_RAM_EFFICIENT_LOADING", raising=False)
+    monkeypatch.setattr(methods, "prepare", prepare)
+    fsdp_yaml = Path(__file__).parents[1] / "config" / "fsdp.yaml"
+    cfg = write_config(tmp_path / "c.yaml", fsdp=True, fsdp_config=str(fsdp_yaml))
+    with pytest.raises(Loaded):
+        train(tiny_llama, "full", inputs["data"], tmp_path / "r", config=cfg)
+    assert seen == {"fsdp_loading": "true"}  # config/fsdp.yaml's cpu_ram_efficient_loading, already applied
+
+
+def test_a_log_file_gets_one_plain_line_per_logging_step(tiny_llama, inputs, tmp_path):
+    """stdout/stderr to a file (a SLURM log, not a terminal): step, loss, lr, tokens/s and ETA on one line per
+    logging step, and no tqdm carriage-return frames."""
+    import re
+    import subprocess
+    import sys
+
+    cfg = write_config(tmp_path / "c.yaml", max_steps=3, val_fraction=0.0, save_steps=100)
+    cmd = [sys.executable, "-m", "snrtune.cli", "train", str(tiny_llama), "--method", "spectrum", "--data",
+           str(inputs["data"]), "--selection", str(inputs["selection"]), "--config", str(cfg),
+           "--out", str(tmp_path / "r")]
+    with open(tmp_path / "train.log", "w") as log:
+        result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    text = (tmp_path / "train.log").read_text()
+    assert result.returncode == 0, text[-3000:]
+    assert "\r" not in text
+    lines = [line for line in text.splitlines() if line.startswith("step ")]
+    assert len(lines) == 3, text
+    for step, line in enumerate(lines, 1):
+        assert re.fullmatch(rf"step {step}/3 \| loss \d+\.\d{{4}} \| lr 1\.00e-02 \| \d+ tokens/s \| ETA \d+:\d\d:\d\d",
+                            line), line
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert [f"{loss:.4f}" for _, loss in metrics["train_loss"]] == [line.split(" | ")[1][5:] for line in lines]
+
+
+def test_zero3_partitioned_loading_is_on_when_the_model_loads(tiny_llama, inputs, tmp_path, monkeypatch):
+    """With config/zero3.json, transformers' HfDeepSpeedConfig exists (from the SFTConfig) before from_pretrained,
+    which then loads each rank's partition only (zero.Init). Runs where deepspeed is installed."""
+    from pathlib import Path
+
+    pytest.importorskip("deepspeed")
+    from transformers.integrations import is_deepspeed_zero3_enabled
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    class Loaded(Exception):
+        pass
+
+    seen = {}
+
+    def prepare(*args, **kwargs):
+        seen["zero3"] = is_deepspeed_zero3_enabled()
+        raise Loaded
+
+    monkeypatch.setattr(methods, "prepare", prepare)
+    zero3 = Path(__file__).parents[1] / "config" / "zero3.json"
+    cfg = write_config(tmp_path / "c.yaml", deepspeed=str(zero3))
+    assert not is_deepspeed_zero3_enabled()
+    try:
+        with pytest.raises(Loaded):
+            train(tiny_llama, "full", inputs["data"], tmp_path / "r", config=cfg)
+    finally:
+        unset_hf_deepspeed_config()  # the traceback keeps the arguments alive: no ZeRO-3 for later tests
+    assert seen == {"zero3": True}

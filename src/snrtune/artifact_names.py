@@ -9,6 +9,7 @@ METRICS_FILE = "metrics.json"
 DELTA_FILE = "spectrum_delta.safetensors"  # the trained tensors of a "spectrum-delta" method
 SELECTION_COPY = "selection.yaml"  # the selection a "spectrum-delta" run trained
 CHECKPOINTS_DIR = "checkpoints"  # inside RUN_DIR.partial, for --resume
+ROWS_DIR = "rows"  # inside RUN_DIR.partial: the training rows and their tokenization cache
 ATTEMPTS_FILE = "attempts.json"  # inside RUN_DIR.partial: training seconds of every attempt (GPU-hours)
 PARTIAL_SUFFIX = ".partial"  # RUN_DIR.partial: a run being built
 TRAINER_PICKLE = "training_args.bin"  # written by transformers' Trainer; removed (the settings are in metrics.json)

@@ -35,6 +35,8 @@ HUB_HINT = ("needs its dataset from the Hugging Face hub, which is unreachable o
             "(HF_TOKEN for gated datasets), or put the data in the local cache")
 BOOTSTRAP_ITERS = 1000  # stderr of non-mean metrics (perplexity); lm-eval's 100000 takes minutes on a CPU
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+BACKENDS = ("hf", "vllm")
+OWN_MODEL_ARGS = ("pretrained", "dtype")  # set by MODEL_DIR and --dtype
 
 
 def add_arguments(parser) -> None:
@@ -61,6 +63,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--run-json", default=None,
                         help="the run identity (default: MODEL_DIR/snrtune_run.json, else a base model)")
     parser.add_argument("--seed", type=int, default=1234, help="seed for python, numpy, torch and few-shot sampling")
+    parser.add_argument("--model-args", default="",
+                        help="extra lm-eval model_args, as k=v,k2=v2 or a JSON object, e.g. parallelize=True "
+                        "(split a large model across the visible GPUs) or tensor_parallel_size=4 (vllm)")
+    parser.add_argument("--backend", default="hf", choices=BACKENDS,
+                        help="lm-eval model type: hf (transformers), or vllm where the vllm package is installed")
 
 
 # --- arguments --------------------------------------------------------------------------------------------
@@ -83,6 +90,40 @@ def parse_fewshot(text: str, tasks: list[str]) -> dict[str, int]:
             raise SnrtuneError(f"--num-fewshot names task {name.strip()!r}, which is not in --tasks {','.join(tasks)}")
         given[name.strip()] = int(value)
     return {t: given.get(t, DEFAULT_FEWSHOT.get(t)) for t in tasks}
+
+
+def parse_model_args(value: str | dict | None) -> dict[str, Any]:
+    """``k=v,k2=v2`` (values typed as lm-eval types them: True, 3, 0.5, text) or a JSON object, or a dict."""
+    if not value:
+        return {}
+    if isinstance(value, str):
+        if value.lstrip().startswith("{"):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise SnrtuneError(f"--model-args is not a valid JSON object: {exc}") from exc
+        else:
+            from lm_eval.utils import simple_parse_args_string
+
+            if any("=" not in item for item in value.split(",") if item.strip()):
+                raise SnrtuneError(f"--model-args {value!r} is not k=v,k2=v2 or a JSON object")
+            value = simple_parse_args_string(value)
+    if not isinstance(value, dict):
+        raise SnrtuneError(f"--model-args {value!r} is not k=v,k2=v2 or a JSON object")
+    taken = sorted(set(value) & set(OWN_MODEL_ARGS))
+    if taken:
+        raise SnrtuneError(f"--model-args sets {taken}; expected MODEL_DIR for pretrained and --dtype for dtype")
+    return dict(value)
+
+
+def check_backend(backend: str) -> None:
+    import importlib.util
+
+    if backend not in BACKENDS:
+        raise SnrtuneError(f"--backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise SnrtuneError("--backend vllm needs the vllm package (pip install vllm); expected it installed, "
+                           "or --backend hf")
 
 
 def parse_batch_size(text: str) -> int | str:
@@ -315,7 +356,8 @@ def write_eval(out: str | os.PathLike, record: dict) -> None:
 def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[str, int | None] | None = None,
                    limit: int | float | None = None, batch_size: int | str = 16, device: str = "cpu",
                    dtype: str = "float32", apply_chat_template: bool = False, include_paths: list[str] = (),
-                   log_samples: bool = False, run_json: str | None = None, seed: int = 1234) -> dict:
+                   log_samples: bool = False, run_json: str | None = None, seed: int = 1234,
+                   model_args: str | dict | None = None, backend: str = "hf") -> dict:
     """Evaluate ``model_dir`` on ``tasks``; returns the eval.json record (see docs/artifacts.md), with
     ``log_samples`` also ``per_example`` and lm-eval's full ``samples`` (which write_eval puts beside it)."""
     import lm_eval
@@ -325,14 +367,16 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
     if not (model_dir / "config.json").is_file():
         raise SnrtuneError(f"MODEL_DIR {str(model_dir)!r} is not a model directory (no config.json)")
     run, model_form = run_identity(model_dir, run_json)
+    check_backend(backend)
+    lm_args = {"pretrained": str(model_dir), "dtype": dtype, **parse_model_args(model_args)}
     shots = num_fewshot or {t: DEFAULT_FEWSHOT.get(t) for t in tasks}
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="snrtune-tasks-") as workdir:
         manager = task_manager(list(include_paths), Path(workdir), tasks)
         task_objs = [obj for t in tasks for obj in load_task(manager, t, shots.get(t))]
         raw = lm_eval.simple_evaluate(
-            model="hf",
-            model_args={"pretrained": str(model_dir), "dtype": dtype},
+            model=backend,
+            model_args=lm_args,
             tasks=task_objs, batch_size=batch_size, device=device, limit=limit,
             apply_chat_template=apply_chat_template, fewshot_as_multiturn=apply_chat_template,
             log_samples=log_samples, task_manager=manager, bootstrap_iters=BOOTSTRAP_ITERS,
@@ -343,6 +387,7 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
         "tasks": tasks, "num_fewshot": {t: raw.get("n-shot", {}).get(t, shots.get(t)) for t in raw["results"]},
         "limit": limit, "batch_size": batch_size, "device": device, "dtype": dtype,
         "apply_chat_template": apply_chat_template, "seed": seed, "bootstrap_iters": BOOTSTRAP_ITERS,
+        "backend": backend, "model_args": lm_args,
         "include_paths": [str(p) for p in include_paths],
         "n_samples": {t: v.get("effective") for t, v in raw.get("n-samples", {}).items()},
         "task_versions": raw.get("versions", {}),
@@ -363,6 +408,7 @@ def run(args) -> int:
         batch_size=parse_batch_size(args.batch_size), device=args.device, dtype=args.dtype,
         apply_chat_template=args.apply_chat_template, include_paths=args.include_path,
         log_samples=args.log_samples, run_json=args.run_json, seed=args.seed,
+        model_args=args.model_args, backend=args.backend,
     )
     write_eval(args.out, record)
     for task, metrics in record["results"].items():

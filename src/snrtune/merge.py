@@ -2,7 +2,8 @@
 
 The method's merge strategy (snrtune.method_registry) decides how: "adapter" runs (LoRA / QLoRA /
 laser-QLoRA) are merged into the full-precision base (``merge_and_unload``), "spectrum-delta" runs have
-their trained tensors overlaid on the base, "full-copy" runs are copied. The run's snrtune_run.json is
+their trained tensors overlaid on the base, "full-copy" runs are copied. The tokenizer and chat template are
+the run's own (what it trained with; the base's for a run that saved none). The run's snrtune_run.json is
 copied with ``model_form`` and ``merge`` added, so `evaluate` records what it evaluated.
 """
 
@@ -77,6 +78,11 @@ def copy_full(run_dir: Path, out: Path) -> None:
             shutil.copy2(path, out / path.name)
 
 
+def tokenizer_source(run_dir: Path, base_dir):
+    """The run's own tokenizer (with the chat template it trained with); the base's for runs without one."""
+    return run_dir if (run_dir / "tokenizer_config.json").is_file() else base_dir
+
+
 def copy_tokenizer(src, out: Path) -> None:
     import transformers
 
@@ -99,7 +105,7 @@ def merge(run_dir, base_dir, out) -> dict:
             copy_full(run_dir, tmp)
         else:
             merge_adapter(run_dir, base_dir, tmp)
-        copy_tokenizer(run_dir if spec.merge == "full-copy" else base_dir, tmp)
+        copy_tokenizer(tokenizer_source(run_dir, base_dir), tmp)
         if (Path(base_dir) / SOURCE_FILE).is_file():
             shutil.copy2(Path(base_dir) / SOURCE_FILE, tmp / SOURCE_FILE)
         identity = {**identity, "model_form": "merged-full-precision", "merge": how(spec)}

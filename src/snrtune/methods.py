@@ -20,20 +20,36 @@ from snrtune.errors import SnrtuneError
 
 
 def compute_dtype() -> torch.dtype:
-    """bf16 on a GPU, fp32 on the CPU."""
-    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    """bf16 on a GPU that supports it, fp16 on an older GPU (V100, T4), fp32 on the CPU."""
+    if not torch.cuda.is_available():
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def load_model(model_dir, four_bit: bool = False, dtype: torch.dtype | None = None):
-    """A causal LM from ``model_dir``: in the compute dtype, or NF4 4-bit with double quantization."""
+def weights_dtype(compute: torch.dtype) -> torch.dtype:
+    """The dtype trainable weights are loaded in: fp16 mixed precision keeps fp32 master weights."""
+    return torch.float32 if compute == torch.float16 else compute
+
+
+def load_model(model_dir, four_bit: bool = False, dtype: torch.dtype | None = None,
+               attn_implementation: str | None = None, quant_storage: torch.dtype | None = None):
+    """A causal LM from ``model_dir``: in the weights dtype, or NF4 4-bit with double quantization.
+
+    ``quant_storage`` is the dtype the packed 4-bit weights are stored in: FSDP and ZeRO-3 shard only
+    parameters of one dtype, so sharded QLoRA stores them in the compute dtype (PEFT's FSDP-QLoRA and
+    DeepSpeed-QLoRA recipes); None: uint8.
+    """
     import transformers
 
     dtype = dtype or compute_dtype()
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": weights_dtype(dtype)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
     if four_bit:
+        storage = {"bnb_4bit_quant_storage": quant_storage} if quant_storage is not None else {}
         kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype)
+            bnb_4bit_compute_dtype=dtype, **storage)
         kwargs["device_map"] = _device_map()
     return transformers.AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
 
@@ -96,7 +112,9 @@ def prepare_spectrum(model, settings, selection: dict, match_params_of) -> tuple
     if expected is not None and trainable != int(expected):
         raise SnrtuneError(f"the selection unfreezes {trainable} parameters but sel.yaml states "
                            f"trainable_params={expected}; expected the two to agree (was sel.yaml made for this model?)")
-    model.enable_input_require_grads()  # frozen embeddings + gradient checkpointing still pass gradients
+    # No enable_input_require_grads(): non-reentrant checkpointing (the only kind used here) passes gradients
+    # to the parameters inside a checkpointed layer whatever its input, and forcing input gradients would run
+    # the backward pass through the frozen layers below the lowest trained one.
     return model, {"unfrozen_names": names}
 
 
@@ -219,5 +237,8 @@ def check_request(method: str, selection: dict | None, match_params_of: str | No
 def prepare(method: str, model_dir, settings, selection: dict | None, match_params_of: str | None = None):
     """Load ``model_dir`` and make it ready to train with ``method``: (model, facts)."""
     spec = check_request(method, selection, match_params_of)
-    model = load_model(model_dir, four_bit=spec.four_bit)
+    dtype = compute_dtype()
+    sharded = bool(settings.fsdp or settings.deepspeed)
+    model = load_model(model_dir, four_bit=spec.four_bit, dtype=dtype, attn_implementation=settings.attn_implementation,
+                       quant_storage=dtype if (spec.four_bit and sharded) else None)
     return spec.prepare_function()(model, settings, selection, match_params_of)

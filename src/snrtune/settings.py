@@ -103,6 +103,21 @@ def _path_or_mapping(value):
     return value
 
 
+def _fsdp(value):
+    """TrainingArguments' fsdp: null, true/false, or options such as "full_shard auto_wrap"."""
+    if value is None or isinstance(value, bool):
+        return value
+    return _text(value)
+
+
+def _report_to(value):
+    """transformers' report_to: a name (none, all, tensorboard, wandb, …) or a list of names."""
+    names = value if isinstance(value, list) else [value]
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise _Invalid("expected a name (none, tensorboard, wandb, trackio, …) or a list of names")
+    return value
+
+
 def _scheduler(value):
     from transformers.trainer_utils import SchedulerType
 
@@ -142,6 +157,8 @@ class TrainingSettings:
     max_steps: int | None = _field(_optional(_integer(1)))
     seed: int = _field(_integer(0))
     gradient_checkpointing: bool = _field(_boolean)
+    attn_implementation: str | None = _field(_optional(_choice("eager", "sdpa", "flash_attention_2",
+                                                                "flash_attention_3", "flex_attention")))
     # data
     dataset_format: str = _field(_choice("auto", "alpaca", "sharegpt", "messages"))
     dataset_split: str = _field(_text)
@@ -151,10 +168,12 @@ class TrainingSettings:
     packing: bool = _field(_boolean)
     val_fraction: float = _field(_number(0, 1))
     eval_steps: int | None = _field(_optional(_integer(1)))
+    dataset_num_proc: int | None = _field(_optional(_integer(1)))
     # logging and checkpoints
     logging_steps: int = _field(_integer(1))
     save_steps: int = _field(_integer(1))
     save_total_limit: int | None = _field(_optional(_integer(1)))
+    report_to: str | list = _field(_report_to)
     # LoRA / QLoRA / laser-QLoRA
     lora_r: int = _field(_integer(1))
     lora_alpha: float = _field(_positive())
@@ -165,7 +184,7 @@ class TrainingSettings:
     # multi-GPU
     ddp_backend: str | None = _field(_optional(_text))
     deepspeed: str | dict | None = _field(_path_or_mapping)
-    fsdp: str | None = _field(_optional(_text))
+    fsdp: str | bool | None = _field(_fsdp)
     fsdp_config: str | dict | None = _field(_path_or_mapping)
 
     def as_dict(self) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""Training data: load a hub dataset or a local json/jsonl/parquet file, normalise it to chat messages,
-render it with the model's chat template and tokenize it with labels on the responses only.
+"""Training data: load a hub dataset or a local json/jsonl/parquet file and normalise it to chat messages,
+as rows TRL's SFTTrainer tokenizes (with the chat template, labels on the responses only, packing).
 
 Formats (detected from the columns, or named):
   alpaca     {instruction, input?, output, system?}
@@ -16,7 +16,6 @@ from typing import Any
 from snrtune.data_check import FORMATS, SHAREGPT_ROLES, data_kind, detect_format, read_rows  # noqa: F401
 from snrtune.errors import SnrtuneError
 
-IGNORE = -100
 
 
 def load_records(spec: str, split: str = "train") -> list[dict[str, Any]]:
@@ -67,10 +66,20 @@ def to_messages(record: dict[str, Any], fmt: str) -> list[dict[str, str]]:
     raise SnrtuneError(f"data format {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
+def is_template_file(template: str) -> bool:
+    """A path to a template file, not a Jinja string (which may be longer than a file name may be)."""
+    if "{%" in template or "{{" in template:
+        return False
+    try:
+        return Path(template).is_file()
+    except OSError:
+        return False
+
+
 def ensure_chat_template(tokenizer, template: str | None) -> None:
     """Use ``template`` (a Jinja string or a file holding one) if given; else the tokenizer must have one."""
     if template:
-        tokenizer.chat_template = Path(template).read_text() if Path(template).is_file() else template
+        tokenizer.chat_template = Path(template).read_text() if is_template_file(template) else template
     if not getattr(tokenizer, "chat_template", None):
         raise SnrtuneError("the model's tokenizer has no chat template; set `chat_template` in the training "
                            "config (a Jinja string or a file path)")
@@ -80,79 +89,44 @@ def render(tokenizer, messages: list[dict[str, str]], generation_prompt: bool = 
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def response_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of the assistant turns in it.
+def trains_assistant_turns(tokenizer) -> bool:
+    """Whether TRL can mask every assistant turn (``assistant_only_loss``) with this tokenizer's template.
 
-    A turn's span runs from the end of the prompt rendered with the generation prompt to the end of the
-    conversation rendered up to and including that turn (so it covers the end-of-turn token).
+    That needs ``{% generation %}`` markers: in the template itself, or in the training version TRL ships
+    for the templates it knows (Llama 3, Qwen, Gemma, Phi-3, …). ChatML-style templates without markers,
+    SmolLM2's included, have neither.
     """
-    text = render(tokenizer, messages)
-    spans = []
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before = render(tokenizer, messages[:i], generation_prompt=True)
-        through = render(tokenizer, messages[: i + 1])
-        if not (text.startswith(before) and text.startswith(through)):
-            raise SnrtuneError("the chat template does not render conversations prefix by prefix, so response "
-                               "tokens cannot be located; set `loss_on: all` in the training config")
-        spans.append((len(before), len(through)))
-    return text, spans
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if has_generation_markers(tokenizer.chat_template):
+        return True
+    try:
+        return get_training_chat_template(tokenizer) is not None
+    except ValueError:  # "patching is not supported for this template"
+        return False
 
 
-def tokenize_conversation(tokenizer, messages, max_length: int, loss_on: str = "responses") -> dict[str, list[int]]:
-    """input_ids and labels (IGNORE outside the responses unless ``loss_on == 'all'``), truncated to
-    ``max_length`` tokens (``truncated`` says whether it was)."""
-    text, spans = response_spans(tokenizer, messages)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = enc["input_ids"][:max_length]
-    labels = []
-    for token, (start, end) in zip(ids, enc["offset_mapping"]):
-        inside = loss_on == "all" or any(s <= start and end <= e and end > start for s, e in spans)
-        labels.append(token if inside else IGNORE)
-    return {"input_ids": ids, "labels": labels, "truncated": len(enc["input_ids"]) > max_length}
+def prompt_completion(messages: list[dict[str, str]], row: int) -> dict[str, list]:
+    """TRL's conversational prompt-completion row: everything before the last assistant turn, and that turn."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None or last == 0:
+        raise SnrtuneError(f"training row {row} has no assistant turn after a prompt; expected a conversation "
+                           "ending in an assistant response")
+    return {"prompt": messages[:last], "completion": [messages[last]]}
 
 
-def pack(examples: list[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
-    """Concatenate whole examples greedily into sequences of at most ``max_length`` tokens."""
-    packed, current = [], {"input_ids": [], "labels": []}
-    for ex in examples:
-        if current["input_ids"] and len(current["input_ids"]) + len(ex["input_ids"]) > max_length:
-            packed.append(current)
-            current = {"input_ids": [], "labels": []}
-        current["input_ids"] = current["input_ids"] + ex["input_ids"]
-        current["labels"] = current["labels"] + ex["labels"]
-    if current["input_ids"]:
-        packed.append(current)
-    return packed
+def sft_rows(records, fmt: str, rows_as: str) -> list[dict[str, list]]:
+    """Records as rows for TRL's SFTTrainer, which tokenizes them with the chat template.
 
-
-def tokenized_examples(records, tokenizer, fmt: str, max_length: int, loss_on: str) -> tuple[list, dict[str, int]]:
-    """(examples, counts) for SFT rows. An example longer than ``max_length`` tokens is truncated (its end is
-    cut); one left with no trainable token (with ``loss_on: responses``, its whole response was cut) is
-    dropped. ``counts``: {"truncated": examples kept but cut, "dropped": examples removed}."""
+    ``rows_as``: ``messages`` (a conversation per row: trained on every token, or on every assistant turn
+    with ``assistant_only_loss``) or ``prompt-completion`` (trained on the last assistant turn only, through
+    ``completion_only_loss``; earlier turns are context).
+    """
     fmt = detect_format(records[0]) if fmt == "auto" else fmt
-    examples, truncated, dropped = [], 0, 0
-    for record in records:
-        example = tokenize_conversation(tokenizer, to_messages(record, fmt), max_length, loss_on)
-        if not any(label != IGNORE for label in example["labels"]):
-            dropped += 1
-            continue
-        truncated += example.pop("truncated")
-        examples.append(example)
-    return examples, {"truncated": truncated, "dropped": dropped}
-
-
-def sft_examples(records, tokenizer, fmt: str, max_length: int, loss_on: str, packing: bool, counts=None):
-    """Tokenized (and packed, if asked) SFT examples; see ``tokenized_examples``. Adds the truncated and
-    dropped counts to the dict ``counts`` when one is given."""
-    examples, cut = tokenized_examples(records, tokenizer, fmt, max_length, loss_on)
-    if counts is not None:
-        for key, value in cut.items():
-            counts[key] = counts.get(key, 0) + value
-    if not examples:
-        raise SnrtuneError(f"no example keeps a response token within max_seq_length={max_length}")
-    return pack(examples, max_length) if packing else examples
+    conversations = [to_messages(r, fmt) for r in records]
+    if rows_as == "messages":
+        return [{"messages": m} for m in conversations]
+    return [prompt_completion(m, i) for i, m in enumerate(conversations)]
 
 
 def split_validation(items: list, fraction: float, seed: int) -> tuple[list, list]:

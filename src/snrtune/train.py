@@ -1,8 +1,8 @@
 """`snrtune train`: fine-tune a model directory with one of the methods of snrtune.method_registry.
 
-The loop is transformers' Trainer (SFT, on data tokenized here with response-only labels) or TRL's
-DPOTrainer (``--stage dpo``). Runs build in ``RUN_DIR.partial/`` (checkpoints inside, for ``--resume``)
-and are renamed to RUN_DIR when finished. The same command under torchrun / accelerate launch trains
+The loop is TRL's SFTTrainer (chat-template tokenization, response-only labels, packing with per-example
+position ids) or TRL's DPOTrainer (``--stage dpo``). Runs build in ``RUN_DIR.partial/`` (checkpoints inside,
+for ``--resume``) and are renamed to RUN_DIR when finished. The same command under torchrun / accelerate launch trains
 with DDP, or with DeepSpeed / FSDP when the config names one.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ from typing import Any
 import transformers
 
 from snrtune import method_registry, methods
-from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, COMPAT_STATS_SUFFIX, DELTA_FILE, METRICS_FILE, PARTIAL_SUFFIX,
-                                    RUN_FILE, SELECTION_COPY, TRAINER_PICKLE)
+from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, COMPAT_STATS_SUFFIX, DELTA_FILE, METRICS_FILE,
+                                    PARTIAL_SUFFIX, ROWS_DIR, RUN_FILE, SELECTION_COPY, TRAINER_PICKLE)
 from snrtune.artifacts import atomic_dir, read_json, read_yaml, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import load_source_info
@@ -137,28 +138,80 @@ def load_rows(stage: str, spec: str, cfg, summary) -> tuple[list, list, str, str
     return train_rows, val_rows, sha256, fmt
 
 
-def datasets_for(stage: str, train_rows: list, val_rows: list, tokenizer, cfg) -> tuple[Any, Any, dict]:
-    """(train, validation or None) as datasets.Dataset objects, and the data counts for metrics.json
-    (examples truncated to max_seq_length or dropped because no response token was left; None for DPO,
-    where TRL truncates)."""
+def sft_layout(tokenizer, cfg) -> dict[str, Any]:
+    """How SFT rows are laid out and which TRL loss mask applies (docs/training.md, "Data").
+
+    ``loss_on: all``: whole conversations, every token trained. ``loss_on: responses``: whole conversations
+    with TRL's ``assistant_only_loss`` when the chat template has (or TRL can add) ``{% generation %}``
+    markers, so every assistant turn is trained; otherwise prompt-completion rows with
+    ``completion_only_loss``, which train the last assistant turn (any template that renders the prompt as
+    a prefix of the conversation works).
+    """
+    from snrtune import sft_data as data
+
+    if cfg.loss_on == "all":
+        return {"rows_as": "messages", "assistant_only_loss": False, "completion_only_loss": False}
+    if data.trains_assistant_turns(tokenizer):
+        return {"rows_as": "messages", "assistant_only_loss": True, "completion_only_loss": False}
+    return {"rows_as": "prompt-completion", "assistant_only_loss": False, "completion_only_loss": True}
+
+
+def datasets_for(stage: str, train_rows: list, val_rows: list, cfg, layout: dict | None = None,
+                 store: Path | None = None) -> tuple[Any, Any]:
+    """(train, validation or None) as datasets.Dataset rows for TRL (tokenized by the trainer).
+
+    With ``store``, the main process saves the rows there and every process reads them back memory-mapped:
+    the trainer's tokenization is then cached beside them, so under torchrun rank 0 tokenizes (call this
+    inside ``main_process_first``) and the other ranks read its cache instead of tokenizing again.
+    """
     import datasets
 
     from snrtune import sft_data as data
 
-    counts = {"rows": len(train_rows) + len(val_rows), "train_rows": len(train_rows), "val_rows": len(val_rows)}
-    cut: dict[str, int] | None = None if stage == "dpo" else {}
+    if store is not None and int(os.environ.get("RANK", "0")) != 0:
+        return read_stored_rows(store)
     if stage == "dpo":
         make = data.preference_rows
     else:
         def make(rows):
-            return data.sft_examples(rows, tokenizer, cfg.dataset_format, cfg.max_seq_length,
-                                     cfg.loss_on, cfg.packing, counts=cut)
-    train_ds = datasets.Dataset.from_list(make(train_rows))
+            return data.sft_rows(rows, cfg.dataset_format, layout["rows_as"])
+    train_list = make(train_rows)
+    if stage == "sft" and layout["rows_as"] == "prompt-completion":
+        earlier = sum(any(m["role"] == "assistant" for m in row["prompt"]) for row in train_list)
+        if earlier:
+            print(f"note: {earlier} of {len(train_list)} conversations have earlier assistant turns, which are "
+                  "context only: the chat template has no {% generation %} markers (docs/training.md, Data)")
+    train_ds = datasets.Dataset.from_list(train_list)
     val_ds = datasets.Dataset.from_list(make(val_rows)) if val_rows else None
-    counts.update(train_examples=len(train_ds), val_examples=len(val_ds) if val_ds is not None else 0,
-                  truncated=cut.get("truncated", 0) if cut is not None else None,
-                  dropped=cut.get("dropped", 0) if cut is not None else None)
-    return train_ds, val_ds, counts
+    if store is None:
+        return train_ds, val_ds
+    shutil.rmtree(store, ignore_errors=True)
+    train_ds.save_to_disk(str(store / "train"))
+    if val_ds is not None:
+        val_ds.save_to_disk(str(store / "validation"))
+    return read_stored_rows(store)
+
+
+def read_stored_rows(store: Path) -> tuple[Any, Any]:
+    import datasets
+
+    val = store / "validation"
+    return datasets.load_from_disk(str(store / "train")), datasets.load_from_disk(str(val)) if val.is_dir() else None
+
+
+def data_counts(stage: str, train_rows: list, val_rows: list, trainer, cfg) -> dict[str, Any]:
+    """Rows and examples for metrics.json and the log. Without packing, TRL truncates every example to
+    max_seq_length and drops those left with no trained token: ``truncated`` counts the training examples
+    that fill max_seq_length (cut, or exactly that long), ``dropped`` those removed. Packing cuts and
+    concatenates sequences and DPO truncates its own way: both counts are None there."""
+    counts = {"rows": len(train_rows) + len(val_rows), "train_rows": len(train_rows), "val_rows": len(val_rows),
+              "train_examples": len(trainer.train_dataset),
+              "val_examples": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
+              "truncated": None, "dropped": None}
+    if stage == "sft" and not cfg.packing:
+        counts["truncated"] = sum(len(ids) >= cfg.max_seq_length for ids in trainer.train_dataset["input_ids"])
+        counts["dropped"] = len(train_rows) - len(trainer.train_dataset)
+    return counts
 
 
 def data_line(counts: dict, max_seq_length: int) -> str:
@@ -166,16 +219,21 @@ def data_line(counts: dict, max_seq_length: int) -> str:
     line = (f"data: {counts['rows']} rows -> {counts['train_examples']} training and {counts['val_examples']} "
             f"validation examples")
     if counts["truncated"] is not None:
-        line += (f"; {counts['truncated']} truncated to max_seq_length={max_seq_length}, {counts['dropped']} dropped "
-                 "(no response token left)")
+        line += (f"; {counts['truncated']} reach max_seq_length={max_seq_length} (cut or exactly that long), "
+                 f"{counts['dropped']} dropped (no response token left)")
     return line
 
 
+def interactive() -> bool:
+    """A terminal on both streams: only then does a tqdm bar (carriage-return frames) make sense."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
 def trainer_kwargs(cfg: TrainingSettings, output_dir: Path, has_eval: bool) -> dict[str, Any]:
-    """TrainingArguments (or DPOConfig) keywords for ``cfg``: bf16 on GPU, fp32 on the CPU."""
+    """TrainingArguments (SFTConfig / DPOConfig) keywords for ``cfg``: bf16 or fp16 on GPU, fp32 on the CPU."""
     import torch
 
-    cuda = torch.cuda.is_available()
+    dtype = methods.compute_dtype()
     every = cfg.eval_steps
     return dict(
         output_dir=str(output_dir), seed=cfg.seed, data_seed=cfg.seed,
@@ -186,35 +244,106 @@ def trainer_kwargs(cfg: TrainingSettings, output_dir: Path, has_eval: bool) -> d
         per_device_eval_batch_size=cfg.per_device_eval_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, num_train_epochs=cfg.num_epochs,
         max_steps=cfg.max_steps if cfg.max_steps else -1,
-        bf16=cuda, use_cpu=not cuda,
+        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=cfg.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         eval_strategy="steps" if (every and has_eval) else "no", eval_steps=every,
-        report_to="none", log_level="error", include_num_input_tokens_seen="non_padding",
+        report_to=cfg.report_to, log_level="error", disable_tqdm=not interactive(),
+        # packed batches are padding-free (no attention mask): "non_padding" would compare with pad_token_id,
+        # which is often the end-of-turn token, and miss those; there is no padding to leave out
+        include_num_input_tokens_seen="all" if cfg.packing else "non_padding",
         remove_unused_columns=False, ddp_find_unused_parameters=False, dataloader_num_workers=0,
-        ddp_backend=cfg.ddp_backend, deepspeed=cfg.deepspeed, fsdp=cfg.fsdp or "",
-        fsdp_config=cfg.fsdp_config,
+        ddp_backend=cfg.ddp_backend, deepspeed=cfg.deepspeed, fsdp=cfg.fsdp or None,
+        fsdp_config=fsdp_settings(cfg.fsdp_config),
     )
 
 
-def build_trainer(stage, model, tokenizer, cfg, output_dir, train_ds, val_ds, callbacks):
-    kwargs = trainer_kwargs(cfg, output_dir, val_ds is not None)
-    if stage == "dpo":
-        import trl
+def fsdp_settings(value):
+    """``fsdp_config`` as TrainingArguments takes it: a dict, a JSON path, or (read here) a YAML path."""
+    if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+        if not Path(value).is_file():
+            raise SnrtuneError(f"fsdp_config file {value} does not exist; expected e.g. config/fsdp.yaml")
+        return read_yaml(value)
+    return value
 
-        args = trl.DPOConfig(**kwargs, beta=cfg.dpo_beta, max_length=cfg.max_seq_length)
-        trainer = trl.DPOTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                                 processing_class=tokenizer, callbacks=list(callbacks))
-    else:
-        collator = transformers.DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-        trainer = transformers.Trainer(model=model, args=transformers.TrainingArguments(**kwargs),
-                                       train_dataset=train_ds, eval_dataset=val_ds, data_collator=collator,
-                                       processing_class=tokenizer, callbacks=list(callbacks))
-    trainer.pop_callback(transformers.trainer_callback.PrinterCallback)  # used when stdout is not a terminal
+
+def training_args(stage: str, cfg: TrainingSettings, output_dir: Path, has_eval: bool, layout: dict | None = None):
+    """SFTConfig or DPOConfig. Built before the model is loaded: creating them sets up the distributed
+    state, and with a ZeRO-3 config, the DeepSpeed config that makes from_pretrained load each rank's
+    partition only (transformers' HfDeepSpeedConfig; the returned object must stay alive meanwhile)."""
+    import trl
+
+    kwargs = trainer_kwargs(cfg, output_dir, has_eval)
+    if stage == "dpo":  # DPO batches are padded, never packed
+        kwargs["include_num_input_tokens_seen"] = "non_padding"
+        return trl.DPOConfig(**kwargs, beta=cfg.dpo_beta, max_length=cfg.max_seq_length)
+    return trl.SFTConfig(
+        **kwargs, max_length=cfg.max_seq_length, packing=cfg.packing,
+        packing_strategy="bfd",  # whole examples, each with its own position ids (no cross-example attention)
+        assistant_only_loss=layout["assistant_only_loss"], completion_only_loss=layout["completion_only_loss"],
+        dataset_num_proc=cfg.dataset_num_proc, shuffle_dataset=False)
+
+
+def sft_trainer_class():
+    """TRL's SFTTrainer with transformers' own loss (the model's cross-entropy on the labels TRL built).
+
+    TRL's compute_loss runs the output head through its fused, chunked path to also log per-token entropy and
+    accuracy; on SmolLM2 (CPU) that made a step 1.3× slower than the model's own loss, for metrics snrtune
+    does not record (benchmarks/train.py). The loss is the same: mean over the trained tokens, with
+    ``num_items_in_batch`` across gradient accumulation and devices handled by transformers' Trainer.
+    """
+    import trl
+
+    class SFTTrainer(trl.SFTTrainer):
+        compute_loss = transformers.Trainer.compute_loss
+
+    return SFTTrainer
+
+
+def build_trainer(stage, model, tokenizer, args, train_ds, val_ds, callbacks):
+    import trl
+
+    trainer_class = trl.DPOTrainer if stage == "dpo" else sft_trainer_class()
+    trainer = trainer_class(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                            processing_class=tokenizer, callbacks=list(callbacks))
+    keep_adapter_dtype(trainer.model)
+    check_sharding(trainer)
+    if stage == "sft" and len(trainer.train_dataset) == 0:
+        raise SnrtuneError(f"no training example keeps a response token within max_seq_length={args.max_length}")
+    trainer.pop_callback(transformers.trainer_callback.PrinterCallback)  # a dict per log; ProgressLines instead
     trainer.pop_callback(transformers.trainer_callback.ProgressCallback)
-    trainer.add_callback(QuietProgress)
+    if interactive():
+        trainer.add_callback(QuietProgress)
+    trainer.add_callback(ProgressLines)
     return trainer
+
+
+def check_sharding(trainer) -> None:
+    """A config asking for FSDP or DeepSpeed that accelerate does not apply is an error, not a DDP run.
+
+    accelerate (1.15) turns FSDP on only for GPU-type devices: on CPU processes it keeps MULTI_CPU (DDP)."""
+    import accelerate
+
+    asked = {"fsdp": bool(trainer.args.fsdp), "deepspeed": bool(trainer.args.deepspeed)}
+    got = {"fsdp": trainer.is_fsdp_enabled, "deepspeed": trainer.is_deepspeed_enabled}
+    for key in asked:
+        if asked[key] and not got[key]:
+            kind = trainer.accelerator.distributed_type.value
+            raise SnrtuneError(f"training config sets {key} but accelerate {accelerate.__version__} runs this job as "
+                               f"{kind}, without {key} (it shards only on GPUs); expected a GPU launch or {key}: null")
+
+
+def keep_adapter_dtype(model) -> None:
+    """TRL casts a 4-bit model's adapter to bf16 (the QLoRA paper's choice); where the compute dtype is not
+    bf16 (CPU, fp16 GPUs, whose mixed precision needs fp32 trainable weights) they go back to fp32."""
+    import torch
+
+    if not (getattr(model, "is_loaded_in_4bit", False) and methods.compute_dtype() != torch.bfloat16):
+        return
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.bfloat16:
+            param.data = param.data.to(torch.float32)
 
 
 class Throughput(transformers.TrainerCallback):
@@ -277,10 +406,53 @@ class Throughput(transformers.TrainerCallback):
 
 
 class QuietProgress(transformers.trainer_callback.ProgressCallback):
-    """The Trainer's tqdm bar without a printed dict per logging step (the losses go to metrics.json)."""
+    """The Trainer's tqdm bar (on a terminal only) without a printed dict per logging step."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         pass
+
+
+def progress_line(step: int, max_steps: int, logs: dict, tokens_per_s: float | None, eta_s: float | None) -> str:
+    """``step 3/6 | loss 2.0391 | lr 1.00e-02 | 812 tokens/s | ETA 0:00:04`` (eval: ``eval_loss``)."""
+    import datetime
+
+    parts = [f"step {step}/{max_steps}"]
+    for key in ("loss", "eval_loss"):
+        if key in logs:
+            parts.append(f"{key} {logs[key]:.4f}")
+    if "learning_rate" in logs:
+        parts.append(f"lr {logs['learning_rate']:.2e}")
+    if tokens_per_s is not None:
+        parts.append(f"{tokens_per_s:.0f} tokens/s")
+    if eta_s is not None:
+        parts.append(f"ETA {datetime.timedelta(seconds=round(eta_s))}")
+    return " | ".join(parts)
+
+
+class ProgressLines(transformers.TrainerCallback):
+    """One plain, flushed line per logging step on the main process: what a SLURM log shows while training."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start, self.start_step = time.perf_counter(), state.global_step
+        self.last_time, self.last_tokens = self.start, state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or not ({"loss", "eval_loss"} & set(logs)):
+            return
+        now = time.perf_counter()
+        tokens = state.num_input_tokens_seen - self.last_tokens
+        rate = tokens / (now - self.last_time) if tokens and now > self.last_time else None
+        done = state.global_step - self.start_step
+        eta = (now - self.start) / done * (state.max_steps - state.global_step) if done else None
+        if "loss" in logs:
+            self.last_time, self.last_tokens = now, state.num_input_tokens_seen
+        line = progress_line(state.global_step, state.max_steps, logs, rate if "loss" in logs else None, eta)
+        if interactive():
+            from tqdm.auto import tqdm
+
+            tqdm.write(line)
+        else:
+            print(line, flush=True)
 
 
 # ---------------------------------------------------------------- outputs
@@ -312,6 +484,11 @@ def save_weights(trainer, spec: method_registry.MethodSpec, out: Path, selection
         (out / TRAINER_PICKLE).unlink(missing_ok=True)  # a pickle; the settings are in metrics.json
 
 
+def save_tokenizer(tokenizer, out: Path) -> None:
+    """The tokenizer and chat template the run trained with (chat_template.jinja), for merge and evaluate."""
+    tokenizer.save_pretrained(str(out))
+
+
 def optimizer_elements(trainer) -> int | None:
     """Elements the optimizer updates (None when DeepSpeed/FSDP flatten them)."""
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled or trainer.optimizer is None:
@@ -341,6 +518,8 @@ def quiet_logs() -> None:
 
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+    if not interactive():  # "Loading weights" / "Writing model shards" bars: carriage returns in a log file
+        transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -377,14 +556,17 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
 
     transformers.set_seed(cfg.seed)
     tokenizer = load_tokenizer(model_dir, cfg)
-    train_ds, val_ds, data_counts = datasets_for(stage, train_rows, val_rows, tokenizer, cfg)
-    if is_main:
-        print(data_line(data_counts, cfg.max_seq_length))
+    layout = sft_layout(tokenizer, cfg) if stage == "sft" else None
+    args = training_args(stage, cfg, checkpoints, bool(val_rows), layout)  # before the model: ZeRO-3 loading
+    with args.main_process_first(local=False, desc="training rows"):
+        train_ds, val_ds = datasets_for(stage, train_rows, val_rows, cfg, layout, store=partial / ROWS_DIR)
     model, facts = methods.prepare(method, model_dir, cfg, sel, match_params_of)
     trainable, total = methods.count_params(model)
     throughput = Throughput(partial / ATTEMPTS_FILE, is_main)
-    trainer = build_trainer(stage, model, tokenizer, cfg, checkpoints, train_ds, val_ds, [throughput, *callbacks])
+    trainer = build_trainer(stage, model, tokenizer, args, train_ds, val_ds, [throughput, *callbacks])
+    counts = data_counts(stage, train_rows, val_rows, trainer, cfg)
     if is_main:
+        print(data_line(counts, cfg.max_seq_length))
         resuming.write_fingerprint(partial, fingerprint)
     trainer.train(resume_from_checkpoint=str(last) if last else None)
     used = optimizer_elements(trainer)
@@ -393,6 +575,8 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     if val_ds is not None and not cfg.eval_steps:
         trainer.evaluate()
     save_weights(trainer, spec, partial, selection, is_main)
+    if is_main:
+        save_tokenizer(tokenizer, partial)
     if not is_main:
         return None, trainer.model
 
@@ -409,8 +593,9 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
                **{key: facts.get(key) for key in ("lora_r", "lora_alpha", "lora_scale", "use_rslora")}},
         selection=selection_summary(sel, selection),
         data={"source": str(data), "kind": data_summary.kind, "format": data_format, "sha256": data_sha256,
-              **data_counts},
+              **counts},
         details={"fingerprint": fingerprint["sha256"], "optimizer_params": used, "global_step": trainer.state.global_step,
+                 "distributed_type": str(trainer.accelerator.distributed_type.value),
                  "resumed_from_step": throughput.start_step, "train_seconds": round(throughput.seconds, 3),
                  "lora_target_modules": facts.get("target_modules"),
                  "unfrozen_names": facts.get("unfrozen_names")},
@@ -419,6 +604,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         shutil.rmtree(tmp / CHECKPOINTS_DIR, ignore_errors=True)
         (tmp / resuming.FINGERPRINT).unlink(missing_ok=True)
         (tmp / ATTEMPTS_FILE).unlink(missing_ok=True)  # its totals are in metrics.json
+        shutil.rmtree(tmp / ROWS_DIR, ignore_errors=True)  # the data rows and their tokenization cache
         write_json(tmp / RUN_FILE, identity)
         write_json(tmp / METRICS_FILE, metrics)
     return metrics, trainer.model
