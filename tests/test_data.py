@@ -11,7 +11,13 @@ from tiny import make_tokenizer
 
 from snrtune import sft_data as data
 from snrtune.errors import SnrtuneError
-from snrtune.train import build_trainer, datasets_for, load_config, load_tokenizer, sft_layout, training_args
+from snrtune.settings import load_settings
+from snrtune.train import build_trainer, datasets_for, load_tokenizer, sft_layout, training_args
+
+
+def settings(values: dict):
+    """The training settings `snrtune train` checks: the defaults with ``values`` on top."""
+    return load_settings(None, assignments=values)
 
 IGNORE = -100
 
@@ -39,14 +45,14 @@ CHATML_WITH_MARKERS = (
 
 def sft_trainer(model_dir, tmp_path, records, chat_template=None, **overrides):
     """The SFTTrainer `snrtune train` builds for ``records`` (its train_dataset is tokenized and labelled)."""
-    cfg = {**load_config(None), "val_fraction": 0.0, "chat_template": chat_template, "max_steps": 1, **overrides}
+    cfg = settings({"val_fraction": 0.0, "chat_template": chat_template, "max_steps": 1, **overrides})
     tokenizer = load_tokenizer(model_dir, cfg)
     layout = sft_layout(tokenizer, cfg)
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    train_ds, _ = datasets_for("sft", str(path), cfg, layout)
+    train_ds, _ = datasets_for("sft", data.load_records(str(path)), [], cfg, layout)
     args = training_args("sft", cfg, tmp_path / "out", False, layout)
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=cfg["attn_implementation"])
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=cfg.attn_implementation)
     return build_trainer("sft", model, tokenizer, args, train_ds, None, [])
 
 
@@ -273,17 +279,18 @@ def test_tokenization_is_cached_beside_the_stored_rows(tiny_llama, tmp_path, mon
     them once, and another rank (RANK=1) reads the stored rows and that cache instead of tokenizing again."""
     import os
 
-    cfg = {**load_config(None), "val_fraction": 0.25, "max_steps": 1}
+    cfg = settings({"val_fraction": 0.25, "max_steps": 1})
     rows = [{"instruction": f"Capital number {i}?", "input": "", "output": f"Answer {i}."} for i in range(8)]
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train_rows, val_rows = data.split_validation(data.load_records(str(path)), cfg.val_fraction, cfg.seed)
     tokenizer = load_tokenizer(tiny_llama, cfg)
     layout = sft_layout(tokenizer, cfg)
     args = training_args("sft", cfg, tmp_path / "out", True, layout)
     seen = []
     for rank in ("0", "1"):
         monkeypatch.setenv("RANK", rank)
-        train_ds, val_ds = datasets_for("sft", str(path), cfg, layout, store=tmp_path / "store")
+        train_ds, val_ds = datasets_for("sft", train_rows, val_rows, cfg, layout, store=tmp_path / "store")
         assert (len(train_ds), len(val_ds)) == (6, 2)
         model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama)
         trainer = build_trainer("sft", model, tokenizer, args, train_ds, val_ds, [])

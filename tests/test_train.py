@@ -304,8 +304,10 @@ def test_resume_with_changed_settings_starts_afresh_and_records_what_trained(tin
     resumed, fresh = load_file(out / "spectrum_delta.safetensors"), load_file(tmp_path / "straight" / "spectrum_delta.safetensors")
     for name in fresh:  # what trained is the new learning rate from the start, as metrics.json says
         torch.testing.assert_close(resumed[name], fresh[name], rtol=1e-5, atol=1e-6)
+    # no fingerprint, ledger, checkpoints or data rows left: the delta, the selection, the tokenizer, the records
     assert sorted(p.name for p in out.iterdir()) == [
-        "metrics.json", "selection.yaml", "snrtune_run.json", "spectrum_delta.safetensors"]
+        "chat_template.jinja", "metrics.json", "selection.yaml", "snrtune_run.json", "spectrum_delta.safetensors",
+        "tokenizer.json", "tokenizer_config.json"]
 
 
 def test_resume_with_changed_data_starts_afresh_naming_the_data(tiny_llama, inputs, tmp_path, capsys):
@@ -350,15 +352,19 @@ def test_metrics_count_truncated_and_dropped_examples(tiny_llama, inputs, tmp_pa
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = write_config(tmp_path / "short.yaml", max_seq_length=48, max_steps=1)
     metrics, _ = train(tiny_llama, "lora", data, tmp_path / "run", config=config)
+    cfg = metrics["config"]
+    train_rows, _ = sft_data.split_validation(rows, cfg["val_fraction"], cfg["seed"])
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_llama)
-    lengths = [len(sft_data.tokenize_conversation(tokenizer, sft_data.to_messages(r, "alpaca"), 10_000)["input_ids"])
-               for r in rows]
-    expected_truncated = sum(1 for i, n in enumerate(lengths) if n > 48 and i != 5)
+    lengths = [len(tokenizer.apply_chat_template(sft_data.to_messages(r, "alpaca"), tokenize=True)["input_ids"])
+               for r in train_rows]
+    long_prompt = [r is rows[5] or r == rows[5] for r in train_rows]
+    expected_truncated = sum(1 for n, skip in zip(lengths, long_prompt) if n >= 48 and not skip)
+    assert any(long_prompt)  # the row that loses its answer is a training row for this seed
     assert metrics["data"]["dropped"] == 1 and metrics["data"]["truncated"] == expected_truncated > 0
     assert metrics["data"]["rows"] == 16 and metrics["data"]["train_examples"] + metrics["data"]["val_examples"] == 15
     assert metrics["data"]["format"] == "alpaca" and metrics["data"]["kind"] == "local"
-    assert (f"{expected_truncated} truncated to max_seq_length=48, 1 dropped (no response token left)"
-            in capsys.readouterr().out)
+    assert (f"{expected_truncated} reach max_seq_length=48 (cut or exactly that long), 1 dropped "
+            "(no response token left)" in capsys.readouterr().out)
 
 
 def test_training_arguments_are_built_before_the_model_is_loaded(tiny_llama, inputs, tmp_path, monkeypatch):

@@ -166,14 +166,14 @@ class TrainingSettings:
     max_seq_length: int = _field(_integer(1))
     loss_on: str = _field(_choice("responses", "all"))
     packing: bool = _field(_boolean)
+    dataset_num_proc: int | None = _field(_optional(_integer(1)))
     val_fraction: float = _field(_number(0, 1))
     eval_steps: int | None = _field(_optional(_integer(1)))
-    dataset_num_proc: int | None = _field(_optional(_integer(1)))
     # logging and checkpoints
     logging_steps: int = _field(_integer(1))
+    report_to: str | list = _field(_report_to)
     save_steps: int = _field(_integer(1))
     save_total_limit: int | None = _field(_optional(_integer(1)))
-    report_to: str | list = _field(_report_to)
     # LoRA / QLoRA / laser-QLoRA
     lora_r: int = _field(_integer(1))
     lora_alpha: float = _field(_positive())
