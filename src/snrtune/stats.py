@@ -104,11 +104,9 @@ def _percentile(stats: np.ndarray, confidence: float) -> tuple[float, float]:
 
 # --- one variant ------------------------------------------------------------------------------------------
 
-def bootstrap_distribution(values, aggregation: str = "mean", resamples: int = RESAMPLES,
-                           seed: int = RNG_SEED) -> np.ndarray:
-    """``resamples`` bootstrap replicates of the mean-over-seeds metric (seeds, then examples, resampled)."""
-    arr = as_values(values, aggregation)
-    k, n = arr.shape[:2]
+def _hierarchical(k: int, n: int, statistic, resamples: int, seed: int) -> np.ndarray:
+    """Replicates of the mean over seeds of ``statistic(seed, example_indices)``: each replicate draws k seeds
+    with replacement (k > 1), then n examples with replacement within each drawn seed."""
     rng = np.random.default_rng(seed)
     out = []
     for r in _chunks(resamples, n * k):
@@ -119,10 +117,18 @@ def bootstrap_distribution(values, aggregation: str = "mean", resamples: int = R
             per = np.empty(r)
             for s in np.unique(seeds[:, j]):  # draw j of each resample used seed s
                 rows = seeds[:, j] == s
-                per[rows] = _seed_metrics(arr[s], idx[rows], aggregation)
+                per[rows] = statistic(s, idx[rows])
             total += per
         out.append(total / k)
     return np.concatenate(out)
+
+
+def bootstrap_distribution(values, aggregation: str = "mean", resamples: int = RESAMPLES,
+                           seed: int = RNG_SEED) -> np.ndarray:
+    """``resamples`` bootstrap replicates of the mean-over-seeds metric (seeds, then examples, resampled)."""
+    arr = as_values(values, aggregation)
+    return _hierarchical(arr.shape[0], arr.shape[1], lambda s, idx: _seed_metrics(arr[s], idx, aggregation),
+                         resamples, seed)
 
 
 def bootstrap_ci(values, aggregation: str = "mean", confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
@@ -151,22 +157,11 @@ def paired_bootstrap(a, b, aggregation: str = "mean", resamples: int = RESAMPLES
                      seed: int = RNG_SEED) -> np.ndarray:
     """Bootstrap replicates of metric(a) - metric(b): the same seed and example draws for both runs."""
     a, b = _paired(a, b, aggregation)
-    k, n = a.shape[:2]
-    rng = np.random.default_rng(seed)
-    out = []
-    for r in _chunks(resamples, n * k):
-        seeds = rng.integers(0, k, size=(r, k)) if k > 1 else np.zeros((r, 1), dtype=int)
-        total = np.zeros(r)
-        for j in range(k):
-            idx = rng.integers(0, n, size=(r, n))
-            per = np.empty(r)
-            for s in np.unique(seeds[:, j]):
-                rows = seeds[:, j] == s
-                per[rows] = (_seed_metrics(a[s], idx[rows], aggregation)
-                             - _seed_metrics(b[s], idx[rows], aggregation))
-            total += per
-        out.append(total / k)
-    return np.concatenate(out)
+
+    def difference(s, idx):
+        return _seed_metrics(a[s], idx, aggregation) - _seed_metrics(b[s], idx, aggregation)
+
+    return _hierarchical(a.shape[0], a.shape[1], difference, resamples, seed)
 
 
 def sign_flip_pvalue(a, b, aggregation: str = "mean", resamples: int = RESAMPLES, seed: int = RNG_SEED) -> float:
