@@ -320,8 +320,12 @@ def fake_project(root: Path, **overrides) -> Path:
     if not (root / "model").exists():
         (root / "model").mkdir(parents=True)
         (root / "model" / "config.json").write_text("{}")
-        (root / "train.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
-        (root / "other.jsonl").write_text('{"instruction": "c", "output": "d"}\n')
+        # rows valid for both stages (SFT reads instruction/output, DPO prompt/chosen/rejected), so changing
+        # train.stage alone passes the workflow's pre-flight data check
+        (root / "train.jsonl").write_text('{"instruction": "a", "output": "b", "prompt": "a", "chosen": "b", '
+                                          '"rejected": "c"}\n')
+        (root / "other.jsonl").write_text('{"instruction": "c", "output": "d", "prompt": "c", "chosen": "d", '
+                                          '"rejected": "e"}\n')
         (root / "train.yaml").write_text("max_steps: 2\n")
     config = {"models": {"m": {"source": str(root / "model"), "resources": {"threads": 1, "mem_mb": 100,
                                                                              "runtime": 5}}},
