@@ -124,3 +124,19 @@ def test_a_method_setting_the_trainer_would_refuse_stops_the_workflow(tmp_path):
     config = config_with(methods=["lora"], train={"method_settings": {"lora": {"lora_dropout": 1.0}}})
     with pytest.raises(SnrtuneError, match="key 'lora_dropout'"):
         wc.preflight(config)
+
+
+def test_eval_model_args_reach_lm_eval_through_the_evaluate_command(tmp_path):
+    """models.NAME.eval_model_args (e.g. parallelize across a job's GPUs) and eval_backend become
+    `snrtune evaluate --model-args JSON --backend …`; snrtune's own pretrained/dtype cannot be overridden."""
+    config = {"models": {"m": {"source": "org/model", "eval_model_args": {"parallelize": True, "max_length": 4096},
+                               "eval_backend": "vllm"}},
+              "methods": ["full"], "evaluate": {"base": True}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path).stdout
+    assert """--model-args '{"max_length":4096,"parallelize":true}' --backend vllm""" in out
+    with pytest.raises(SnrtuneError, match="eval_model_args"):
+        wc.validate_config({"models": {"m": {"source": "o/m", "eval_model_args": {"pretrained": "x"}}}}, SCHEMA)
+    with pytest.raises(SnrtuneError, match="eval_model_args"):
+        wc.validate_config({"models": {"m": {"source": "o/m", "eval_model_args": {"a": "$(touch x)"}}}}, SCHEMA)

@@ -288,6 +288,13 @@ def launcher(n_gpus: int) -> str:
     return "snrtune"
 
 
+def model_args_flag(model_args: dict) -> str | None:
+    """models.NAME.eval_model_args as the JSON object `snrtune evaluate --model-args` takes (None when empty)."""
+    import json
+
+    return json.dumps(model_args, sort_keys=True, separators=(",", ":")) if model_args else None
+
+
 def num_fewshot(tasks: list[dict]) -> str | None:
     """'arc_challenge=25,hellaswag=10' from the tasks that set num_fewshot (None if none does)."""
     pairs = [f"{t['name']}={t['num_fewshot']}" for t in tasks if t.get("num_fewshot") is not None]

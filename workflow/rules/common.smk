@@ -156,12 +156,9 @@ def evaluate_flags(w):
     ev, model = config["evaluate"], model_cfg(w)
     return wc.flags(num_fewshot=wc.num_fewshot(ev["tasks"]), limit=ev["limit"], batch_size=ev["batch_size"],
                     device=model["device"], dtype=model["dtype"], apply_chat_template=model["chat_template"],
-                    include_path=ev["include_path"], log_samples=ev["log_samples"])
-
-
-# Pre-flight check of the training data (issue 14: snrtune's data checker, check_training_data(path,
-# dataset_format, stage)) belongs here, before any job: call it on wc.local_files(config["data"]["train"])
-# with the train config's dataset_format and config["train"]["stage"] once it exists in the package.
+                    include_path=ev["include_path"], log_samples=ev["log_samples"],
+                    model_args=wc.model_args_flag(model["eval_model_args"]),
+                    backend=model["eval_backend"] if model["eval_backend"] != "hf" else None)
 
 
 def job_env_param(env):
