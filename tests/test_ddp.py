@@ -17,6 +17,15 @@ from train_data import SELECTED_PARAMS, write_alpaca, write_config, write_select
 FSDP_YAML = Path(__file__).parents[1] / "config" / "fsdp.yaml"
 
 
+def torchrun_spectrum(model_dir, data, config, selection, out, timeout):
+    """`snrtune train --method spectrum` under torchrun: 2 CPU processes, one thread each."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "snrtune.cli", "train", str(model_dir), "--method", "spectrum", "--data", str(data),
+           "--selection", str(selection), "--config", str(config), "--out", str(out)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_split_the_data(tiny_llama, tmp_path):
     data = write_alpaca(tmp_path / "data.jsonl", copies=3)  # 12 rows
@@ -24,11 +33,7 @@ def test_torchrun_two_processes_split_the_data(tiny_llama, tmp_path):
                           val_fraction=0.0, ddp_backend="gloo", save_steps=100)
     selection = write_selection(tmp_path / "sel.yaml")
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "snrtune.cli", "train", str(tiny_llama), "--method", "spectrum", "--data", str(data),
-           "--selection", str(selection), "--config", str(config), "--out", str(out)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    result = torchrun_spectrum(tiny_llama, data, config, selection, out, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["setup"]["world_size"] == 2
@@ -49,11 +54,7 @@ def test_fsdp_on_cpu_processes_is_a_clear_error_not_a_silent_ddp_run(tiny_llama,
                           ddp_backend="gloo", save_steps=100, fsdp=True, fsdp_config=str(FSDP_YAML))
     selection = write_selection(tmp_path / "sel.yaml")
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "snrtune.cli", "train", str(tiny_llama), "--method", "spectrum", "--data", str(data),
-           "--selection", str(selection), "--config", str(config), "--out", str(out)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    result = torchrun_spectrum(tiny_llama, data, config, selection, out, timeout=300)
     assert result.returncode != 0
     assert re.search(r"snrtune train: error: training config sets fsdp but accelerate \S+ runs this job as "
                      r"MULTI_CPU, without fsdp", result.stderr), result.stderr[-3000:]
