@@ -120,22 +120,24 @@ def bare_loop(method: str, model_dir: Path, selection: Path, config: Path, data,
     import time
 
     import torch
+    import transformers
 
     from snrtune import methods, train
 
+    transformers.utils.logging.disable_progress_bar()
     cfg = train.load_config(str(config))
     sel = train.load_selection(str(selection)) if method == "spectrum" else None
     model, _ = methods.prepare(method, model_dir, cfg, sel)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg["learning_rate"], betas=(cfg["adam_beta1"], cfg["adam_beta2"]),
-                                  eps=cfg["adam_epsilon"], weight_decay=cfg["weight_decay"])
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                  eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
     batches = packed_batches(model_dir, data, batch, seq_len, steps)
     start = time.perf_counter()
     for input_ids in batches:
         loss = model(input_ids=input_ids, labels=input_ids).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg["max_grad_norm"])
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - start

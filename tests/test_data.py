@@ -249,29 +249,68 @@ def test_the_checked_rows_load_exactly_as_written(tmp_path):
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_packed_examples_never_attend_across_examples(tiny_llama, tokenizer, tmp_path, attn):
-    """TRL packs whole examples into one row whose position ids restart at each example; transformers turns
-    that into a block-diagonal mask (sdpa and eager on the CPU; flash-attention uses the sequence starts).
-    The logits of example B packed after A must equal those of B alone; with positions running on, they differ."""
+    """TRL packs whole examples into one row whose position ids restart at each example; snrtune keeps that row
+    a batch row (sdpa, eager) and transformers turns the position ids into a block-diagonal mask. The logits of
+    example B packed after A, as compute_loss runs the model, must equal those of B alone; with positions
+    running on, they differ."""
     import torch
 
     a = {"messages": CONVERSATION}  # the longer: best-fit decreasing puts it first
     b = {"messages": CONVERSATION[1:3]}
     trainer = sft_trainer(tiny_llama, tmp_path, [b, a], packing=True, max_seq_length=256, attn_implementation=attn)
-    assert trainer.model.config._attn_implementation == attn
+    assert trainer.model.config._attn_implementation == attn and trainer.row_packed
     assert len(trainer.train_dataset) == 1 and trainer.train_dataset[0]["seq_lengths"] == [79, 32]
     batch = trainer.data_collator([trainer.train_dataset[0]])
-    assert "attention_mask" not in batch
     assert batch["position_ids"].tolist() == [list(range(79)) + list(range(32))]
+    assert batch["attention_mask"].tolist() == [[1] * 111]  # what the Trainer counts tokens with
     assert batch["labels"][0, 79].item() == IGNORE  # no loss on predicting B's first token from A
     alone = sft_trainer(tiny_llama, tmp_path, [b], loss_on="all").train_dataset[0]["input_ids"]
     assert batch["input_ids"][0, 79:].tolist() == alone
     model = trainer.model.eval()
     with torch.no_grad():
-        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0, 79:]
+        packed = trainer.compute_loss(model, dict(batch), return_outputs=True)[1].logits[0, 79:]
         single = model(input_ids=torch.tensor([alone])).logits[0]
         running = model(input_ids=batch["input_ids"], position_ids=torch.arange(111)[None]).logits[0, 79:]
     torch.testing.assert_close(packed, single, rtol=1e-4, atol=1e-5)
     assert (running - single).abs().max() > 1e-2  # the check can fail: attending to A changes B's logits
+
+
+def test_row_packed_batches_train_exactly_as_trls_flattened_ones(tiny_llama, tokenizer, tmp_path):
+    """Two packed rows of different lengths (the short one padded): snrtune's row batch gives the loss and the
+    gradients of TRL's flattened padding-free batch of the same examples, and its attention mask counts exactly
+    the real tokens (the tokens-seen budget); flash attention keeps TRL's flattened layout."""
+    import torch
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from snrtune.train import packs_rows
+
+    rows = [{"messages": CONVERSATION}, {"messages": CONVERSATION[1:3]}, {"messages": CONVERSATION[:3]}]
+    trainer = sft_trainer(tiny_llama, tmp_path, rows, packing=True, max_seq_length=128)
+    examples = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    lengths = [sum(ex["seq_lengths"]) for ex in examples]
+    assert len(examples) == 2 and lengths[0] != lengths[1]
+    batch = trainer.data_collator(examples)
+    assert batch["input_ids"].shape == (2, max(lengths))
+    assert batch["attention_mask"].sum().item() == sum(lengths) == sum(len(ex["input_ids"]) for ex in examples)
+    assert trainer.args.include_num_input_tokens_seen == "non_padding"
+    flat = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)(examples)
+    assert flat["input_ids"].shape == (1, sum(lengths))
+    assert (batch["labels"] != IGNORE).sum() == (flat["labels"] != IGNORE).sum()
+
+    def loss_and_grads(inputs, compute):
+        trainer.model.zero_grad(set_to_none=True)
+        loss = compute(trainer, trainer.model, dict(inputs))
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+    model = trainer.model.train()
+    ours, our_grads = loss_and_grads(batch, type(trainer).compute_loss)
+    theirs, their_grads = loss_and_grads(flat, transformers.Trainer.compute_loss)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert our_grads.keys() == their_grads.keys() and len(our_grads) == len(list(model.parameters()))
+    for name in our_grads:
+        torch.testing.assert_close(our_grads[name], their_grads[name], rtol=1e-4, atol=1e-6)
+    assert not packs_rows("flash_attention_2") and packs_rows(None) and packs_rows("sdpa")
 
 
 def test_tokenization_is_cached_beside_the_stored_rows(tiny_llama, tmp_path, monkeypatch):
@@ -302,20 +341,24 @@ def test_tokenization_is_cached_beside_the_stored_rows(tiny_llama, tmp_path, mon
 
 def test_the_loss_is_the_mean_over_trained_tokens_as_trl_computes_it(tiny_llama, tokenizer, tmp_path):
     """snrtune's SFTTrainer uses the model's own loss (faster than TRL's fused head): on a packed batch it is the
-    mean cross-entropy over the trained tokens (by hand), and equals TRL's own compute_loss."""
+    mean cross-entropy over the trained tokens (by hand), and equals TRL's own compute_loss on TRL's own
+    (flattened) batch of the same examples."""
     import torch
     import trl
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     rows = [{"messages": CONVERSATION}, {"messages": CONVERSATION[1:3]}, {"messages": CONVERSATION[:3]}]
     trainer = sft_trainer(tiny_llama, tmp_path, rows, packing=True, max_seq_length=128)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    examples = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    batch = trainer.data_collator(examples)
+    flat = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)(examples)
     model = trainer.model.eval()
     with torch.no_grad():
         ours = trainer.compute_loss(model, dict(batch))
-        theirs = trl.SFTTrainer.compute_loss(trainer, model, dict(batch))
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
-    labels = batch["labels"][0]
-    nll = [-torch.log_softmax(logits[t], -1)[labels[t + 1]] for t in range(len(labels) - 1) if labels[t + 1] != IGNORE]
+        theirs = trl.SFTTrainer.compute_loss(trainer, model, dict(flat))
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+    nll = [-torch.log_softmax(logits[r, t], -1)[labels[t + 1]] for r, labels in enumerate(batch["labels"])
+           for t in range(len(labels) - 1) if labels[t + 1] != IGNORE]
     unpacked = sft_trainer(tiny_llama, tmp_path, rows).train_dataset
     assert len(nll) == sum(label != IGNORE for ex in unpacked for label in ex["labels"]) == 17
     torch.testing.assert_close(ours, torch.stack(nll).mean(), rtol=1e-5, atol=1e-6)

@@ -1,5 +1,6 @@
-"""The same `snrtune train` command under torchrun trains with DDP: two CPU processes, gloo backend (and FSDP
-there is an error: accelerate shards only on GPUs)."""
+"""The same `snrtune train` command under torchrun trains with DDP: two CPU processes, gloo backend. FSDP through
+`snrtune train` there is an error (accelerate shards only on GPUs), so the FSDP2 sharding that config/fsdp.yaml
+asks for is checked on the same two CPU processes with torch's fully_shard directly (tests/fsdp_worker.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_data import SELECTED_PARAMS, write_alpaca, write_config, write_selection
+from train_data import SELECTED_MODULES, SELECTED_PARAMS, write_alpaca, write_config, write_selection
 
 FSDP_YAML = Path(__file__).parents[1] / "config" / "fsdp.yaml"
 
@@ -59,3 +60,64 @@ def test_fsdp_on_cpu_processes_is_a_clear_error_not_a_silent_ddp_run(tiny_llama,
     assert re.search(r"snrtune train: error: training config sets fsdp but accelerate \S+ runs this job as "
                      r"MULTI_CPU, without fsdp", result.stderr), result.stderr[-3000:]
     assert not out.exists()
+
+
+FSDP_WORKER = Path(__file__).parent / "fsdp_worker.py"
+
+
+def reference_steps(model_dir, selection, steps):
+    """The single-process run the FSDP ranks must reproduce: the whole batch per step, the same AdamW."""
+    import torch
+
+    import fsdp_worker
+    from snrtune import methods, train
+    from snrtune.settings import load_settings
+
+    torch.manual_seed(0)
+    cfg = load_settings(None, learning_rate=1e-2)
+    model, _ = methods.prepare("spectrum", model_dir, cfg, train.load_selection(str(selection)))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    losses = []
+    for batch in fsdp_worker.batches(steps, model.config.vocab_size):
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses, before, {name: p.detach() for name, p in model.named_parameters()}
+
+
+@pytest.mark.slow
+def test_fsdp2_shards_a_spectrum_model_on_two_cpu_processes_and_matches_one_process(tiny_llama, tmp_path):
+    """What config/fsdp.yaml asks for (FSDP2, one unit per decoder layer, full shard), applied with torch's
+    fully_shard on 2 gloo processes to a Spectrum-prepared model (frozen and trainable tensors in the same
+    units): every parameter is split between the ranks, the loss and the trained weights equal one process
+    training on the whole batch, and the frozen weights do not move."""
+    from safetensors.torch import load_file
+    import torch
+
+    steps = 3
+    selection = write_selection(tmp_path / "sel.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": os.pathsep.join([str(FSDP_WORKER.parent), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(FSDP_WORKER),
+           str(tiny_llama), str(selection), str(FSDP_YAML), str(steps), str(tmp_path / "fsdp")]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads((tmp_path / "fsdp" / "result.json").read_text())
+    for name, total in got["total"].items():
+        sizes = [rank[name] for rank in got["local"]]
+        assert sum(sizes) == total and max(sizes) <= (total + 1) // 2 + total // 32, (name, sizes, total)
+    assert got["trainable"] == sorted(f"{module}.weight" for module in SELECTED_MODULES)
+
+    losses, before, after = reference_steps(tiny_llama, selection, steps)
+    assert got["losses"] == pytest.approx(losses, rel=1e-5)
+    sharded = load_file(str(tmp_path / "fsdp" / "params.safetensors"))
+    assert sorted(sharded) == sorted(after)
+    for name, tensor in sharded.items():
+        if name in got["trainable"]:
+            assert not torch.equal(tensor, before[name]), name
+            torch.testing.assert_close(tensor, after[name], rtol=1e-4, atol=1e-5)
+        else:
+            assert torch.equal(tensor, before[name]), name

@@ -250,9 +250,11 @@ def trainer_kwargs(cfg: TrainingSettings, output_dir: Path, has_eval: bool) -> d
         save_total_limit=cfg.save_total_limit,
         eval_strategy="steps" if (every and has_eval) else "no", eval_steps=every,
         report_to=cfg.report_to, log_level="error", disable_tqdm=not interactive(),
-        # packed batches are padding-free (no attention mask): "non_padding" would compare with pad_token_id,
-        # which is often the end-of-turn token, and miss those; there is no padding to leave out
-        include_num_input_tokens_seen="all" if cfg.packing else "non_padding",
+        # flattened packed batches (flash attention) have no padding and no attention mask: "non_padding" would
+        # compare with pad_token_id, often the end-of-turn token, and miss those. Row-packed and unpacked batches
+        # carry an attention mask, which "non_padding" sums.
+        include_num_input_tokens_seen="all" if cfg.packing and not packs_rows(cfg.attn_implementation)
+        else "non_padding",
         remove_unused_columns=False, ddp_find_unused_parameters=False, dataloader_num_workers=0,
         ddp_backend=cfg.ddp_backend, deepspeed=cfg.deepspeed, fsdp=cfg.fsdp or None,
         fsdp_config=fsdp_settings(cfg.fsdp_config),
@@ -285,8 +287,43 @@ def training_args(stage: str, cfg: TrainingSettings, output_dir: Path, has_eval:
         dataset_num_proc=cfg.dataset_num_proc, shuffle_dataset=False)
 
 
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
+IGNORE_INDEX = -100  # the label transformers' cross-entropy skips
+
+
+def packs_rows(attn_implementation: str | None) -> bool:
+    """Whether packed batches keep their rows (sdpa, eager, flex; transformers' default when unset) rather than
+    being flattened into one sequence (the varlen flash-attention kernels, which take the sequence starts)."""
+    return attn_implementation not in VARLEN_ATTENTION
+
+
+def row_packed_collator(pad_token_id: int, pad_to_multiple_of: int | None):
+    """TRL's collator for best-fit-decreasing packed rows, keeping each packed row a batch row.
+
+    TRL flattens a packed batch into one sequence of batch × max_length tokens. For flash attention that is
+    free; for sdpa and eager, transformers builds one (batch·L)² block-diagonal mask, so attention costs
+    batch times what the rows would (1.25–1.35× a step of SmolLM2 at 4×256 tokens on the CPU, and a dense mask
+    of (batch·L)² elements on a GPU). Here each row keeps its own position ids, restarting at every example,
+    which transformers turns into the same block-diagonal mask per row; a label at an example's first token is
+    ignored, as TRL's padding-free collator does, so no example is predicted from the one before it. The
+    attention mask marks the padding at the end of short rows: the Trainer counts real tokens with it, and
+    ``compute_loss`` removes it before the forward pass (a mask given to the model would hide the position ids).
+    """
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    class RowPackedCollator(DataCollatorForLanguageModeling):
+        def torch_call(self, examples):
+            out = super().torch_call(examples)
+            out["labels"][out["position_ids"] == 0] = IGNORE_INDEX
+            return out
+
+    return RowPackedCollator(pad_token_id=pad_token_id, padding_free=False, return_position_ids=True,
+                             pad_to_multiple_of=pad_to_multiple_of)
+
+
 def sft_trainer_class():
-    """TRL's SFTTrainer with transformers' own loss (the model's cross-entropy on the labels TRL built).
+    """TRL's SFTTrainer with transformers' own loss (the model's cross-entropy on the labels TRL built), and
+    packed rows kept as rows where the attention kernel needs that (``row_packed_collator``).
 
     TRL's compute_loss runs the output head through its fused, chunked path to also log per-token entropy and
     accuracy; on SmolLM2 (CPU) that made a step 1.3× slower than the model's own loss, for metrics snrtune
@@ -296,7 +333,17 @@ def sft_trainer_class():
     import trl
 
     class SFTTrainer(trl.SFTTrainer):
-        compute_loss = transformers.Trainer.compute_loss
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.row_packed = self.padding_free and packs_rows(self.model.config._attn_implementation)
+            if self.row_packed:
+                self.data_collator = row_packed_collator(self.data_collator.pad_token_id,
+                                                         self.data_collator.pad_to_multiple_of)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.row_packed:
+                inputs = {key: value for key, value in inputs.items() if key != "attention_mask"}
+            return transformers.Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
     return SFTTrainer
 

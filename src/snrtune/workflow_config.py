@@ -137,19 +137,14 @@ def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS) -> None:
     settings and learning-rate candidates, --max-steps) are built and checked exactly as `snrtune train` will
     build them, and a local training data file is checked (its whole structure, the content of its first
     ``max_rows`` rows). Raises SnrtuneError with the one line `snrtune train` would print."""
-    from snrtune import data_check, settings
+    from snrtune import data_check
 
-    paths = {model["train_config"] or config["train"]["config"] for model in config["models"].values()}
-    for path in sorted(paths, key=str):
-        for method in config["methods"]:
-            spec = method_registry.get(method)
-            for lr in learning_rates(config, method) or [None]:
-                own = method_settings(config, method) | ({"learning_rate": lr} if lr is not None else {})
-                cfg = settings.load_settings(path, spec.train_overrides, method, own,
-                                             max_steps=config["train"]["max_steps"])
+    formats = {run_settings(config, model, method, lr).dataset_format for model in config["models"]
+               for method in config["methods"] for lr in learning_rates(config, method) or [None]}
     data = resolve_source(config["data"]["train"])
     if data_check.data_kind(data) == "local":
-        data_check.check_training_data(data, cfg.dataset_format, config["train"]["stage"], max_rows=max_rows)
+        for dataset_format in sorted(formats):  # one per training file that sets its own
+            data_check.check_training_data(data, dataset_format, config["train"]["stage"], max_rows=max_rows)
 
 
 # -------------------------------------------------------------------------------------- run names
@@ -359,17 +354,15 @@ def train_config_path(config: dict, model: str) -> str | None:
     return config["models"][model]["train_config"] or config["train"]["config"]
 
 
-def effective_train_settings(config: dict, model: str) -> dict:
-    """The training hyperparameters a run of ``model`` gets: shipped defaults, its train config, max_steps."""
-    from snrtune.settings import default_values
+def run_settings(config: dict, model: str, method: str, learning_rate: float | None = None):
+    """The TrainingSettings `snrtune train` builds for ``method`` on ``model`` (at one learning-rate candidate):
+    the method's overrides < the model's training file < the method's own settings (``--set``) < --max-steps,
+    checked (SnrtuneError with one line on a bad value)."""
+    from snrtune import settings
 
-    defaults = default_values()
-    path = train_config_path(config, model)
-    user = yaml.safe_load(Path(path).read_text(encoding="utf-8")) if path else {}
-    settings = {**defaults, **(user if isinstance(user, dict) else {})}
-    if config["train"]["max_steps"]:
-        settings["max_steps"] = config["train"]["max_steps"]
-    return settings
+    own = method_settings(config, method) | ({"learning_rate": learning_rate} if learning_rate is not None else {})
+    return settings.load_settings(train_config_path(config, model), method_registry.get(method).train_overrides,
+                                  method, own, max_steps=config["train"]["max_steps"])
 
 
 def model_size(config: dict, model: str, model_dir: str | Path):
@@ -395,13 +388,13 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
     entry, hw_cfg = config["models"][model], config["resources"]
     res, parsed = entry["resources"], parse_run(run)
     method = parsed["method"]
-    cfg = {**effective_train_settings(config, model), **method_settings(config, method)}
+    cfg = run_settings(config, model, method)
     settings = resources.Settings(  # a control costs what the method it mirrors costs
         method=settings_source(method), top_percent=float(parsed["top_percent"]) if parsed["top_percent"] else None,
-        lora_r=int(cfg["lora_r"]), seq_len=int(cfg["max_seq_length"]), micro_batch=int(cfg["per_device_train_batch_size"]),
-        grad_accum=int(cfg["gradient_accumulation_steps"]), gradient_checkpointing=bool(cfg["gradient_checkpointing"]),
-        device=entry["device"], max_steps=cfg["max_steps"],
-        train_tokens=config["data"]["tokens"] * int(cfg["num_epochs"]) if config["data"]["tokens"] else None)
+        lora_r=cfg.lora_r, seq_len=cfg.max_seq_length, micro_batch=cfg.per_device_train_batch_size,
+        grad_accum=cfg.gradient_accumulation_steps, gradient_checkpointing=cfg.gradient_checkpointing,
+        device=entry["device"], max_steps=cfg.max_steps,
+        train_tokens=config["data"]["tokens"] * int(cfg.num_epochs) if config["data"]["tokens"] else None)
     hardware = resources.Hardware(gpu_mem_gb=hw_cfg["gpu_mem_gb"], gpus_per_node=hw_cfg["gpus_per_node"],
                                   gpu_tflops=hw_cfg["gpu_tflops"], mfu=hw_cfg["mfu"])
     size = model_size(config, model, model_dir)
