@@ -302,8 +302,8 @@ def row_packed_collator(pad_token_id: int, pad_to_multiple_of: int | None):
 
     TRL flattens a packed batch into one sequence of batch × max_length tokens. For flash attention that is
     free; for sdpa and eager, transformers builds one (batch·L)² block-diagonal mask, so attention costs
-    batch times what the rows would (1.25–1.35× a step of SmolLM2 at 4×256 tokens on the CPU, and a dense mask
-    of (batch·L)² elements on a GPU). Here each row keeps its own position ids, restarting at every example,
+    batch times what the rows would (SmolLM2's shape, 8×1024 tokens, H200: 1.25× the time and 1.29× the peak
+    memory of rows; benchmarks/packing.py). Here each row keeps its own position ids, restarting at every example,
     which transformers turns into the same block-diagonal mask per row; a label at an example's first token is
     ignored, as TRL's padding-free collator does, so no example is predicted from the one before it. The
     attention mask marks the padding at the end of short rows: the Trainer counts real tokens with it, and
@@ -403,6 +403,7 @@ class Throughput(transformers.TrainerCallback):
 
     def __init__(self, ledger: Path | None = None, is_main: bool = True, flush_s: float = 30.0):
         self.ledger, self.is_main, self.flush_s = ledger, is_main, flush_s
+        self.steady = None  # after on_train_end: {steps, seconds, tokens} after the first optimizer step
         self.previous = read_json(ledger)["attempts"] if ledger is not None and ledger.is_file() else []
 
     def on_train_begin(self, args, state, control, **kwargs):
