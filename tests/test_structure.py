@@ -84,3 +84,25 @@ def test_modules_snakemake_imports_while_parsing_load_no_torch():
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_conda_environment_pins_what_pyproject_requires():
+    """envs/snrtune.yaml (the rules' software under --sdm conda) says its versions follow pyproject.toml: every
+    package both name carries the same version range, so a raised floor cannot be missed in one of them."""
+    import re
+    import tomllib
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    required = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((root / "envs" / "snrtune.yaml").read_text())
+    pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
+
+    def by_name(specs):
+        return {re.match(r"[A-Za-z0-9_.-]+", spec).group(0).lower(): spec.replace(" ", "") for spec in specs}
+
+    ours, theirs = by_name(required), by_name(pip)
+    shared = sorted(set(ours) & set(theirs))
+    assert "trl" in shared and "torch" in shared
+    assert {name: theirs[name] for name in shared} == {name: ours[name] for name in shared}
