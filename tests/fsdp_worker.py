@@ -34,6 +34,20 @@ def batches(steps: int, vocab: int) -> torch.Tensor:
     return torch.randint(3, vocab, (steps, STEP_ROWS, SEQ), generator=generator)
 
 
+def spectrum_model(model_dir: str, selection_path: str):
+    """The model `snrtune train --method spectrum` prepares, the same on every rank and in the test's
+    single-process reference."""
+    torch.manual_seed(0)
+    cfg = load_settings(None, learning_rate=1e-2)
+    model, _ = methods.prepare("spectrum", model_dir, cfg, train.load_selection(selection_path))
+    return model
+
+
+def adamw(model):
+    """AdamW over the trainable tensors (lr 1e-2, no weight decay), for the ranks and the reference alike."""
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+
+
 def shard(model, fsdp: dict) -> None:
     if fsdp.get("version") != 2 or fsdp.get("auto_wrap_policy") != "TRANSFORMER_BASED_WRAP":
         raise SystemExit(f"this check applies FSDP2 per decoder layer; the YAML says {fsdp}")
@@ -48,14 +62,11 @@ def shard(model, fsdp: dict) -> None:
 def main(model_dir: str, selection_path: str, fsdp_path: str, steps: int, out: str) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    torch.manual_seed(0)
-    cfg = load_settings(None, learning_rate=1e-2)
-    model, _ = methods.prepare("spectrum", model_dir, cfg, train.load_selection(selection_path))
+    model = spectrum_model(model_dir, selection_path)
     total = {name: p.numel() for name, p in model.named_parameters()}
     shard(model, yaml.safe_load(Path(fsdp_path).read_text()))
     local = {name: p.to_local().numel() for name, p in model.named_parameters()}
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    optimizer = adamw(model)  # after sharding: it steps the DTensor shards
     losses = []
     rows = STEP_ROWS // world
     for batch in batches(steps, model.config.vocab_size):

@@ -67,17 +67,11 @@ FSDP_WORKER = Path(__file__).parent / "fsdp_worker.py"
 
 def reference_steps(model_dir, selection, steps):
     """The single-process run the FSDP ranks must reproduce: the whole batch per step, the same AdamW."""
-    import torch
-
     import fsdp_worker
-    from snrtune import methods, train
-    from snrtune.settings import load_settings
 
-    torch.manual_seed(0)
-    cfg = load_settings(None, learning_rate=1e-2)
-    model, _ = methods.prepare("spectrum", model_dir, cfg, train.load_selection(str(selection)))
+    model = fsdp_worker.spectrum_model(str(model_dir), str(selection))
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    optimizer = fsdp_worker.adamw(model)
     losses = []
     for batch in fsdp_worker.batches(steps, model.config.vocab_size):
         loss = model(input_ids=batch, labels=batch).loss
