@@ -14,11 +14,9 @@ if not workflow.overwrite_configfiles:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/fetch.smk"
-include: "workflow/rules/scan.smk"
-include: "workflow/rules/select.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/merge.smk"
-include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/spectrum.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/report.smk"
 
 

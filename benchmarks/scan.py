@@ -35,7 +35,7 @@ def naive_worker(model_dir: str, out: str) -> None:
     import torch
     import transformers
 
-    from snrtune.snr import snr_from_singular_values
+    from snrtune.spectrum.snr import snr_from_singular_values
 
     start = time.perf_counter()
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -52,12 +52,12 @@ def naive_worker(model_dir: str, out: str) -> None:
 
 
 def snrtune_worker(model_dir: str, out: str, build_table: bool = False) -> None:
-    import snrtune.scan
-    from snrtune.params import build_table as build
-    from snrtune.scan import scan
+    import snrtune.spectrum.scan
+    from snrtune.fetch.params import build_table as build
+    from snrtune.spectrum.scan import scan
 
     if build_table:  # ignore the recorded table, as for a directory that `snrtune fetch` did not make
-        snrtune.scan.parameter_table = lambda model_dir, keys, trust_remote_code=False: build(model_dir, list(keys))
+        snrtune.spectrum.scan.parameter_table = lambda model_dir, keys, trust_remote_code=False: build(model_dir, list(keys))
 
     start = time.perf_counter()
     scan(model_dir, out)
@@ -79,7 +79,7 @@ def run_worker(kind: str, model_dir: str, out: Path, repeat: int) -> dict:
 
 
 def same_selections(naive: dict, fast: dict) -> dict[int, bool]:
-    from snrtune.select import select
+    from snrtune.spectrum.select import select
 
     modules_naive = [{**m, "snr": naive["snr"][m["name"]]} for m in fast["modules"] if m["name"] in naive["snr"]]
     scan_naive = {**fast, "modules": modules_naive}
@@ -90,7 +90,7 @@ def same_selections(naive: dict, fast: dict) -> dict[int, bool]:
 def shapes_8b() -> None:
     import torch
 
-    from snrtune.snr import fast_singular_values, snr_from_singular_values
+    from snrtune.spectrum.snr import fast_singular_values, snr_from_singular_values
 
     print("\nLlama-3-8B-shaped random matrices (one of each), seconds per matrix:")
     print(f"{'shape':>12} {'svdvals f32':>12} {'snrtune':>8} {'speed-up':>9} {'computed in':>12} "

@@ -100,7 +100,7 @@ def packed_batches(model_dir: Path, data, batch: int, seq_len: int, steps: int):
     import torch
     import transformers
 
-    from snrtune import sft_data
+    from snrtune.training import sft_data
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     records = sft_data.load_records(str(data))
@@ -123,7 +123,8 @@ def bare_loop(method: str, model_dir: Path, selection: Path, config: Path, data,
     import torch
     import transformers
 
-    from snrtune import methods, train
+    from snrtune.training import methods
+    from snrtune.training import train
 
     transformers.utils.logging.disable_progress_bar()
     cfg = train.load_config(str(config))

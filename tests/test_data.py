@@ -9,10 +9,10 @@ import pytest
 import transformers
 from tiny import make_tokenizer
 
-from snrtune import sft_data as data
+from snrtune.training import sft_data as data
 from snrtune.errors import SnrtuneError
-from snrtune.settings import load_settings
-from snrtune.train import build_trainer, datasets_for, load_tokenizer, sft_layout, training_args
+from snrtune.training.settings import load_settings
+from snrtune.training.train import build_trainer, datasets_for, load_tokenizer, sft_layout, training_args
 
 
 def settings(values: dict):
@@ -193,7 +193,7 @@ def test_preference_rows_become_conversational():
 # ---------------------------------------------------------------- data_check: the pre-flight check
 
 def test_max_rows_checks_the_first_rows_fully_and_the_whole_file_structurally(tmp_path):
-    from snrtune.data_check import check_training_data
+    from snrtune.training.data_check import check_training_data
 
     good = {"instruction": "q", "output": "a"}
     rows = [json.dumps(good)] * 4 + [json.dumps({"instruction": "q", "output": None})] + [json.dumps(good)] * 5
@@ -215,7 +215,7 @@ def test_max_rows_checks_the_first_rows_fully_and_the_whole_file_structurally(tm
 
 
 def test_the_utf8_error_names_the_exact_byte(tmp_path):
-    from snrtune.data_check import check_training_data
+    from snrtune.training.data_check import check_training_data
 
     first = b'{"instruction": "q", "output": "a"}\n'
     path = tmp_path / "d.jsonl"
@@ -228,7 +228,7 @@ def test_the_utf8_error_names_the_exact_byte(tmp_path):
 
 
 def test_hub_ids_are_not_checked_locally_and_say_so(tmp_path):
-    from snrtune.data_check import check_records, check_training_data
+    from snrtune.training.data_check import check_records, check_training_data
 
     summary = check_training_data("org/dataset", "auto", "sft", max_rows=10)
     assert summary.kind == "hub" and summary.checked_rows == 0 and "not checked locally" in summary.note
@@ -282,7 +282,7 @@ def test_row_packed_batches_train_exactly_as_trls_flattened_ones(tiny_llama, tok
     import torch
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from snrtune.train import packs_rows
+    from snrtune.training.train import packs_rows
 
     rows = [{"messages": CONVERSATION}, {"messages": CONVERSATION[1:3]}, {"messages": CONVERSATION[:3]}]
     trainer = sft_trainer(tiny_llama, tmp_path, rows, packing=True, max_seq_length=128)

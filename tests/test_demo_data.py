@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import snrtune
-from snrtune.demo_data import main
+from snrtune.evaluation.demo_data import main
 
 SHIPPED = Path(snrtune.__file__).parent / "data" / "demo"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from snrtune.settings import default_values
+from snrtune.training.settings import default_values
 
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

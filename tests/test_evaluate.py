@@ -9,7 +9,7 @@ import transformers
 
 from snrtune import cli
 from snrtune.errors import SnrtuneError
-from snrtune.evaluate import evaluate_model, parse_fewshot, resolve_task_dir
+from snrtune.evaluation.evaluate import evaluate_model, parse_fewshot, resolve_task_dir
 
 QUESTIONS = [
     {"question": "What is the capital of France?", "choices": ["Paris", "Rome", "Oslo"], "answer": 0},
@@ -98,7 +98,7 @@ def test_word_perplexity_matches_hand_computation(evaluated, tiny_lm):
 def test_per_example_scores_reproduce_the_task_scores(evaluated, tiny_lm):
     """The compact per-example record: accuracy 0/1 per question; (loglikelihood, words) per paragraph, from which
     the corpus word perplexity is recomputed exactly (exp of summed loglik over summed words)."""
-    from snrtune.stats import corpus_metric
+    from snrtune.report.stats import corpus_metric
 
     model, tok = tiny_lm
     mc = evaluated["per_example"]["tiny_mc"]
@@ -115,7 +115,7 @@ def test_per_example_scores_reproduce_the_task_scores(evaluated, tiny_lm):
 
 
 def test_per_example_keeps_only_metrics_it_can_recompute():
-    from snrtune.evaluate import per_example_scores
+    from snrtune.evaluation.evaluate import per_example_scores
 
     samples = {"t": [{"doc_id": 1, "filter": "none", "metrics": ["acc", "f1"], "acc": 1.0, "f1": [1, 0]},
                      {"doc_id": 0, "filter": "none", "metrics": ["acc", "f1"], "acc": 0.0, "f1": [0, 0]},
@@ -169,7 +169,7 @@ def test_cli_log_samples_writes_compact_scores_and_a_samples_file(tiny_llama, ta
 
 
 def test_shipped_tasks_resolve_to_existing_files(tmp_path):
-    from snrtune.evaluate import SHIPPED_TASKS
+    from snrtune.evaluation.evaluate import SHIPPED_TASKS
 
     resolved = resolve_task_dir(SHIPPED_TASKS, tmp_path / "tasks")
     for name in ("snrtune_toolcall", "snrtune_retention", "snrtune_ppl"):
@@ -205,7 +205,7 @@ def test_model_args_reach_lm_eval_and_the_record(tiny_llama, task_dir, tmp_path,
     """--model-args (k=v or JSON) is merged into lm-eval's model_args and recorded in eval.json."""
     import lm_eval
 
-    from snrtune.evaluate import parse_model_args
+    from snrtune.evaluation.evaluate import parse_model_args
 
     assert parse_model_args("parallelize=True,max_length=2048,device_map=auto") == {
         "parallelize": True, "max_length": 2048, "device_map": "auto"}

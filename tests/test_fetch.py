@@ -8,9 +8,9 @@ import transformers
 
 from snrtune.cli import main
 from snrtune.errors import SnrtuneError
-from snrtune.fetch import default_name, fetch
-from snrtune.scan import scan
-from snrtune.select import select
+from snrtune.fetch.model import default_name, fetch
+from snrtune.spectrum.scan import scan
+from snrtune.spectrum.select import select
 
 
 def test_local_directory_is_linked_with_a_source_record(tiny_llama, tmp_path):

@@ -11,8 +11,8 @@ import transformers
 from train_data import SELECTED_MODULES, write_alpaca, write_config, write_selection
 
 from snrtune.errors import SnrtuneError
-from snrtune.merge import merge
-from snrtune.train import train
+from snrtune.training.merge import merge
+from snrtune.training.train import train
 
 torch.set_num_threads(1)  # two threads on a shared 2-core machine spin-wait: 100x slower small matmuls
 
@@ -100,7 +100,7 @@ CUSTOM_TEMPLATE = ("{% for message in messages %}{{ '### ' + message['role'] + '
 def test_the_chat_template_trained_with_survives_merge(tiny_llama, inputs, tmp_path, method):
     """A chat_template from the training YAML is saved with the run and is the merged model's template, which
     `snrtune evaluate --apply-chat-template` (lm-eval's HFLM loading the tokenizer from the directory) uses."""
-    from snrtune.sft_data import render
+    from snrtune.training.sft_data import render
 
     config = write_config(tmp_path / "train.yaml", max_steps=1, val_fraction=0.0, chat_template=CUSTOM_TEMPLATE)
     selection = inputs["selection"] if method == "spectrum" else None

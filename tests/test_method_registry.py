@@ -15,9 +15,9 @@ from train_data import write_alpaca, write_config
 from snrtune import method_registry, naming
 from snrtune.cli import main
 from snrtune.errors import SnrtuneError
-from snrtune.merge import merge
+from snrtune.training.merge import merge
 from snrtune.method_registry import MethodSpec, registered
-from snrtune.train import load_config, train
+from snrtune.training.train import load_config, train
 
 torch.set_num_threads(1)  # two threads on a shared 2-core machine spin-wait: 100x slower small matmuls
 
@@ -84,7 +84,7 @@ def test_inconsistent_spec_is_refused():
 def test_a_control_method_is_one_entry_with_its_run_names():
     """A control is one entry: the prepare function of the method it mirrors, a random selection."""
     spec = MethodSpec("spectrum-shuffled", selection_kind="random", four_bit=False, is_adapter=False,
-                      merge="spectrum-delta", label="spectrum (shuffled)", prepare="snrtune.methods:prepare_spectrum",
+                      merge="spectrum-delta", label="spectrum (shuffled)", prepare="snrtune.training.methods:prepare_spectrum",
                       mirrors="spectrum")
     with registered(spec):
         assert "spectrum-shuffled" in method_registry.selection_names()

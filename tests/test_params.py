@@ -4,14 +4,14 @@ import json
 import subprocess
 import sys
 
-from snrtune.fetch import fetch
+from snrtune.fetch.model import fetch
 from snrtune.model_dir import PARAMS_FILE
-from snrtune.params import build_table, load_table
-from snrtune.scan import checkpoint_shapes, scan, weight_files
+from snrtune.fetch.params import build_table, load_table
+from snrtune.spectrum.scan import checkpoint_shapes, scan, weight_files
 
 SCAN_WITHOUT_TRANSFORMERS = """
 import sys
-from snrtune.scan import scan
+from snrtune.spectrum.scan import scan
 scan(sys.argv[1], sys.argv[2])
 assert "transformers" not in sys.modules, "scan imported transformers although the table was recorded"
 """

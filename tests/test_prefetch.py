@@ -6,7 +6,7 @@ import pytest
 
 from snrtune import cli
 from snrtune.errors import SnrtuneError
-from snrtune.prefetch import offline, prefetch_dataset
+from snrtune.fetch.prefetch import offline, prefetch_dataset
 
 
 def test_a_local_file_needs_no_download(tmp_path):

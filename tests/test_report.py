@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 from report_fixture import Results, bernoulli, ppl_pairs
-from snrtune import cli, stats
+from snrtune import cli
+from snrtune.report import stats
 from snrtune.errors import SnrtuneError
-from snrtune.plots import label_groups, pareto_front
-from snrtune.report import build_report
+from snrtune.report.plots import label_groups, pareto_front
+from snrtune.report.report import build_report
 
 # variant -> seed -> toolcall accuracy (60 examples); qlora scores best but its training loss rises
 TOOLCALL = {"spectrum": 0.8, "spectrum-random": 0.45, "lora": 0.5, "qlora": 0.95, "full": 0.75}
@@ -232,7 +233,7 @@ def test_a_control_method_of_the_registry_is_compared_with_its_snr_selection(tmp
 
     spec = method_registry.MethodSpec("spectrum-control", selection_kind="random", four_bit=False, is_adapter=False,
                                       merge="spectrum-delta", label="spectrum-random",
-                                      prepare="snrtune.methods:prepare_spectrum", mirrors="spectrum")
+                                      prepare="snrtune.training.methods:prepare_spectrum", mirrors="spectrum")
     monkeypatch.setitem(method_registry._REGISTRY, "spectrum-control", spec)
     res = Results(tmp_path / "results")
     res.add("m", "spectrum", bernoulli(0.8, 60, 1), t=25, seed=0)

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from report_fixture import Results, bernoulli
-from snrtune.report import build_report
+from snrtune.report.report import build_report
 
 CHROMIUM = os.environ.get("SNRTUNE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -1,9 +1,9 @@
-"""snrtune.resources: the training estimate against hand computations, and the workflow's overrides."""
+"""snrtune.workflow.resources: the training estimate against hand computations, and the workflow's overrides."""
 
 import pytest
 
-from snrtune import resources as r
-from snrtune import workflow_config as wc
+from snrtune.workflow import resources as r
+from snrtune.workflow import config as wc
 
 GIB = 1024 ** 3
 

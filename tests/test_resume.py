@@ -8,7 +8,7 @@ import json
 import torch
 from safetensors.torch import save_file
 
-from snrtune import resume
+from snrtune.training import resume
 
 
 def fingerprint(tmp_path, lr=1e-4, data="d" * 64, selection=None):

@@ -5,7 +5,7 @@ import yaml
 
 from snrtune.cli import main
 from snrtune.errors import SnrtuneError
-from snrtune.select import control_selection, select, spectrum_reference_yaml
+from snrtune.spectrum.select import control_selection, select, spectrum_reference_yaml
 
 
 def fake_scan(snrs: dict[str, list[float]], tied: bool = True) -> dict:
@@ -223,7 +223,7 @@ def test_cli_random_control_yaml(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_random_control_parameters_equal_spectrum_on_smollm2(smollm2_dir, tmp_path):
-    from snrtune.scan import load_scan, scan
+    from snrtune.spectrum.scan import load_scan, scan
 
     scan(smollm2_dir, tmp_path / "snr.json")
     result = load_scan(tmp_path / "snr.json")
@@ -238,7 +238,7 @@ def test_random_control_parameters_equal_spectrum_on_smollm2(smollm2_dir, tmp_pa
 
 
 def test_random_control_parameters_equal_spectrum_on_a_tiny_models_scan(tiny_llama, tmp_path):
-    from snrtune.scan import load_scan, scan
+    from snrtune.spectrum.scan import load_scan, scan
 
     scan(tiny_llama, tmp_path / "snr.json")
     result = load_scan(tmp_path / "snr.json")

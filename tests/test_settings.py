@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import yaml
 
-from snrtune import settings
+from snrtune.training import settings
 from snrtune.cli import main
 from snrtune.errors import SnrtuneError
-from snrtune.settings import TrainingSettings, load_settings
+from snrtune.training.settings import TrainingSettings, load_settings
 
 
 def write(tmp_path, text: str) -> str:
@@ -85,7 +85,7 @@ def test_settings_are_frozen():
 
 
 def test_bad_setting_fails_before_the_model_loads(tiny_llama, tmp_path, monkeypatch, capsys):
-    from snrtune import methods
+    from snrtune.training import methods
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded")

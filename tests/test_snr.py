@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from snrtune.snr import (eigvalsh, fast_singular_values, float32_gram_error, gram_singular_values, module_type,
+from snrtune.spectrum.snr import (eigvalsh, fast_singular_values, float32_gram_error, gram_singular_values, module_type,
                          reference_snr, snr_from_singular_values)
 
 

@@ -1,11 +1,11 @@
-"""snrtune.stats against hand computations and planted effects (small samples, fixed seeds: fast and exact)."""
+"""snrtune.report.stats against hand computations and planted effects (small samples, fixed seeds: fast and exact)."""
 
 import math
 
 import numpy as np
 import pytest
 
-from snrtune import stats
+from snrtune.report import stats
 
 
 def _bernoulli(p, n, seed):

@@ -11,12 +11,15 @@ from pathlib import Path
 import snrtune
 
 PACKAGE = Path(snrtune.__file__).parent
-WORKFLOW_LAYER = "snrtune.workflow_config"
+WORKFLOW_LAYER = "snrtune.workflow.config"
 
 
 def module_names() -> dict[str, Path]:
-    return {"snrtune." + path.stem if path.stem != "__init__" else "snrtune": path
-            for path in sorted(PACKAGE.glob("*.py"))}
+    names = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = ("snrtune",) + path.relative_to(PACKAGE).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
 
 
 def imports_of(path: Path, known: set[str]) -> set[str]:
@@ -60,9 +63,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_function_local_imports():
     graph = import_graph()
-    assert "snrtune.plots" in graph["snrtune.report"]  # imported inside build_report
-    assert "snrtune.sft_data" in graph["snrtune.train"]  # imported inside functions only
-    assert {"snrtune.params", "snrtune.scan"} <= graph["snrtune.fetch"]
+    assert "snrtune.report.plots" in graph["snrtune.report.report"]  # imported inside build_report
+    assert "snrtune.training.sft_data" in graph["snrtune.training.train"]  # imported inside functions only
+    assert {"snrtune.fetch.params", "snrtune.spectrum.scan"} <= graph["snrtune.fetch.model"]
 
 
 def test_cycle_finder_finds_a_cycle():
@@ -80,7 +83,7 @@ def test_no_core_module_imports_the_workflow_layer():
 
 
 def test_modules_snakemake_imports_while_parsing_load_no_torch():
-    code = ("import sys; import snrtune.workflow_config, snrtune.method_registry, snrtune.naming, snrtune.settings; "
+    code = ("import sys; import snrtune.workflow.config, snrtune.method_registry, snrtune.naming, snrtune.training.settings; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -106,3 +109,29 @@ def test_the_conda_environment_pins_what_pyproject_requires():
     shared = sorted(set(ours) & set(theirs))
     assert "trl" in shared and "torch" in shared
     assert {name: theirs[name] for name in shared} == {name: ours[name] for name in shared}
+
+
+def rule_commands() -> dict[str, set[str]]:
+    """The `snrtune COMMAND` (or `{params.launcher} COMMAND`) each rule file's shell lines run."""
+    import re
+
+    rules = Path(__file__).resolve().parents[1] / "workflow" / "rules"
+    found: dict[str, set[str]] = {}
+    for smk in sorted(rules.glob("*.smk")):
+        found[smk.stem] = set(re.findall(r"\{params\.env\}(?:snrtune|\{params\.launcher\}) ([a-z]+)", smk.read_text()))
+    return found
+
+
+def test_rule_file_sub_command_and_subpackage_are_one_hop_apart():
+    """A newcomer reads workflow/rules/X.smk, sees `snrtune CMD`, and finds CMD's code in snrtune/X/: every rule
+    file but common.smk runs only sub-commands whose module lives in the subpackage of the same name, and every
+    sub-command is run by some rule."""
+    from snrtune.cli import COMMANDS
+
+    by_file = rule_commands()
+    assert by_file.pop("common") == set()
+    for stem, commands in by_file.items():
+        assert commands, f"{stem}.smk runs no snrtune sub-command"
+        for command in commands:
+            assert COMMANDS[command][0].split(".")[1] == stem, (stem, command, COMMANDS[command][0])
+    assert set().union(*by_file.values()) == set(COMMANDS)

@@ -6,7 +6,7 @@ import pytest
 
 from snrtune.cli import main
 from snrtune.errors import SnrtuneError
-from snrtune.sweep import choose, pick
+from snrtune.training.sweep import choose, pick
 
 
 def make_candidate(root, lr, eval_losses, run_id="m/lora-s0"):

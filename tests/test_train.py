@@ -12,10 +12,10 @@ import transformers
 from safetensors.torch import load_file
 from train_data import SELECTED_MODULES, SELECTED_PARAMS, write_alpaca, write_config, write_preferences, write_selection
 
-from snrtune import methods
+from snrtune.training import methods
 from snrtune.cli import main
 from snrtune.errors import SnrtuneError
-from snrtune.train import load_config, train
+from snrtune.training.train import load_config, train
 
 torch.set_num_threads(1)  # two threads on a shared 2-core machine spin-wait: 100x slower small matmuls
 
@@ -348,7 +348,7 @@ def test_resume_skips_a_half_written_newest_checkpoint(spectrum_run, tiny_llama,
 
 def test_metrics_count_truncated_and_dropped_examples(tiny_llama, inputs, tmp_path, capsys):
     """16 rows, 2 held out; at max_seq_length 48 the longer answers are cut, one long prompt loses its answer."""
-    from snrtune import sft_data
+    from snrtune.training import sft_data
 
     rows = [json.loads(line) for line in inputs["data"].read_text().splitlines()]
     rows[5] = {**rows[5], "instruction": "tell me " * 40 + rows[5]["instruction"]}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from snrtune import workflow_config as wc
+from snrtune.workflow import config as wc
 from snrtune.errors import SnrtuneError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from snrtune import workflow_config as wc
+from snrtune.workflow import config as wc
 from snrtune.errors import SnrtuneError
-from snrtune.settings import parse_assignments
+from snrtune.training.settings import parse_assignments
 from test_workflow import SCHEMA, job_counts, minimal, snakemake
 
 

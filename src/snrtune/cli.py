@@ -14,15 +14,15 @@ from snrtune import __version__, method_registry
 from snrtune.errors import SnrtuneError
 
 COMMANDS = {
-    "fetch": ("snrtune.fetch", "Make a standard HF model directory from a hub id, a local dir or a GGUF file."),
-    "prefetch": ("snrtune.prefetch", "Download a hub dataset and lm-eval task data into the HF cache for offline jobs."),
-    "scan": ("snrtune.scan", "Compute the random-matrix-theory SNR of every weight matrix."),
-    "select": ("snrtune.select", "Select the top t% modules per type by SNR and export trainer configs."),
-    "train": ("snrtune.train", f"Fine-tune with {', '.join(method_registry.names())}."),
-    "pick": ("snrtune.sweep", "Pick the learning-rate sweep's candidate with the lowest validation loss."),
-    "merge": ("snrtune.merge", "Turn a training run into a standard HF model directory."),
-    "evaluate": ("snrtune.evaluate", "Benchmark a model directory with lm-evaluation-harness."),
-    "report": ("snrtune.report", "Gather runs and evaluations into tables, plots and report.html."),
+    "fetch": ("snrtune.fetch.model", "Make a standard HF model directory from a hub id, a local dir or a GGUF file."),
+    "prefetch": ("snrtune.fetch.prefetch", "Download a hub dataset and lm-eval task data into the HF cache for offline jobs."),
+    "scan": ("snrtune.spectrum.scan", "Compute the random-matrix-theory SNR of every weight matrix."),
+    "select": ("snrtune.spectrum.select", "Select the top t% modules per type by SNR and export trainer configs."),
+    "train": ("snrtune.training.train", f"Fine-tune with {', '.join(method_registry.names())}."),
+    "pick": ("snrtune.training.sweep", "Pick the learning-rate sweep's candidate with the lowest validation loss."),
+    "merge": ("snrtune.training.merge", "Turn a training run into a standard HF model directory."),
+    "evaluate": ("snrtune.evaluation.evaluate", "Benchmark a model directory with lm-evaluation-harness."),
+    "report": ("snrtune.report.report", "Gather runs and evaluations into tables, plots and report.html."),
 }
 
 

@@ -6,7 +6,7 @@ enum (a test checks they agree) all look a method up here. Adding a method is on
 BUILTIN plus its prepare function (and the name in workflow/schemas/config.schema.yaml).
 
 This module stays light (no torch, no transformers): Snakemake imports it through
-``snrtune.workflow_config`` while it parses the Snakefile. A prepare function is therefore named by a
+``snrtune.workflow.config`` while it parses the Snakefile. A prepare function is therefore named by a
 ``"module:function"`` string and imported only when a model is prepared; a test may pass a callable.
 """
 
@@ -38,7 +38,7 @@ class MethodSpec:
                       spectrum_delta.safetensors, overlaid on the base) or "full-copy" (the run is the model).
     label:            the method's name in the report's tables and plots.
     prepare:          ``"module:function"`` (or a callable): ``f(model, settings, selection, match_params_of)``
-                      returns (model ready to train, facts for metrics.json); see snrtune.methods.
+                      returns (model ready to train, facts for metrics.json); see snrtune.training.methods.
     rank_matching:    accepts ``--match-params-of qlora`` (choose the LoRA rank that trains as many parameters).
     train_overrides:  training settings this method changes from src/snrtune/data/train_defaults.yaml
                       (a user's --config still overrides them).
@@ -85,20 +85,20 @@ class MethodSpec:
 
 BUILTIN = (
     MethodSpec("spectrum", selection_kind="snr", four_bit=False, is_adapter=False, merge="spectrum-delta",
-               label="spectrum", prepare="snrtune.methods:prepare_spectrum"),
+               label="spectrum", prepare="snrtune.training.methods:prepare_spectrum"),
     MethodSpec("full", selection_kind=None, four_bit=False, is_adapter=False, merge="full-copy",
-               label="full", prepare="snrtune.methods:prepare_full"),
+               label="full", prepare="snrtune.training.methods:prepare_full"),
     MethodSpec("lora", selection_kind=None, four_bit=False, is_adapter=True, merge="adapter",
-               label="lora", prepare="snrtune.methods:prepare_lora"),
+               label="lora", prepare="snrtune.training.methods:prepare_lora"),
     MethodSpec("qlora", selection_kind=None, four_bit=True, is_adapter=True, merge="adapter",
-               label="qlora", prepare="snrtune.methods:prepare_qlora"),
+               label="qlora", prepare="snrtune.training.methods:prepare_qlora"),
     MethodSpec("laser-qlora", selection_kind="snr", four_bit=True, is_adapter=True, merge="adapter",
-               label="laser-qlora", prepare="snrtune.methods:prepare_laser_qlora", rank_matching=True),
+               label="laser-qlora", prepare="snrtune.training.methods:prepare_laser_qlora", rank_matching=True),
     # controls: as many modules per type as the SNR selection at the same t, chosen at random with the run's seed
     MethodSpec("spectrum-random", selection_kind="random", four_bit=False, is_adapter=False, merge="spectrum-delta",
-               label="spectrum-random", prepare="snrtune.methods:prepare_spectrum", mirrors="spectrum"),
+               label="spectrum-random", prepare="snrtune.training.methods:prepare_spectrum", mirrors="spectrum"),
     MethodSpec("laser-qlora-random", selection_kind="random", four_bit=True, is_adapter=True, merge="adapter",
-               label="laser-qlora-random", prepare="snrtune.methods:prepare_laser_qlora", rank_matching=True,
+               label="laser-qlora-random", prepare="snrtune.training.methods:prepare_laser_qlora", rank_matching=True,
                mirrors="laser-qlora"),
 )
 

@@ -3,7 +3,7 @@ Hugging Face model directory. fetch writes them, params and scan read them; this
 
 - ``snrtune_source.json``: where the model came from, ``{"name", "source", "kind", "revision"}``; ``name``
   is the model's short name in run ids.
-- ``snrtune_params.json``: the runtime parameter table (snrtune.params).
+- ``snrtune_params.json``: the runtime parameter table (snrtune.fetch.params).
 """
 
 from __future__ import annotations

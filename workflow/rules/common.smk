@@ -78,7 +78,7 @@ PATHS = workflow.modifier.path_modifier
 
 def train_plan(w):
     """GPUs, memory, runtime and sharding of a training job: overrides from the config, else the estimate
-    (snrtune.resources) from the fetched parameter table or the config's params_b."""
+    (snrtune.workflow.resources) from the fetched parameter table or the config's params_b."""
     model_dir = str(PATHS.replace_prefix(f"results/{w.model}/model", "input"))
     return wc.train_resources(config, w.model, w.run, model_dir)
 

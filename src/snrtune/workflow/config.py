@@ -16,7 +16,7 @@ import yaml
 
 from snrtune import method_registry
 from snrtune.errors import SnrtuneError
-from snrtune.fetch import resolve_package_path
+from snrtune.fetch.model import resolve_package_path
 from snrtune.naming import format_t, parse_run, run_name  # noqa: F401 (the rules call wc.parse_run)
 
 SELECTION_METHODS = method_registry.selection_names()  # the rules read it as wc.SELECTION_METHODS
@@ -137,7 +137,7 @@ def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS) -> None:
     settings and learning-rate candidates, --max-steps) are built and checked exactly as `snrtune train` will
     build them, and a local training data file is checked (its whole structure, the content of its first
     ``max_rows`` rows). Raises SnrtuneError with the one line `snrtune train` would print."""
-    from snrtune import data_check
+    from snrtune.training import data_check
 
     formats = {run_settings(config, model, method, lr).dataset_format for model in config["models"]
                for method in config["methods"] for lr in learning_rates(config, method) or [None]}
@@ -358,7 +358,7 @@ def run_settings(config: dict, model: str, method: str, learning_rate: float | N
     """The TrainingSettings `snrtune train` builds for ``method`` on ``model`` (at one learning-rate candidate):
     the method's overrides < the model's training file < the method's own settings (``--set``) < --max-steps,
     checked (SnrtuneError with one line on a bad value)."""
-    from snrtune import settings
+    from snrtune.training import settings
 
     own = method_settings(config, method) | ({"learning_rate": learning_rate} if learning_rate is not None else {})
     return settings.load_settings(train_config_path(config, model), method_registry.get(method).train_overrides,
@@ -367,7 +367,7 @@ def run_settings(config: dict, model: str, method: str, learning_rate: float | N
 
 def model_size(config: dict, model: str, model_dir: str | Path):
     """The size the estimate uses: the fetched parameter table, else the config's ``params_b``, else None."""
-    from snrtune import resources
+    from snrtune.workflow import resources
 
     table = Path(model_dir) / "snrtune_params.json"
     if table.is_file():
@@ -382,8 +382,8 @@ def model_size(config: dict, model: str, model_dir: str | Path):
 def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -> dict[str, Any]:
     """GPUs, host memory (MB), runtime (minutes) and sharding of one training job: the config's overrides
     (``models.M.resources.per_method.METHOD``, then ``train_gpus``/``train_mem_mb``/``train_runtime``/
-    ``train_strategy``) over the estimate of snrtune.resources."""
-    from snrtune import resources
+    ``train_strategy``) over the estimate of snrtune.workflow.resources."""
+    from snrtune.workflow import resources
 
     entry, hw_cfg = config["models"][model], config["resources"]
     res, parsed = entry["resources"], parse_run(run)

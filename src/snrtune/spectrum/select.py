@@ -24,8 +24,8 @@ from snrtune.artifact_names import COMPAT_STATS_SUFFIX
 from snrtune.artifacts import atomic_file, write_json, write_yaml
 from snrtune.errors import SnrtuneError
 from snrtune.naming import module_name, t_value
-from snrtune.scan import load_scan
-from snrtune.snr import module_type
+from snrtune.spectrum.scan import load_scan
+from snrtune.spectrum.snr import module_type
 
 UNRANKED = {"nonfinite": "with non-finite weights", "nonfinite_snr": "with a non-finite SNR (try --precision float64)",
             "empty": "empty", "snr_missing": "without an SNR"}

@@ -4,7 +4,7 @@ Tensors are read one group at a time (matrices of equal shape are batched), neve
 peak memory is about one batch plus its Gram matrices. Parameter names are reported as the model's
 ``named_parameters()`` gives them (checkpoint keys are renamed with transformers' own conversion
 mapping, e.g. Mixtral's per-expert ``w1`` → fused ``mlp.experts.gate_up_proj``), from the parameter table
-that ``snrtune fetch`` recorded, or one built on the meta device when there is none (snrtune.params).
+that ``snrtune fetch`` recorded, or one built on the meta device when there is none (snrtune.fetch.params).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from snrtune.artifacts import read_json, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import load_source_info
 from snrtune.naming import module_name
-from snrtune.params import parameter_table
+from snrtune.fetch.params import parameter_table
 from snrtune.record import Stopwatch, run_record
-from snrtune.safetensors_header import read_safetensors_header
-from snrtune.snr import fast_singular_values, module_type, snr_from_singular_values, svd_singular_values
+from snrtune.spectrum.safetensors_header import read_safetensors_header
+from snrtune.spectrum.snr import fast_singular_values, module_type, snr_from_singular_values, svd_singular_values
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 DEFAULT_BATCH_MIB = 64.0  # SmolLM2: as fast as 128, 0.41× instead of 0.48× the naive scan's peak memory
@@ -117,7 +117,7 @@ class Stored:
 
 def read_header(file: Path) -> dict[str, Stored]:
     """The tensors of one safetensors file, from a header validated against the file's size (see
-    snrtune.safetensors_header); storage dtypes that are not plain numbers (quantized, fp8) are left out."""
+    snrtune.spectrum.safetensors_header); storage dtypes that are not plain numbers (quantized, fp8) are left out."""
     entries, _ = read_safetensors_header(file)
     return {key: Stored(file, SAFETENSORS_DTYPES[entry.dtype], entry.shape, entry.offset)
             for key, entry in entries.items() if entry.dtype in SAFETENSORS_DTYPES}
@@ -133,7 +133,7 @@ def checkpoint_shapes(files: Iterable[Path]) -> dict[str, Stored]:
 
 def runtime_names(table: dict | None):
     """(named_parameters {name: shape}, tied {alias: name}, key → runtime-name function) from a parameter
-    table (see snrtune.params); without one, the checkpoint keys are the names."""
+    table (see snrtune.fetch.params); without one, the checkpoint keys are the names."""
     if table is None:
         return None, {}, (lambda key: key)
     renamed = table["renamed"]

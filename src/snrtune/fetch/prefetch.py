@@ -73,7 +73,7 @@ def prefetch_tasks(tasks: list[str], include_paths: list[str]) -> list[str]:
     """Load every task once (lm-eval downloads its data into the datasets cache); returns the task names."""
     import tempfile
 
-    from snrtune import evaluate
+    from snrtune.evaluation import evaluate
 
     with tempfile.TemporaryDirectory(prefix="snrtune-prefetch-") as work:
         manager = evaluate.task_manager(include_paths, Path(work), tasks)

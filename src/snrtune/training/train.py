@@ -18,7 +18,8 @@ from typing import Any
 
 import transformers
 
-from snrtune import method_registry, methods
+from snrtune import method_registry
+from snrtune.training import methods
 from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, COMPAT_STATS_SUFFIX, DELTA_FILE, METRICS_FILE,
                                     PARTIAL_SUFFIX, ROWS_DIR, RUN_FILE, SELECTION_COPY, TRAINER_PICKLE)
 from snrtune.artifacts import atomic_dir, read_json, read_yaml, write_json
@@ -26,7 +27,7 @@ from snrtune.errors import SnrtuneError
 from snrtune.model_dir import load_source_info
 from snrtune.naming import format_t
 from snrtune.record import Stopwatch, run_record
-from snrtune.settings import TrainingSettings, load_settings, parse_assignments
+from snrtune.training.settings import TrainingSettings, load_settings, parse_assignments
 
 STAGES = ("sft", "dpo")
 
@@ -113,7 +114,7 @@ def run_identity(model_dir, method: str, selection: dict | None, seed: int, stag
 # ---------------------------------------------------------------- data and trainer
 
 def load_tokenizer(model_dir, cfg: TrainingSettings):
-    from snrtune import sft_data as data
+    from snrtune.training import sft_data as data
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
@@ -126,8 +127,8 @@ def load_rows(stage: str, spec: str, cfg, summary) -> tuple[list, list, str, str
     """(train rows, validation rows, content sha256 of the data, its format), before any tokenizer or model
     loads. Local files were checked by ``data_check.check_training_data`` (``summary``); a hub dataset's rows
     are checked here, once loaded."""
-    from snrtune import data_check
-    from snrtune import sft_data as data
+    from snrtune.training import data_check
+    from snrtune.training import sft_data as data
 
     records = data.load_records(spec, cfg.dataset_split)
     fmt = summary.format
@@ -147,7 +148,7 @@ def sft_layout(tokenizer, cfg) -> dict[str, Any]:
     ``completion_only_loss``, which train the last assistant turn (any template that renders the prompt as
     a prefix of the conversation works).
     """
-    from snrtune import sft_data as data
+    from snrtune.training import sft_data as data
 
     if cfg.loss_on == "all":
         return {"rows_as": "messages", "assistant_only_loss": False, "completion_only_loss": False}
@@ -166,7 +167,7 @@ def datasets_for(stage: str, train_rows: list, val_rows: list, cfg, layout: dict
     """
     import datasets
 
-    from snrtune import sft_data as data
+    from snrtune.training import sft_data as data
 
     if store is not None and int(os.environ.get("RANK", "0")) != 0:
         return read_stored_rows(store)
@@ -585,15 +586,15 @@ def quiet_logs() -> None:
 def train(model_dir, method, data, out, selection=None, config=None, seed=None, stage="sft",
           match_params_of=None, resume=False, max_steps=None, callbacks=(), overrides=None, deepspeed=None):
     """Train and write RUN_DIR; returns (metrics on the main process else None, the trained model)."""
-    from snrtune import resume as resuming
-    from snrtune.data_check import check_training_data
+    from snrtune.training import resume as resuming
+    from snrtune.training.data_check import check_training_data
 
     stopwatch = Stopwatch()
     if not (Path(model_dir) / "config.json").is_file():
         raise SnrtuneError(f"model directory {model_dir} has no config.json; expected a directory from `snrtune fetch`")
     if stage not in STAGES:
         raise SnrtuneError(f"stage {stage!r}; expected one of {', '.join(STAGES)}")
-    if deepspeed:  # the workflow's sharded launch (snrtune.resources) names its ZeRO config
+    if deepspeed:  # the workflow's sharded launch (snrtune.workflow.resources) names its ZeRO config
         overrides = {**(overrides or {}), "deepspeed": deepspeed}
     cfg = load_config(config, seed, max_steps, method, overrides)
     sel = load_selection(selection)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from snrtune.data_check import FORMATS, SHAREGPT_ROLES, data_kind, detect_format, read_rows  # noqa: F401
+from snrtune.training.data_check import FORMATS, SHAREGPT_ROLES, data_kind, detect_format, read_rows  # noqa: F401
 from snrtune.errors import SnrtuneError
 
 
@@ -21,7 +21,7 @@ from snrtune.errors import SnrtuneError
 def load_records(spec: str, split: str = "train") -> list[dict[str, Any]]:
     """Rows of a local json/jsonl/parquet file, or of split ``split`` of a hub dataset id.
 
-    JSON and JSONL are read by snrtune.data_check (one-line errors naming the row; rows kept exactly as
+    JSON and JSONL are read by snrtune.training.data_check (one-line errors naming the row; rows kept exactly as
     written, with no column unification across rows); parquet and hub datasets by ``datasets``.
     """
     import datasets

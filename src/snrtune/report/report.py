@@ -8,7 +8,7 @@ a run directory stands for its metrics.json), snr.json (modules + parameters) an
 (unfrozen_parameters + modules). ``--benchmark RUN_ID=TSV`` adds a Snakemake benchmark of a training job.
 
 Everything is per model: runs of different models are never pooled as if they were seeds. Scores get 95 %
-confidence intervals and the target task's methods are compared pairwise on the same examples (snrtune.stats);
+confidence intervals and the target task's methods are compared pairwise on the same examples (snrtune.report.stats);
 the verdict names a winner only when it is significantly ahead (docs/evaluation.md, "How the report decides").
 """
 
@@ -24,12 +24,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from snrtune import method_registry, naming, stats
+from snrtune import method_registry, naming
+from snrtune.report import stats
 from snrtune.artifact_names import COMPARISONS_TABLE, REPORT_PAGE, RUNS_TABLE, SCORES_TABLE, SUMMARY
 from snrtune.artifacts import atomic_dir
-from snrtune.cost import COST_COLUMNS, compute_hours, peak_memory
+from snrtune.report.cost import COST_COLUMNS, compute_hours, peak_memory
 from snrtune.errors import SnrtuneError
-from snrtune.sweep import SWEEP_FILE
+from snrtune.training.sweep import SWEEP_FILE
 
 MAX_BYTES = 200 * 1024 * 1024
 # The score the report ranks by, per task; other tasks use the first of FALLBACK they report.
@@ -723,7 +724,7 @@ def model_sections(runs: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame, co
 def build_report(results_dir: str | Path | None, out: str | Path, target_task: str | None = None,
                  files: list[str] | None = None, benchmarks: list[str] = (),
                  resamples: int = stats.RESAMPLES) -> Path:
-    from snrtune import plots
+    from snrtune.report import plots
 
     if resamples < 100:
         raise SnrtuneError(f"--resamples {resamples} is too few for a 95% interval: expected at least 100")

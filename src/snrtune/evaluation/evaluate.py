@@ -25,7 +25,7 @@ from snrtune.errors import SnrtuneError
 from snrtune.model_dir import load_source_info
 from snrtune.record import Stopwatch, run_record
 
-SHIPPED_TASKS = Path(__file__).parent / "data" / "tasks"
+SHIPPED_TASKS = Path(__file__).parents[1] / "data" / "tasks"
 
 # The usual few-shot counts (Open LLM Leaderboard v1); --num-fewshot overrides them per task.
 DEFAULT_FEWSHOT = {"arc_challenge": 25, "hellaswag": 10, "mmlu": 5, "truthfulqa_mc2": 0, "winogrande": 5,
@@ -288,7 +288,7 @@ def _aggregations(values: list) -> tuple[str, ...]:
 
 
 def _matches(values: list, aggregation: str, reported: float | None) -> bool:
-    from snrtune.stats import corpus_metric
+    from snrtune.report.stats import corpus_metric
 
     if reported is None or any(v is None for v in values):
         return False

@@ -1,6 +1,6 @@
 """The demo data shipped with snrtune, generated deterministically.
 
-`python -m snrtune.demo_data --out src/snrtune/data/demo` writes, byte for byte the same each time:
+`python -m snrtune.evaluation.demo_data --out src/snrtune/data/demo` writes, byte for byte the same each time:
 
 - ``toolcall_train.jsonl`` / ``toolcall_test.jsonl``: a skill SmolLM2-135M-Instruct lacks and learns in a
   few dozen steps: answer a request with one strict-JSON tool call
@@ -384,7 +384,7 @@ def write_demo_data(out: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m snrtune.demo_data", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m snrtune.evaluation.demo_data", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="directory to write the demo files into")
     args = parser.parse_args(argv)
     for path in write_demo_data(args.out):

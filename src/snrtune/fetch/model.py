@@ -2,7 +2,7 @@
 directory or a GGUF file (also one shipped inside an installed Python package, ``pkg://pkg/file.gguf``).
 
 The result always holds config.json, safetensors weights, the tokenizer, ``snrtune_source.json`` and, for
-architectures transformers can build, the runtime parameter table ``snrtune_params.json`` (snrtune.params).
+architectures transformers can build, the runtime parameter table ``snrtune_params.json`` (snrtune.fetch.params).
 """
 
 from __future__ import annotations
@@ -108,9 +108,9 @@ def fetch(source: str, out: str | os.PathLike, revision: str | None = None, allo
 
 
 def record_parameter_table(model_dir: Path) -> None:
-    """Write the runtime parameter table (snrtune.params) so scans need not import transformers."""
-    from snrtune.params import write_table
-    from snrtune.scan import checkpoint_shapes, weight_files
+    """Write the runtime parameter table (snrtune.fetch.params) so scans need not import transformers."""
+    from snrtune.fetch.params import write_table
+    from snrtune.spectrum.scan import checkpoint_shapes, weight_files
 
     write_table(model_dir, checkpoint_shapes(weight_files(model_dir)))
 

@@ -1,0 +1,1 @@
+"""Stage 4: lm-evaluation-harness benchmarks and the shipped demo tasks (evaluate)."""

@@ -1,0 +1,1 @@
+"""Stage 5: statistics, tables, plots and report.html (report)."""

@@ -1,0 +1,1 @@
+"""The Snakemake side: config schema and defaults, paths, flags and resource estimates."""
