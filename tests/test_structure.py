@@ -135,3 +135,16 @@ def test_rule_file_sub_command_and_subpackage_are_one_hop_apart():
         for command in commands:
             assert COMMANDS[command][0].split(".")[1] == stem, (stem, command, COMMANDS[command][0])
     assert set().union(*by_file.values()) == set(COMMANDS)
+
+
+def test_the_rules_spell_no_results_path_of_their_own():
+    """Every results/ and logs/ path is a template of snrtune.workflow.paths (the rules and the config code fill
+    the same ones), so a path cannot be renamed in one place and not the other."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    sources = [root / "Snakefile", *sorted((root / "workflow" / "rules").glob("*.smk")),
+               *sorted((PACKAGE / "workflow").glob("*.py"))]
+    spelled = [(path.name, m.group(0)) for path in sources if path.name != "paths.py"
+               for m in re.finditer(r"[\"'](results|logs)/[^\"']*", path.read_text())]
+    assert spelled == []

@@ -126,6 +126,11 @@ def selection_names() -> tuple[str, ...]:
     return tuple(name for name, spec in _REGISTRY.items() if spec.needs_selection)
 
 
+def control_kinds() -> tuple[str, ...]:
+    """The selection kinds of the registered controls (``select --KIND --seed S`` makes their selections)."""
+    return tuple(dict.fromkeys(spec.selection_kind for spec in _REGISTRY.values() if spec.mirrors))
+
+
 def rank_references() -> tuple[str, ...]:
     """Every method some method can match the trainable-parameter count of (``--match-params-of`` choices)."""
     return tuple(dict.fromkeys(ref for spec in _REGISTRY.values() for ref in spec.matches_params_of))

@@ -25,7 +25,7 @@ from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, COMPAT_STATS
 from snrtune.artifacts import atomic_dir, read_json, read_yaml, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import load_source_info
-from snrtune.naming import format_t
+from snrtune import naming
 from snrtune.record import Stopwatch, run_record
 from snrtune.training.settings import TrainingSettings, load_settings, parse_assignments
 
@@ -93,17 +93,12 @@ def model_name(model_dir) -> str:
 
 
 def run_identity(model_dir, method: str, selection: dict | None, seed: int, stage: str) -> dict[str, Any]:
-    """snrtune_run.json: ``{model}/{method}[-t{T}]-s{seed}`` (``-dpo`` appended for a DPO stage)."""
+    """snrtune_run.json, its id in the run-id grammar of snrtune.naming: ``{model}/{method}[-t{T}|-b{B}]-s{seed}[-dpo]``."""
     name = model_name(model_dir)
     with_selection = selection is not None and method_registry.get(method).needs_selection
     top = selection.get("top_percent") if with_selection else None
-    run_id = f"{name}/{method}"
-    budget = selection.get("budget_params") if with_selection else None
-    if top is not None:
-        run_id += f"-t{format_t(top)}"  # as the workflow names runs
-    elif budget is not None:
-        run_id += f"-b{budget}"
-    run_id += f"-s{seed}" + ("-dpo" if stage == "dpo" else "")
+    budget = selection.get("budget_params") if with_selection and top is None else None
+    run_id = f"{name}/" + naming.format_run(method, seed, t=top, budget=budget, stage=stage)  # as the workflow names runs
     identity = {"id": run_id, "model": name, "method": method, "top_percent": top, "seed": seed, "stage": stage}
     parent = Path(model_dir) / RUN_FILE  # a DPO stage usually starts from a merged SFT run
     if stage == "dpo" and parent.is_file():

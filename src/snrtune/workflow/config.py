@@ -17,7 +17,8 @@ import yaml
 from snrtune import method_registry
 from snrtune.errors import SnrtuneError
 from snrtune.fetch.model import resolve_package_path
-from snrtune.naming import format_t, parse_run, run_name  # noqa: F401 (the rules call wc.parse_run)
+from snrtune.naming import BASE_RUN, format_t, parse_run, run_name  # noqa: F401 (the rules call wc.parse_run)
+from snrtune.workflow import paths
 
 SELECTION_METHODS = method_registry.selection_names()  # the rules read it as wc.SELECTION_METHODS
 
@@ -177,8 +178,9 @@ def selection_file(model: str, run: str) -> str | None:
     kind = method_registry.get(parsed["method"]).selection_kind
     if kind is None:
         return None
-    suffix = f"-{kind}-s{parsed['seed']}" if kind != "snr" else ""
-    return f"results/{model}/select/t{parsed['top_percent']}{suffix}.yaml"
+    if kind == "snr":
+        return paths.fill(paths.SELECTION, model=model, t=parsed["top_percent"])
+    return paths.fill(paths.CONTROL_SELECTION, model=model, t=parsed["top_percent"], kind=kind, seed=parsed["seed"])
 
 
 # ------------------------------------------------------------------- per-method settings and the sweep
@@ -225,7 +227,8 @@ def format_lr(lr: float) -> str:
 def sweep_candidates(config: dict, model: str, run: str) -> list[str]:
     """The run directories of a swept run's candidates, one per learning rate."""
     method = parse_run(run)["method"]
-    return [f"results/{model}/sweep/{run}/lr{format_lr(lr)}" for lr in learning_rates(config, method)]
+    return [paths.fill(paths.SWEEP_CANDIDATE, model=model, run=run, lr=format_lr(lr))
+            for lr in learning_rates(config, method)]
 
 
 def settings_flags(config: dict, method: str, lr: float | None = None) -> str:
@@ -242,8 +245,8 @@ def settings_flags(config: dict, method: str, lr: float | None = None) -> str:
 
 def evaluations(config: dict) -> list[str]:
     """Every eval.json the workflow produces: each run of each model, plus each base model."""
-    names = (["base"] if config["evaluate"]["base"] else []) + runs(config)
-    return [f"results/{model}/eval/{name}.json" for model in config["models"] for name in names]
+    names = ([BASE_RUN] if config["evaluate"]["base"] else []) + runs(config)
+    return [paths.fill(paths.EVAL, model=model, run=name) for model in config["models"] for name in names]
 
 
 # ---------------------------------------------------------------------------------------- sources
@@ -437,10 +440,10 @@ def report_inputs(config: dict) -> dict[str, list[str]]:
     selections = [selection_file(m, r) for m in models for r in runs_]
     return {
         "evals": evaluations(config),
-        "runs": [f"results/{m}/runs/{r}" for m in models for r in runs_],
-        "snr": [f"results/{m}/scan/snr.json" for m in models] if any(selections) else [],
+        "runs": [paths.fill(paths.RUN, model=m, run=r) for m in models for r in runs_],
+        "snr": [paths.fill(paths.SNR, model=m) for m in models] if any(selections) else [],
         "selections": list(dict.fromkeys(path for path in selections if path)),
-        "benchmarks": [f"results/{m}/benchmarks/train/{r}.tsv" for m, r in benchmarked_runs(config)],
+        "benchmarks": [paths.benchmark("train", r, model=m) for m, r in benchmarked_runs(config)],
     }
 
 
