@@ -4,7 +4,8 @@ import shlex
 import snrtune
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
-from snrtune import method_registry, workflow_config as wc
+from snrtune import method_registry
+from snrtune.workflow import config as wc
 from snrtune.errors import SnrtuneError
 
 # Paths of the workflow's own files through Snakemake's source-path mechanism (relative to this rule file),

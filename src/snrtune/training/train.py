@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="training YAML overriding src/snrtune/data/train_defaults.yaml")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config's)")
     parser.add_argument("--stage", choices=STAGES, default="sft", help="sft, or dpo on prompt/chosen/rejected data")
-    parser.add_argument("--match-params-of", choices=["qlora"],
-                        help="laser-qlora: pick the LoRA rank that trains as many parameters as qlora")
+    parser.add_argument("--match-params-of", choices=method_registry.rank_references(),
+                        help="laser-qlora: pick the LoRA rank that trains as many parameters as this method")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest complete checkpoint in OUT.partial/ if the run is unchanged "
                              "(settings, data, selection, model); else start afresh and say what changed")

@@ -86,8 +86,14 @@ def find_file(path: str, workflow_dir: str | Path | None, key: str) -> str:
 
 
 def load_schema(path: str | Path) -> dict:
+    """The config schema, its method enums filled from snrtune.method_registry (the one table of methods)."""
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    defs = schema["$defs"]
+    defs["method"] = {"enum": list(method_registry.names())}
+    defs["method_or_all"] = {"enum": ["all", *method_registry.names()]}
+    defs["rank_reference"] = {"enum": list(method_registry.rank_references())}
+    return schema
 
 
 def _number(value: Any, key: str) -> float:
