@@ -105,3 +105,17 @@ def test_workflow_overrides_win_over_the_estimate(tmp_path):
     assert (qlora["gpus"], qlora["mem_mb"], qlora["runtime"]) == (2, 50000, 99)
     assert wc.sharding_flags("zero3", "/repo") == "--deepspeed /repo/config/zero3.json"
     assert wc.sharding_flags("none", "/repo") == ""
+
+
+def test_a_strategy_override_gets_the_host_memory_of_that_strategy(tmp_path):
+    """train_strategy: zero2 on 8 GPUs: every process loads a 16-bit copy (8 × 2 bytes × 1.2), not ZeRO-3's one."""
+    schema = wc.load_schema(wc.Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml")
+    config = wc.validate_config({"models": {"m": {"source": "org/m", "params_b": 8.03, "device": "cuda",
+                                                  "resources": {"train_strategy": "zero2"}}},
+                                 "methods": ["full"]}, schema)
+    plan = wc.train_resources(config, "m", "full-s0", tmp_path)
+    size = r.size_from_count(8.03)
+    settings = r.Settings("full", seq_len=2048, micro_batch=4, grad_accum=4)
+    assert (plan["gpus"], plan["strategy"]) == (8, "zero2")
+    assert plan["mem_mb"] == r.host_mem_mb(size, settings, size.total, 8, "zero2") >= (8 * 2 * 1.2 * 8.03e9 + 8e9) / 1e6
+    assert wc.sharding_flags("zero2", "/repo") == "--deepspeed /repo/config/zero2.json"

@@ -412,17 +412,23 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
                        ("strategy", "train_strategy")):
         if res[field] is not None:
             out[key] = res[field]
-    out.update(res["per_method"].get(method, res["per_method"].get(settings_source(method), {})))
+    own = res["per_method"].get(method, res["per_method"].get(settings_source(method), {}))
+    out.update(own)
     if out["gpus"] <= 1:
         out["strategy"] = "none"
+    if est and (out["gpus"], out["strategy"]) != (est.gpus, est.strategy) and res["train_mem_mb"] is None \
+            and "mem_mb" not in own:  # host memory for the GPUs and sharding asked for
+        out["mem_mb"] = resources.host_mem_mb(size, settings, est.trainable, out["gpus"], out["strategy"])
     return out
 
 
-STRATEGY_FILES = {"zero3": "config/zero3.json", "zero3_offload": "config/zero3_offload.json"}
+STRATEGY_FILES = {"zero2": "config/zero2.json", "zero3": "config/zero3.json",
+                  "zero3_offload": "config/zero3_offload.json"}  # zero2: only as an override (train_strategy)
 
 
 def sharding_flags(strategy: str, workflow_dir: str | Path) -> str:
-    """``--deepspeed config/zero3*.json`` for a sharded training run (ZeRO-3, optionally offloaded), else ''."""
+    """``--deepspeed config/zero*.json`` for a sharded training run (ZeRO-3, optionally offloaded, or ZeRO-2
+    when the config asks for it), else ''."""
     if strategy not in STRATEGY_FILES:
         return ""
     return "--deepspeed " + shlex.quote(str(Path(workflow_dir) / STRATEGY_FILES[strategy]))
