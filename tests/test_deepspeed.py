@@ -207,3 +207,39 @@ def test_without_deepspeed_the_formula_is_the_fallback(monkeypatch):
     assert r.per_device_bytes(size, settings, size.total, 8, "zero3_offload") == pytest.approx(per_gpu)
     assert r.host_mem_mb(size, settings, size.total, 8, "zero3_offload") == math.ceil(
         (2 * size.total * 1.2 + 12 * size.total + 8e9) / 1e9) * 1000
+
+
+# ---------------------------------------------------------------- DeepSpeed missing: one line, before anything loads
+
+def test_train_asking_for_deepspeed_without_it_is_one_line_before_the_model_loads(
+        tiny_llama, inputs, tmp_path, monkeypatch, capsys):
+    from snrtune.training import methods, settings
+
+    monkeypatch.setattr(settings, "deepspeed_installed", lambda: False)
+    monkeypatch.setattr(methods, "prepare", lambda *a, **k: pytest.fail("the model was loaded"))
+    code = main(["train", str(tiny_llama), "--method", "full", "--data", str(inputs["data"]), "--config",
+                 str(inputs["config"]), "--out", str(tmp_path / "run"), "--deepspeed", "config/zero3.json"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == ("snrtune train: error: --deepspeed: key 'deepspeed' (config/zero3.json) asks for "
+                                 "DeepSpeed, which is not installed; expected `pip install 'snrtune[deepspeed]'` "
+                                 "or deepspeed: null")
+    assert not (tmp_path / "run").exists()
+
+
+def test_preflight_names_the_run_planned_under_zero_when_deepspeed_is_missing(monkeypatch, tmp_path):
+    """config/paper.yaml plans 8B Spectrum-50 on 2 GPUs and full fine-tuning on 4 with ZeRO-3: without
+    DeepSpeed the workflow stops before any job (the rules call wc.preflight while parsing), at the first."""
+    from snrtune.errors import SnrtuneError
+    from snrtune.training import settings
+
+    config, *_ = paper_plan("paper.yaml", "full-s0", tmp_path)
+    wc.preflight(config, packages_here=True)  # installed: nothing to say
+    monkeypatch.setattr(settings, "deepspeed_installed", lambda: False)
+    monkeypatch.setattr(r, "deepspeed_estimators", lambda: None)
+    wc.preflight(config, packages_here=False)  # under --sdm conda the jobs' environment brings it
+    with pytest.raises(SnrtuneError) as error:
+        wc.preflight(config, packages_here=True)
+    assert str(error.value) == (
+        "training run Meta-Llama-3-8B/spectrum-t50-s0 is planned on 2 GPUs with zero3 (--deepspeed "
+        "config/zero3.json), but DeepSpeed is not installed; expected `pip install 'snrtune[deepspeed]'`, "
+        "or models.Meta-Llama-3-8B.resources.train_gpus: 1")

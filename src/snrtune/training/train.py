@@ -27,7 +27,7 @@ from snrtune.errors import SnrtuneError
 from snrtune.model_dir import load_source_info
 from snrtune.naming import format_t
 from snrtune.record import Stopwatch, run_record
-from snrtune.training.settings import TrainingSettings, load_settings, parse_assignments
+from snrtune.training.settings import TrainingSettings, load_settings, parse_assignments, require_deepspeed
 
 STAGES = ("sft", "dpo")
 
@@ -616,6 +616,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     if deepspeed:  # the workflow's sharded launch (snrtune.workflow.resources) names its ZeRO config
         overrides = {**(overrides or {}), "deepspeed": deepspeed}
     cfg = load_config(config, seed, max_steps, method, overrides)
+    require_deepspeed(cfg, "--deepspeed" if deepspeed else f"training config {config}")
     sel = load_selection(selection)
     spec = methods.check_request(method, sel, match_params_of)
     quiet_logs()
