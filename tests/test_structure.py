@@ -91,14 +91,16 @@ def test_modules_snakemake_imports_while_parsing_load_no_torch():
 
 def test_the_conda_environment_pins_what_pyproject_requires():
     """envs/snrtune.yaml (the rules' software under --sdm conda) says its versions follow pyproject.toml: every
-    package both name carries the same version range, so a raised floor cannot be missed in one of them."""
+    package both name (dependencies and extras) carries the same version range, so a raised floor cannot be
+    missed in one of them."""
     import re
     import tomllib
 
     import yaml
 
     root = Path(__file__).resolve().parents[1]
-    required = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    required = project["dependencies"] + [spec for extra in project["optional-dependencies"].values() for spec in extra]
     env = yaml.safe_load((root / "envs" / "snrtune.yaml").read_text())
     pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
 
@@ -107,7 +109,7 @@ def test_the_conda_environment_pins_what_pyproject_requires():
 
     ours, theirs = by_name(required), by_name(pip)
     shared = sorted(set(ours) & set(theirs))
-    assert "trl" in shared and "torch" in shared
+    assert {"trl", "torch", "deepspeed"} <= set(shared)
     assert {name: theirs[name] for name in shared} == {name: ours[name] for name in shared}
 
 

@@ -17,7 +17,8 @@ REPO = os.path.normpath(os.path.join(workflow.current_basedir.get_path_or_uri(se
 try:
     schema = wc.load_schema(workflow.source_path("../schemas/config.schema.yaml"))
     wc.validate_config(config, schema, workflow_dir=REPO)
-    wc.preflight(config)  # training settings and data, checked before any job runs
+    # training settings and data, checked before any job runs; DeepSpeed where the jobs run in this environment
+    wc.preflight(config, packages_here=DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method)
 except SnrtuneError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 

@@ -70,9 +70,13 @@ def unwrapped_name(name: str) -> str:
 
 
 def n_elements(param: torch.Tensor) -> int:
-    """Elements a parameter stands for (a bnb 4-bit parameter packs two per byte; count the original)."""
+    """Elements a parameter stands for: a bnb 4-bit parameter packs two per byte (count the original); under
+    ZeRO-3 partitioned loading a parameter's own data is empty and DeepSpeed keeps its count in ``ds_numel``."""
     quant_state = getattr(param, "quant_state", None)
-    return math.prod(quant_state.shape) if quant_state is not None else param.numel()
+    if quant_state is not None:
+        return math.prod(quant_state.shape)
+    ds_numel = getattr(param, "ds_numel", None)
+    return int(ds_numel) if ds_numel is not None else param.numel()
 
 
 def count_params(model) -> tuple[int, int]:

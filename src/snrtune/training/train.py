@@ -27,7 +27,7 @@ from snrtune.errors import SnrtuneError
 from snrtune.model_dir import load_source_info
 from snrtune import naming
 from snrtune.record import Stopwatch, run_record
-from snrtune.training.settings import TrainingSettings, load_settings, parse_assignments
+from snrtune.training.settings import TrainingSettings, load_settings, parse_assignments, require_deepspeed
 
 STAGES = ("sft", "dpo")
 
@@ -272,6 +272,7 @@ def training_args(stage: str, cfg: TrainingSettings, output_dir: Path, has_eval:
     partition only (transformers' HfDeepSpeedConfig; the returned object must stay alive meanwhile)."""
     import trl
 
+    init_deepspeed_on_cpu(cfg)
     kwargs = trainer_kwargs(cfg, output_dir, has_eval)
     if stage == "dpo":  # DPO batches are padded, never packed
         kwargs["include_num_input_tokens_seen"] = "non_padding"
@@ -281,6 +282,18 @@ def training_args(stage: str, cfg: TrainingSettings, output_dir: Path, has_eval:
         packing_strategy="bfd",  # whole examples, each with its own position ids (no cross-example attention)
         assistant_only_loss=layout["assistant_only_loss"], completion_only_loss=layout["completion_only_loss"],
         dataset_num_proc=cfg.dataset_num_proc, shuffle_dataset=False)
+
+
+def init_deepspeed_on_cpu(cfg: TrainingSettings) -> None:
+    """DeepSpeed's process group for CPU processes under torchrun. accelerate starts DeepSpeed's communication
+    only on accelerator devices; without it ZeRO-3's partitioned loading (zero.Init, in from_pretrained) sees
+    one process and its batch check fails on two. DeepSpeed's gloo backend is what its CPU runs use."""
+    import torch
+
+    if cfg.deepspeed and not torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=cfg.ddp_backend or "gloo")
 
 
 VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
@@ -516,7 +529,7 @@ def spectrum_delta(trainer) -> dict[str, Any]:
     model = trainer.model
     trained = {name for name, p in model.named_parameters() if p.requires_grad}
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
-        state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+        state = trainer.accelerator.get_state_dict(trainer.model_wrapped) or {}  # ZeRO-3 gathers on rank 0 only
         return {n: t.detach().cpu().contiguous() for n, t in state.items() if n in trained}
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if n in trained}
 
@@ -544,9 +557,15 @@ def save_tokenizer(tokenizer, out: Path) -> None:
 
 
 def optimizer_elements(trainer) -> int | None:
-    """Elements the optimizer updates (None when DeepSpeed/FSDP flatten them)."""
-    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled or trainer.optimizer is None:
+    """Elements the optimizer updates (None under FSDP, which flattens them). A ZeRO optimizer's param_groups
+    hold flat partitions; its 16-bit groups (``fp16_groups`` at stage 3, ``bit16_groups`` at 1/2) keep the
+    model's parameters, counted with their ``ds_numel`` under ZeRO-3."""
+    if trainer.is_fsdp_enabled or trainer.optimizer is None:
         return None
+    if trainer.is_deepspeed_enabled:
+        zero = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+        groups = getattr(zero, "fp16_groups", None) or getattr(zero, "bit16_groups", None)
+        return None if groups is None else sum(methods.n_elements(p) for group in groups for p in group)
     return sum(p.numel() for group in trainer.optimizer.param_groups for p in group["params"])
 
 
@@ -592,6 +611,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     if deepspeed:  # the workflow's sharded launch (snrtune.workflow.resources) names its ZeRO config
         overrides = {**(overrides or {}), "deepspeed": deepspeed}
     cfg = load_config(config, seed, max_steps, method, overrides)
+    require_deepspeed(cfg, "--deepspeed" if deepspeed else f"training config {config}")
     sel = load_selection(selection)
     spec = methods.check_request(method, sel, match_params_of)
     quiet_logs()

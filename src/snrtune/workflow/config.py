@@ -139,19 +139,43 @@ def check_method_settings(config: dict) -> None:
 PREFLIGHT_ROWS = 1000  # rows whose content the pre-flight check reads (every row's structure is read)
 
 
-def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS) -> None:
+def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS, packages_here: bool = True) -> None:
     """Before any job runs: every training job's settings (the shared training file, each method's own
     settings and learning-rate candidates, --max-steps) are built and checked exactly as `snrtune train` will
     build them, and a local training data file is checked (its whole structure, the content of its first
-    ``max_rows`` rows). Raises SnrtuneError with the one line `snrtune train` would print."""
+    ``max_rows`` rows). With ``packages_here`` (the jobs run in this environment, not under --sdm conda),
+    a job that will ask for DeepSpeed finds it installed. Raises SnrtuneError with the one line `snrtune
+    train` would print."""
     from snrtune.training import data_check
 
     formats = {run_settings(config, model, method, lr).dataset_format for model in config["models"]
                for method in config["methods"] for lr in learning_rates(config, method) or [None]}
+    if packages_here:
+        require_deepspeed_for_plans(config)
     data = resolve_source(config["data"]["train"])
     if data_check.data_kind(data) == "local":
         for dataset_format in sorted(formats):  # one per training file that sets its own
             data_check.check_training_data(data, dataset_format, config["train"]["stage"], max_rows=max_rows)
+
+
+def require_deepspeed_for_plans(config: dict, results: str | Path = "results") -> None:
+    """Every training job that will run under DeepSpeed (its training file's ``deepspeed`` key, or a sharded
+    plan: ``--deepspeed config/zero*.json``) finds DeepSpeed installed; one line naming the run otherwise."""
+    from snrtune.training import settings
+
+    if settings.deepspeed_installed():
+        return
+    for model in config["models"]:
+        for method in config["methods"]:
+            settings.require_deepspeed(run_settings(config, model, method),
+                                       f"training config {train_config_path(config, model)}")
+        for run in runs(config):
+            plan = train_resources(config, model, run, Path(results) / model / "model")
+            if plan["strategy"] in STRATEGY_FILES:
+                raise SnrtuneError(
+                    f"training run {model}/{run} is planned on {plan['gpus']} GPUs with {plan['strategy']} "
+                    f"(--deepspeed {STRATEGY_FILES[plan['strategy']]}), but DeepSpeed is not installed; expected "
+                    f"`{settings.DEEPSPEED_INSTALL}`, or models.{model}.resources.train_gpus: 1")
 
 
 # -------------------------------------------------------------------------------------- run names
@@ -415,17 +439,23 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
                        ("strategy", "train_strategy")):
         if res[field] is not None:
             out[key] = res[field]
-    out.update(res["per_method"].get(method, res["per_method"].get(settings_source(method), {})))
+    own = res["per_method"].get(method, res["per_method"].get(settings_source(method), {}))
+    out.update(own)
     if out["gpus"] <= 1:
         out["strategy"] = "none"
+    if est and (out["gpus"], out["strategy"]) != (est.gpus, est.strategy) and res["train_mem_mb"] is None \
+            and "mem_mb" not in own:  # host memory for the GPUs and sharding asked for
+        out["mem_mb"] = resources.host_mem_mb(size, settings, est.trainable, out["gpus"], out["strategy"])
     return out
 
 
-STRATEGY_FILES = {"zero3": "config/zero3.json", "zero3_offload": "config/zero3_offload.json"}
+STRATEGY_FILES = {"zero2": "config/zero2.json", "zero3": "config/zero3.json",
+                  "zero3_offload": "config/zero3_offload.json"}  # zero2: only as an override (train_strategy)
 
 
 def sharding_flags(strategy: str, workflow_dir: str | Path) -> str:
-    """``--deepspeed config/zero3*.json`` for a sharded training run (ZeRO-3, optionally offloaded), else ''."""
+    """``--deepspeed config/zero*.json`` for a sharded training run (ZeRO-3, optionally offloaded, or ZeRO-2
+    when the config asks for it), else ''."""
     if strategy not in STRATEGY_FILES:
         return ""
     return "--deepspeed " + shlex.quote(str(Path(workflow_dir) / STRATEGY_FILES[strategy]))
