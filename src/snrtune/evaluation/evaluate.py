@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from snrtune import hub
 from snrtune.artifact_names import RUN_FILE
 from snrtune.artifacts import atomic_file, read_json, write_json
 from snrtune.errors import SnrtuneError
@@ -211,8 +212,7 @@ def load_task(manager, name: str, num_fewshot: int | None):
 
 
 def _looks_offline(exc: BaseException) -> bool:
-    offline = os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "") or \
-        os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
+    offline = hub.offline()
     words = ("connect", "offline", "network", "resolve", "hub", "timed out", "couldn't reach", "not found on")
     chain, seen = [], exc
     while seen is not None and len(chain) < 10:

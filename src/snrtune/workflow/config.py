@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from snrtune import hub
 from snrtune import method_registry
 from snrtune.errors import SnrtuneError
 from snrtune.fetch.model import resolve_package_path
@@ -285,7 +286,7 @@ def local_files(source: str | None) -> list[str]:
     if not source:
         return []
     path = Path(resolve_source(source))
-    return [str(path.resolve())] if path.exists() else []
+    return [str(path.resolve())] if hub.is_local(path) else []
 
 
 # ------------------------------------------------------------------------------- command arguments
