@@ -25,11 +25,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from snrtune import method_registry
 from snrtune.errors import SnrtuneError
 
 GIB = 1024 ** 3
-WEIGHT_BYTES = {"full": 2.0, "spectrum": 2.0, "lora": 2.0, "qlora": 0.55, "laser-qlora": 0.55}
-QUANTIZED = ("qlora", "laser-qlora")  # bitsandbytes 4-bit bases are not sharded here: one GPU per process
+BF16_BYTES = 2.0   # a 16-bit weight
+NF4_BYTES = 0.55   # a 4-bit NF4 weight with its quantization constants (bitsandbytes 4-bit bases are not sharded
+                   # here: one GPU per process)
 ACTIVATION_BYTES = 34  # bytes per token, layer and hidden unit in 16-bit (Korthikanti et al. 2022, flash attention)
 CHECKPOINT_BYTES = 2   # with gradient checkpointing: each layer's 16-bit input is kept
 OVERHEAD = 1.1
@@ -134,26 +136,36 @@ def size_from_count(params_b: float, vocab: int = 32000) -> ModelSize:
 def trainable_params(size: ModelSize, s: Settings) -> int:
     """Full: every parameter; Spectrum: t % of the layer matrices; LoRA/QLoRA: r × Σ(in+out);
     laser-QLoRA: the same rank on t % of them (with match_params_of qlora it trains as many as QLoRA,
-    which this bounds from above)."""
-    if s.method == "full":
-        return size.total
-    share = (s.top_percent or 100) / 100
-    if s.method == "spectrum":
-        return int(share * size.linear)
-    if s.method in ("lora", "qlora"):
-        return s.lora_r * size.lora_per_rank
-    if s.method == "laser-qlora":
+    which this bounds from above).
+
+    The rule follows the method's MethodSpec (snrtune.method_registry): an adapter method is LoRA (on every
+    linear layer, or on the selection's share of them); any other method trains the model's own weights (the
+    selection's share of the layer matrices, or every parameter: full fine-tuning, and the bound for a method
+    that trains some other subset)."""
+    spec = method_registry.get(s.method)
+    share = (s.top_percent or 100) / 100 if spec.needs_selection else 1.0
+    if spec.is_adapter:
         return int(s.lora_r * size.lora_per_rank * share)
-    raise SnrtuneError(f"method {s.method!r}; expected one of {', '.join(WEIGHT_BYTES)}")
+    return int(share * size.linear) if spec.needs_selection else size.total
+
+
+def weight_bytes(method: str) -> float:
+    return NF4_BYTES if method_registry.get(method).four_bit else BF16_BYTES
+
+
+def quantized(method: str) -> bool:
+    return method_registry.get(method).four_bit
 
 
 def state_bytes(method: str) -> float:
-    return 14.0 if method in ("full", "spectrum") else 16.0
+    """Per trainable parameter on a GPU: a 16-bit gradient and fp32 AdamW state (+ master copy of an adapter)."""
+    return 16.0 if method_registry.get(method).is_adapter else 14.0
 
 
 def model_state_bytes(size: ModelSize, s: Settings, trainable: int) -> float:
-    weight = WEIGHT_BYTES[s.method] if s.device == "cuda" else (0.55 if s.method in QUANTIZED else 4.0)
-    per_trainable = state_bytes(s.method) if s.device == "cuda" else (12.0 if s.method in ("full", "spectrum") else 16.0)
+    adapter = method_registry.get(s.method).is_adapter
+    weight = weight_bytes(s.method) if s.device == "cuda" else (NF4_BYTES if quantized(s.method) else 4.0)
+    per_trainable = state_bytes(s.method) if s.device == "cuda" else (16.0 if adapter else 12.0)
     return weight * size.total + per_trainable * trainable
 
 
@@ -205,11 +217,11 @@ def per_device_bytes(size: ModelSize, s: Settings, trainable: int, gpus: int, st
     if zero is not None:
         states = zero[0]
     elif strategy == "zero2":  # gradients and optimizer state partitioned, the 16-bit weights on every GPU
-        states = WEIGHT_BYTES[s.method] * size.total + (states - WEIGHT_BYTES[s.method] * size.total) / gpus
+        states = weight_bytes(s.method) * size.total + (states - weight_bytes(s.method) * size.total) / gpus
     elif strategy == "zero3":
         states /= gpus
     elif strategy == "zero3_offload":  # fp32 master copy and AdamW moments live in host memory
-        states = (WEIGHT_BYTES[s.method] * size.total + 2 * trainable) / gpus
+        states = (weight_bytes(s.method) * size.total + 2 * trainable) / gpus
     return OVERHEAD * (states + activation_bytes(size, s)) + FIXED_GIB * GIB
 
 
@@ -258,7 +270,7 @@ def estimate(size: ModelSize, s: Settings, hw: Hardware = Hardware()) -> Estimat
     budget = hw.gpu_mem_gb * 1e9 * hw.headroom
     counts = [n for n in GPU_COUNTS if n <= hw.gpus_per_node] or [1]
     notes: list[str] = []
-    if s.method in QUANTIZED:
+    if quantized(s.method):
         choice = (1, "none")
         if per_device_bytes(size, s, trainable, 1, "none") > budget:
             notes.append(f"{s.method} does not fit one {hw.gpu_mem_gb:g} GB GPU; set a larger GPU or an override")
