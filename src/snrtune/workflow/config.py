@@ -186,7 +186,7 @@ def top_percents(config: dict, method: str) -> list:
     spec = method_registry.get(method)
     if not spec.needs_selection:
         return [None]
-    if spec.selection_kind == "random" and config["control_top_percent"] is not None:
+    if spec.mirrors and config["control_top_percent"] is not None:
         return list(config["control_top_percent"])
     return list(config["top_percent"])
 
@@ -198,7 +198,7 @@ def runs(config: dict) -> list[str]:
 
 
 def selection_file(model: str, run: str) -> str | None:
-    """The selection a run trains: select/t{T}.yaml (SNR), select/t{T}-random-s{SEED}.yaml (a control), or None."""
+    """The selection a run trains: select/t{T}.yaml (SNR), select/t{T}-{KIND}-s{SEED}.yaml (a control), or None."""
     parsed = parse_run(run)
     kind = method_registry.get(parsed["method"]).selection_kind
     if kind is None:
