@@ -21,7 +21,6 @@ from snrtune.fetch.model import resolve_package_path
 from snrtune.naming import BASE_RUN, format_t, parse_run, run_name  # noqa: F401 (the rules call wc.parse_run)
 from snrtune.workflow import paths
 
-SELECTION_METHODS = method_registry.selection_names()  # the rules read it as wc.SELECTION_METHODS
 
 
 # ----------------------------------------------------------------------------------------- config
