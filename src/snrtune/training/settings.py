@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import importlib.util
 import math
 import re
 from dataclasses import dataclass
@@ -194,6 +195,62 @@ class TrainingSettings:
 KEYS = tuple(f.name for f in dataclasses.fields(TrainingSettings))
 
 
+# --- optional packages: a setting that needs one is refused when the settings are read if it is not installed -----
+
+# (key, value or None for "any value but null") -> (module, what installs it)
+OPTIONAL_PACKAGES = {
+    ("deepspeed", None): ("deepspeed", "pip install deepspeed"),
+    ("attn_implementation", "flash_attention_2"): ("flash_attn", "pip install flash-attn --no-build-isolation"),
+    ("attn_implementation", "flash_attention_3"): (
+        "flash_attn_interface", "build flash-attention's hopper/ directory (github.com/Dao-AILab/flash-attention)"),
+}
+FOUR_BIT_PACKAGE = ("bitsandbytes", "pip install bitsandbytes")  # the NF4 base of qlora and laser-qlora
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (found, not imported: no torch here)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_packages(settings: "TrainingSettings", origin: Mapping[str, str], method: str | None = None) -> None:
+    """One line naming the setting (and where it was set) and the package it needs, when that is missing."""
+    for (key, value), (module, install) in OPTIONAL_PACKAGES.items():
+        given = getattr(settings, key)
+        if given is not None and value in (None, given) and not installed(module):
+            raise SnrtuneError(f"{origin[key]}: key {key!r}: {_shown(given)} needs the {module} package, which is "
+                               f"not installed: {install}")
+    if method is not None:
+        from snrtune import method_registry
+
+        spec = method_registry.find(method)
+        module, install = FOUR_BIT_PACKAGE
+        if spec is not None and spec.four_bit and not installed(module):
+            raise SnrtuneError(f"method {method!r} trains on a 4-bit NF4 base, which needs the {module} package, "
+                               f"which is not installed: {install}")
+
+
+def check_bitsandbytes_kernels(method: str) -> None:
+    """bitsandbytes loads its native library for the machine's accelerator when imported; where none fits (a
+    CUDA version it ships no build for, a missing CUDA runtime), it keeps a stand-in that fails at the first
+    4-bit operation, after the model loaded. This says so first. On a CPU none is needed (its torch ops
+    serve). Imports bitsandbytes (and torch): for `snrtune train`, not for the workflow's pre-flight."""
+    module, install = FOUR_BIT_PACKAGE
+    if not installed(module):
+        raise SnrtuneError(f"method {method!r} trains on a 4-bit NF4 base, which needs the {module} package, "
+                           f"which is not installed: {install}")
+    from bitsandbytes import cextension
+
+    if isinstance(cextension.lib, cextension.ErrorHandlerMockBNBNativeLibrary) \
+            and cextension.BNB_BACKEND not in ("CPU", "XPU"):
+        why = " ".join(str(getattr(cextension.lib, "error_msg", "") or "").split())[:200]
+        raise SnrtuneError(f"method {method!r} trains on a 4-bit NF4 base, but bitsandbytes has no "
+                           f"{cextension.BNB_BACKEND} kernels for this machine ({why or 'its library did not load'}): "
+                           f"pip install -U bitsandbytes (a build for this {cextension.BNB_BACKEND} version)")
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, str):
         return f"the string {value!r}"
@@ -208,7 +265,7 @@ def default_values() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def build(layers: list[tuple[str, Mapping[str, Any] | None]]) -> TrainingSettings:
+def build(layers: list[tuple[str, Mapping[str, Any] | None]], method: str | None = None) -> TrainingSettings:
     """Settings from (origin, values) layers, later ones overriding earlier ones; the first must set every key.
 
     ``origin`` names where the values came from, for error messages ("training config config/x.yaml").
@@ -234,7 +291,9 @@ def build(layers: list[tuple[str, Mapping[str, Any] | None]]) -> TrainingSetting
             checked[f.name] = f.metadata["check"](values[f.name])
         except _Invalid as exc:
             raise SnrtuneError(f"{origin[f.name]}: key {f.name!r}: {exc}, got {_shown(values[f.name])}") from None
-    return TrainingSettings(**checked)
+    settings = TrainingSettings(**checked)
+    check_packages(settings, origin, method)
+    return settings
 
 
 def parse_assignments(items: list[str] | None) -> dict[str, Any] | None:
@@ -277,4 +336,4 @@ def load_settings(path: str | None = None, method_overrides: Mapping[str, Any] |
                   (f"method {method!r} training overrides", method_overrides or None),
                   (f"training config {path}", user),
                   ("command line --set", assignments or None),
-                  ("command line", given or None)])
+                  ("command line", given or None)], method)
