@@ -127,6 +127,7 @@ def check_backend(backend: str) -> None:
 
 
 def parse_batch_size(text: str) -> int | str:
+    """'auto' or a positive integer; the workflow config's ``evaluate.batch_size`` is checked by this too."""
     if text == "auto" or (text.isdigit() and int(text) > 0):
         return text if text == "auto" else int(text)
     raise SnrtuneError(f"--batch-size {text!r} is not a positive integer or 'auto'")

@@ -85,10 +85,13 @@ def _validate(data: Any, schema: dict, what: str) -> None:
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         error = errors[0]
-        message = error.message
+        path, message = list(error.absolute_path), error.message
         if error.validator == "format":
             message = f"{error.instance!r} is not a regular expression Python can compile"
-        raise SnrtuneError(f"{what}: key {_key(error.absolute_path)!r}: {message}")
+        elif error.validator == "required" and isinstance(error.instance, dict):
+            missing = next(name for name in error.validator_value if name not in error.instance)
+            path, message = path + [missing], "is missing (required)"
+        raise SnrtuneError(f"{what}: key {_key(path)!r}: {message}")
 
 
 def _read_text(path: Path, what: str) -> str:

@@ -68,12 +68,26 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
     if with_t and not config["top_percent"]:
         raise SnrtuneError(f"config key 'top_percent': methods {' and '.join(with_t)} need at least one t value")
     check_method_settings(config)
+    check_eval_batch_size(config)
     holders = [("train.config", config["train"], "config")]
     holders += [(f"models.{name}.train_config", model, "train_config") for name, model in config["models"].items()]
     for key, holder, field in holders:
         if holder[field]:
             holder[field] = find_file(holder[field], workflow_dir, key)
     return config
+
+
+def check_eval_batch_size(config: dict) -> None:
+    """``evaluate.batch_size`` by `snrtune evaluate`'s own rule (parse_batch_size), so the config refuses what the
+    evaluate jobs would refuse after training."""
+    from snrtune.evaluation.evaluate import parse_batch_size
+
+    value = config["evaluate"]["batch_size"]
+    try:
+        parse_batch_size(str(value))
+    except SnrtuneError:
+        raise SnrtuneError(f"config key 'evaluate.batch_size': {value!r} is not a positive integer or 'auto' "
+                           f"(as `snrtune evaluate --batch-size` takes it)") from None
 
 
 def find_file(path: str, workflow_dir: str | Path | None, key: str) -> str:
@@ -139,12 +153,32 @@ def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS) -> None:
     ``max_rows`` rows). Raises SnrtuneError with the one line `snrtune train` would print."""
     from snrtune.training import data_check
 
+    check_optional_packages(config)
     formats = {run_settings(config, model, method, lr).dataset_format for model in config["models"]
                for method in config["methods"] for lr in learning_rates(config, method) or [None]}
     data = resolve_source(config["data"]["train"])
     if data_check.data_kind(data) == "local":
         for dataset_format in sorted(formats):  # one per training file that sets its own
             data_check.check_training_data(data, dataset_format, config["train"]["stage"], max_rows=max_rows)
+
+
+def check_optional_packages(config: dict) -> None:
+    """The packages the jobs will need, found in the environment Snakemake runs in (under --sdm conda the jobs'
+    environment is envs/snrtune.yaml): vllm for ``eval_backend: vllm``, deepspeed for a training job the resource
+    estimate (or ``train_strategy``) shards with ZeRO-3. Training settings that need one (``deepspeed``,
+    flash-attention, a 4-bit method's bitsandbytes) are checked as `snrtune train` reads them (run_settings)."""
+    from snrtune.training.settings import installed
+
+    for model, entry in config["models"].items():
+        if entry["eval_backend"] == "vllm" and not installed("vllm"):
+            raise SnrtuneError(f"config key 'models.{model}.eval_backend': vllm needs the vllm package, which is not "
+                               f"installed: pip install vllm")
+        for run in runs(config):
+            strategy = train_resources(config, model, run, f"results/{model}/model")["strategy"]
+            if strategy in STRATEGY_FILES and not installed("deepspeed"):
+                raise SnrtuneError(f"config key 'models.{model}.resources': run {run} trains sharded with "
+                                   f"{strategy} ({STRATEGY_FILES[strategy]}), which needs the deepspeed package, "
+                                   f"which is not installed: pip install deepspeed")
 
 
 # -------------------------------------------------------------------------------------- run names
