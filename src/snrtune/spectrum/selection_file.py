@@ -35,8 +35,8 @@ SELECTION_SCHEMA: dict[str, Any] = {
     "required": ["unfrozen_parameters"],
     "properties": {
         "unfrozen_parameters": {**_STRINGS, "items": {"type": "string", "minLength": 1, "format": "regex"}},
-        "trainable_params": _COUNT,
-        "total_params": _COUNT,
+        "trainable_params": {"type": ["integer", "null"], "minimum": 1},  # null: not known (a reference YAML)
+        "total_params": {"type": ["integer", "null"], "minimum": 1},
         "top_percent": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 100},
         "budget_params": {"type": ["integer", "null"], "minimum": 1},
         "model": {"type": ["string", "null"]},
