@@ -422,3 +422,14 @@ def test_eval_batch_size_is_checked_by_the_evaluate_rule(value, ok):
         wc.validate_config(config, SCHEMA)
     with pytest.raises(SnrtuneError, match="--batch-size"):
         parse_batch_size(str(value))
+
+
+def test_report_reads_selections_through_the_same_loader(tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "t25.yaml").write_text(yaml.safe_dump({"model": "m", "modules": [], "trainable_params": "lots",
+                                                      "unfrozen_parameters": [r"^model\.layers\.0\."]}))
+    out = tmp_path / "report"
+    assert main(["report", str(results), "--out", str(out)]) == 2
+    assert "t25.yaml': key 'trainable_params': 'lots' is not of type" in one_error_line(capsys, "report")
+    assert not out.exists()

@@ -142,7 +142,12 @@ def load_selection(path: str | os.PathLike | None, method: str | None = None) ->
         if not isinstance(counts, dict):
             raise SnrtuneError(f"selection counts {str(stats)!r} are not a JSON object")
         sel = {**counts, **sel}
-    _validate(sel, selection_schema(method), what)
+    return check_selection(sel, path, method)
+
+
+def check_selection(sel: Any, path, method: str | None = None) -> dict:
+    """A parsed selection checked against the schema (the fields ``method`` needs included)."""
+    _validate(sel, selection_schema(method), f"selection file {str(path)!r}")
     return sel
 
 
@@ -171,6 +176,12 @@ def load_scan(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict) or "modules" not in data or "parameters" not in data:
         raise SnrtuneError(f"{str(path)!r} is not an snrtune scan (no 'modules'/'parameters'): "
                            f"expected the output of `snrtune scan`")
+    return check_scan(data, path)
+
+
+def check_scan(data: Any, path) -> dict:
+    """A parsed snr.json checked against the schema."""
+    what = f"SNR file {str(path)!r}"
     _validate(data, SNR_SCHEMA, what)
     bad = [m["name"] for m in data["modules"] if isinstance(m.get("snr"), float) and not math.isfinite(m["snr"])]
     if bad:
