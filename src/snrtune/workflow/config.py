@@ -173,9 +173,9 @@ def check_optional_packages(config: dict) -> None:
         if entry["eval_backend"] == "vllm" and not installed("vllm"):
             raise SnrtuneError(f"config key 'models.{model}.eval_backend': vllm needs the vllm package, which is not "
                                f"installed: pip install vllm")
-        for run in runs(config):
+        for run in runs(config) if not installed("deepspeed") else []:
             strategy = train_resources(config, model, run, f"results/{model}/model")["strategy"]
-            if strategy in STRATEGY_FILES and not installed("deepspeed"):
+            if strategy in STRATEGY_FILES:
                 raise SnrtuneError(f"config key 'models.{model}.resources': run {run} trains sharded with "
                                    f"{strategy} ({STRATEGY_FILES[strategy]}), which needs the deepspeed package, "
                                    f"which is not installed: pip install deepspeed")
