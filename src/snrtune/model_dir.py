@@ -46,7 +46,8 @@ INDEX_FILE = "model.safetensors.index.json"
 # JSON files transformers reads from a model directory: each must parse where present
 JSON_FILES = (CONFIG_FILE, INDEX_FILE, "generation_config.json", "tokenizer_config.json", "tokenizer.json",
               "special_tokens_map.json", "adapter_config.json")
-# a tokenizer is one of these (fast tokenizer.json, sentencepiece, BPE vocab, WordPiece vocab, tiktoken)
+# a tokenizer is one of these (fast tokenizer.json, sentencepiece, BPE vocab, WordPiece vocab, tiktoken), or any
+# other *.model (sentencepiece) or *.tiktoken file
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "tiktoken.model")
 # dtypes a weight (a ``*.weight`` / ``*.bias`` tensor) may be stored in: the float types torch computes in.
 # Integer tensors are buffers (e.g. position_ids); quantized or 8-bit float checkpoints are not supported.
@@ -127,7 +128,7 @@ def check_model_dir(model_dir: str | os.PathLike, config: bool = True, tokenizer
                 raise SnrtuneError(f"{str(model_dir / name)!r} holds a JSON {type(content).__name__}; expected an "
                                    f"object")
     if tokenizer and not (any((model_dir / name).is_file() for name in TOKENIZER_FILES)
-                          or any(model_dir.glob("*.tiktoken"))):
+                          or any(model_dir.glob("*.tiktoken")) or any(model_dir.glob("*.model"))):
         raise SnrtuneError(f"{str(model_dir)!r} has no tokenizer files (expected one of "
                            f"{', '.join(TOKENIZER_FILES)}): fetch or merge the model with its tokenizer")
     entries: dict = {}
