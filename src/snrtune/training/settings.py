@@ -195,11 +195,10 @@ class TrainingSettings:
 KEYS = tuple(f.name for f in dataclasses.fields(TrainingSettings))
 
 
-# --- optional packages: a setting that needs one is refused when the settings are read if it is not installed -----
+# --- optional packages: a setting that needs one is refused before anything loads if it is not installed ----------
 
-# (key, value or None for "any value but null") -> (module, what installs it)
+# (key, value) -> (module, what installs it); DeepSpeed has its own check (require_deepspeed, below)
 OPTIONAL_PACKAGES = {
-    ("deepspeed", None): ("deepspeed", "pip install deepspeed"),
     ("attn_implementation", "flash_attention_2"): ("flash_attn", "pip install flash-attn --no-build-isolation"),
     ("attn_implementation", "flash_attention_3"): (
         "flash_attn_interface", "build flash-attention's hopper/ directory (github.com/Dao-AILab/flash-attention)"),
@@ -215,13 +214,16 @@ def installed(module: str) -> bool:
         return False
 
 
-def check_packages(settings: "TrainingSettings", origin: Mapping[str, str], method: str | None = None) -> None:
-    """One line naming the setting (and where it was set) and the package it needs, when that is missing."""
+def check_packages(settings: "TrainingSettings", where: str, method: str | None = None) -> None:
+    """One line naming the setting (``where``: the training config it came from) or the method and the
+    package it needs, when that is not installed: flash-attention for ``attn_implementation``, bitsandbytes for
+    a 4-bit method, DeepSpeed for ``deepspeed`` (require_deepspeed). `snrtune train` and the workflow's
+    pre-flight call it when they read the settings."""
+    require_deepspeed(settings, where)
     for (key, value), (module, install) in OPTIONAL_PACKAGES.items():
-        given = getattr(settings, key)
-        if given is not None and value in (None, given) and not installed(module):
-            raise SnrtuneError(f"{origin[key]}: key {key!r}: {_shown(given)} needs the {module} package, which is "
-                               f"not installed: {install}")
+        if getattr(settings, key) == value and not installed(module):
+            raise SnrtuneError(f"{where}: key {key!r}: {value!r} needs the {module} package, which is not "
+                               f"installed: {install}")
     if method is not None:
         from snrtune import method_registry
 
@@ -265,7 +267,7 @@ def default_values() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def build(layers: list[tuple[str, Mapping[str, Any] | None]], method: str | None = None) -> TrainingSettings:
+def build(layers: list[tuple[str, Mapping[str, Any] | None]]) -> TrainingSettings:
     """Settings from (origin, values) layers, later ones overriding earlier ones; the first must set every key.
 
     ``origin`` names where the values came from, for error messages ("training config config/x.yaml").
@@ -291,9 +293,25 @@ def build(layers: list[tuple[str, Mapping[str, Any] | None]], method: str | None
             checked[f.name] = f.metadata["check"](values[f.name])
         except _Invalid as exc:
             raise SnrtuneError(f"{origin[f.name]}: key {f.name!r}: {exc}, got {_shown(values[f.name])}") from None
-    settings = TrainingSettings(**checked)
-    check_packages(settings, origin, method)
-    return settings
+    return TrainingSettings(**checked)
+
+
+DEEPSPEED_INSTALL = "pip install 'snrtune[deepspeed]'"  # what scripts/install.sh installs
+
+
+def deepspeed_installed() -> bool:
+    """Whether DeepSpeed is importable here (found, not imported: importing it loads torch)."""
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+def require_deepspeed(settings: TrainingSettings, where: str = "training config") -> None:
+    """A run that asks for DeepSpeed (the ``deepspeed`` key or ``--deepspeed``) where it is not installed stops
+    here with one line, before anything loads, instead of failing at job time after waiting for GPUs."""
+    if settings.deepspeed and not deepspeed_installed():
+        raise SnrtuneError(f"{where}: key 'deepspeed' ({settings.deepspeed}) asks for DeepSpeed, which is not "
+                           f"installed; expected `{DEEPSPEED_INSTALL}` or deepspeed: null")
 
 
 def parse_assignments(items: list[str] | None) -> dict[str, Any] | None:
@@ -336,4 +354,4 @@ def load_settings(path: str | None = None, method_overrides: Mapping[str, Any] |
                   (f"method {method!r} training overrides", method_overrides or None),
                   (f"training config {path}", user),
                   ("command line --set", assignments or None),
-                  ("command line", given or None)], method)
+                  ("command line", given or None)])
