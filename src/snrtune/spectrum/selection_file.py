@@ -52,7 +52,7 @@ SELECTION_SCHEMA: dict[str, Any] = {
 ADAPTER_FIELDS = {"required": ["exports"], "properties": {"exports": {
     "required": ["peft"], "properties": {"peft": {"required": ["target_modules"]}}}}}
 
-_MODULE = {"type": "object", "required": ["name", "param", "type", "layer", "shape", "status"],
+_MODULE = {"type": "object", "required": ["name", "param", "type", "layer", "expert"],  # what select reads
            "properties": {"name": {"type": "string"}, "param": {"type": "string"}, "type": {"type": "string"},
                           "layer": {"type": ["integer", "null"]}, "expert": {"type": ["integer", "null"]},
                           "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
