@@ -152,8 +152,9 @@ def check_model_dir(model_dir: str | os.PathLike, config: bool = True, tokenizer
 
 
 def weights_fingerprint(model_dir: str | os.PathLike) -> str:
-    """sha256 of a model's weights, cheap enough for a 70B model: every tensor's name, dtype and shape and
-    three 4 KiB samples of its bytes (start, middle, end). Copies of a model agree (names and bytes, not
+    """sha256 of a model's weights from every tensor's name, dtype and shape and three 4 KiB samples of its
+    bytes (start, middle, end): at most 12 KiB read per tensor (under 9 MiB for Llama-3-70B's 723 tensors),
+    never the whole weights. Copies of a model agree (names and bytes, not
     file times); another model of the same shapes, or a fine-tuned one, differs in the sampled bytes."""
     import hashlib
 
