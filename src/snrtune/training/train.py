@@ -24,7 +24,7 @@ from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, DELTA_FILE, 
                                     PARTIAL_SUFFIX, ROWS_DIR, RUN_FILE, SELECTION_COPY, TRAINER_PICKLE)
 from snrtune.artifacts import atomic_dir, read_json, read_yaml, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import check_model_dir, load_source_info, weights_fingerprint
+from snrtune.model_dir import check_model_dir, load_source_info, read_run_record, weights_fingerprint
 from snrtune import naming
 from snrtune.record import Stopwatch, run_record
 from snrtune.spectrum.selection_file import check_selection_model, load_selection
@@ -102,7 +102,7 @@ def run_identity(model_dir, method: str, selection: dict | None, seed: int, stag
     identity = {"id": run_id, "model": name, "method": method, "top_percent": top, "seed": seed, "stage": stage}
     parent = Path(model_dir) / RUN_FILE  # a DPO stage usually starts from a merged SFT run
     if stage == "dpo" and parent.is_file():
-        identity["from_run"] = read_json(parent)["id"]
+        identity["from_run"] = read_run_record(parent)["id"]
     return identity
 
 
