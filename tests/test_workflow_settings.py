@@ -3,6 +3,7 @@ which runs exist, which flags each training job gets, and the DAG Snakemake plan
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
@@ -74,7 +75,11 @@ def test_dry_run_plans_candidates_pick_and_the_control(tmp_path):
               "train": {"learning_rates": {"lora": [1.0e-3, 3.0e-3]}}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
-    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path).stdout
+    fake = tmp_path / "fake" / "vllm"  # the pre-flight refuses eval_backend vllm where vllm is not installed
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")]))}
+    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path, env=env).stdout
     counts = job_counts(out)
     assert counts["train_candidate"] == 2 and counts["pick"] == 1 and counts["select_control"] == 1
     assert counts["train"] == 3  # spectrum t25, t50 and its control at t50
@@ -134,7 +139,11 @@ def test_eval_model_args_reach_lm_eval_through_the_evaluate_command(tmp_path):
               "methods": ["full"], "evaluate": {"base": True}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
-    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path).stdout
+    fake = tmp_path / "fake" / "vllm"  # the pre-flight refuses eval_backend vllm where vllm is not installed
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")]))}
+    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path, env=env).stdout
     assert """--model-args '{"max_length":4096,"parallelize":true}' --backend vllm""" in out
     with pytest.raises(SnrtuneError, match="eval_model_args"):
         wc.validate_config({"models": {"m": {"source": "o/m", "eval_model_args": {"pretrained": "x"}}}}, SCHEMA)

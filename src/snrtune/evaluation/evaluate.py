@@ -21,10 +21,10 @@ import yaml
 
 from snrtune import hub
 from snrtune.artifact_names import RUN_FILE
-from snrtune.artifacts import atomic_file, read_json, write_json
+from snrtune.artifacts import atomic_file, write_json
 from snrtune.errors import SnrtuneError
 from snrtune import tasks as tasks_table
-from snrtune.model_dir import load_source_info
+from snrtune.model_dir import check_model_dir, load_source_info, read_run_record
 from snrtune.record import Stopwatch, run_record
 
 SHIPPED_TASKS = Path(__file__).parents[1] / "data" / "tasks"
@@ -126,6 +126,7 @@ def check_backend(backend: str) -> None:
 
 
 def parse_batch_size(text: str) -> int | str:
+    """'auto' or a positive integer; the workflow config's ``evaluate.batch_size`` is checked by this too."""
     if text == "auto" or (text.isdigit() and int(text) > 0):
         return text if text == "auto" else int(text)
     raise SnrtuneError(f"--batch-size {text!r} is not a positive integer or 'auto'")
@@ -233,7 +234,7 @@ def run_identity(model_dir: Path, run_json: str | None) -> tuple[dict, str]:
     if run_json and not path.is_file():
         raise SnrtuneError(f"--run-json {run_json!r} does not exist")
     if path.is_file():
-        run = read_json(path)
+        run = read_run_record(path)
         return run, run.get("model_form", "merged-full-precision")
     name = load_source_info(model_dir)["name"]
     return {"id": f"{name}/base", "model": name, "method": "base", "top_percent": None, "seed": None}, "base"
@@ -362,8 +363,7 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
 
     stopwatch = Stopwatch()
     model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise SnrtuneError(f"MODEL_DIR {str(model_dir)!r} is not a model directory (no config.json)")
+    check_model_dir(model_dir, tokenizer=True)  # before lm-eval loads it: complete weights, a tokenizer
     run, model_form = run_identity(model_dir, run_json)
     check_backend(backend)
     lm_args = {"pretrained": str(model_dir), "dtype": dtype, **parse_model_args(model_args)}

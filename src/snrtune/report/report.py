@@ -26,6 +26,7 @@ import yaml
 
 from snrtune import method_registry, naming
 from snrtune.report import stats
+from snrtune.spectrum import selection_file
 from snrtune.artifact_names import COMPARISONS_TABLE, REPORT_PAGE, RUNS_TABLE, SCORES_TABLE, SUMMARY
 from snrtune.artifacts import atomic_dir
 from snrtune.report.cost import COST_COLUMNS, compute_hours, peak_memory
@@ -86,6 +87,9 @@ def discover(results_dir: Path) -> dict[str, list[dict]]:
     return collect(sorted(results_dir.rglob("*")), strict=False)
 
 
+CHECKED = {"selection": selection_file.check_selection, "snr": selection_file.check_scan}
+
+
 def collect(paths, strict: bool = True) -> dict[str, list[dict]]:
     """The artifacts among ``paths`` (a run directory stands for its metrics.json); with ``strict`` a path that
     is missing or no snrtune artifact is an error."""
@@ -94,6 +98,8 @@ def collect(paths, strict: bool = True) -> dict[str, list[dict]]:
         if strict and path.is_dir():
             path = path / "metrics.json"
         kind, obj = read_artifact(path)
+        if kind in CHECKED:  # selections and snr.json by their one loader's schema (snrtune.spectrum.selection_file)
+            CHECKED[kind](obj, path)
         if kind:
             obj["_path"] = str(path)
             found[kind].append(obj)

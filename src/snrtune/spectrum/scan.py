@@ -23,13 +23,14 @@ import torch
 from tqdm import tqdm
 
 from snrtune import __version__
-from snrtune.artifacts import read_json, write_json
+from snrtune.artifacts import write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import load_source_info
+from snrtune.model_dir import check_model_dir, load_source_info, weight_files
 from snrtune.naming import module_name
 from snrtune.fetch.params import parameter_table
 from snrtune.record import Stopwatch, run_record
 from snrtune.spectrum.safetensors_header import read_safetensors_header
+from snrtune.spectrum.selection_file import load_scan  # noqa: F401 (snr.json's loader, kept importable here)
 from snrtune.spectrum.snr import fast_singular_values, module_type, snr_from_singular_values, svd_singular_values
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
@@ -89,15 +90,6 @@ class Matrix:
     def empty(self) -> bool:
         """A tensor with no elements (e.g. 0×8): it has no spectrum and gets status "empty"."""
         return math.prod(self.shape) == 0
-
-
-def weight_files(model_dir: Path) -> list[Path]:
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        if not model_dir.is_dir():
-            raise SnrtuneError(f"model directory {str(model_dir)!r} not found")
-        raise SnrtuneError(f"{str(model_dir)!r} has no *.safetensors weights (run `snrtune fetch` first)")
-    return files
 
 
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -264,6 +256,7 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
         raise SnrtuneError(f"device {device!r} requested but no CUDA GPU is available: use --device cpu")
     stopwatch = Stopwatch()
     model_dir, out = Path(model_dir), Path(out)
+    check_model_dir(model_dir, config=False)  # every shard the index names, valid headers, float weights
     shapes = checkpoint_shapes(weight_files(model_dir))
     matrices, skipped = plan_matrices(shapes)
     dtype = PRECISIONS[precision]
@@ -370,17 +363,3 @@ def _json_safe(obj):
     if isinstance(obj, (list, tuple)):
         return [_json_safe(value) for value in obj]
     return obj
-
-
-def load_scan(path: str | os.PathLike) -> dict:
-    """Read an snr.json, with a clear error when it is not one."""
-    try:
-        data = read_json(path)
-    except FileNotFoundError as exc:
-        raise SnrtuneError(f"SNR file {str(path)!r} not found (run `snrtune scan` first)") from exc
-    except json.JSONDecodeError as exc:
-        raise SnrtuneError(f"SNR file {str(path)!r} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or "modules" not in data or "parameters" not in data:
-        raise SnrtuneError(f"{str(path)!r} is not an snrtune scan (no 'modules'/'parameters'): "
-                           f"expected the output of `snrtune scan`")
-    return data

@@ -24,7 +24,7 @@ from snrtune.artifact_names import COMPAT_STATS_SUFFIX
 from snrtune.artifacts import atomic_file, write_json, write_yaml
 from snrtune.errors import SnrtuneError
 from snrtune.naming import module_name, t_value
-from snrtune.spectrum.scan import load_scan
+from snrtune.spectrum.selection_file import load_scan
 from snrtune.spectrum.snr import module_type
 
 UNRANKED = {"nonfinite": "with non-finite weights", "nonfinite_snr": "with a non-finite SNR (try --precision float64)",

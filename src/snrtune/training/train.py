@@ -20,14 +20,16 @@ import transformers
 
 from snrtune import method_registry
 from snrtune.training import methods
-from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, COMPAT_STATS_SUFFIX, DELTA_FILE, METRICS_FILE,
+from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, DELTA_FILE, METRICS_FILE,
                                     PARTIAL_SUFFIX, ROWS_DIR, RUN_FILE, SELECTION_COPY, TRAINER_PICKLE)
 from snrtune.artifacts import atomic_dir, read_json, read_yaml, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import load_source_info
+from snrtune.model_dir import check_model_dir, load_source_info, read_run_record, weights_fingerprint
 from snrtune import naming
 from snrtune.record import Stopwatch, run_record
-from snrtune.training.settings import TrainingSettings, load_settings, parse_assignments, require_deepspeed
+from snrtune.spectrum.selection_file import check_selection_model, load_selection
+from snrtune.training.settings import (TrainingSettings, check_bitsandbytes_kernels, check_packages, load_settings,
+                                       parse_assignments, require_deepspeed)
 
 STAGES = ("sft", "dpo")
 
@@ -74,18 +76,16 @@ def load_config(path: str | None, seed: int | None = None, max_steps: int | None
     return load_settings(path, defaults, method, overrides, seed=seed, max_steps=max_steps)
 
 
-def load_selection(path: str | None) -> dict | None:
-    if path is None:
-        return None
-    if not Path(path).is_file():
-        raise SnrtuneError(f"selection file {path} does not exist; expected a sel.yaml from `snrtune select`")
-    sel = read_yaml(path)
-    if not isinstance(sel, dict) or "unfrozen_parameters" not in sel:
-        raise SnrtuneError(f"selection file {path} has no 'unfrozen_parameters'; expected a sel.yaml from `snrtune select`")
-    stats = Path(f"{path}{COMPAT_STATS_SUFFIX}")  # `select --compat spectrum` keeps its counts beside the reference YAML
-    if "trainable_params" not in sel and stats.is_file():
-        sel = {**read_json(stats), **sel}
-    return sel
+def selection_total_params(model_dir, entries: dict) -> int:
+    """The model's parameter count as `snrtune scan` states it in snr.json (and select in sel.yaml): over the
+    runtime parameter table (snrtune.fetch.params), or the checkpoint's tensors where there is none."""
+    import math
+
+    from snrtune.fetch.params import parameter_table
+
+    table = parameter_table(model_dir, list(entries))
+    shapes = table["parameters"].values() if table else [entry.shape for entry in entries.values()]
+    return sum(math.prod(shape) for shape in shapes)
 
 
 def model_name(model_dir) -> str:
@@ -102,7 +102,7 @@ def run_identity(model_dir, method: str, selection: dict | None, seed: int, stag
     identity = {"id": run_id, "model": name, "method": method, "top_percent": top, "seed": seed, "stage": stage}
     parent = Path(model_dir) / RUN_FILE  # a DPO stage usually starts from a merged SFT run
     if stage == "dpo" and parent.is_file():
-        identity["from_run"] = read_json(parent)["id"]
+        identity["from_run"] = read_run_record(parent)["id"]
     return identity
 
 
@@ -604,19 +604,24 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     from snrtune.training.data_check import check_training_data
 
     stopwatch = Stopwatch()
-    if not (Path(model_dir) / "config.json").is_file():
-        raise SnrtuneError(f"model directory {model_dir} has no config.json; expected a directory from `snrtune fetch`")
+    entries = check_model_dir(model_dir, tokenizer=True)  # before anything loads
     if stage not in STAGES:
         raise SnrtuneError(f"stage {stage!r}; expected one of {', '.join(STAGES)}")
     if deepspeed:  # the workflow's sharded launch (snrtune.workflow.resources) names its ZeRO config
         overrides = {**(overrides or {}), "deepspeed": deepspeed}
     cfg = load_config(config, seed, max_steps, method, overrides)
     require_deepspeed(cfg, "--deepspeed" if deepspeed else f"training config {config}")
-    sel = load_selection(selection)
+    check_packages(cfg, f"training config {config}", method)  # flash-attention, a 4-bit method's bitsandbytes
+    sel = load_selection(selection, method)
     spec = methods.check_request(method, sel, match_params_of)
+    if sel is not None and spec.needs_selection:
+        check_selection_model(sel, selection, model_name(model_dir), selection_total_params(model_dir, entries))
+    if spec.four_bit:
+        check_bitsandbytes_kernels(method)
     quiet_logs()
     data_summary = check_training_data(data, cfg.dataset_format, stage)  # before anything heavy loads
     identity = run_identity(model_dir, method, sel, cfg.seed, stage)
+    identity["base_fingerprint"] = weights_fingerprint(model_dir)  # merge refuses another base (docs/artifacts.md)
     train_rows, val_rows, data_sha256, data_format = load_rows(stage, data, cfg, data_summary)
     fingerprint = resuming.run_fingerprint(cfg, method, stage, match_params_of, data_sha256, selection, model_dir)
     is_main = int(os.environ.get("RANK", "0")) == 0

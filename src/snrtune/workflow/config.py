@@ -69,12 +69,26 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
     if with_t and not config["top_percent"]:
         raise SnrtuneError(f"config key 'top_percent': methods {' and '.join(with_t)} need at least one t value")
     check_method_settings(config)
+    check_eval_batch_size(config)
     holders = [("train.config", config["train"], "config")]
     holders += [(f"models.{name}.train_config", model, "train_config") for name, model in config["models"].items()]
     for key, holder, field in holders:
         if holder[field]:
             holder[field] = find_file(holder[field], workflow_dir, key)
     return config
+
+
+def check_eval_batch_size(config: dict) -> None:
+    """``evaluate.batch_size`` by `snrtune evaluate`'s own rule (parse_batch_size), so the config refuses what the
+    evaluate jobs would refuse after training."""
+    from snrtune.evaluation.evaluate import parse_batch_size
+
+    value = config["evaluate"]["batch_size"]
+    try:
+        parse_batch_size(str(value))
+    except SnrtuneError:
+        raise SnrtuneError(f"config key 'evaluate.batch_size': {value!r} is not a positive integer or 'auto' "
+                           f"(as `snrtune evaluate --batch-size` takes it)") from None
 
 
 def find_file(path: str, workflow_dir: str | Path | None, key: str) -> str:
@@ -144,7 +158,8 @@ def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS, packages_here
     settings and learning-rate candidates, --max-steps) are built and checked exactly as `snrtune train` will
     build them, and a local training data file is checked (its whole structure, the content of its first
     ``max_rows`` rows). With ``packages_here`` (the jobs run in this environment, not under --sdm conda),
-    a job that will ask for DeepSpeed finds it installed. Raises SnrtuneError with the one line `snrtune
+    a job that will ask for DeepSpeed finds it installed, and so do those that need flash-attention,
+    bitsandbytes or vllm (check_optional_packages). Raises SnrtuneError with the one line `snrtune
     train` would print."""
     from snrtune.training import data_check
 
@@ -152,10 +167,26 @@ def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS, packages_here
                for method in config["methods"] for lr in learning_rates(config, method) or [None]}
     if packages_here:
         require_deepspeed_for_plans(config)
+        check_optional_packages(config)
     data = resolve_source(config["data"]["train"])
     if data_check.data_kind(data) == "local":
         for dataset_format in sorted(formats):  # one per training file that sets its own
             data_check.check_training_data(data, dataset_format, config["train"]["stage"], max_rows=max_rows)
+
+
+def check_optional_packages(config: dict) -> None:
+    """The packages the jobs will need besides DeepSpeed (require_deepspeed_for_plans): vllm for
+    ``eval_backend: vllm``; flash-attention and a 4-bit method's bitsandbytes as `snrtune train` checks them
+    (snrtune.training.settings.check_packages) for every model's training settings."""
+    from snrtune.training import settings
+
+    for model, entry in config["models"].items():
+        if entry["eval_backend"] == "vllm" and not settings.installed("vllm"):
+            raise SnrtuneError(f"config key 'models.{model}.eval_backend': vllm needs the vllm package, which is not "
+                               f"installed: pip install vllm")
+        for method in config["methods"]:
+            settings.check_packages(run_settings(config, model, method),
+                                    f"training config {train_config_path(config, model)}", method)
 
 
 def require_deepspeed_for_plans(config: dict, results: str | Path = "results") -> None:
