@@ -14,6 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
+from snrtune import arguments
 from snrtune.artifacts import atomic_dir
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import OWN_FILES, write_source_info
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accept *.bin (pickle) weights when no safetensors exist; they are converted to safetensors")
     parser.add_argument("--name", default=None, help="short model name for run ids (default: derived from SOURCE)")
     parser.add_argument("--copy", action="store_true", help="copy a local directory instead of symlinking its files")
+    arguments.output(parser, "dir", inputs=("source",))
 
 
 def run(args: argparse.Namespace) -> int:

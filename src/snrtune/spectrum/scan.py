@@ -22,7 +22,7 @@ from typing import Iterable
 import torch
 from tqdm import tqdm
 
-from snrtune import __version__
+from snrtune import __version__, arguments
 from snrtune.artifacts import read_json, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import load_source_info
@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "svd: torch.linalg.svdvals (the exact reference computation)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
                         help="dtype the weights are taken in before the spectrum (default float32, as the reference)")
-    parser.add_argument("--device", default="cpu", help="torch device for the linear algebra: cpu, cuda, cuda:1 …")
-    parser.add_argument("--batch-mib", type=float, default=DEFAULT_BATCH_MIB,
+    parser.add_argument("--device", default="cpu", type=arguments.device, help="torch device for the linear algebra: cpu, cuda, cuda:1 …")
+    parser.add_argument("--batch-mib", type=arguments.positive_float, default=DEFAULT_BATCH_MIB,
                         help=f"batch equal-shape matrices up to this many MiB of working memory "
                              f"(default {DEFAULT_BATCH_MIB:g})")
     parser.add_argument("--spectrum-json", default=None,
@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="reuse the matrices finished by an interrupted scan")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow the model's own code when reading its parameter names (off by default)")
+    arguments.output(parser, "file", inputs=("model_dir",))
+    arguments.output(parser, "file", inputs=("model_dir", "--out"), dest="spectrum_json")
 
 
 def run(args: argparse.Namespace) -> int:

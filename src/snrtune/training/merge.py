@@ -15,6 +15,7 @@ from pathlib import Path
 
 from snrtune import method_registry
 from snrtune.artifact_names import DELTA_FILE, RUN_FILE
+from snrtune import arguments
 from snrtune.artifacts import atomic_dir, read_json, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import SOURCE_FILE
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a finished run directory from `snrtune train`")
     parser.add_argument("--base", required=True, help="the model directory the run was trained from")
     parser.add_argument("--out", required=True, help="merged model directory to create")
+    arguments.output(parser, "dir", inputs=("run_dir", "--base"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from snrtune import arguments
 from snrtune.artifacts import atomic_dir, read_json, write_json
 from snrtune.errors import SnrtuneError
 
@@ -25,6 +26,7 @@ SWEEP_FILE = "sweep.json"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("candidates", nargs="+", help="finished run directories that differ only in learning rate")
     parser.add_argument("--out", required=True, help="the run directory to create from the chosen candidate")
+    arguments.output(parser, "dir", inputs=("candidates",))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import transformers
 
-from snrtune import method_registry
+from snrtune import arguments, method_registry
 from snrtune.training import methods
 from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, COMPAT_STATS_SUFFIX, DELTA_FILE, METRICS_FILE,
                                     PARTIAL_SUFFIX, ROWS_DIR, RUN_FILE, SELECTION_COPY, TRAINER_PICKLE)
@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "learning rate: --set learning_rate=3.0e-3")
     parser.add_argument("--deepspeed", help="DeepSpeed ZeRO JSON (overrides the config's deepspeed key), "
                         "e.g. config/zero3.json under torchrun")
+    arguments.output(parser, "dir", inputs=("model_dir", "--data", "--selection", "--config", "--deepspeed"))
 
 
 def run(args: argparse.Namespace) -> int:
