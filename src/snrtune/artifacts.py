@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -158,6 +159,18 @@ def atomic_file(final: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, final)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±inf; also numpy and torch scalars) replaced by None:
+    JSON has no NaN, and a reader tests ``is None`` (a diverged run's losses, a matrix without an SNR)."""
+    if isinstance(obj, dict):
+        return {key: json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(value) for value in obj]
+    if isinstance(obj, float) or type(obj).__name__ in ("float16", "float32", "float64"):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
