@@ -340,3 +340,151 @@ def test_fuzzed_configs_that_load_have_usable_values(cfg):
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
         assert type(get(key)) is int and get(key) >= 1
     assert get("max_steps") is None or (type(get("max_steps")) is int and get("max_steps") >= 1)
+
+
+# ---------------------------------------------------------------- outputs: nothing snrtune did not write is removed
+
+def user_files(root: Path) -> dict[str, bytes]:
+    """Every file and directory under ``root`` (a user's work directory) with its bytes."""
+    return {str(p.relative_to(root)): (b"<dir>" if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    """A work directory as a user has it (the working directory of each case): a model, results, a run,
+    data, and files of the user's own."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model/config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "model/model.safetensors").write_bytes(b"weights that took a day to download")
+    (tmp_path / "results/eval").mkdir(parents=True)
+    (tmp_path / "results/eval/x.json").write_text('{"run": {}, "results": {}, "config": {}}')
+    (tmp_path / "results/NOTES.txt").write_text("my notes")
+    (tmp_path / "runs/lora-s0").mkdir(parents=True)
+    (tmp_path / "runs/lora-s0/snrtune_run.json").write_text('{"id": "m/lora-s0", "method": "lora"}')
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine/thesis.tex").write_text("chapter 1")
+    (tmp_path / "snr.json").write_text("{}")
+    (tmp_path / "d.jsonl").write_bytes(jsonl(GOOD))
+    (tmp_path / "NOTES.txt").write_text("more notes")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+TRAIN = ["train", "model", "--method", "lora", "--data", "d.jsonl"]
+# case: (command line, run in the user's work directory; the one line expected after `snrtune CMD: error: `)
+OUTPUT_CASES = {
+    # the five data-loss cases of issue 22
+    "report --out . (the working directory)": (["report", "results", "--out", "."], "--out . is the working directory"),
+    "report R --out R": (["report", "results", "--out", "results"], "--out results is the input results_dir results"),
+    "fetch src --out src": (["fetch", "model", "--out", "model"], "--out model is the input source model"),
+    "train onto its base model": (TRAIN + ["--out", "model"], "--out model is the input model_dir model"),
+    "merge --out its --base": (["merge", "runs/lora-s0", "--base", "model", "--out", "model"],
+                               "--out model is the input --base model"),
+    # the rest, one or more per sub-command
+    "report --out above the working directory": (["report", "results", "--out", ".."],
+                                                 "--out .. is the working directory or above it"),
+    "report --out an ancestor of its input": (["report", "results/eval", "--out", "results"],
+                                              "--out results contains the input results_dir results/eval"),
+    "report --out the directory of its --files": (["report", "--files", "results/eval/x.json", "--out", "results/eval"],
+                                                  "--out results/eval contains the input --files results/eval/x.json"),
+    "report --out a directory of the user's": (["report", "results", "--out", "mine"],
+                                               "--out mine is an existing directory not written by snrtune"),
+    "fetch --out inside its source": (["fetch", "model", "--out", "model/copy"],
+                                      "--out model/copy is inside the input source model"),
+    "fetch --out a directory of the user's": (["fetch", "model", "--out", "mine"],
+                                              "--out mine is an existing directory not written by snrtune "
+                                              "(it has no snrtune_output.json)"),
+    "fetch --out an existing file": (["fetch", "model", "--out", "NOTES.txt"],
+                                     "--out NOTES.txt is an existing file; expected a directory path"),
+    "scan --out inside the model": (["scan", "model", "--out", "model/config.json"],
+                                    "--out model/config.json is inside the input model_dir model"),
+    "scan --spectrum-json onto its --out": (["scan", "model", "--out", "s.json", "--spectrum-json", "s.json"],
+                                            "--spectrum-json s.json is the input --out s.json"),
+    "scan --out an existing directory": (["scan", "model", "--out", "mine"],
+                                         "--out mine is an existing directory; expected a file path"),
+    "select --out its snr.json": (["select", "snr.json", "--top-percent", "50", "--out", "snr.json"],
+                                  "--out snr.json is the input snr_json snr.json"),
+    "select --out an existing directory": (["select", "snr.json", "--top-percent", "50", "--out", "mine"],
+                                           "--out mine is an existing directory; expected a file path"),
+    "train --out its data file": (TRAIN + ["--out", "d.jsonl"], "--out d.jsonl is the input --data d.jsonl"),
+    "train --out inside its base model": (TRAIN + ["--out", "model/run"], "--out model/run is inside the input model_dir"),
+    "train --out a directory of the user's": (TRAIN + ["--out", "mine"], "--out mine is an existing directory not "
+                                                                         "written by snrtune"),
+    "merge --out its run directory": (["merge", "runs/lora-s0", "--base", "model", "--out", "runs/lora-s0"],
+                                      "--out runs/lora-s0 is the input run_dir runs/lora-s0"),
+    "merge --out the directory of its runs": (["merge", "runs/lora-s0", "--base", "model", "--out", "runs"],
+                                              "--out runs contains the input run_dir runs/lora-s0"),
+    "evaluate --out inside the model": (["evaluate", "model", "--tasks", "x", "--out", "model/eval.json"],
+                                        "--out model/eval.json is inside the input model_dir model"),
+    "evaluate --out its --run-json": (["evaluate", "model", "--tasks", "x", "--run-json", "runs/lora-s0/snrtune_run.json",
+                                       "--out", "runs/lora-s0/snrtune_run.json"],
+                                      "--out runs/lora-s0/snrtune_run.json is the input --run-json "
+                                      "runs/lora-s0/snrtune_run.json"),
+    "evaluate --out an existing directory": (["evaluate", "model", "--tasks", "x", "--out", "mine"],
+                                             "--out mine is an existing directory; expected a file path"),
+    "prefetch --out its data file": (["prefetch", "--data", "d.jsonl", "--out", "d.jsonl"],
+                                     "--out d.jsonl is the input --data d.jsonl"),
+    "prefetch --out an existing directory": (["prefetch", "--data", "d.jsonl", "--out", "mine"],
+                                             "--out mine is an existing directory; expected a file path"),
+    "pick --out a candidate": (["pick", "runs/lora-s0", "--out", "runs/lora-s0"],
+                               "--out runs/lora-s0 is the input candidates runs/lora-s0"),
+    "pick --out a directory of the user's": (["pick", "runs/lora-s0", "--out", "mine"],
+                                             "--out mine is an existing directory not written by snrtune"),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTPUT_CASES))
+def test_no_output_removes_what_snrtune_did_not_write(case, user_dir, capsys):
+    argv, expected = OUTPUT_CASES[case]
+    before = user_files(user_dir)
+    assert main(argv) == 2
+    assert one_error_line(capsys, argv[0]).startswith(f"snrtune {argv[0]}: error: {expected}")
+    assert user_files(user_dir) == before  # nothing removed, overwritten or created
+
+
+def test_rerunning_a_step_over_its_own_output_replaces_it(tiny_llama, tmp_path, capsys):
+    """fetch twice onto one --out: the second replaces the first (it holds snrtune_output.json), as the
+    workflow re-runs a step; an empty directory is taken too."""
+    out = tmp_path / "m"
+    out.mkdir()  # empty: nothing to lose
+    assert main(["fetch", str(tiny_llama), "--out", str(out)]) == 0
+    assert json.loads((out / "snrtune_output.json").read_text())["written_by"] == "snrtune"
+    (out / "stale.txt").write_text("left by the first run")
+    assert main(["fetch", str(tiny_llama), "--out", str(out), "--name", "again"]) == 0
+    assert not (out / "stale.txt").exists() and json.loads((out / "snrtune_source.json").read_text())["name"] == "again"
+    capsys.readouterr()
+
+
+# ---------------------------------------------------------------- command-line values
+
+VALUE_CASES = {
+    "scan --batch-mib nan": (["scan", "model", "--out", "s.json", "--batch-mib", "nan"],
+                             "argument --batch-mib: nan is out of range; expected a finite number > 0"),
+    "scan --batch-mib 0": (["scan", "model", "--out", "s.json", "--batch-mib", "0"], "argument --batch-mib: 0 is out"),
+    "scan --batch-mib -64": (["scan", "model", "--out", "s.json", "--batch-mib", "-64"], "argument --batch-mib: -64 is"),
+    "scan --batch-mib lots": (["scan", "model", "--out", "s.json", "--batch-mib", "lots"],
+                              "argument --batch-mib: 'lots' is not a number"),
+    "scan --device bogus": (["scan", "model", "--out", "s.json", "--device", "bogus"],
+                            "argument --device: unknown device 'bogus'; expected cpu, cuda, cuda:N or mps"),
+    "scan --device tpu": (["scan", "model", "--out", "s.json", "--device", "tpu"], "argument --device: unknown device 'tpu'"),
+    "evaluate --device tpu": (["evaluate", "model", "--tasks", "x", "--out", "e.json", "--device", "tpu"],
+                              "argument --device: unknown device 'tpu'"),
+    "evaluate --limit nan": (["evaluate", "model", "--tasks", "x", "--out", "e.json", "--limit", "nan"],
+                             "argument --limit: nan is out of range; expected a finite number > 0"),
+    "evaluate --limit inf": (["evaluate", "model", "--tasks", "x", "--out", "e.json", "--limit", "inf"],
+                             "argument --limit: inf is out of range"),
+    "evaluate --limit 0": (["evaluate", "model", "--tasks", "x", "--out", "e.json", "--limit", "0"],
+                           "argument --limit: 0 is out of range"),
+    "report --resamples 0": (["report", "results", "--out", "rep", "--resamples", "0"],
+                             "argument --resamples: 0 is out of range; expected an integer > 0"),
+    "a missing required argument": (["scan", "model"], "the following arguments are required: --out"),
+}
+
+
+@pytest.mark.parametrize("case", list(VALUE_CASES))
+def test_bad_command_line_values_are_one_line_before_any_work(case, user_dir, capsys):
+    argv, expected = VALUE_CASES[case]
+    before = user_files(user_dir)
+    assert main(argv) == 2
+    assert one_error_line(capsys, argv[0]).startswith(f"snrtune {argv[0]}: error: {expected}")
+    assert user_files(user_dir) == before

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from pathlib import Path
 
 from snrtune.artifacts import check_output
+from snrtune.errors import SnrtuneError
 
 DEVICE = re.compile(r"(cpu|cuda|cuda:\d+|mps)")
 DEVICES = "cpu, cuda, cuda:N or mps"
@@ -65,9 +67,16 @@ def _values(args: argparse.Namespace, name: str) -> list[str]:
 def check_outputs(args: argparse.Namespace) -> None:
     """Raise SnrtuneError (one line) for a declared output that would remove or overwrite what snrtune did
     not write."""
-    for dest, kind, inputs, inside_ok in getattr(args, "snrtune_outputs", None) or []:
+    declared = getattr(args, "snrtune_outputs", None) or []
+    outputs = {"--" + dest.replace("_", "-") for dest, *_ in declared}
+    for dest, kind, inputs, inside_ok in declared:
         out = getattr(args, dest, None)
         if out is None:
             continue
+        for name in inputs:  # another output of the same step: the two must differ (neither exists yet)
+            other = _values(args, name) if name in outputs else []
+            if other and Path(other[0]).expanduser().resolve() == Path(out).expanduser().resolve():
+                raise SnrtuneError(f"--{dest.replace('_', '-')} {out} is the input {name} {other[0]}; "
+                                   f"expected a path outside the inputs")
         pairs = [(name, value) for name in inputs for value in _values(args, name)]
         check_output(out, kind, pairs, inside_ok, flag="--" + dest.replace("_", "-"))

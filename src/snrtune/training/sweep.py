@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     table = pick(args.candidates, args.out)
     chosen = table["chosen"]
-    if chosen["status"] == "diverged":
+    if chosen.get("status") == "diverged":
         print(f"snrtune pick: warning: every candidate diverged; {args.out} is the smallest learning rate's run "
               f"({chosen['learning_rate']:g}) with status diverged", file=sys.stderr)
         return 0
@@ -71,7 +71,7 @@ def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if len(set(rates)) != len(rates):
         raise SnrtuneError(f"sweep candidates repeat a learning rate ({sorted(rates)}); expected one run per rate")
     scored = [row for row in rows if row["eval_loss"] is not None]
-    if not scored and all(row["status"] == "diverged" for row in rows):
+    if not scored and all(row.get("status") == "diverged" for row in rows):
         # every learning rate diverged: the smallest one stands for the method, as diverged
         return min(rows, key=lambda row: row["learning_rate"])
     if not scored:
