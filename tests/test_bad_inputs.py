@@ -488,3 +488,121 @@ def test_bad_command_line_values_are_one_line_before_any_work(case, user_dir, ca
     assert main(argv) == 2
     assert one_error_line(capsys, argv[0]).startswith(f"snrtune {argv[0]}: error: {expected}")
     assert user_files(user_dir) == before
+
+
+# ---------------------------------------------------------------- scan: a corrupt resume file
+
+def resume_header(model_dir: Path) -> str:
+    return json.dumps({"model_dir": str(Path(model_dir).resolve()), "method": "gram", "precision": "float32"})
+
+
+# case: (resume file content from the model directory, the one note expected)
+RESUME_CASES = {
+    "not JSON at all": (lambda m: b"\x00\xff garbage\n", "is not a scan resume file (UnicodeDecodeError in line 1)"),
+    "a header that is not JSON": (lambda m: b"{model_dir\n", "is not a scan resume file (JSONDecodeError in line 1)"),
+    "a bad line before the last": (
+        lambda m: (resume_header(m) + "\n{cut\n" + json.dumps({"key": "x", "slice": None, "values": {"status": "ok"}})
+                   + "\n").encode(), "line 2 is corrupt (not JSON)"),
+    "an entry of another shape": (
+        lambda m: (resume_header(m) + '\n{"key": 3, "values": []}\n{"key": "y"}\n').encode(),
+        "line 2 is corrupt (expected an object with key, slice and values)"),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_a_corrupt_scan_resume_file_is_named_and_the_scan_starts_afresh(case, tiny_llama, tmp_path, capsys):
+    content, note = RESUME_CASES[case]
+    fresh = tmp_path / "fresh.json"
+    assert main(["scan", str(tiny_llama), "--out", str(fresh)]) == 0
+    out = tmp_path / "snr.json"
+    Path(f"{out}.partial.jsonl").write_bytes(content(tiny_llama))
+    capsys.readouterr()
+    assert main(["scan", str(tiny_llama), "--out", str(out), "--resume"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: --resume: {out}.partial.jsonl {note}; starting afresh"]
+    snr = {m["name"]: m["snr"] for m in json.loads(out.read_text())["modules"]}
+    assert snr == {m["name"]: m["snr"] for m in json.loads(fresh.read_text())["modules"]}  # every matrix, scanned anew
+    assert not Path(f"{out}.partial.jsonl").exists()
+
+
+# ---------------------------------------------------------------- a diverged run
+
+def strict_json(path: Path):
+    """JSON as the standard defines it: NaN and Infinity are refused."""
+    def refuse(name):
+        raise ValueError(f"{path} holds {name}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.slow
+def test_a_diverged_run_stops_and_is_written_as_diverged(tiny_llama, tmp_path, capsys):
+    """lr 1e30 without clipping: the loss of step 2 is NaN (found by hand); training stops there, the run
+    directory is complete with status diverged and the NaN loss as null, and train exits 3 with one line."""
+    config = write_config(tmp_path / "train.yaml", learning_rate=1e30, max_grad_norm=0, max_steps=4, save_steps=100)
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(jsonl(*[GOOD] * 8))
+    out = tmp_path / "run"
+    assert run_train(tiny_llama, data, out, config) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        f"snrtune train: error: the run diverged: loss became nan at step 2; training stopped and {out} holds it "
+        "with status diverged (exit 3"), err
+    metrics = strict_json(out / "metrics.json")
+    assert metrics["status"] == "diverged" and metrics["diverged"] == {"step": 2, "key": "loss", "value": "nan"}
+    assert metrics["details"]["global_step"] == 2  # stopped early: max_steps was 4
+    assert [step for step, _ in metrics["train_loss"]] == [1, 2] and metrics["train_loss"][1][1] is None
+    assert isinstance(metrics["train_loss"][0][1], float)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja", "metrics.json",
+        "snrtune_output.json", "snrtune_run.json", "tokenizer.json", "tokenizer_config.json"]  # a complete lora run
+    assert not out.with_name("run.partial").exists()
+
+
+@pytest.mark.parametrize("allow, code, level", [(False, 3, "error"), (True, 0, "warning")])
+def test_the_exit_code_of_a_diverged_run(allow, code, level, tmp_path, capsys, monkeypatch):
+    """3 by default; 0 with --allow-diverged (the workflow's choice: Snakemake deletes a failed job's output)."""
+    from snrtune.training import train as train_module
+
+    def diverged_run(*args, **kwargs):
+        return {"status": "diverged", "diverged": {"step": 7, "key": "eval_loss", "value": "inf"}}, None
+
+    monkeypatch.setattr(train_module, "train", diverged_run)
+    argv = ["--allow-diverged"] if allow else []
+    assert run_train(tmp_path / "model", tmp_path / "d.jsonl", tmp_path / "run", tmp_path / "c.yaml", argv) == code
+    err = capsys.readouterr().err
+    assert err == (f"snrtune train: {level}: the run diverged: eval_loss became inf at step 7; training stopped and "
+                   f"{tmp_path / 'run'} holds it with status diverged (exit {code}; try a lower learning_rate)\n")
+
+
+def test_non_finite_values_are_written_as_null(tmp_path):
+    import numpy as np
+
+    from snrtune.artifacts import json_safe, write_json
+
+    record = {"train_loss": [[1, 2.5], [2, float("nan")]], "eval": (float("inf"), -float("inf")),
+              "peak": np.float32(1.5), "bad": np.float64("nan"), "steps": 3, "ok": True, "name": "nan"}
+    write_json(tmp_path / "m.json", json_safe(record))
+    assert strict_json(tmp_path / "m.json") == {"train_loss": [[1, 2.5], [2, None]], "eval": [None, None],
+                                                "peak": 1.5, "bad": None, "steps": 3, "ok": True, "name": "nan"}
+
+
+def test_pick_never_chooses_a_diverged_candidate(tmp_path, capsys):
+    def candidate(lr, eval_loss, status):
+        run = tmp_path / f"lr{lr:g}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({
+            "run": {"id": "m/lora-s0"}, "config": {"learning_rate": lr}, "status": status,
+            "train_loss": [[1, 2.0], [2, None if status == "diverged" else 1.5]], "eval_loss": eval_loss}))
+        return str(run)
+
+    # the diverged one has the lowest validation loss, logged before its loss became NaN
+    runs = [candidate(1e-3, [[2, 2.0]], "finished"), candidate(1e-1, [[1, 0.5]], "diverged"),
+            candidate(1.0, [[1, None]], "diverged")]
+    assert main(["pick", *runs, "--out", str(tmp_path / "chosen")]) == 0
+    assert strict_json(tmp_path / "chosen/sweep.json")["chosen"]["learning_rate"] == 1e-3
+    capsys.readouterr()
+    # every learning rate diverged: the smallest one's run, as diverged, so the report can show the method
+    assert main(["pick", *runs[1:], "--out", str(tmp_path / "all")]) == 0
+    assert capsys.readouterr().err == (f"snrtune pick: warning: every candidate diverged; {tmp_path / 'all'} is the "
+                                       "smallest learning rate's run (0.1) with status diverged\n")
+    assert strict_json(tmp_path / "all/metrics.json")["status"] == "diverged"
