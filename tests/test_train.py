@@ -70,6 +70,7 @@ def test_spectrum_run_directory_follows_the_contract(spectrum_run):
         "chat_template.jinja", "metrics.json", "selection.yaml", "snrtune_output.json", "snrtune_run.json",
         "spectrum_delta.safetensors", "tokenizer.json", "tokenizer_config.json"]
     assert not out.with_name(out.name + ".partial").exists()
+    assert metrics["status"] == "finished" and metrics["diverged"] is None
     assert json.loads((out / "snrtune_run.json").read_text()) == {
         "id": "tiny-llama/spectrum-t25-s0", "model": "tiny-llama", "method": "spectrum", "top_percent": 25,
         "seed": 0, "stage": "sft"}
