@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "svd: torch.linalg.svdvals (the exact reference computation)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
                         help="dtype the weights are taken in before the spectrum (default float32, as the reference)")
-    parser.add_argument("--device", default="cpu", type=arguments.device, help="torch device for the linear algebra: cpu, cuda, cuda:1 …")
+    parser.add_argument("--device", default="cpu", type=arguments.device,
+                        help="torch device for the linear algebra: cpu, cuda, cuda:1 …")
     parser.add_argument("--batch-mib", type=arguments.positive_float, default=DEFAULT_BATCH_MIB,
                         help=f"batch equal-shape matrices up to this many MiB of working memory "
                              f"(default {DEFAULT_BATCH_MIB:g})")
