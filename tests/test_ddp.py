@@ -42,8 +42,8 @@ def test_torchrun_two_processes_split_the_data(tiny_llama, tmp_path):
     assert metrics["details"]["global_step"] == 3
     assert metrics["trainable_params"] == SELECTED_PARAMS
     assert sorted(p.name for p in out.iterdir()) == [
-        "chat_template.jinja", "metrics.json", "selection.yaml", "snrtune_run.json", "spectrum_delta.safetensors",
-        "tokenizer.json", "tokenizer_config.json"]
+        "chat_template.jinja", "metrics.json", "selection.yaml", "snrtune_output.json", "snrtune_run.json",
+        "spectrum_delta.safetensors", "tokenizer.json", "tokenizer_config.json"]
 
 
 @pytest.mark.slow

@@ -123,7 +123,7 @@ def test_paper_dry_run_builds_the_full_comparison(tmp_path):
     # Spectrum-25 on one GPU; every job offline
     assert ("export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1; torchrun --standalone --nproc_per_node 4 -m snrtune.cli "
             "train results/Meta-Llama-3-8B/model --data jondurbin/airoboros-3.1 --out results/Meta-Llama-3-8B/runs/full-s0 "
-            "--method full --seed 0 --config " + str(ROOT / "config/train-gpu.yaml") + " --stage sft --resume "
+            "--method full --seed 0 --config " + str(ROOT / "config/train-gpu.yaml") + " --stage sft --resume --allow-diverged "
             "--deepspeed " + str(ROOT / "config/zero3.json")) in out.stdout
     assert ("; snrtune train results/Meta-Llama-3-8B/model --data jondurbin/airoboros-3.1 --out "
             "results/Meta-Llama-3-8B/runs/spectrum-t25-s0 --method spectrum --seed 0 "

@@ -116,7 +116,8 @@ def train_flags(w):
     return " ".join(part for part in [wc.flags(method=run["method"], seed=run["seed"], selection=wc.selection_file(w.model, w.run),
                               config=train_config(w), stage=config["train"]["stage"],
                               max_steps=config["train"]["max_steps"], match_params_of=match,
-                              resume=True),  # a requeued job continues from its last checkpoint
+                              resume=True,  # a requeued job continues from its last checkpoint
+                              allow_diverged=True),  # a diverged run is a result the report shows (docs/checks.md)
                      wc.settings_flags(config, run["method"], lr)] if part)
 
 

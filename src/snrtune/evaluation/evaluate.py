@@ -21,6 +21,7 @@ import yaml
 
 from snrtune import hub
 from snrtune.artifact_names import RUN_FILE
+from snrtune import arguments
 from snrtune.artifacts import atomic_file, write_json
 from snrtune.errors import SnrtuneError
 from snrtune import tasks as tasks_table
@@ -43,13 +44,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tasks", required=True,
                         help="comma-separated lm-eval task names, e.g. snrtune_toolcall,snrtune_retention,arc_challenge")
     parser.add_argument("--out", required=True, help="the eval.json to write")
-    parser.add_argument("--limit", type=float, default=None,
+    parser.add_argument("--limit", type=arguments.positive_float, default=None,
                         help="at most this many documents per task (a fraction when < 1)")
     parser.add_argument("--num-fewshot", default="",
                         help="per-task few-shot counts, e.g. arc_challenge=25,mmlu=5 (defaults: %s)"
                         % ", ".join(f"{k}={v}" for k, v in tasks_table.fewshot_defaults().items()))
     parser.add_argument("--batch-size", default="16", help="an integer, or 'auto'")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, …")
+    parser.add_argument("--device", default="cpu", type=arguments.device, help="cpu, cuda, cuda:0, …")
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--apply-chat-template", action="store_true",
                         help="format prompts with the tokenizer's chat template (instruct models)")
@@ -67,6 +68,7 @@ def add_arguments(parser) -> None:
                         "(split a large model across the visible GPUs) or tensor_parallel_size=4 (vllm)")
     parser.add_argument("--backend", default="hf", choices=BACKENDS,
                         help="lm-eval model type: hf (transformers), or vllm where the vllm package is installed")
+    arguments.output(parser, "file", inputs=("model_dir", "--run-json", "--include-path"))
 
 
 # --- arguments --------------------------------------------------------------------------------------------

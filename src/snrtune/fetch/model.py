@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from snrtune import hub
+from snrtune import arguments
 from snrtune.artifacts import atomic_dir
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import OWN_FILES, check_model_dir, write_source_info
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accept *.bin (pickle) weights when no safetensors exist; they are converted to safetensors")
     parser.add_argument("--name", default=None, help="short model name for run ids (default: derived from SOURCE)")
     parser.add_argument("--copy", action="store_true", help="copy a local directory instead of symlinking its files")
+    arguments.output(parser, "dir", inputs=("source",))
 
 
 def run(args: argparse.Namespace) -> int:

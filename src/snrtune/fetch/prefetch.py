@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from snrtune import hub
+from snrtune import arguments
 from snrtune.artifacts import atomic_file
 from snrtune.errors import SnrtuneError
 
@@ -25,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", help="comma-separated lm-eval tasks whose data to download")
     parser.add_argument("--include-path", action="append", default=[], help="extra lm-eval task directory")
     parser.add_argument("--out", required=True, help="JSON record of what was prefetched")
+    arguments.output(parser, "file", inputs=("--data", "--include-path"))
 
 
 def run(args: argparse.Namespace) -> int:

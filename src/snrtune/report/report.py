@@ -28,6 +28,7 @@ from snrtune import method_registry, naming
 from snrtune.report import stats
 from snrtune.spectrum import selection_file
 from snrtune.artifact_names import COMPARISONS_TABLE, REPORT_PAGE, RUNS_TABLE, SCORES_TABLE, SUMMARY
+from snrtune import arguments
 from snrtune.artifacts import atomic_dir
 from snrtune.report.cost import COST_COLUMNS, compute_hours, peak_memory
 from snrtune.errors import SnrtuneError
@@ -45,11 +46,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--benchmark", action="append", default=[], metavar="RUN_ID=TSV",
                         help="Snakemake benchmark TSV of a training job, e.g. smollm2/full-s0=results/…/full-s0.tsv")
     parser.add_argument("--out", required=True, help="the report directory to write")
+    arguments.output(parser, "dir", inputs=("results_dir", "--files"), inside_ok=("results_dir",))
     parser.add_argument("--target-task", default=None,
                         help="the task fine-tuning aims at (default: the first evaluated task whose role is 'target' in "
                              "snrtune.tasks, else the first task); "
                              "every other task counts as retention")
-    parser.add_argument("--resamples", type=int, default=stats.RESAMPLES,
+    parser.add_argument("--resamples", type=arguments.positive_int, default=stats.RESAMPLES,
                         help="bootstrap and permutation resamples (default %(default)s)")
 
 

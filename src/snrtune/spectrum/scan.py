@@ -22,8 +22,8 @@ from typing import Iterable
 import torch
 from tqdm import tqdm
 
-from snrtune import __version__
-from snrtune.artifacts import write_json
+from snrtune import __version__, arguments
+from snrtune.artifacts import json_safe, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import check_model_dir, load_source_info, weight_files
 from snrtune.naming import module_name
@@ -46,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "svd: torch.linalg.svdvals (the exact reference computation)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
                         help="dtype the weights are taken in before the spectrum (default float32, as the reference)")
-    parser.add_argument("--device", default="cpu", help="torch device for the linear algebra: cpu, cuda, cuda:1 …")
-    parser.add_argument("--batch-mib", type=float, default=DEFAULT_BATCH_MIB,
+    parser.add_argument("--device", default="cpu", type=arguments.device,
+                        help="torch device for the linear algebra: cpu, cuda, cuda:1 …")
+    parser.add_argument("--batch-mib", type=arguments.positive_float, default=DEFAULT_BATCH_MIB,
                         help=f"batch equal-shape matrices up to this many MiB of working memory "
                              f"(default {DEFAULT_BATCH_MIB:g})")
     parser.add_argument("--spectrum-json", default=None,
@@ -55,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="reuse the matrices finished by an interrupted scan")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow the model's own code when reading its parameter names (off by default)")
+    arguments.output(parser, "file", inputs=("model_dir",))
+    arguments.output(parser, "file", inputs=("model_dir", "--out"), dest="spectrum_json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -227,20 +230,42 @@ def _partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial.jsonl")
 
 
+def _partial_entry(line: str) -> tuple[tuple[str, int | None], dict]:
+    """One finished matrix of a resume file: ((key, slice), values); ValueError when the line is not one."""
+    entry = json.loads(line)
+    if not (isinstance(entry, dict) and isinstance(entry.get("key"), str)
+            and (entry.get("slice") is None or type(entry.get("slice")) is int)
+            and isinstance(entry.get("values"), dict) and isinstance(entry["values"].get("status"), str)):
+        raise ValueError("expected an object with key, slice and values")
+    return (entry["key"], entry["slice"]), entry["values"]
+
+
 def _load_partial(path: Path, settings: dict) -> dict[tuple[str, int | None], dict]:
+    """The matrices an interrupted scan finished. A last line cut by the interruption is dropped; a file
+    that is not a scan resume file (unreadable, another format, a bad line before the last) is named in one
+    line and the scan starts afresh (docs/checks.md)."""
     if not path.is_file():
         return {}
-    lines = path.read_text().splitlines()
-    if not lines or json.loads(lines[0]) != settings:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        header = json.loads(lines[0]) if lines else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"note: --resume: {path} is not a scan resume file ({type(exc).__name__} in line 1); starting afresh")
+        return {}
+    if header != settings:
         print(f"note: {path} was made with other settings; starting afresh")
         return {}
     done = {}
-    for line in lines[1:]:
+    for number, line in enumerate(lines[1:], start=2):
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by the interruption
-            break
-        done[(entry["key"], entry["slice"])] = entry["values"]
+            key, values = _partial_entry(line)
+        except (json.JSONDecodeError, ValueError) as exc:
+            if number == len(lines):  # a line cut by the interruption
+                break
+            reason = "not JSON" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            print(f"note: --resume: {path} line {number} is corrupt ({reason}); starting afresh")
+            return {}
+        done[key] = values
     return done
 
 
@@ -310,7 +335,7 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
         modules=modules,
         not_scannable=not_scannable,
     )
-    write_json(out, _json_safe(result))
+    write_json(out, json_safe(result))
     if spectrum_json:
         write_spectrum_json(spectrum_json, modules, not_scannable)
     partial.unlink(missing_ok=True)
@@ -354,12 +379,3 @@ def write_spectrum_json(path: str | os.PathLike, modules: list[dict], not_scanna
     write_json(path, dict(sorted(data.items(), key=lambda item: item[1]["type"])))
 
 
-def _json_safe(obj):
-    """Replace non-finite floats by None (JSON has no NaN)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {key: _json_safe(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(value) for value in obj]
-    return obj

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from snrtune import method_registry
 from snrtune.artifact_names import DELTA_FILE, RUN_FILE, SELECTION_COPY
-from snrtune.artifacts import atomic_dir, read_json, write_json
+from snrtune import arguments
+from snrtune.artifacts import atomic_dir, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import SOURCE_FILE, check_model_dir, check_run_dir, weights_fingerprint
 from snrtune.spectrum.selection_file import load_selection
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a finished run directory from `snrtune train`")
     parser.add_argument("--base", required=True, help="the model directory the run was trained from")
     parser.add_argument("--out", required=True, help="merged model directory to create")
+    arguments.output(parser, "dir", inputs=("run_dir", "--base"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ with DDP, or with DeepSpeed / FSDP when the config names one.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -18,11 +19,11 @@ from typing import Any
 
 import transformers
 
-from snrtune import method_registry
+from snrtune import arguments, method_registry
 from snrtune.training import methods
 from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, DELTA_FILE, METRICS_FILE,
                                     PARTIAL_SUFFIX, ROWS_DIR, RUN_FILE, SELECTION_COPY, TRAINER_PICKLE)
-from snrtune.artifacts import atomic_dir, read_json, read_yaml, write_json
+from snrtune.artifacts import atomic_dir, json_safe, read_json, read_yaml, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import check_model_dir, load_source_info, read_run_record, weights_fingerprint
 from snrtune import naming
@@ -32,6 +33,7 @@ from snrtune.training.settings import (TrainingSettings, check_bitsandbytes_kern
                                        parse_assignments, require_deepspeed)
 
 STAGES = ("sft", "dpo")
+DIVERGED_EXIT = 3  # `snrtune train` of a run whose loss became non-finite (docs/checks.md); 2 is a user mistake
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "learning rate: --set learning_rate=3.0e-3")
     parser.add_argument("--deepspeed", help="DeepSpeed ZeRO JSON (overrides the config's deepspeed key), "
                         "e.g. config/zero3.json under torchrun")
+    parser.add_argument("--allow-diverged", action="store_true",
+                        help=f"a run whose loss became non-finite is a result: exit 0 instead of {DIVERGED_EXIT} "
+                             "(it is written with status diverged either way; the workflow passes this)")
+    arguments.output(parser, "dir", inputs=("model_dir", "--data", "--selection", "--config", "--deepspeed"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
                        config=args.config, seed=args.seed, stage=args.stage, match_params_of=args.match_params_of,
                        resume=args.resume, max_steps=args.max_steps,
                        overrides=parse_assignments(args.assignments), deepspeed=args.deepspeed)
+    if metrics is not None and metrics["status"] == "diverged":
+        where = metrics["diverged"]
+        print(f"snrtune train: {'warning' if args.allow_diverged else 'error'}: the run diverged: {where['key']} "
+              f"became {where['value']} at step {where['step']}; training stopped and {args.out} holds it with "
+              f"status diverged (exit {0 if args.allow_diverged else DIVERGED_EXIT}; try a lower learning_rate)",
+              file=sys.stderr)
+        return 0 if args.allow_diverged else DIVERGED_EXIT
     if metrics is not None:
         print(f"trained {metrics['run']['id']}: {metrics['trainable_params']:,} of {metrics['total_params']:,} "
               f"parameters, final loss {metrics['train_loss'][-1][1]:.4f} → {args.out}")
@@ -242,7 +255,8 @@ def trainer_kwargs(cfg: TrainingSettings, output_dir: Path, has_eval: bool) -> d
         max_steps=cfg.max_steps if cfg.max_steps else -1,
         bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=cfg.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
-        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        logging_steps=cfg.logging_steps, logging_nan_inf_filter=False,  # a NaN loss is logged (DivergenceStop)
+        save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         eval_strategy="steps" if (every and has_eval) else "no", eval_steps=every,
         report_to=cfg.report_to, log_level="error", disable_tqdm=not interactive(),
@@ -472,6 +486,23 @@ class Throughput(transformers.TrainerCallback):
         }
 
 
+class DivergenceStop(transformers.TrainerCallback):
+    """Stops training at the first logged non-finite training or validation loss (the Trainer logs every
+    ``logging_steps`` steps; its NaN filter is off, see trainer_kwargs); ``where`` then says the step, the
+    loss key and its value, and the run is written as finished with status "diverged"."""
+
+    def __init__(self):
+        self.where: dict[str, Any] | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "eval_loss"):
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                if self.where is None:
+                    self.where = {"step": state.global_step, "key": key, "value": str(float(value))}
+                control.should_training_stop = True
+
+
 class QuietProgress(transformers.trainer_callback.ProgressCallback):
     """The Trainer's tqdm bar (on a terminal only) without a printed dict per logging step."""
 
@@ -642,7 +673,8 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     model, facts = methods.prepare(method, model_dir, cfg, sel, match_params_of)
     trainable, total = methods.count_params(model)
     throughput = Throughput(partial / ATTEMPTS_FILE, is_main)
-    trainer = build_trainer(stage, model, tokenizer, args, train_ds, val_ds, [throughput, *callbacks])
+    divergence = DivergenceStop()
+    trainer = build_trainer(stage, model, tokenizer, args, train_ds, val_ds, [throughput, divergence, *callbacks])
     counts = data_counts(stage, train_rows, val_rows, trainer, cfg)
     if is_main:
         print(data_line(counts, cfg.max_seq_length))
@@ -651,7 +683,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     used = optimizer_elements(trainer)
     if used is not None and used != trainable:
         raise SnrtuneError(f"the optimizer holds {used} parameters but {trainable} are trainable; expected equal")
-    if val_ds is not None and not cfg.eval_steps:
+    if val_ds is not None and not cfg.eval_steps and divergence.where is None:
         trainer.evaluate()
     save_weights(trainer, spec, partial, selection, is_main)
     if is_main:
@@ -660,7 +692,8 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         return None, trainer.model
 
     metrics = run_record(
-        stopwatch, run=identity, trainable_params=trainable, total_params=total,
+        stopwatch, run=identity, status="finished" if divergence.where is None else "diverged",
+        diverged=divergence.where, trainable_params=trainable, total_params=total,
         train_loss=losses(trainer.state.log_history, "loss"),
         eval_loss=losses(trainer.state.log_history, "eval_loss"),
         tokens_per_s=round(throughput.tokens / throughput.seconds, 3) if throughput.tokens else None,
@@ -686,5 +719,5 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         (tmp / ATTEMPTS_FILE).unlink(missing_ok=True)  # its totals are in metrics.json
         shutil.rmtree(tmp / ROWS_DIR, ignore_errors=True)  # the data rows and their tokenization cache
         write_json(tmp / RUN_FILE, identity)
-        write_json(tmp / METRICS_FILE, metrics)
+        write_json(tmp / METRICS_FILE, json_safe(metrics))  # a diverged run's non-finite losses as null
     return metrics, trainer.model
