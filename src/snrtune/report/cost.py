@@ -26,3 +26,8 @@ def peak_memory(cost: pd.DataFrame) -> tuple[pd.Series, str]:
     if allocated is not None and allocated.notna().any():
         return allocated, "peak allocated GPU memory"
     return cost["peak_memory_bytes"], "peak memory (RSS on a CPU)"
+
+
+# A run's training status (metrics.json): "diverged" (a non-finite loss, or `"status": "diverged"`) and
+# "did not learn" are failures — shown, never ranked; "learned" and None (too few losses to tell) are not.
+FAILED = ("diverged", "did not learn")

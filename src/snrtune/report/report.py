@@ -14,6 +14,7 @@ the verdict names a winner only when it is significantly ahead (docs/evaluation.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import json
@@ -28,7 +29,7 @@ from snrtune import method_registry, naming
 from snrtune.report import stats
 from snrtune.artifact_names import COMPARISONS_TABLE, REPORT_PAGE, RUNS_TABLE, SCORES_TABLE, SUMMARY
 from snrtune.artifacts import atomic_dir
-from snrtune.report.cost import COST_COLUMNS, compute_hours, peak_memory
+from snrtune.report.cost import COST_COLUMNS, FAILED, compute_hours, peak_memory
 from snrtune.errors import SnrtuneError
 from snrtune.training.sweep import SWEEP_FILE
 
@@ -52,8 +53,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--target-task", default=None,
                         help=f"the task fine-tuning aims at (default: {DEFAULT_TARGET} if evaluated, else the first task); "
                              "every other task counts as retention")
-    parser.add_argument("--resamples", type=int, default=stats.RESAMPLES,
-                        help="bootstrap and permutation resamples (default %(default)s)")
+    parser.add_argument("--retention-tasks", type=_task_list, default=None, metavar="A,B",
+                        help="the tasks that measure what fine-tuning may lose (default: every task but the target)")
+
+
+def _task_list(text: str) -> list[str]:
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    if not tasks:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated task names")
+    return tasks
 
 
 # --- discovery --------------------------------------------------------------------------------------------
@@ -100,14 +108,89 @@ def collect(paths, strict: bool = True) -> dict[str, list[dict]]:
         kind, obj = read_artifact(path)
         if kind:
             obj["_path"] = str(path)
+            if kind in VALIDATE:
+                VALIDATE[kind](obj, path)
             found[kind].append(obj)
         elif strict:
             raise SnrtuneError(f"--files: {str(path)!r} is not an eval.json, metrics.json, snr.json or selection "
                                f"file{'' if path.exists() else ' (it does not exist)'}")
-    for kind in ("eval", "metrics"):  # a copied file must not count as another seed
-        unique = {item["run"]["id"]: item for item in reversed(found[kind])}
+    # a copied file must not count as another seed; two eval files of one run on different tasks are both kept
+    keys = {"eval": lambda item: (item["run"]["id"], tuple(sorted(item["results"]))),
+            "metrics": lambda item: item["run"]["id"]}
+    for kind, key in keys.items():
+        unique = {key(item): item for item in reversed(found[kind])}
         found[kind] = sorted(unique.values(), key=lambda item: item["_path"])
     return found
+
+
+# --- validation of what the report reads ------------------------------------------------------------------
+
+BOUNDED = ("acc", "acc_norm", "exact_match", "f1")  # metrics that are proportions: in [0, 1]
+
+
+def _bounded(metric: str) -> bool:
+    return metric.split(",")[0].split("/")[0] in BOUNDED
+
+
+def _bad(path: Path, key: str, problem: str):
+    raise SnrtuneError(f"{path}: {key} {problem}")
+
+
+def _check_run(obj: dict, path: Path) -> None:
+    run = obj["run"]
+    if not isinstance(run, dict):
+        _bad(path, "run", "must be an object with id and method")
+    for key in ("id", "method"):
+        if not isinstance(run.get(key), str) or not run[key]:
+            _bad(path, f"run.{key}", "is missing or not a string")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_eval(obj: dict, path: Path) -> None:
+    """One line naming the file and key for: a missing run field, a score that is not a number (null is
+    allowed: not computed), an accuracy outside [0, 1], a non-finite or out-of-range per-example value."""
+    _check_run(obj, path)
+    if not isinstance(obj["results"], dict):
+        _bad(path, "results", "must be an object of tasks")
+    for task, metrics in obj["results"].items():
+        if not isinstance(metrics, dict):
+            _bad(path, f"results.{task}", "must be an object of metrics")
+        for metric, score in metrics.items():
+            key = f"results.{task}.{metric}"
+            if score is None:
+                continue
+            if not _finite(score):
+                _bad(path, key, f"is {score!r}: expected a finite number")
+            if not metric.endswith("_stderr") and _bounded(metric) and not 0 <= score <= 1:
+                _bad(path, key, f"is {score!r}: a proportion must lie in [0, 1]")
+    for task, data in (obj.get("per_example") or {}).items():
+        for metric, entry in (data.get("metrics") or {}).items():
+            key = f"per_example.{task}.metrics.{metric}.values"
+            values = entry.get("values") if isinstance(entry, dict) else None
+            flat = np.asarray(values if isinstance(values, list) else [None], dtype=object).ravel()
+            if not all(_finite(v) for v in flat):
+                _bad(path, key, "holds a value that is not a finite number")
+            if len(flat) and _bounded(metric) and entry.get("aggregation") == "mean" and not (
+                    0 <= min(flat) and max(flat) <= 1):
+                _bad(path, key, "holds a value outside [0, 1] for a proportion")
+            if len(values) != len(data.get("doc_ids") or []):
+                _bad(path, key, f"has {len(values)} values for {len(data.get('doc_ids') or [])} doc_ids")
+
+
+def validate_metrics(obj: dict, path: Path) -> None:
+    _check_run(obj, path)
+    for key in ("train_loss", "eval_loss"):
+        points = obj.get(key) or []
+        if not isinstance(points, list) or not all(isinstance(p, list) and len(p) == 2 for p in points):
+            _bad(path, key, "must be a list of [step, loss] pairs")
+        if any(p[1] is not None and not isinstance(p[1], (int, float)) for p in points):
+            _bad(path, key, "holds a loss that is not a number (or null for a non-finite one)")
+
+
+VALIDATE = {"eval": validate_eval, "metrics": validate_metrics}
 
 
 # --- run identity -----------------------------------------------------------------------------------------
@@ -148,15 +231,42 @@ def snr_counterpart(variant: str) -> str | None:
     return None
 
 
-def learned(metrics: dict) -> bool | None:
-    """Did the run improve its own training objective? True when the mean of the last quarter of its logged
-    training losses (at least one) is below the first logged loss; None when fewer than two were logged."""
-    values = [float(loss) for _, loss in metrics.get("train_loss") or []
-              if isinstance(loss, (int, float)) and math.isfinite(loss)]
-    if len(values) < 2:
+LEARN_MARGIN = 3.0  # the drop must exceed this many robust standard errors of the last quarter's median
+
+
+def _losses(metrics: dict, key: str) -> list:
+    return [loss for _, loss in metrics.get(key) or []]
+
+
+def _robust_drop(values: list[float]) -> bool | None:
+    """First vs last quarter (q = max(1, n // 4) values each) of a loss curve: True when the median of the
+    last quarter is below the median of the first by more than LEARN_MARGIN × 1.4826 × MAD(last) / √q (a flat
+    noisy curve does not pass, a late spike does not move a median); None with fewer than 4 values."""
+    if len(values) < 4:
         return None
-    tail = values[-max(1, len(values) // 4):]
-    return sum(tail) / len(tail) < values[0]
+    q = max(1, len(values) // 4)
+    first, last = np.asarray(values[:q]), np.asarray(values[-q:])
+    noise = 1.4826 * float(np.median(np.abs(last - np.median(last)))) / math.sqrt(q)
+    return float(np.median(first) - np.median(last)) > LEARN_MARGIN * noise
+
+
+def run_status(metrics: dict) -> str | None:
+    """``diverged`` (metrics.json ``"status": "diverged"`` or a non-finite — null — training or evaluation
+    loss), ``did not learn``, ``learned``, or None (too few losses to tell). Learning is judged on the training
+    loss (the objective the run optimises); when fewer than 4 training losses were logged, on the eval loss."""
+    train, evals = _losses(metrics, "train_loss"), _losses(metrics, "eval_loss")
+    if metrics.get("status") == "diverged" or any(v is None or not math.isfinite(v) for v in train + evals):
+        return "diverged"
+    drop = _robust_drop([float(v) for v in train])
+    if drop is None:
+        drop = _robust_drop([float(v) for v in evals])
+    return None if drop is None else "learned" if drop else "did not learn"
+
+
+def budget_of(metrics: dict) -> tuple[float | None, float | None]:
+    """(examples per optimizer step, max steps) from metrics.json ``budget``; (None, None) when absent."""
+    budget = metrics.get("budget") or {}
+    return budget.get("examples_per_step"), budget.get("max_steps")
 
 
 # --- tables -----------------------------------------------------------------------------------------------
@@ -197,14 +307,20 @@ def read_benchmarks(specs: list[str]) -> dict[str, dict]:
 
 
 def runs_table(found: dict[str, list[dict]], benchmarks: dict[str, dict] | None = None) -> pd.DataFrame:
-    """One row per run × task × metric, with the run's training cost and whether it learned."""
+    """One row per run × task × metric, with the run's training cost, status and budget (a task that two eval
+    files of one run both hold counts once)."""
     costs = {m["run"]["id"]: m for m in found["metrics"]}
     benchmarks = benchmarks or {}
-    rows = []
+    rows, seen = [], set()
     for ev in found["eval"]:
         run, cost = ev["run"], costs.get(ev["run"]["id"], {})
         kind = selection_kind(run, cost)
+        status = run_status(cost) if cost else None
+        examples_per_step, max_steps = budget_of(cost)
         for task, metrics in ev["results"].items():
+            if (run["id"], task) in seen:
+                continue
+            seen.add((run["id"], task))
             for metric, score in metrics.items():
                 if metric.endswith("_stderr"):
                     continue
@@ -215,7 +331,8 @@ def runs_table(found: dict[str, list[dict]], benchmarks: dict[str, dict] | None 
                     "score": score, "stderr": metrics.get(metric + "_stderr"),
                     "higher_is_better": ev.get("higher_is_better", {}).get(task, {}).get(
                         metric, "perplexity" not in metric and "bits_per" not in metric),
-                    "learned": learned(cost) if cost else None,
+                    "status": status, "learned": None if status is None else status == "learned",
+                    "examples_per_step": examples_per_step, "max_steps": max_steps,
                     "trainable_params": cost.get("trainable_params"), "total_params": cost.get("total_params"),
                     "peak_memory_bytes": cost.get("peak_memory_bytes"), "train_wall_time_s": cost.get("wall_time_s"),
                     "gpu_seconds": cost.get("gpu_seconds"), "cpu_seconds": cost.get("cpu_seconds"),
@@ -268,33 +385,43 @@ def seed_matrix(index: dict, run_ids: list[str], task: str, metric: str,
     return np.asarray(rows, dtype=float), entries[0][2], common
 
 
-def learned_of(values: pd.Series) -> bool | None:
-    """A variant learned when none of its seeds failed to (unknown seeds do not count against it)."""
-    known = [bool(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return None if not known else all(known)
+def status_of(values: pd.Series) -> str | None:
+    """A variant's status over its seeds: diverged when any seed diverged, else did not learn when any seed did
+    not learn, else learned when every known seed learned (unknown seeds do not count against it)."""
+    known = {v for v in values if isinstance(v, str)}
+    for status in (*FAILED, "learned"):
+        if status in known:
+            return status
+    return None
 
 
-def aggregate(scores: pd.DataFrame, index: dict, resamples: int = stats.RESAMPLES) -> pd.DataFrame:
-    """Per model × variant × task: the mean over seeds with a 95 % CI.
+def _budget(values: pd.Series) -> str | None:
+    known = sorted({float(v) for v in values if v is not None and not pd.isna(v)})
+    return None if not known else "/".join(f"{v:g}" for v in known)
 
-    The CI is a percentile bootstrap over examples (seeds, then examples, when there are several seeds) when
-    every seed has per-example scores; else the mean ± 1.96 × the standard error over seeds (several seeds) or
-    ± 1.96 × lm-eval's standard error (one seed); ``ci_method`` says which. Models are never pooled.
-    """
+
+def aggregate(scores: pd.DataFrame, index: dict) -> pd.DataFrame:
+    """Per model × variant × task: the mean over seeds with a 95 % interval (snrtune.report.stats.interval: a
+    seed-aware Wilson interval for 0/1 scores, else the crossed-design t interval) when every seed has
+    per-example scores; else the mean ± 1.96 × the standard error over seeds (several seeds) or ± 1.96 ×
+    lm-eval's standard error (one seed); ``ci_method`` says which. Models are never pooled."""
     rows = []
     for (model, variant, task), group in scores.groupby(["model", "variant", "task"], sort=False, dropna=False):
         group = group[group["score"].notna()]
         if group.empty:
             continue
         metric, n = group["metric"].iloc[0], len(group)
+        status = status_of(group["status"])
         row = {"model": model, "variant": variant, "task": task, "metric": metric,
                "higher_is_better": bool(group["higher_is_better"].iloc[0]), "score": group["score"].mean(),
-               "n_seeds": n, "n_examples": None, "learned": learned_of(group["learned"]),
+               "n_seeds": n, "n_examples": None, "status": status,
+               "learned": None if status is None else status == "learned",
+               "examples_per_step": _budget(group["examples_per_step"]), "max_steps": _budget(group["max_steps"]),
                "ci_low": math.nan, "ci_high": math.nan, "ci_method": None}
         data = seed_matrix(index, list(group["run"]), task, metric)
         if data is not None:
-            ci = stats.bootstrap_ci(data[0], data[1], resamples=resamples)
-            row.update(ci_low=ci.low, ci_high=ci.high, ci_method="bootstrap", n_examples=len(data[2]))
+            ci = stats.interval(data[0], data[1])
+            row.update(ci_low=ci.low, ci_high=ci.high, ci_method=ci.method, n_examples=len(data[2]))
         elif n > 1:
             se = group["score"].std(ddof=1) / math.sqrt(n)
             low, high = stats.normal_interval(row["score"], se)
@@ -326,6 +453,9 @@ def variant_order(variants) -> list[str]:
 
 # --- paired comparisons -----------------------------------------------------------------------------------
 
+RANKING, GAIN = "ranking", "gain and retention"
+
+
 def paired_runs(scores: pd.DataFrame, a: str, b: str) -> tuple[list[str], list[str]] | None:
     """Run ids of variants a and b paired by seed (their common seeds); when one side has a single run (the base
     model has no seed), it is paired with every run of the other; None when they cannot be paired."""
@@ -341,17 +471,26 @@ def paired_runs(scores: pd.DataFrame, a: str, b: str) -> tuple[list[str], list[s
     return None
 
 
-def comparison_pairs(agg_model: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """(variant, reference, why) on one model's target task: every method against full fine-tuning and against
-    the best method that learned, the best against the base model, each control against its SNR selection."""
-    trained = agg_model[agg_model.variant != "base"]
-    if trained.empty:
-        return []
-    hib = bool(trained["higher_is_better"].iloc[0])
-    ok = trained[trained["learned"] != False]  # noqa: E712 (None: unknown, not a failure)
-    best = (ok if not ok.empty else trained).set_index("variant")["score"]
-    best = best.idxmax() if hib else best.idxmin()
-    variants = list(trained["variant"])
+def contenders(agg_model: pd.DataFrame) -> list[str]:
+    """Trained variants that may be ranked: not the base model, not failed (diverged, did not learn)."""
+    return [v for v, s in zip(agg_model["variant"], agg_model["status"]) if v != "base" and s not in FAILED]
+
+
+def ranking_scores(scores: pd.DataFrame, names: list[str]) -> pd.Series:
+    """Each contender's mean score over the seeds every contender has (the seeds the paired tests use); over
+    all its seeds when the contenders share none."""
+    sub = scores[scores.variant.isin(names)]
+    seeds = [set(sub.loc[sub.variant == v, "seed"]) for v in names]
+    common = set.intersection(*seeds) if seeds else set()
+    if common:
+        sub = sub[sub.seed.isin(common)]
+    return sub.groupby("variant")["score"].mean().reindex(names)
+
+
+def comparison_pairs(agg_model: pd.DataFrame, best: str | None) -> list[tuple[str, str, str]]:
+    """The pre-declared ranking family on one model's target task: the best contender against every other
+    contender, every trained method against full fine-tuning, each control against its SNR selection."""
+    variants = [v for v in agg_model["variant"] if v != "base"]
     pairs: dict[frozenset, tuple[str, str, str]] = {}
 
     def add(a, b, why):
@@ -361,60 +500,95 @@ def comparison_pairs(agg_model: pd.DataFrame) -> list[tuple[str, str, str]]:
         elif a != b and why not in pairs[key][2]:
             pairs[key] = (*pairs[key][:2], pairs[key][2] + ", " + why)
 
-    for v in variants:
-        counterpart = snr_counterpart(v)
-        if counterpart in variants:
-            add(counterpart, v, "SNR vs control")
-    for v in ok["variant"]:  # a run that did not learn is not a contender (it is still compared with full)
-        if v != best:
+    if best is not None:
+        for v in contenders(agg_model):
             add(best, v, "best vs other")
     if "full" in variants:
         for v in variants:
             add(v, "full", "vs full")
-    if "base" in set(agg_model.variant):
-        add(best, "base", "best vs base")
+    for v in variants:
+        counterpart = snr_counterpart(v)
+        if counterpart in variants:
+            add(counterpart, v, "SNR vs control")
     return list(pairs.values())
 
 
+def _compare(scores: pd.DataFrame, index: dict, task: str, metric: str, a: str, b: str) -> dict:
+    """One paired comparison's row (without Holm): the crossed-design test on the common seeds and examples,
+    else only the difference of the means (untested)."""
+    row = {"difference": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan,
+           "n_examples": None, "n_seeds": None, "result": None}
+    paired = paired_runs(scores, a, b)
+    da = db = None
+    if paired:
+        da = seed_matrix(index, paired[0], task, metric)
+        db = seed_matrix(index, paired[1], task, metric, docs=da[2] if da else None)
+        if da is not None and db is not None and da[2] != db[2]:
+            da = seed_matrix(index, paired[0], task, metric, docs=db[2])
+    if da is not None and db is not None:
+        result = stats.compare(da[0], db[0], da[1])
+        row.update(difference=result.difference, ci_low=result.low, ci_high=result.high, p_value=result.p_value,
+                   n_examples=result.n_examples, n_seeds=result.n_seeds, result=result)
+    else:
+        means = scores.groupby("variant")["score"].mean()
+        row["difference"] = means[a] - means[b]
+    return row
+
+
+def _holm(family: list[dict]) -> None:
+    """Holm over one family; power and examples needed at α/m, the level Holm's first step uses."""
+    tested = [r for r in family if not math.isnan(r["p_value"])]
+    level = stats.ALPHA / max(1, len(tested))
+    for r, adjusted in zip(tested, stats.holm([r["p_value"] for r in tested]) if tested else []):
+        r["p_holm"] = float(adjusted)
+    for r in family:
+        r.setdefault("p_holm", math.nan)
+        r["significant"] = bool(r["p_holm"] < stats.ALPHA) if not math.isnan(r["p_holm"]) else None
+        result = r.pop("result")
+        r["family_size"], r["level"] = len(tested), level
+        r["power"] = result.power(level) if result else math.nan
+        r["examples_needed"] = result.examples_needed(level) if result else math.nan
+
+
 def comparisons(scores: pd.DataFrame, agg: pd.DataFrame, index: dict, target: str,
-                resamples: int = stats.RESAMPLES) -> pd.DataFrame:
-    """Paired comparisons on the target task, per model: difference (variant − reference, in the metric's
-    units), its 95 % paired-bootstrap CI, the sign-flip p-value, Holm-adjusted over the model's comparisons,
-    and the examples per seed that would separate the two at the observed difference."""
+                retention: list[str]) -> pd.DataFrame:
+    """Per model, two Holm families. ``ranking`` (target task): best contender vs each other contender, each
+    method vs full, each control vs its SNR selection. ``gain and retention``: each trained method against the
+    base model on the target task and on every retention task. Per row: difference (variant − reference, in the
+    metric's units), its 95 % interval, the p-value, Holm-adjusted within the family, the power at the observed
+    difference and the examples per seed for power 0.8, both at α/m."""
     rows = []
-    for model, agg_model in agg[agg.task == target].groupby("model", sort=False, dropna=False):
-        sub = scores[(scores.task == target) & (scores.model == model)]
-        family = []
-        for a, b, why in comparison_pairs(agg_model):
-            metric = agg_model["metric"].iloc[0]
-            row = {"model": model, "task": target, "metric": metric, "variant": a, "reference": b, "why": why,
-                   "difference": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan,
-                   "n_examples": None, "n_seeds": None, "examples_needed": math.nan}
-            paired = paired_runs(sub, a, b)
-            da = db = None
-            if paired:
-                da = seed_matrix(index, paired[0], target, metric)
-                db = seed_matrix(index, paired[1], target, metric, docs=da[2] if da else None)
-                if da is not None and db is not None and da[2] != db[2]:
-                    da = seed_matrix(index, paired[0], target, metric, docs=db[2])
-            if da is not None and db is not None:
-                result = stats.compare(da[0], db[0], da[1], resamples=resamples)
-                row.update(difference=result.difference, ci_low=result.low, ci_high=result.high,
-                           p_value=result.p_value, n_examples=result.n_examples, n_seeds=result.n_seeds,
-                           examples_needed=result.examples_needed)
-            else:
-                sa = agg_model.set_index("variant")["score"]
-                row["difference"] = sa[a] - sa[b]
-            family.append(row)
-        tested = [r for r in family if not math.isnan(r["p_value"])]
-        for r, adjusted in zip(tested, stats.holm([r["p_value"] for r in tested]) if tested else []):
-            r["p_holm"] = float(adjusted)
-        for r in family:
-            r.setdefault("p_holm", math.nan)
-            r["significant"] = bool(r["p_holm"] < stats.ALPHA) if not math.isnan(r["p_holm"]) else None
-        rows += family
-    columns = ["model", "task", "metric", "variant", "reference", "why", "difference", "ci_low", "ci_high",
-               "p_value", "p_holm", "significant", "n_examples", "n_seeds", "examples_needed"]
+    for model, agg_model in agg.groupby("model", sort=False, dropna=False):
+        here = scores[scores.model == model]
+        on_target = agg_model[agg_model.task == target]
+        if on_target.empty:
+            continue
+        metric = on_target["metric"].iloc[0]
+        names = contenders(on_target)
+        best = None
+        if names:
+            ranked = ranking_scores(here[here.task == target], names)
+            best = ranked.idxmax() if bool(on_target["higher_is_better"].iloc[0]) else ranked.idxmin()
+        families = {RANKING: [(target, a, b, why) for a, b, why in comparison_pairs(on_target, best)], GAIN: []}
+        if "base" in set(on_target.variant):
+            for task in [target, *retention]:
+                t = agg_model[agg_model.task == task]
+                if "base" in set(t.variant):
+                    families[GAIN] += [(task, v, "base", "target gain" if task == target else "retention change")
+                                       for v in t.variant if v != "base"]
+        for family, pairs in families.items():
+            done = []
+            for task, a, b, why in pairs:
+                task_metric = metric if task == target else agg_model.loc[agg_model.task == task, "metric"].iloc[0]
+                sub = here[here.task == task]
+                done.append({"model": model, "task": task, "metric": task_metric, "family": family, "variant": a,
+                             "reference": b, "why": why, "best": a == best and why.startswith("best"),
+                             **_compare(sub, index, task, task_metric, a, b)})
+            _holm(done)
+            rows += done
+    columns = ["model", "task", "metric", "family", "variant", "reference", "why", "best", "difference", "ci_low",
+               "ci_high", "p_value", "p_holm", "significant", "n_examples", "n_seeds", "family_size", "level",
+               "power", "examples_needed"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -447,24 +621,31 @@ def _p(p: float) -> str:
 def _needed(n: float) -> str:
     if n is None or math.isnan(n):
         return "–"
-    return "∞ (no difference)" if math.isinf(n) else f"~{math.ceil(n):,}"
+    return "∞ (more examples alone do not suffice)" if math.isinf(n) else f"~{math.ceil(n):,}"
 
 
-CI_MARK = {"bootstrap": "", "normal over seeds": "*", "lm-eval stderr": "†", None: ""}
+CI_MARK = {"wilson": "", "t": "", "t (delta method)": "", "normal over seeds": "*", "lm-eval stderr": "†", None: ""}
 SETTINGS_NOTE = ("Training settings per run: the learning rate and LoRA rank/alpha are each method's own (LoRA scale = "
                  "alpha/r, or alpha/sqrt(r) with rsLoRA); steps, examples per step and sequence length are held "
                  "equal.")
+COMPARISON_NOTE = ("Paired comparisons (difference = method − against, on the same examples and seeds; t-test of the "
+                   "crossed seeds × examples model; Holm within each family: 'ranking' on the target task = best vs "
+                   "each, each vs full, each control vs its SNR selection; 'gain and retention' = each method vs the "
+                   "base model on the target and retention tasks). Power and examples per seed for power 0.8 are at "
+                   "α/m, the level of Holm's first step.")
 SWEEP_NOTE = ("Learning-rate sweep: every candidate trained on the same data and budget; the one with the lowest "
               "final held-out validation loss (never a test score) was merged and evaluated (✓).")
-CI_NOTE = ("Scores: mean over seeds [95% confidence interval], change against the base model in parentheses; "
-           "best value per column in bold. Intervals: percentile bootstrap over examples (over seeds, then "
-           "examples, when there are several seeds) from the per-example scores; * mean ± 1.96 × standard error "
-           "over seeds, † ± 1.96 × lm-eval's standard error (no per-example scores: evaluate with --log-samples). "
-           "A method marked 'did not learn' did not lower its own training loss and is not ranked.")
+CI_NOTE = ("Scores: mean over seeds [95% interval], change against the base model in parentheses; best value per "
+           "column in bold among the methods that may be ranked. Intervals from the per-example scores treat seeds × "
+           "examples as a crossed design (seed-to-seed spread and the shared examples both count): Wilson at the "
+           "effective number of examples for 0/1 scores, else a t interval (perplexity: delta method on the log "
+           "scale); * mean ± 1.96 × standard error over seeds, † ± 1.96 × lm-eval's standard error (no per-example "
+           "scores: evaluate with --log-samples). A method marked 'did not learn' did not lower its own training loss "
+           "(median of the last quarter against the first), 'diverged' had a non-finite loss; neither is ranked.")
 
 
 def variant_label(row) -> str:
-    return f"{row.variant} (did not learn)" if row.learned is False else row.variant
+    return f"{row.variant} ({row.status})" if row.status in FAILED else row.variant
 
 
 def summary_frame(agg: pd.DataFrame, cost: pd.DataFrame, tasks: list[str]) -> tuple[pd.DataFrame, dict]:
@@ -491,7 +672,7 @@ def summary_frame(agg: pd.DataFrame, cost: pd.DataFrame, tasks: list[str]) -> tu
                 cell += f" ({r.delta_vs_base:+.3g})"
             cells[v] = cell
         table[col] = pd.Series(cells)
-        ranked = sub[(sub.index != "base") & (sub["learned"] != False)]  # noqa: E712
+        ranked = sub[(sub.index != "base") & ~sub["status"].isin(FAILED)]
         if not ranked.empty:
             best[col] = ranked["score"].idxmax() if hib else ranked["score"].idxmin()
     names = {"trainable_params": "trainable params ↓", "peak_memory_bytes": "peak memory ↓",
@@ -512,15 +693,17 @@ def summary_frame(agg: pd.DataFrame, cost: pd.DataFrame, tasks: list[str]) -> tu
 
 
 def comparison_frame(comp: pd.DataFrame) -> pd.DataFrame:
-    """One model's comparisons as strings."""
+    """One model's comparisons as strings: significant, or inconclusive with the power at the observed
+    difference and the examples per seed for power 0.8 (both at α/m, Holm's first level)."""
     rows = []
     for r in comp.itertuples():
         ci = f" [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if not math.isnan(r.ci_low) else " (untested)"
-        verdict = "–" if r.significant is None else ("significant" if r.significant else "indistinguishable")
-        rows.append({"method": r.variant, "against": r.reference, "why": r.why,
+        outcome = "–" if r.significant is None else "significant" if r.significant else "inconclusive"
+        rows.append({"method": r.variant, "against": r.reference, "task": r.task, "family": r.family, "why": r.why,
                      "difference [95% CI]": f"{r.difference:+.3g}{ci}", "p": _p(r.p_value),
-                     "Holm p": _p(r.p_holm), "at α=0.05": verdict,
-                     "examples to separate": "–" if r.significant else _needed(r.examples_needed)})
+                     "Holm p": _p(r.p_holm), "at α=0.05": outcome,
+                     "power at observed": "–" if r.significant is not False else f"{r.power:.2f}",
+                     "examples to separate": "–" if r.significant is not False else _needed(r.examples_needed)})
     return pd.DataFrame(rows)
 
 
@@ -549,76 +732,156 @@ def pick_target(tasks: list[str], requested: str | None) -> str:
     return DEFAULT_TARGET if DEFAULT_TARGET in tasks else tasks[0]
 
 
+def pick_retention(tasks: list[str], target: str, requested: list[str] | None) -> list[str]:
+    """The retention tasks: ``--retention-tasks`` (each evaluated, none the target), else every other task."""
+    if requested is None:
+        return [t for t in tasks if t != target]
+    for task in requested:
+        if task == target:
+            raise SnrtuneError(f"--retention-tasks {task!r} is the target task; expected other tasks")
+        if task not in tasks:
+            raise SnrtuneError(f"--retention-tasks {task!r} was not evaluated; expected some of {', '.join(tasks)}")
+    return list(dict.fromkeys(requested))
+
+
 def _interval(r) -> str:
     return f"{_fmt(r.score)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if not math.isnan(r.ci_low) else _fmt(r.score)
 
 
-def verdict(agg: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, target: str, tasks: list[str]) -> str:
-    """One model's verdict: a winner only when it is significantly ahead of every other method that learned
-    (Holm-adjusted paired tests); else which methods are indistinguishable and how many examples would tell."""
+def _diff(r) -> str:
+    ci = f" [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if not math.isnan(r.ci_low) else " (untested)"
+    return f"{r.difference:+.3g}{ci}" + (f", Holm p {_p(r.p_holm)}" if not math.isnan(r.p_holm) else "")
+
+
+def _budgets_differ(trained: pd.DataFrame) -> str | None:
+    """A sentence when the runs to rank were trained with different examples per step or steps (unknown —
+    metrics.json without ``budget`` — is not a difference)."""
+    parts = []
+    for key, label in (("examples_per_step", "examples per step"), ("max_steps", "steps")):
+        known = trained[key].dropna()
+        if known.nunique() > 1 or any("/" in str(v) for v in known):
+            parts.append(f"{label}: " + ", ".join(f"{v} {known[v]}" for v in known.index))
+    if not parts:
+        return None
+    return (f"The runs were trained with different budgets ({'; '.join(parts)}), so no method is ranked: an "
+            "equal number of examples per step and steps is the premise of the comparison.")
+
+
+def _cheapest(names: list[str], cost: pd.DataFrame) -> str:
+    """Among ``names``, the cheapest in peak memory and in GPU-hours (CPU-hours on a CPU)."""
+    if cost.empty:
+        return ""
+    memory, memory_label = peak_memory(cost)
+    hours, hours_label = compute_hours(cost)
+    said = []
+    for series, label, fmt in ((memory, memory_label, lambda x: _human(x) + "B"),
+                               (hours, hours_label.split(" (")[0], lambda x: f"{x:.3g}")):
+        values = series.reindex(names).dropna()
+        if not values.empty:
+            said.append(f"in {label} {values.idxmin()} ({fmt(values.min())})")
+    return f" Cheapest among them: {'; '.join(said)}." if said else ""
+
+
+def _retention_word(r, hib: bool) -> str:
+    if not r.significant:
+        return "no significant change" if r.significant is False else "untested"
+    return "gained" if (r.difference > 0) == hib else "lost"
+
+
+def verdict(agg: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, target: str, tasks: list[str],
+            retention: list[str] | None = None) -> str:
+    """One model's verdict (docs/evaluation.md, "How the report decides"): a winner only when every paired
+    difference in the ranking family favours it and is significant after Holm, no budget differs and no
+    excluded (failed) method scores higher; the cheapest methods not significantly worse than the best; each
+    method's target gain and retention change against the base model."""
+    retention = [t for t in tasks if t != target] if retention is None else retention
     sub = agg[agg.task == target].set_index("variant")
     trained = sub.drop("base", errors="ignore")
     if trained.empty:
         return f"Only the base model was evaluated; no fine-tuning method to compare on {target}."
     hib, metric = bool(sub["higher_is_better"].iloc[0]), sub["metric"].iloc[0]
-    failed = sorted(trained.index[trained["learned"] == False])  # noqa: E712
-    ok = trained.drop(failed)
+    failed = trained[trained["status"].isin(FAILED)]
+    ok = trained.drop(failed.index)
     parts = []
+    if failed.shape[0]:
+        parts.append("Not ranked: " + ", ".join(f"{v} ({r.status})" for v, r in failed.iterrows()) + ". ")
     if ok.empty:
-        return (f"No method lowered its own training loss on this model: {', '.join(failed)} did not learn; "
-                "no method is ranked.")
-    ranked = ok["score"].sort_values(ascending=not hib)
-    top = ranked.index[0]
-    others = list(ranked.index[1:])
-    vs = comp[(comp.variant == top) & (comp.reference.isin(others))]
-    vs = pd.concat([vs, comp[(comp.reference == top) & (comp.variant.isin(others))]])
-    holm_note = (f"paired tests on the same examples, p-values Holm-corrected over the {len(comp)} comparisons "
-                 f"on {target} for this model")
+        return "".join(parts) + "No method can be ranked on this model."
+    ranking = comp[comp.family == RANKING]
+    best_rows = ranking[ranking["best"].astype(bool)]
+    top = best_rows["variant"].iloc[0] if not best_rows.empty else ok.index[0]
     w = ok.loc[top]
     score = f"{target} ({metric}) {_interval(w)}"
-    if not others:
-        parts.append(f"**{top}** is the only method that learned; {score} (no other method to compare with).")
-    elif len(vs) < len(others) or vs["p_holm"].isna().any():
+    seeds = int(ranking["n_seeds"].dropna().max()) if ranking["n_seeds"].notna().any() else int(ok["n_seeds"].max())
+    one_seed = seeds <= 1
+    if one_seed:
+        parts.append("One seed per method: these results compare single checkpoints; seed-to-seed spread is not "
+                     "measured, so a difference is a claim about these runs, not about the methods. ")
+    holm_note = (f"paired tests on the same examples{'' if one_seed else ' and seeds'}, Holm over the "
+                 f"{int(best_rows['family_size'].iloc[0]) if not best_rows.empty else len(ranking)} comparisons of "
+                 f"the ranking family: best vs each, each vs full, each control vs its SNR selection")
+    budgets = _budgets_differ(ok)
+    beaten_by_failed = [v for v, r in failed.iterrows() if (r.score > w.score) == hib and r.score != w.score]
+    others = [v for v in ok.index if v != top]
+    not_worse = [top]
+    if budgets:
+        parts.append(budgets)
+    elif not others:
+        parts.append(f"**{top}** is the only method that can be ranked; {score} (no other method to compare with).")
+    elif best_rows.empty or best_rows["p_holm"].isna().any() or len(best_rows) < len(others):
         parts.append(f"{top} has the best {score}, but without per-example scores for every method the "
                      "differences are not tested, so no winner is named (evaluate with --log-samples).")
     else:
-        ties = vs[~vs["significant"].astype(bool)]
-        if ties.empty:
-            parts.append(f"**{top}** wins on {score}: significantly ahead of {', '.join(others)} "
-                         f"(largest Holm-adjusted p {_p(vs['p_holm'].max())}; {holm_note}).")
+        wrong_sign = best_rows[(best_rows["difference"] > 0) != hib]
+        inconclusive = best_rows[~best_rows["significant"].astype(bool)]
+        not_worse += [r.reference for r in best_rows.itertuples() if not r.significant or (r.difference > 0) != hib]
+        if not wrong_sign.empty:
+            parts.append(f"No winner on {target}: {top} ranks first but its paired difference is not in its favour "
+                         "against " + ", ".join(f"{r.reference} ({_diff(r)})" for r in wrong_sign.itertuples()) + ".")
+        elif not inconclusive.empty:
+            need = ", ".join(f"{r.reference}: {_needed(r.examples_needed)} (power now {r.power:.2f})"
+                             for r in inconclusive.itertuples())
+            parts.append(f"No winner on {target}: {top} has the best {metric} ({_interval(w)}) but the comparison is "
+                         f"inconclusive against {', '.join(inconclusive['reference'])} ("
+                         + "; ".join(f"{r.reference} {_diff(r)}" for r in inconclusive.itertuples())
+                         + f"; {holm_note}). Examples per seed for power 0.8 at the observed difference (two-sided, "
+                         f"α/m = {_p(inconclusive['level'].iloc[0])}): {need}; more seeds narrow the interval too.")
+        elif beaten_by_failed:
+            parts.append(f"No winner on {target}: {top} is significantly ahead of every method that can be ranked, "
+                         f"but {', '.join(beaten_by_failed)} (not ranked) scored higher, so the claim is withheld.")
         else:
-            tied = [r.reference if r.variant == top else r.variant for r in ties.itertuples()]
-            need = ", ".join(f"{name}: {_needed(r.examples_needed)}" for name, r in zip(tied, ties.itertuples()))
-            parts.append(f"No winner on {target}: {top} has the best {metric} ({_interval(w)}) but is "
-                         f"indistinguishable from {', '.join(tied)} (Holm-adjusted p ≥ {_p(ties['p_holm'].min())}; "
-                         f"{holm_note}). Examples per seed that would separate them at the observed difference "
-                         f"(two-sided α=0.05, power 0.8): {need}; more seeds narrow the interval too.")
-    if "base" in sub.index:
-        base_cmp = comp[(comp.variant == top) & (comp.reference == "base")]
-        text = f" Against the base model ({_fmt(sub.loc['base', 'score'])}): {w.delta_vs_base:+.3g}"
-        if not base_cmp.empty and not math.isnan(base_cmp["p_holm"].iloc[0]):
-            text += f" (Holm p {_p(base_cmp['p_holm'].iloc[0])})"
-        parts.append(text + ".")
-    full = comp[(comp.reference == "full") & (comp.variant != "base")]
+            lead = "scored highest of these checkpoints" if one_seed else "wins"
+            parts.append(f"**{top}** {lead} on {score}: significantly ahead of {', '.join(others)} "
+                         f"(largest Holm p {_p(best_rows['p_holm'].max())}; {holm_note}).")
+    if not budgets and others and not best_rows.empty and not best_rows["p_holm"].isna().any():
+        names = [v for v in ok.index if v in not_worse]
+        parts.append(f" Not significantly worse than {top} on {target}: {', '.join(names)}." + _cheapest(names, cost))
+    full = ranking[(ranking.reference == "full") & (ranking.variant == top)]
     if not full.empty and top != "full":
-        r = full[full.variant == top]
-        if not r.empty and not math.isnan(r["p_holm"].iloc[0]):
-            r = r.iloc[0]
-            parts.append(f" Against full fine-tuning: {r.difference:+.3g} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}], "
-                         f"Holm p {_p(r.p_holm)}.")
-    for r in comp[comp.why.str.contains("SNR vs control")].itertuples():
-        if math.isnan(r.p_holm):
-            parts.append(f" SNR selection vs control at equal parameters: {r.variant} − {r.reference} = "
-                         f"{r.difference:+.3g} (untested: no per-example scores).")
-        else:
-            outcome = ("the SNR selection is significantly better" if r.significant and (r.difference > 0) == hib
-                       else "the control is significantly better" if r.significant
-                       else "indistinguishable")
-            parts.append(f" SNR selection vs control at equal parameters: {r.variant} − {r.reference} = "
-                         f"{r.difference:+.3g} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}], Holm p {_p(r.p_holm)}: "
-                         f"{outcome}.")
-    if failed:
-        parts.append(f" Did not learn (final training loss not below the first), not ranked: {', '.join(failed)}.")
+        parts.append(f" Against full fine-tuning: {top} − full = {_diff(full.iloc[0])}.")
+    for r in ranking[ranking.why.str.contains("SNR vs control")].itertuples():
+        snr_first = snr_counterpart(r.reference) == r.variant
+        snr, control = (r.variant, r.reference) if snr_first else (r.reference, r.variant)
+        snr_ahead = ((r.difference > 0) == hib) == snr_first
+        outcome = ("untested: no per-example scores" if r.significant is None
+                   else "inconclusive" if not r.significant
+                   else "the SNR selection is significantly better" if snr_ahead
+                   else "the control is significantly better")
+        parts.append(f" SNR selection vs control at equal parameters: {r.variant} − {r.reference} = {_diff(r)}: "
+                     f"{outcome}.")
+    gains = comp[comp.family == GAIN]
+    if not gains.empty:
+        lines = []
+        for variant in [v for v in variant_order(gains.variant)]:
+            rows = gains[gains.variant == variant]
+            said = []
+            for r in rows.itertuples():
+                t_hib = bool(agg.loc[(agg.task == r.task) & (agg.variant == variant), "higher_is_better"].iloc[0])
+                word = "" if r.task == target else f": {_retention_word(r, t_hib)}"
+                said.append(f"{r.task} {_diff(r)}{word}")
+            lines.append(f"{variant}: " + "; ".join(said))
+        parts.append(f" Against the base model (target gain, then retention; Holm over the {len(gains)} comparisons "
+                     "of this family; 'lost'/'gained' only where significant): " + ". ".join(lines) + ".")
     if top in cost.index:
         c = cost.loc[top]
         spent = []
@@ -630,18 +893,7 @@ def verdict(agg: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, target: s
             spent.append(f"{_human(c.trainable_params)} trainable parameters")
         if spent:
             parts.append(f" Cost of {top}: " + ", ".join(spent) + ".")
-    forgot = []
-    for task in tasks:
-        t = agg[agg.task == task].set_index("variant")
-        if task == target or top not in t.index or "base" not in t.index:
-            continue
-        before, after = t.loc["base", "score"], t.loc[top, "score"]
-        worse = after < before if bool(t["higher_is_better"].iloc[0]) else after > before
-        rel = f"{(after - before) / before:+.1%}, " if before else ""
-        forgot.append(f"{task} {t['metric'].iloc[0]} {_fmt(before)} → {_fmt(after)} ({rel}{'lost' if worse else 'kept'})")
-    if forgot:
-        parts.append(f" Retention of {top} against the base model: " + "; ".join(forgot) + ".")
-    return "".join(parts)
+    return "".join(parts).strip()
 
 
 # --- the step ---------------------------------------------------------------------------------------------
@@ -654,7 +906,8 @@ def loss_frame(found: dict) -> pd.DataFrame:
         for kind in ("train_loss", "eval_loss"):
             for step, loss in m.get(kind) or []:
                 rows.append({"model": m["run"].get("model"), "variant": variant, "seed": m["run"].get("seed"),
-                             "step": step, "loss": loss, "kind": kind.replace("_", " ")})
+                             "step": step, "loss": math.nan if loss is None else loss,
+                             "kind": kind.replace("_", " ")})
     return pd.DataFrame(rows, columns=["model", "variant", "seed", "step", "loss", "kind"])
 
 
@@ -678,15 +931,18 @@ def settings_frame(metrics: list[dict]) -> pd.DataFrame:
     for m in metrics:
         cfg, setup, details = m.get("config") or {}, m.get("setup") or {}, m.get("details") or {}
         batch = (cfg.get("per_device_train_batch_size") or 0) * (cfg.get("gradient_accumulation_steps") or 0)
+        batch *= max(1, setup.get("world_size") or 1)
+        examples_per_step, max_steps = budget_of(m)
         rows.append({"model": m["run"].get("model"), "method": variant_of(m["run"], selection_kind(m["run"], m)),
                      "seed": m["run"].get("seed"),
                      "learning rate": _g(cfg.get("learning_rate")) + (" (sweep)" if sweep_of(m) else ""),
                      "LoRA r": _g(setup.get("lora_r")), "LoRA alpha": _g(setup.get("lora_alpha")),
                      "LoRA scale": _g(setup.get("lora_scale")), "steps": _g(details.get("global_step")),
-                     "examples/step": _g(batch * max(1, setup.get("world_size") or 1)),
+                     "examples/step": _g(examples_per_step if examples_per_step is not None else batch or None),
+                     "max steps": _g(max_steps),
                      "max_seq_length": _g(cfg.get("max_seq_length"))})
     columns = ["model", "method", "seed", "learning rate", "LoRA r", "LoRA alpha", "LoRA scale", "steps",
-               "examples/step", "max_seq_length"]
+               "max steps", "examples/step", "max_seq_length"]
     return pd.DataFrame(rows, columns=columns).sort_values(["model", "method", "seed"], kind="stable")
 
 
@@ -704,7 +960,8 @@ def sweep_frame(metrics: list[dict]) -> pd.DataFrame:
 
 
 def model_sections(runs: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame,
-                   target: str, tasks: list[str], metrics: list[dict] = ()) -> list[dict]:
+                   target: str, tasks: list[str], metrics: list[dict] = (), retention: list[str] | None = None
+                   ) -> list[dict]:
     """Per model: its verdict, score table, comparison table, training settings and learning-rate sweep
     (models are never pooled)."""
     sections = []
@@ -714,7 +971,7 @@ def model_sections(runs: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame, co
         c = comp[comp.model == model]
         k = cost.loc[model] if model in cost.index.get_level_values(0) else cost.iloc[:0].droplevel(0)
         table, best = summary_frame(a, k, tasks)
-        sections.append({"model": model, "verdict": verdict(a, c, k, target, tasks), "table": table, "best": best,
+        sections.append({"model": model, "verdict": verdict(a, c, k, target, tasks, retention), "table": table, "best": best,
                          "comparisons": comparison_frame(c), "agg": a, "cost": k,
                          "settings": settings[settings.model == model].drop(columns="model").set_index("method"),
                          "sweep": sweeps[sweeps.model == model].drop(columns="model").set_index("method")})
@@ -723,11 +980,9 @@ def model_sections(runs: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame, co
 
 def build_report(results_dir: str | Path | None, out: str | Path, target_task: str | None = None,
                  files: list[str] | None = None, benchmarks: list[str] = (),
-                 resamples: int = stats.RESAMPLES) -> Path:
+                 retention_tasks: list[str] | None = None) -> Path:
     from snrtune.report import plots
 
-    if resamples < 100:
-        raise SnrtuneError(f"--resamples {resamples} is too few for a 95% interval: expected at least 100")
     if files is not None:
         found, where = collect(files), "among --files"
     else:
@@ -742,10 +997,11 @@ def build_report(results_dir: str | Path | None, out: str | Path, target_task: s
     tasks = [target] + [t for t in tasks if t != target]  # the target task leads every table and plot
     index = per_example_index(found["eval"])
     scores = primary_scores(runs, tasks)
-    agg = aggregate(scores, index, resamples)
-    comp = comparisons(scores, agg, index, target, resamples)
+    retention = pick_retention(tasks, target, retention_tasks)
+    agg = aggregate(scores, index)
+    comp = comparisons(scores, agg, index, target, retention)
     cost = costs(runs)
-    sections = model_sections(runs, agg, comp, cost, target, tasks, found["metrics"])
+    sections = model_sections(runs, agg, comp, cost, target, tasks, found["metrics"], retention)
     losses = loss_frame(found)
     with atomic_dir(out) as tmp:
         runs.to_csv(tmp / RUNS_TABLE, index=False)
@@ -774,9 +1030,7 @@ def summary_markdown(sections: list[dict], target: str) -> str:
     for s in sections:
         parts.append(f"## {s['model']}\n\n{s['verdict']}\n\n{markdown_table(s['table'], s['best'])}\n")
         if not s["comparisons"].empty:
-            parts.append(f"Paired comparisons on {target} (difference = method − against, same examples and "
-                         f"seeds; sign-flip permutation p-value, Holm-corrected):\n\n"
-                         f"{comparison_markdown(s['comparisons'])}\n")
+            parts.append(f"{COMPARISON_NOTE}\n\n{comparison_markdown(s['comparisons'])}\n")
         if not s["settings"].empty:
             parts.append(f"{SETTINGS_NOTE}\n\n{markdown_table(s['settings'], {})}\n")
         if not s["sweep"].empty:
@@ -804,7 +1058,7 @@ def html_page(sections: list[dict], target: str, folder: Path) -> str:
             f"alt=\"{html.escape(name)}\"></figure>" for name, caption in s["images"])
         comp = ""
         if not s["comparisons"].empty:
-            comp = (f"<h3>Paired comparisons on {html.escape(target)}</h3>"
+            comp = (f"<h3>Paired comparisons</h3><p>{html.escape(COMPARISON_NOTE)}</p>"
                     + _html_table(s["comparisons"].set_index("method"), {}, "method"))
         for key, title, note in (("settings", "Training settings", SETTINGS_NOTE),
                                  ("sweep", "Learning-rate sweep", SWEEP_NOTE)):
@@ -830,7 +1084,7 @@ section{{border-top:2px solid #3a6ea5;margin-top:2em}}
 
 def run(args) -> int:
     out = build_report(args.results_dir, args.out, args.target_task, files=args.files, benchmarks=args.benchmark,
-                       resamples=args.resamples)
+                       retention_tasks=args.retention_tasks)
     print(f"wrote {out}/report.html, summary.md, runs.csv, scores.csv, comparisons.csv and plots")
     print((out / "summary.md").read_text(encoding="utf-8"))
     return 0
