@@ -231,7 +231,7 @@ def snr_counterpart(variant: str) -> str | None:
     return None
 
 
-LEARN_MARGIN = 3.0  # the drop must exceed this many robust standard errors of the last quarter's median
+LEARN_MARGIN = 2.5  # the drop must exceed this many standard errors of a difference of two medians
 
 
 def _losses(metrics: dict, key: str) -> list:
@@ -240,14 +240,17 @@ def _losses(metrics: dict, key: str) -> list:
 
 def _robust_drop(values: list[float]) -> bool | None:
     """First vs last quarter (q = max(1, n // 4) values each) of a loss curve: True when the median of the
-    last quarter is below the median of the first by more than LEARN_MARGIN × 1.4826 × MAD(last) / √q (a flat
-    noisy curve does not pass, a late spike does not move a median); None with fewer than 4 values."""
+    last quarter is below the median of the first by more than LEARN_MARGIN × 1.2533 σ √(2/q), the standard
+    error of a difference of two medians of q values, with the step-to-step noise σ = 1.4826 × median |Δloss| / √2
+    (robust to the trend and to spikes). A flat noisy curve does not pass, a late spike does not move a median;
+    None with fewer than 4 values."""
     if len(values) < 4:
         return None
     q = max(1, len(values) // 4)
-    first, last = np.asarray(values[:q]), np.asarray(values[-q:])
-    noise = 1.4826 * float(np.median(np.abs(last - np.median(last)))) / math.sqrt(q)
-    return float(np.median(first) - np.median(last)) > LEARN_MARGIN * noise
+    arr = np.asarray(values)
+    noise = 1.4826 * float(np.median(np.abs(np.diff(arr)))) / math.sqrt(2)
+    drop = float(np.median(arr[:q]) - np.median(arr[-q:]))
+    return drop > LEARN_MARGIN * 1.2533 * noise * math.sqrt(2 / q)
 
 
 def run_status(metrics: dict) -> str | None:
@@ -824,8 +827,12 @@ def verdict(agg: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, target: s
     beaten_by_failed = [v for v, r in failed.iterrows() if (r.score > w.score) == hib and r.score != w.score]
     others = [v for v in ok.index if v != top]
     not_worse = [top]
+    withheld = (f"but {', '.join(beaten_by_failed)} (not ranked) scored higher, so the claim is withheld."
+                if beaten_by_failed else "")
     if budgets:
         parts.append(budgets)
+    elif not others and withheld:
+        parts.append(f"No winner on {target}: {top} is the only method that can be ranked, {withheld}")
     elif not others:
         parts.append(f"**{top}** is the only method that can be ranked; {score} (no other method to compare with).")
     elif best_rows.empty or best_rows["p_holm"].isna().any() or len(best_rows) < len(others):
@@ -846,9 +853,9 @@ def verdict(agg: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, target: s
                          + "; ".join(f"{r.reference} {_diff(r)}" for r in inconclusive.itertuples())
                          + f"; {holm_note}). Examples per seed for power 0.8 at the observed difference (two-sided, "
                          f"α/m = {_p(inconclusive['level'].iloc[0])}): {need}; more seeds narrow the interval too.")
-        elif beaten_by_failed:
+        elif withheld:
             parts.append(f"No winner on {target}: {top} is significantly ahead of every method that can be ranked, "
-                         f"but {', '.join(beaten_by_failed)} (not ranked) scored higher, so the claim is withheld.")
+                         f"{withheld}")
         else:
             lead = "scored highest of these checkpoints" if one_seed else "wins"
             parts.append(f"**{top}** {lead} on {score}: significantly ahead of {', '.join(others)} "
@@ -978,6 +985,25 @@ def model_sections(runs: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame, co
     return sections
 
 
+def analyse(found: dict[str, list[dict]], target_task: str | None = None, benchmarks: list[str] = (),
+            retention_tasks: list[str] | None = None) -> dict:
+    """Everything the report shows, computed from the artifacts ``found`` (collect/discover), nothing written:
+    runs, scores (agg), comparisons, costs, per-model sections, the target and retention tasks, loss curves."""
+    runs = runs_table(found, read_benchmarks(list(benchmarks)))
+    tasks = summary_tasks(found["eval"])
+    target = pick_target(tasks, target_task)
+    tasks = [target] + [t for t in tasks if t != target]  # the target task leads every table and plot
+    index = per_example_index(found["eval"])
+    scores = primary_scores(runs, tasks)
+    retention = pick_retention(tasks, target, retention_tasks)
+    agg = aggregate(scores, index)
+    comp = comparisons(scores, agg, index, target, retention)
+    cost = costs(runs)
+    sections = model_sections(runs, agg, comp, cost, target, tasks, found["metrics"], retention)
+    return {"runs": runs, "agg": agg, "comparisons": comp, "cost": cost, "sections": sections, "target": target,
+            "tasks": tasks, "retention": retention, "losses": loss_frame(found)}
+
+
 def build_report(results_dir: str | Path | None, out: str | Path, target_task: str | None = None,
                  files: list[str] | None = None, benchmarks: list[str] = (),
                  retention_tasks: list[str] | None = None) -> Path:
@@ -991,18 +1017,9 @@ def build_report(results_dir: str | Path | None, out: str | Path, target_task: s
         found, where = discover(Path(results_dir)), f"under {str(results_dir)!r}"
     if not found["eval"]:
         raise SnrtuneError(f"no eval.json (from `snrtune evaluate`) found {where}")
-    runs = runs_table(found, read_benchmarks(list(benchmarks)))
-    tasks = summary_tasks(found["eval"])
-    target = pick_target(tasks, target_task)
-    tasks = [target] + [t for t in tasks if t != target]  # the target task leads every table and plot
-    index = per_example_index(found["eval"])
-    scores = primary_scores(runs, tasks)
-    retention = pick_retention(tasks, target, retention_tasks)
-    agg = aggregate(scores, index)
-    comp = comparisons(scores, agg, index, target, retention)
-    cost = costs(runs)
-    sections = model_sections(runs, agg, comp, cost, target, tasks, found["metrics"], retention)
-    losses = loss_frame(found)
+    result = analyse(found, target_task, benchmarks, retention_tasks)
+    runs, agg, comp, sections = result["runs"], result["agg"], result["comparisons"], result["sections"]
+    target, tasks, losses = result["target"], result["tasks"], result["losses"]
     with atomic_dir(out) as tmp:
         runs.to_csv(tmp / RUNS_TABLE, index=False)
         agg.to_csv(tmp / SCORES_TABLE, index=False)
