@@ -110,7 +110,7 @@ def test_flat_noisy_runs_rarely_count_as_learned():
     rng = np.random.default_rng(4)
     learned = [report.run_status({"train_loss": [[i, v] for i, v in enumerate(1.0 + 0.05 * rng.standard_normal(n))]})
                == "learned" for n in (8, 12, 40) for _ in range(200)]
-    assert np.mean(learned) <= 0.1  # the old mean-of-last-quarter vs first-loss rule passed half of them
+    assert np.mean(learned) <= 0.03  # the old mean-of-last-quarter vs first-loss rule passed half of them
 
 
 def _budget(examples, steps=24):
