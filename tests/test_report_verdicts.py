@@ -10,7 +10,7 @@ import pytest
 
 from report_fixture import Results, bernoulli
 from snrtune import cli
-from snrtune.report import report
+from snrtune.report import report, variants
 from snrtune.errors import SnrtuneError
 
 N = 200
@@ -103,12 +103,12 @@ def test_a_diverged_run_is_shown_never_ranked_and_blocks_a_claim_it_outscores(tm
 ])
 def test_run_status_is_robust(losses, expected):
     metrics = {"train_loss": [[i, v] for i, v in enumerate(losses)], "eval_loss": [[10, 1.0], [20, 0.9]]}
-    assert report.run_status(metrics) == expected
+    assert variants.run_status(metrics) == expected
 
 
 def test_flat_noisy_runs_rarely_count_as_learned():
     rng = np.random.default_rng(4)
-    learned = [report.run_status({"train_loss": [[i, v] for i, v in enumerate(1.0 + 0.05 * rng.standard_normal(n))]})
+    learned = [variants.run_status({"train_loss": [[i, v] for i, v in enumerate(1.0 + 0.05 * rng.standard_normal(n))]})
                == "learned" for n in (8, 12, 40) for _ in range(200)]
     assert np.mean(learned) <= 0.03  # the old mean-of-last-quarter vs first-loss rule passed half of them
 

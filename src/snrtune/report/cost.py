@@ -1,6 +1,6 @@
 """What a run cost, as the report tables and plots show it: GPU-hours (CPU-hours without a GPU) and peak memory.
 
-Light (pandas only), so both snrtune.report.report and snrtune.report.plots read it without importing each other.
+Light (pandas only), so both the report's tables and snrtune.report.plots read it without importing each other.
 """
 
 from __future__ import annotations

@@ -162,7 +162,7 @@ def annotate_points(ax, names, x, y) -> None:
 def quality_vs_cost(agg: pd.DataFrame, cost: pd.DataFrame, target: str, folder: Path, name: str,
                     colors: dict, title: str) -> str | None:
     """One model's target score against peak memory, GPU-hours (CPU-hours on a CPU) and trainable parameters,
-    each with its Pareto front (``cost``: per variant, from snrtune.report.report.costs)."""
+    each with its Pareto front (``cost``: per variant, from snrtune.report.tables.costs)."""
     from snrtune.report.cost import compute_hours, peak_memory
 
     sub = agg[(agg.task == target) & (agg.variant != "base")].set_index("variant")
