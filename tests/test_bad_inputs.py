@@ -479,8 +479,6 @@ VALUE_CASES = {
                              "argument --limit: inf is out of range"),
     "evaluate --limit 0": (["evaluate", "model", "--tasks", "x", "--out", "e.json", "--limit", "0"],
                            "argument --limit: 0 is out of range"),
-    "report --resamples 0": (["report", "results", "--out", "rep", "--resamples", "0"],
-                             "argument --resamples: 0 is out of range; expected an integer > 0"),
     "a missing required argument": (["scan", "model"], "the following arguments are required: --out"),
 }
 
