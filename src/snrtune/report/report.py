@@ -52,6 +52,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--target-task", default=None,
                         help=f"the task fine-tuning aims at (default: {DEFAULT_TARGET} if evaluated, else the first task); "
                              "every other task counts as retention")
+    parser.add_argument("--retention-tasks", default=None, metavar="TASK,TASK",
+                        help="the tasks that measure what fine-tuning should keep (default: every task but the target)")
     parser.add_argument("--resamples", type=int, default=stats.RESAMPLES,
                         help="bootstrap and permutation resamples (default %(default)s)")
 

@@ -9,6 +9,7 @@ with DDP, or with DeepSpeed / FSDP when the config names one.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -27,7 +28,7 @@ from snrtune.errors import SnrtuneError
 from snrtune.model_dir import load_source_info
 from snrtune.naming import format_t
 from snrtune.record import Stopwatch, run_record
-from snrtune.training.settings import TrainingSettings, load_settings, parse_assignments
+from snrtune.training.settings import TrainingSettings, examples_per_step, load_settings, parse_assignments
 
 STAGES = ("sft", "dpo")
 
@@ -38,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="hub dataset id or local .json/.jsonl/.parquet file")
     parser.add_argument("--out", required=True, help="run directory to create")
     parser.add_argument("--selection", help="sel.yaml from `snrtune select` (spectrum, laser-qlora)")
-    parser.add_argument("--config", help="training YAML overriding src/snrtune/data/train_defaults.yaml")
+    parser.add_argument("--config", action="append",
+                        help="training YAML overriding src/snrtune/data/train_defaults.yaml; repeat it to merge "
+                             "several in order (an overlay states only what differs)")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config's)")
     parser.add_argument("--stage", choices=STAGES, default="sft", help="sft, or dpo on prompt/chosen/rejected data")
     parser.add_argument("--match-params-of", choices=["qlora"],
@@ -67,11 +70,25 @@ def run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- config, selection, identity
 
-def load_config(path: str | None, seed: int | None = None, max_steps: int | None = None,
-                method: str | None = None, overrides: dict | None = None) -> TrainingSettings:
-    """train_defaults.yaml < the method's overrides < the YAML at ``path`` < ``--set`` < the command line, checked."""
+def load_config(path: str | list[str] | None, seed: int | None = None, max_steps: int | None = None,
+                method: str | None = None, overrides: dict | None = None, world_size: int = 1) -> TrainingSettings:
+    """train_defaults.yaml < the method's overrides < the YAML file(s) at ``path`` < ``--set`` < the command
+    line, checked; the batch of one optimizer step split over ``world_size`` processes (settings.per_process)."""
     defaults = method_registry.get(method).train_overrides if method else None
-    return load_settings(path, defaults, method, overrides, seed=seed, max_steps=max_steps)
+    return load_settings(path, defaults, method, overrides, world_size=world_size, seed=seed, max_steps=max_steps)
+
+
+def process_count() -> int:
+    """Processes of this job (torchrun's WORLD_SIZE; 1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def budget_steps(cfg: TrainingSettings, train_examples: int, world_size: int) -> int:
+    """Optimizer steps of the run: max_steps, else ceil(num_epochs × training examples / examples per step), so
+    that a job's step count, warm-up and schedule do not depend on how many processes it has."""
+    if cfg.max_steps:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.num_epochs * train_examples / examples_per_step(cfg, world_size)))
 
 
 def load_selection(path: str | None) -> dict | None:
@@ -596,7 +613,8 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         raise SnrtuneError(f"stage {stage!r}; expected one of {', '.join(STAGES)}")
     if deepspeed:  # the workflow's sharded launch (snrtune.workflow.resources) names its ZeRO config
         overrides = {**(overrides or {}), "deepspeed": deepspeed}
-    cfg = load_config(config, seed, max_steps, method, overrides)
+    world_size = process_count()
+    cfg = load_config(config, seed, max_steps, method, overrides, world_size)  # a bad split stops here
     sel = load_selection(selection)
     spec = methods.check_request(method, sel, match_params_of)
     quiet_logs()
@@ -624,6 +642,10 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     throughput = Throughput(partial / ATTEMPTS_FILE, is_main)
     trainer = build_trainer(stage, model, tokenizer, args, train_ds, val_ds, [throughput, *callbacks])
     counts = data_counts(stage, train_rows, val_rows, trainer, cfg)
+    if trainer.args.world_size != world_size:
+        raise SnrtuneError(f"the trainer runs {trainer.args.world_size} processes but WORLD_SIZE is {world_size}; "
+                           "expected equal (the batch was split for WORLD_SIZE)")
+    trainer.args.max_steps = budget_steps(cfg, counts["train_examples"], world_size)  # equal at every world size
     if is_main:
         print(data_line(counts, cfg.max_seq_length))
         resuming.write_fingerprint(partial, fingerprint)
@@ -647,6 +669,10 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         **throughput.cost(),
         train_tokens=int(trainer.state.num_input_tokens_seen) or None,
         config=cfg.as_dict(),
+        budget={"examples_per_step": examples_per_step(cfg, world_size), "world_size": world_size,
+                "per_device_train_batch_size": cfg.per_device_train_batch_size,
+                "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+                "max_steps": trainer.state.max_steps},
         setup={"method": method, "stage": stage, "data": str(data), "model_dir": str(model_dir),
                "world_size": trainer.args.world_size, "match_params_of": match_params_of,
                **{key: facts.get(key) for key in ("lora_r", "lora_alpha", "lora_scale", "use_rslora")}},
