@@ -19,10 +19,10 @@ from train_data import SELECTED_MODULES, SELECTED_PARAMS, write_alpaca, write_co
 FSDP_YAML = Path(__file__).parents[1] / "config" / "fsdp.yaml"
 
 
-def torchrun_spectrum(model_dir, data, config, selection, out, timeout):
-    """`snrtune train --method spectrum` under torchrun: 2 CPU processes, one thread each."""
+def torchrun_spectrum(model_dir, data, config, selection, out, timeout, processes=2):
+    """`snrtune train --method spectrum` under torchrun: 2 CPU processes (or ``processes``), one thread each."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
            "-m", "snrtune.cli", "train", str(model_dir), "--method", "spectrum", "--data", str(data),
            "--selection", str(selection), "--config", str(config), "--out", str(out)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -33,13 +33,13 @@ def test_one_and_two_processes_train_the_same_budget(tiny_llama, tmp_path):
     """One training file (2 × 2 = 4 examples per optimizer step, one epoch of 12 rows), run by one process and by
     two under torchrun (DDP, gloo): each process of two accumulates 1 instead of 2, so both runs take 4 examples
     per step and 3 steps, and metrics.json says so."""
-    from snrtune.training.train import train
-
     data = write_alpaca(tmp_path / "data.jsonl", copies=3)  # 12 rows
     config = write_config(tmp_path / "train.yaml", max_steps=None, num_epochs=1, per_device_train_batch_size=2,
                           gradient_accumulation_steps=2, val_fraction=0.0, ddp_backend="gloo", save_steps=100)
     selection = write_selection(tmp_path / "sel.yaml")
-    one, _ = train(tiny_llama, "spectrum", str(data), tmp_path / "one", selection=str(selection), config=str(config))
+    single = torchrun_spectrum(tiny_llama, data, config, selection, tmp_path / "one", timeout=240, processes=1)
+    assert single.returncode == 0, single.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     out = tmp_path / "run"
     result = torchrun_spectrum(tiny_llama, data, config, selection, out, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
