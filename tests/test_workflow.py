@@ -381,6 +381,7 @@ TRACKED = [
     ({"select.include": ["lm_head"]}, {"select": 1, **SELECTED}),
     ({"select.types": ["self_attn.q_proj"]}, {"select": 1, **SELECTED}),
     ({"select.compat": "spectrum"}, {"select": 1, **SELECTED}),
+    ({"report.target_task": "snrtune_toolcall"}, {"report": 1, "all": 1}),  # `snrtune report --target-task`
 ]
 
 
