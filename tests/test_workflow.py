@@ -427,9 +427,10 @@ def test_the_workflow_imports_as_a_module_with_a_prefix(tmp_path):
                           env={**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert job_counts(proc.stdout) == {"snr_fetch": 2, "snr_prefetch_data": 1, "snr_prefetch_tasks": 1, "snr_scan": 2,
-                                       "snr_select": 4, "snr_train": 8, "snr_merge": 8, "snr_evaluate": 10,
-                                       "snr_report": 1, "snr_all": 1}
-    assert "--out sub/results/Meta-Llama-3-8B/runs/full-s0" in proc.stdout
+                                       "snr_select": 4, "snr_train_candidate": 24, "snr_pick": 8, "snr_merge": 8,
+                                       "snr_evaluate": 10, "snr_report": 1, "snr_all": 1}
+    assert "--out sub/results/Meta-Llama-3-8B/sweep/full-s0/lr2e-05" in proc.stdout
+    assert "--out sub/results/Meta-Llama-3-8B/runs/full-s0" in proc.stdout  # the pick
     assert "snrtune report --files sub/results/Meta-Llama-3-8B/eval/base.json" in proc.stdout
     assert "SmolLM2" not in proc.stdout  # the embedded default config stays out of a host's config
     assert not (tmp_path / "sub").exists()
