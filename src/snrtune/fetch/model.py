@@ -14,6 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
+from snrtune import hub
 from snrtune.artifacts import atomic_dir
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import OWN_FILES, write_source_info
@@ -186,7 +187,7 @@ def download_hub(repo_id: str, out: Path, revision: str | None, allow_pickle: bo
     import huggingface_hub
 
     token = os.environ.get("HF_TOKEN") or None
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    if "HF_HUB_OFFLINE" in hub.offline_variables():
         raise SnrtuneError(f"cannot download {repo_id!r}: HF_HUB_OFFLINE is set (unset it, or pass a local "
                            f"model directory)")
     try:
