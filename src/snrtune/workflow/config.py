@@ -176,7 +176,7 @@ def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS, packages_here
     for model in config["models"]:
         for run in runs(config):
             method = parse_run(run)["method"]
-            processes = max(1, train_resources(config, model, run, f"results/{model}/model")["gpus"])
+            processes = max(1, train_resources(config, model, run, paths.fill(paths.MODEL, model=model))["gpus"])
             formats |= {run_settings(config, model, method, lr, processes).dataset_format
                         for lr in learning_rates(config, method) or [None]}
     if packages_here:
