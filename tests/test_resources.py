@@ -60,7 +60,8 @@ def test_full_fine_tuning_estimate_by_hand(monkeypatch):
     assert (two.gpus, two.strategy, two.gpu_mem_gb) == (2, "zero3", 11.1)
     # host: one 16-bit copy ×1.2 + 8 GB = 10.4 GB -> 11000 MB (whole GB up)
     assert two.mem_mb == 11000
-    # runtime: 100 steps · 1 · 1000 tokens · 2 GPUs = 2e5 tokens at 6e9 FLOPs each / (2 · 100e12 · 0.5) = 12 s
+    # runtime: 100 steps · 1 example · 1000 tokens = 1e5 tokens (the GPUs share each step's examples) at 6e9
+    # FLOPs each / (2 · 100e12 · 0.5) = 6 s
     # -> ceil(1.25 · 12 / 60) = 1 minute + 20
     assert two.runtime_min == 21
 

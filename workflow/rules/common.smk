@@ -72,7 +72,8 @@ runtime = mem  # runtime (minutes) grows the same way
 
 
 def train_config(w):
-    return wc.train_config_path(config, w.model)
+    """The model's training files, in the order `snrtune train` merges them."""
+    return wc.train_config_files(config, w.model)
 
 
 # The module prefix (when imported as a module), captured while the rules are parsed: the estimate reads
@@ -114,11 +115,11 @@ def train_flags(w):
     match = config["train"]["laser_qlora_match_params_of"] if spec.rank_matching else None
     lr = float(w.lr) if "lr" in w.keys() else None  # a sweep candidate's learning rate
     return " ".join(part for part in [wc.flags(method=run["method"], seed=run["seed"], selection=wc.selection_file(w.model, w.run),
-                              config=train_config(w), stage=config["train"]["stage"],
+                              stage=config["train"]["stage"],
                               max_steps=config["train"]["max_steps"], match_params_of=match,
                               resume=True,  # a requeued job continues from its last checkpoint
                               allow_diverged=True),  # a diverged run is a result the report shows (docs/checks.md)
-                     wc.settings_flags(config, run["method"], lr)] if part)
+                     wc.config_flags(config, w.model), wc.settings_flags(config, run["method"], lr)] if part)
 
 
 def one_of(names):

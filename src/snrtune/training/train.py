@@ -29,8 +29,8 @@ from snrtune.model_dir import check_model_dir, load_source_info, read_run_record
 from snrtune import naming
 from snrtune.record import Stopwatch, run_record
 from snrtune.spectrum.selection_file import check_selection_model, load_selection
-from snrtune.training.settings import (TrainingSettings, check_bitsandbytes_kernels, check_packages, load_settings,
-                                       parse_assignments, require_deepspeed)
+from snrtune.training.settings import (TrainingSettings, check_bitsandbytes_kernels, check_packages, config_paths,
+                                       examples_per_step, load_settings, parse_assignments, require_deepspeed)
 
 STAGES = ("sft", "dpo")
 DIVERGED_EXIT = 3  # `snrtune train` of a run whose loss became non-finite (docs/checks.md); 2 is a user mistake
@@ -42,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="hub dataset id or local .json/.jsonl/.parquet file")
     parser.add_argument("--out", required=True, help="run directory to create")
     parser.add_argument("--selection", help="sel.yaml from `snrtune select` (spectrum, laser-qlora)")
-    parser.add_argument("--config", help="training YAML overriding src/snrtune/data/train_defaults.yaml")
+    parser.add_argument("--config", action="append",
+                        help="training YAML overriding src/snrtune/data/train_defaults.yaml; repeat it to merge "
+                             "several in order (an overlay states only what differs)")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config's)")
     parser.add_argument("--stage", choices=STAGES, default="sft", help="sft, or dpo on prompt/chosen/rejected data")
     parser.add_argument("--match-params-of", choices=method_registry.rank_references(),
@@ -82,11 +84,25 @@ def run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- config, selection, identity
 
-def load_config(path: str | None, seed: int | None = None, max_steps: int | None = None,
-                method: str | None = None, overrides: dict | None = None) -> TrainingSettings:
-    """train_defaults.yaml < the method's overrides < the YAML at ``path`` < ``--set`` < the command line, checked."""
+def load_config(path: str | list[str] | None, seed: int | None = None, max_steps: int | None = None,
+                method: str | None = None, overrides: dict | None = None, world_size: int = 1) -> TrainingSettings:
+    """train_defaults.yaml < the method's overrides < the YAML file(s) at ``path`` < ``--set`` < the command
+    line, checked; the batch of one optimizer step split over ``world_size`` processes (settings.per_process)."""
     defaults = method_registry.get(method).train_overrides if method else None
-    return load_settings(path, defaults, method, overrides, seed=seed, max_steps=max_steps)
+    return load_settings(path, defaults, method, overrides, world_size=world_size, seed=seed, max_steps=max_steps)
+
+
+def process_count() -> int:
+    """Processes of this job (torchrun's WORLD_SIZE; 1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def budget_steps(cfg: TrainingSettings, train_examples: int, world_size: int) -> int:
+    """Optimizer steps of the run: max_steps, else ceil(num_epochs × training examples / examples per step), so
+    that a job's step count, warm-up and schedule do not depend on how many processes it has."""
+    if cfg.max_steps:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.num_epochs * train_examples / examples_per_step(cfg, world_size)))
 
 
 def selection_total_params(model_dir, entries: dict) -> int:
@@ -640,9 +656,11 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         raise SnrtuneError(f"stage {stage!r}; expected one of {', '.join(STAGES)}")
     if deepspeed:  # the workflow's sharded launch (snrtune.workflow.resources) names its ZeRO config
         overrides = {**(overrides or {}), "deepspeed": deepspeed}
-    cfg = load_config(config, seed, max_steps, method, overrides)
-    require_deepspeed(cfg, "--deepspeed" if deepspeed else f"training config {config}")
-    check_packages(cfg, f"training config {config}", method)  # flash-attention, a 4-bit method's bitsandbytes
+    world_size = process_count()
+    cfg = load_config(config, seed, max_steps, method, overrides, world_size)  # a bad split stops here
+    where = f"training config {' and '.join(config_paths(config))}"
+    require_deepspeed(cfg, "--deepspeed" if deepspeed else where)
+    check_packages(cfg, where, method)  # flash-attention, a 4-bit method's bitsandbytes
     sel = load_selection(selection, method)
     spec = methods.check_request(method, sel, match_params_of)
     if sel is not None and spec.needs_selection:
@@ -676,6 +694,10 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     divergence = DivergenceStop()
     trainer = build_trainer(stage, model, tokenizer, args, train_ds, val_ds, [throughput, divergence, *callbacks])
     counts = data_counts(stage, train_rows, val_rows, trainer, cfg)
+    if trainer.args.world_size != world_size:
+        raise SnrtuneError(f"the trainer runs {trainer.args.world_size} processes but WORLD_SIZE is {world_size}; "
+                           "expected equal (the batch was split for WORLD_SIZE)")
+    trainer.args.max_steps = budget_steps(cfg, counts["train_examples"], world_size)  # equal at every world size
     if is_main:
         print(data_line(counts, cfg.max_seq_length))
         resuming.write_fingerprint(partial, fingerprint)
@@ -700,6 +722,10 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         **throughput.cost(),
         train_tokens=int(trainer.state.num_input_tokens_seen) or None,
         config=cfg.as_dict(),
+        budget={"examples_per_step": examples_per_step(cfg, world_size), "world_size": world_size,
+                "per_device_train_batch_size": cfg.per_device_train_batch_size,
+                "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+                "max_steps": trainer.state.max_steps},
         setup={"method": method, "stage": stage, "data": str(data), "model_dir": str(model_dir),
                "world_size": trainer.args.world_size, "match_params_of": match_params_of,
                **{key: facts.get(key) for key in ("lora_r", "lora_alpha", "lora_scale", "use_rslora")}},

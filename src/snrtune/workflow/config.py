@@ -70,10 +70,13 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
         raise SnrtuneError(f"config key 'top_percent': methods {' and '.join(with_t)} need at least one t value")
     check_method_settings(config)
     check_eval_batch_size(config)
+    check_report(config)
     holders = [("train.config", config["train"], "config")]
     holders += [(f"models.{name}.train_config", model, "train_config") for name, model in config["models"].items()]
     for key, holder, field in holders:
-        if holder[field]:
+        if isinstance(holder[field], list):  # training files merged in order (an overlay after its base)
+            holder[field] = [find_file(path, workflow_dir, f"{key}[{i}]") for i, path in enumerate(holder[field])]
+        elif holder[field]:
             holder[field] = find_file(holder[field], workflow_dir, key)
     return config
 
@@ -127,6 +130,8 @@ def check_method_settings(config: dict) -> None:
     the controls' t values among top_percent (so each control has its SNR selection to be compared with)."""
     train = config["train"]
     for method, settings in train["method_settings"].items():
+        for key in [k for k, v in settings.items() if v is None]:  # null in an overlay deletes the setting
+            del settings[key]
         if "learning_rate" in settings:
             settings["learning_rate"] = _number(settings["learning_rate"], f"train.method_settings.{method}.learning_rate")
             if method in train["learning_rates"]:
@@ -150,21 +155,45 @@ def check_method_settings(config: dict) -> None:
                            "a control is compared with the SNR selection at the same t")
 
 
+def check_report(config: dict) -> None:
+    """report.target_task and report.retention_tasks name evaluated tasks, and the target is not also retention."""
+    names = [task["name"] for task in config["evaluate"]["tasks"]]
+    target, retention = config["report"]["target_task"], config["report"]["retention_tasks"]
+    if target is not None and target not in names:
+        raise SnrtuneError(f"config key 'report.target_task': {target!r} is not in evaluate.tasks; expected one of "
+                           f"{', '.join(names)}")
+    for task in retention or []:
+        if task not in names or task == target:
+            raise SnrtuneError(f"config key 'report.retention_tasks': {task!r} is "
+                               f"{'the target task' if task == target else 'not in evaluate.tasks'}; expected "
+                               f"other tasks of evaluate.tasks ({', '.join(n for n in names if n != target)})")
+
+
+def report_flags(config: dict) -> str:
+    """``--target-task X --retention-tasks A,B`` of `snrtune report`, from the config's report section."""
+    return flags(target_task=config["report"]["target_task"], retention_tasks=config["report"]["retention_tasks"])
+
+
 PREFLIGHT_ROWS = 1000  # rows whose content the pre-flight check reads (every row's structure is read)
 
 
 def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS, packages_here: bool = True) -> None:
-    """Before any job runs: every training job's settings (the shared training file, each method's own
-    settings and learning-rate candidates, --max-steps) are built and checked exactly as `snrtune train` will
-    build them, and a local training data file is checked (its whole structure, the content of its first
-    ``max_rows`` rows). With ``packages_here`` (the jobs run in this environment, not under --sdm conda),
-    a job that will ask for DeepSpeed finds it installed, and so do those that need flash-attention,
-    bitsandbytes or vllm (check_optional_packages). Raises SnrtuneError with the one line `snrtune
-    train` would print."""
+    """Before any job runs: every training job's settings (the shared training file(s), each method's own
+    settings and learning-rate candidates, --max-steps, the batch split over the job's planned GPUs) are built
+    and checked exactly as `snrtune train` will build them, and a local training data file is checked (its
+    whole structure, the content of its first ``max_rows`` rows). With ``packages_here`` (the jobs run in this
+    environment, not under --sdm conda), a job that will ask for DeepSpeed finds it installed, and so do those
+    that need flash-attention, bitsandbytes or vllm (check_optional_packages). Raises
+    SnrtuneError with the one line `snrtune train` would print."""
     from snrtune.training import data_check
 
-    formats = {run_settings(config, model, method, lr).dataset_format for model in config["models"]
-               for method in config["methods"] for lr in learning_rates(config, method) or [None]}
+    formats = set()
+    for model in config["models"]:
+        for run in runs(config):
+            method = parse_run(run)["method"]
+            processes = max(1, train_resources(config, model, run, paths.fill(paths.MODEL, model=model))["gpus"])
+            formats |= {run_settings(config, model, method, lr, processes).dataset_format
+                        for lr in learning_rates(config, method) or [None]}
     if packages_here:
         require_deepspeed_for_plans(config)
         check_optional_packages(config)
@@ -199,7 +228,7 @@ def require_deepspeed_for_plans(config: dict, results: str | Path = "results") -
     for model in config["models"]:
         for method in config["methods"]:
             settings.require_deepspeed(run_settings(config, model, method),
-                                       f"training config {train_config_path(config, model)}")
+                                       f"training config {' and '.join(train_config_files(config, model))}")
         for run in runs(config):
             plan = train_resources(config, model, run, Path(results) / model / "model")
             if plan["strategy"] in STRATEGY_FILES:
@@ -414,19 +443,33 @@ def hub_dataset(config: dict) -> str | None:
 
 # ------------------------------------------------------------------------------ training resources
 
-def train_config_path(config: dict, model: str) -> str | None:
+def train_config_path(config: dict, model: str) -> str | list[str] | None:
+    """The model's training file(s): models.M.train_config, else train.config (a path or a list merged in order)."""
     return config["models"][model]["train_config"] or config["train"]["config"]
 
 
-def run_settings(config: dict, model: str, method: str, learning_rate: float | None = None):
-    """The TrainingSettings `snrtune train` builds for ``method`` on ``model`` (at one learning-rate candidate):
-    the method's overrides < the model's training file < the method's own settings (``--set``) < --max-steps,
-    checked (SnrtuneError with one line on a bad value)."""
+def train_config_files(config: dict, model: str) -> list[str]:
+    """train_config_path as a list of files (the train rule's inputs and --config flags, in merge order)."""
+    from snrtune.training.settings import config_paths
+
+    return config_paths(train_config_path(config, model))
+
+
+def config_flags(config: dict, model: str) -> str:
+    """``--config A --config B``: the training files of ``model``, merged in this order by `snrtune train`."""
+    return " ".join(f"--config {shlex.quote(path)}" for path in train_config_files(config, model))
+
+
+def run_settings(config: dict, model: str, method: str, learning_rate: float | None = None, world_size: int = 1):
+    """The TrainingSettings `snrtune train` builds for ``method`` on ``model`` (at one learning-rate candidate)
+    in a job of ``world_size`` processes: the method's overrides < the model's training file(s) < the method's own
+    settings (``--set``) < --max-steps, checked (SnrtuneError with one line on a bad value or a batch that does
+    not split over the processes)."""
     from snrtune.training import settings
 
     own = method_settings(config, method) | ({"learning_rate": learning_rate} if learning_rate is not None else {})
     return settings.load_settings(train_config_path(config, model), method_registry.get(method).train_overrides,
-                                  method, own, max_steps=config["train"]["max_steps"])
+                                  method, own, world_size=world_size, max_steps=config["train"]["max_steps"])
 
 
 def model_size(config: dict, model: str, model_dir: str | Path):

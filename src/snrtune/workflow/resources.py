@@ -225,9 +225,11 @@ def per_device_bytes(size: ModelSize, s: Settings, trainable: int, gpus: int, st
     return OVERHEAD * (states + activation_bytes(size, s)) + FIXED_GIB * GIB
 
 
-def train_tokens(s: Settings, gpus: int) -> int | None:
+def train_tokens(s: Settings) -> int | None:
+    """Tokens the run trains on: max_steps × the training file's examples per step (micro-batch × accumulation,
+    the same at any GPU count: the job divides them between its processes) × sequence length."""
     if s.max_steps:
-        return s.max_steps * s.micro_batch * s.grad_accum * max(gpus, 1) * s.seq_len
+        return s.max_steps * s.micro_batch * s.grad_accum * s.seq_len
     return s.train_tokens
 
 
@@ -235,7 +237,7 @@ def runtime_minutes(size: ModelSize, s: Settings, trainable: int, gpus: int, hw:
     """6·P FLOPs per token for full fine-tuning (forward 2P, backward 4P); a frozen weight skips its
     weight gradient (4·P + 2·trainable); checkpointing adds one forward (2·P). ×1.25 and 20 minutes for
     loading, evaluation and checkpoints."""
-    tokens = train_tokens(s, gpus)
+    tokens = train_tokens(s)
     if tokens is None or gpus == 0:
         return None
     flops = 4 * size.total + 2 * trainable + (2 * size.total if s.gradient_checkpointing else 0)
