@@ -68,12 +68,34 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
     if with_t and not config["top_percent"]:
         raise SnrtuneError(f"config key 'top_percent': methods {' and '.join(with_t)} need at least one t value")
     check_method_settings(config)
+    check_evaluate(config)
     holders = [("train.config", config["train"], "config")]
     holders += [(f"models.{name}.train_config", model, "train_config") for name, model in config["models"].items()]
     for key, holder, field in holders:
         if holder[field]:
             holder[field] = find_file(holder[field], workflow_dir, key)
     return config
+
+
+def check_evaluate(config: dict) -> None:
+    """The lm-eval options that only make sense together (the same rules `snrtune evaluate` applies)."""
+    ev = config["evaluate"]
+    if ev["fewshot_as_multiturn"]:
+        plain = sorted(name for name, model in config["models"].items() if not model["chat_template"])
+        if plain:
+            raise SnrtuneError(f"config key 'evaluate.fewshot_as_multiturn': true needs the chat template, and "
+                               f"models {', '.join(plain)} have chat_template: false")
+    if ev["max_batch_size"] is not None and not str(ev["batch_size"]).startswith("auto"):
+        raise SnrtuneError(f"config key 'evaluate.max_batch_size': it bounds batch_size auto only; expected "
+                           f"batch_size: auto, got {ev['batch_size']}")
+
+
+def lm_eval_options(evaluate: dict) -> dict[str, Any]:
+    """The evaluate: section's prompt and generation options as `snrtune evaluate` keyword flags (for flags())."""
+    multiturn = evaluate["fewshot_as_multiturn"]
+    return {"fewshot_as_multiturn": multiturn is True, "no_fewshot_as_multiturn": multiturn is False,
+            "system_instruction": evaluate["system_instruction"], "max_batch_size": evaluate["max_batch_size"],
+            "gen_kwargs": model_args_flag(evaluate["gen_kwargs"])}
 
 
 def find_file(path: str, workflow_dir: str | Path | None, key: str) -> str:
@@ -284,7 +306,8 @@ def launcher(n_gpus: int) -> str:
 
 
 def model_args_flag(model_args: dict) -> str | None:
-    """models.NAME.eval_model_args as the JSON object `snrtune evaluate --model-args` takes (None when empty)."""
+    """models.NAME.eval_model_args (or evaluate.gen_kwargs) as the JSON object `snrtune evaluate --model-args`
+    (--gen-kwargs) takes (None when empty)."""
     import json
 
     return json.dumps(model_args, sort_keys=True, separators=(",", ":")) if model_args else None
