@@ -493,14 +493,15 @@ def install_site_profile(xdg: Path) -> Path:
     return path
 
 
-# per job: (--gpus, --mem, -t, --cpus-per-task, -p); training from the estimate (params_b, docs/resources.md)
+# per job: (--gpus, --mem, -t, --cpus-per-task, -p); training from the estimate (params_b, docs/resources.md;
+# the ZeRO model states from DeepSpeed's estimators, which the test extra installs)
 PAPER_8B = {
     "scan": ("1", "64000", "240", "8", "gpu"), "evaluate/base": ("1", "64000", "240", "8", "gpu"),
     "train/spectrum-t25-s0": ("1", "28000", "1440", "8", "gpu"), "train/spectrum-t50-s0": ("2", "28000", "1440", "8", "gpu"),
     "train/full-s0": ("4", "28000", "1440", "8", "gpu"), "train/qlora-s0": ("1", "28000", "1440", "8", "gpu")}
 LLAMA_70B = {
     "scan": ("2", "400000", "480", "16", "gpu"), "evaluate/base": ("2", "400000", "480", "16", "gpu"),
-    "train/spectrum-t25-s0": ("8", "178000", "1440", "16", "gpu"), "train/full-s0": ("8", "1025000", "1440", "16", "gpu"),
+    "train/spectrum-t25-s0": ("8", "178000", "1440", "16", "gpu"), "train/full-s0": ("4", "1703000", "1440", "16", "gpu"),
     "train/qlora-s0": ("1", "178000", "1440", "16", "gpu")}
 
 
@@ -514,7 +515,7 @@ def job_key(options: dict) -> str:
 @pytest.mark.parametrize("config_name, model, expected, sharded", [
     ("paper.yaml", "Meta-Llama-3-8B", PAPER_8B, {"full-s0": ("4", "zero3.json"), "spectrum-t50-s0": ("2", "zero3.json")}),
     ("paper-70b.yaml", "Meta-Llama-3-70B", LLAMA_70B,
-     {"full-s0": ("8", "zero3_offload.json"), "spectrum-t25-s0": ("8", "zero3.json")}),
+     {"full-s0": ("4", "zero3_offload.json"), "spectrum-t25-s0": ("8", "zero3.json")}),
 ])
 def test_profile_slurm_submits_per_method_resources_offline(tmp_path, config_name, model, expected, sharded):
     xdg, state, calls = tmp_path / "xdg", tmp_path / "slurm", tmp_path / "calls"

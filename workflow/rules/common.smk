@@ -4,7 +4,10 @@ import shlex
 import snrtune
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
-from snrtune import method_registry, workflow_config as wc
+from snrtune import method_registry
+from snrtune import naming
+from snrtune.workflow import config as wc
+from snrtune.workflow import paths
 from snrtune.errors import SnrtuneError
 
 # Paths of the workflow's own files through Snakemake's source-path mechanism (relative to this rule file),
@@ -14,7 +17,8 @@ REPO = os.path.normpath(os.path.join(workflow.current_basedir.get_path_or_uri(se
 try:
     schema = wc.load_schema(workflow.source_path("../schemas/config.schema.yaml"))
     wc.validate_config(config, schema, workflow_dir=REPO)
-    wc.preflight(config)  # training settings and data, checked before any job runs
+    # training settings and data, checked before any job runs; DeepSpeed where the jobs run in this environment
+    wc.preflight(config, packages_here=DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method)
 except SnrtuneError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
@@ -36,7 +40,7 @@ if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
 wildcard_constraints:
     model="|".join(map(re.escape, config["models"])) or "(?!)",
     t=r"\d+(\.\d+)?",
-    run=r"[a-z-]+(-t\d+(\.\d+)?)?-s\d+",
+    run=naming.RUN_PATTERN,
 
 
 # Steps that need the hub (or are too small for a job) run on the login node, never as SLURM jobs.
@@ -79,7 +83,7 @@ PATHS = workflow.modifier.path_modifier
 def train_plan(w):
     """GPUs, memory, runtime and sharding of a training job: overrides from the config, else the estimate
     (snrtune.workflow.resources) from the fetched parameter table or the config's params_b."""
-    model_dir = str(PATHS.replace_prefix(f"results/{w.model}/model", "input"))
+    model_dir = str(PATHS.replace_prefix(paths.fill(paths.MODEL, model=w.model), "input"))
     return wc.train_resources(config, w.model, w.run, model_dir)
 
 
@@ -89,16 +93,12 @@ def train_resource(key, grow=False):
     return lambda w: train_plan(w)[key]
 
 
-PREFETCH_DATA = "results/prefetch/data.json"
-PREFETCH_TASKS = "results/prefetch/tasks.json"
-
-
 def train_inputs(w):
     """The model, the data and hyperparameter files when local (a hub dataset: its prefetch record), and
     the selection of a selection method."""
-    inputs = {"model": f"results/{w.model}/model", "data": wc.local_files(config["data"]["train"])}
+    inputs = {"model": paths.fill(paths.MODEL, model=w.model), "data": wc.local_files(config["data"]["train"])}
     if wc.hub_dataset(config):
-        inputs["prefetched"] = PREFETCH_DATA
+        inputs["prefetched"] = paths.PREFETCH_DATA
     if train_config(w):
         inputs["config"] = train_config(w)
     if wc.selection_file(w.model, w.run):
@@ -142,13 +142,15 @@ def sharding(w, input):
 
 def evaluated_model(w):
     """The base model for eval/base.json, else the merged run."""
-    return f"results/{w.model}/model" if w.run == "base" else f"results/{w.model}/merged/{w.run}"
+    if w.run == naming.BASE_RUN:
+        return paths.fill(paths.MODEL, model=w.model)
+    return paths.fill(paths.MERGED, model=w.model, run=w.run)
 
 
 def evaluate_inputs(w):
     inputs = {"model": evaluated_model(w)}
     if wc.hub_tasks(config):
-        inputs["prefetched"] = PREFETCH_TASKS
+        inputs["prefetched"] = paths.PREFETCH_TASKS
     return inputs
 
 

@@ -2,7 +2,7 @@ rule report:
     input:
         **wc.report_inputs(config),
     output:
-        report=report(directory("results/report"), patterns=["{name}.png"],
+        report=report(directory(paths.REPORT), patterns=["{name}.png"],
                       caption="../report/report.rst", category="Comparison"),
     params:
         env=job_env_param(OFFLINE),
@@ -12,9 +12,9 @@ rule report:
     conda:
         ENV
     log:
-        "logs/report.log",
+        paths.log("report", model=None),
     benchmark:
-        "results/benchmarks/report.tsv"
+        paths.benchmark("report", model=None)
     shell:
         "{params.env}snrtune report --files {input.evals:q} {input.runs:q} {input.snr:q} {input.selections:q} "
         "{params.benchmarks} --out {output.report:q} > {log:q} 2>&1"

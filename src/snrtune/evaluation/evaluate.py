@@ -23,14 +23,12 @@ import yaml
 from snrtune.artifact_names import RUN_FILE
 from snrtune.artifacts import atomic_file, read_json, write_json
 from snrtune.errors import SnrtuneError
+from snrtune import tasks as tasks_table
 from snrtune.model_dir import load_source_info
 from snrtune.record import Stopwatch, run_record
 
 SHIPPED_TASKS = Path(__file__).parents[1] / "data" / "tasks"
 
-# The usual few-shot counts (Open LLM Leaderboard v1); --num-fewshot overrides them per task.
-DEFAULT_FEWSHOT = {"arc_challenge": 25, "hellaswag": 10, "mmlu": 5, "truthfulqa_mc2": 0, "winogrande": 5,
-                   "gsm8k": 5}
 HUB_HINT = ("needs its dataset from the Hugging Face hub, which is unreachable or disabled: "
             "set HF_DATASETS_OFFLINE=0 and HF_HUB_OFFLINE=0 with network access "
             "(HF_TOKEN for gated datasets), or put the data in the local cache")
@@ -49,7 +47,7 @@ def add_arguments(parser) -> None:
                         help="at most this many documents per task (a fraction when < 1)")
     parser.add_argument("--num-fewshot", default="",
                         help="per-task few-shot counts, e.g. arc_challenge=25,mmlu=5 (defaults: %s)"
-                        % ", ".join(f"{k}={v}" for k, v in DEFAULT_FEWSHOT.items()))
+                        % ", ".join(f"{k}={v}" for k, v in tasks_table.fewshot_defaults().items()))
     parser.add_argument("--batch-size", default="16", help="an integer, 'auto', or 'auto:N' (re-detect N times)")
     parser.add_argument("--max-batch-size", type=int, default=None,
                         help="the largest batch --batch-size auto may pick (lm-eval's max_batch_size)")
@@ -93,7 +91,7 @@ def parse_tasks(text: str) -> list[str]:
 
 
 def parse_fewshot(text: str, tasks: list[str]) -> dict[str, int]:
-    """``task=k,…`` on top of DEFAULT_FEWSHOT, for the requested tasks only (None: the task's own default)."""
+    """``task=k,…`` on top of snrtune.tasks' usual counts, for the requested tasks only (None: lm-eval's default)."""
     given: dict[str, int] = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         name, sep, value = item.partition("=")
@@ -102,7 +100,7 @@ def parse_fewshot(text: str, tasks: list[str]) -> dict[str, int]:
         if name.strip() not in tasks:
             raise SnrtuneError(f"--num-fewshot names task {name.strip()!r}, which is not in --tasks {','.join(tasks)}")
         given[name.strip()] = int(value)
-    return {t: given.get(t, DEFAULT_FEWSHOT.get(t)) for t in tasks}
+    return {t: given.get(t, tasks_table.default_fewshot(t)) for t in tasks}
 
 
 def parse_assignments(value: str | dict | None, flag: str) -> dict[str, Any]:
@@ -434,7 +432,7 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
                                system_instruction)
     generation = parse_assignments(gen_kwargs, "--gen-kwargs")
     lm_args = {"pretrained": str(model_dir), "dtype": dtype, **parse_model_args(model_args)}
-    shots = num_fewshot or {t: DEFAULT_FEWSHOT.get(t) for t in tasks}
+    shots = num_fewshot or {t: tasks_table.default_fewshot(t) for t in tasks}
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="snrtune-tasks-") as workdir:
         manager = task_manager(list(include_paths), Path(workdir), tasks)

@@ -30,15 +30,10 @@ from snrtune.artifact_names import COMPARISONS_TABLE, REPORT_PAGE, RUNS_TABLE, S
 from snrtune.artifacts import atomic_dir
 from snrtune.report.cost import COST_COLUMNS, compute_hours, peak_memory
 from snrtune.errors import SnrtuneError
+from snrtune import tasks as tasks_table
 from snrtune.training.sweep import SWEEP_FILE
 
 MAX_BYTES = 200 * 1024 * 1024
-# The score the report ranks by, per task; other tasks use the first of FALLBACK they report.
-PRIMARY = {"snrtune_toolcall": "acc", "snrtune_retention": "acc", "snrtune_ppl": "word_perplexity",
-           "arc_challenge": "acc_norm", "hellaswag": "acc_norm", "mmlu": "acc", "truthfulqa_mc2": "acc",
-           "winogrande": "acc", "gsm8k": "exact_match/strict-match"}
-FALLBACK = ("acc_norm", "acc", "exact_match", "exact_match/strict-match", "f1", "word_perplexity")
-DEFAULT_TARGET = "snrtune_toolcall"
 
 
 def add_arguments(parser) -> None:
@@ -50,7 +45,8 @@ def add_arguments(parser) -> None:
                         help="Snakemake benchmark TSV of a training job, e.g. smollm2/full-s0=results/…/full-s0.tsv")
     parser.add_argument("--out", required=True, help="the report directory to write")
     parser.add_argument("--target-task", default=None,
-                        help=f"the task fine-tuning aims at (default: {DEFAULT_TARGET} if evaluated, else the first task); "
+                        help="the task fine-tuning aims at (default: the first evaluated task whose role is 'target' in "
+                             "snrtune.tasks, else the first task); "
                              "every other task counts as retention")
     parser.add_argument("--resamples", type=int, default=stats.RESAMPLES,
                         help="bootstrap and permutation resamples (default %(default)s)")
@@ -162,9 +158,7 @@ def learned(metrics: dict) -> bool | None:
 # --- tables -----------------------------------------------------------------------------------------------
 
 def primary_metric(task: str, metrics: set[str]) -> str | None:
-    if PRIMARY.get(task) in metrics:
-        return PRIMARY[task]
-    return next((m for m in FALLBACK if m in metrics), min(metrics) if metrics else None)
+    return tasks_table.primary_metric(task, metrics)
 
 
 def summary_tasks(evals: list[dict]) -> list[str]:
@@ -214,7 +208,7 @@ def runs_table(found: dict[str, list[dict]], benchmarks: dict[str, dict] | None 
                     "t": run.get("top_percent"), "seed": run.get("seed"), "task": task, "metric": metric,
                     "score": score, "stderr": metrics.get(metric + "_stderr"),
                     "higher_is_better": ev.get("higher_is_better", {}).get(task, {}).get(
-                        metric, "perplexity" not in metric and "bits_per" not in metric),
+                        metric, tasks_table.higher_is_better(task, metric)),
                     "learned": learned(cost) if cost else None,
                     "trainable_params": cost.get("trainable_params"), "total_params": cost.get("total_params"),
                     "peak_memory_bytes": cost.get("peak_memory_bytes"), "train_wall_time_s": cost.get("wall_time_s"),
@@ -546,7 +540,7 @@ def pick_target(tasks: list[str], requested: str | None) -> str:
         if requested not in tasks:
             raise SnrtuneError(f"--target-task {requested!r} was not evaluated; expected one of {', '.join(tasks)}")
         return requested
-    return DEFAULT_TARGET if DEFAULT_TARGET in tasks else tasks[0]
+    return tasks_table.default_target(tasks)
 
 
 def _interval(r) -> str:

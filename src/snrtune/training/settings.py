@@ -237,6 +237,24 @@ def build(layers: list[tuple[str, Mapping[str, Any] | None]]) -> TrainingSetting
     return TrainingSettings(**checked)
 
 
+DEEPSPEED_INSTALL = "pip install 'snrtune[deepspeed]'"  # what scripts/install.sh installs
+
+
+def deepspeed_installed() -> bool:
+    """Whether DeepSpeed is importable here (found, not imported: importing it loads torch)."""
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+def require_deepspeed(settings: TrainingSettings, where: str = "training config") -> None:
+    """A run that asks for DeepSpeed (the ``deepspeed`` key or ``--deepspeed``) where it is not installed stops
+    here with one line, before anything loads, instead of failing at job time after waiting for GPUs."""
+    if settings.deepspeed and not deepspeed_installed():
+        raise SnrtuneError(f"{where}: key 'deepspeed' ({settings.deepspeed}) asks for DeepSpeed, which is not "
+                           f"installed; expected `{DEEPSPEED_INSTALL}` or deepspeed: null")
+
+
 def parse_assignments(items: list[str] | None) -> dict[str, Any] | None:
     """``--set KEY=VALUE`` items as a mapping (each value read as a YAML scalar: 3.0e-3, 16, true, null)."""
     if not items:

@@ -25,9 +25,9 @@ from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, COMPAT_STATS
 from snrtune.artifacts import atomic_dir, read_json, read_yaml, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import load_source_info
-from snrtune.naming import format_t
+from snrtune import naming
 from snrtune.record import Stopwatch, run_record
-from snrtune.training.settings import TrainingSettings, load_settings, parse_assignments
+from snrtune.training.settings import TrainingSettings, load_settings, parse_assignments, require_deepspeed
 
 STAGES = ("sft", "dpo")
 
@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="training YAML overriding src/snrtune/data/train_defaults.yaml")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config's)")
     parser.add_argument("--stage", choices=STAGES, default="sft", help="sft, or dpo on prompt/chosen/rejected data")
-    parser.add_argument("--match-params-of", choices=["qlora"],
-                        help="laser-qlora: pick the LoRA rank that trains as many parameters as qlora")
+    parser.add_argument("--match-params-of", choices=method_registry.rank_references(),
+                        help="laser-qlora: pick the LoRA rank that trains as many parameters as this method")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest complete checkpoint in OUT.partial/ if the run is unchanged "
                              "(settings, data, selection, model); else start afresh and say what changed")
@@ -93,17 +93,12 @@ def model_name(model_dir) -> str:
 
 
 def run_identity(model_dir, method: str, selection: dict | None, seed: int, stage: str) -> dict[str, Any]:
-    """snrtune_run.json: ``{model}/{method}[-t{T}]-s{seed}`` (``-dpo`` appended for a DPO stage)."""
+    """snrtune_run.json, its id in the run-id grammar of snrtune.naming: ``{model}/{method}[-t{T}|-b{B}]-s{seed}[-dpo]``."""
     name = model_name(model_dir)
     with_selection = selection is not None and method_registry.get(method).needs_selection
     top = selection.get("top_percent") if with_selection else None
-    run_id = f"{name}/{method}"
-    budget = selection.get("budget_params") if with_selection else None
-    if top is not None:
-        run_id += f"-t{format_t(top)}"  # as the workflow names runs
-    elif budget is not None:
-        run_id += f"-b{budget}"
-    run_id += f"-s{seed}" + ("-dpo" if stage == "dpo" else "")
+    budget = selection.get("budget_params") if with_selection and top is None else None
+    run_id = f"{name}/" + naming.format_run(method, seed, t=top, budget=budget, stage=stage)  # as the workflow names runs
     identity = {"id": run_id, "model": name, "method": method, "top_percent": top, "seed": seed, "stage": stage}
     parent = Path(model_dir) / RUN_FILE  # a DPO stage usually starts from a merged SFT run
     if stage == "dpo" and parent.is_file():
@@ -277,6 +272,7 @@ def training_args(stage: str, cfg: TrainingSettings, output_dir: Path, has_eval:
     partition only (transformers' HfDeepSpeedConfig; the returned object must stay alive meanwhile)."""
     import trl
 
+    init_deepspeed_on_cpu(cfg)
     kwargs = trainer_kwargs(cfg, output_dir, has_eval)
     if stage == "dpo":  # DPO batches are padded, never packed
         kwargs["include_num_input_tokens_seen"] = "non_padding"
@@ -286,6 +282,18 @@ def training_args(stage: str, cfg: TrainingSettings, output_dir: Path, has_eval:
         packing_strategy="bfd",  # whole examples, each with its own position ids (no cross-example attention)
         assistant_only_loss=layout["assistant_only_loss"], completion_only_loss=layout["completion_only_loss"],
         dataset_num_proc=cfg.dataset_num_proc, shuffle_dataset=False)
+
+
+def init_deepspeed_on_cpu(cfg: TrainingSettings) -> None:
+    """DeepSpeed's process group for CPU processes under torchrun. accelerate starts DeepSpeed's communication
+    only on accelerator devices; without it ZeRO-3's partitioned loading (zero.Init, in from_pretrained) sees
+    one process and its batch check fails on two. DeepSpeed's gloo backend is what its CPU runs use."""
+    import torch
+
+    if cfg.deepspeed and not torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=cfg.ddp_backend or "gloo")
 
 
 VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
@@ -521,7 +529,7 @@ def spectrum_delta(trainer) -> dict[str, Any]:
     model = trainer.model
     trained = {name for name, p in model.named_parameters() if p.requires_grad}
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
-        state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+        state = trainer.accelerator.get_state_dict(trainer.model_wrapped) or {}  # ZeRO-3 gathers on rank 0 only
         return {n: t.detach().cpu().contiguous() for n, t in state.items() if n in trained}
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if n in trained}
 
@@ -549,9 +557,15 @@ def save_tokenizer(tokenizer, out: Path) -> None:
 
 
 def optimizer_elements(trainer) -> int | None:
-    """Elements the optimizer updates (None when DeepSpeed/FSDP flatten them)."""
-    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled or trainer.optimizer is None:
+    """Elements the optimizer updates (None under FSDP, which flattens them). A ZeRO optimizer's param_groups
+    hold flat partitions; its 16-bit groups (``fp16_groups`` at stage 3, ``bit16_groups`` at 1/2) keep the
+    model's parameters, counted with their ``ds_numel`` under ZeRO-3."""
+    if trainer.is_fsdp_enabled or trainer.optimizer is None:
         return None
+    if trainer.is_deepspeed_enabled:
+        zero = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+        groups = getattr(zero, "fp16_groups", None) or getattr(zero, "bit16_groups", None)
+        return None if groups is None else sum(methods.n_elements(p) for group in groups for p in group)
     return sum(p.numel() for group in trainer.optimizer.param_groups for p in group["params"])
 
 
@@ -597,6 +611,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     if deepspeed:  # the workflow's sharded launch (snrtune.workflow.resources) names its ZeRO config
         overrides = {**(overrides or {}), "deepspeed": deepspeed}
     cfg = load_config(config, seed, max_steps, method, overrides)
+    require_deepspeed(cfg, "--deepspeed" if deepspeed else f"training config {config}")
     sel = load_selection(selection)
     spec = methods.check_request(method, sel, match_params_of)
     quiet_logs()

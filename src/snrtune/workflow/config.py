@@ -17,7 +17,8 @@ import yaml
 from snrtune import method_registry
 from snrtune.errors import SnrtuneError
 from snrtune.fetch.model import resolve_package_path
-from snrtune.naming import format_t, parse_run, run_name  # noqa: F401 (the rules call wc.parse_run)
+from snrtune.naming import BASE_RUN, format_t, parse_run, run_name  # noqa: F401 (the rules call wc.parse_run)
+from snrtune.workflow import paths
 
 SELECTION_METHODS = method_registry.selection_names()  # the rules read it as wc.SELECTION_METHODS
 
@@ -108,8 +109,14 @@ def find_file(path: str, workflow_dir: str | Path | None, key: str) -> str:
 
 
 def load_schema(path: str | Path) -> dict:
+    """The config schema, its method enums filled from snrtune.method_registry (the one table of methods)."""
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    defs = schema["$defs"]
+    defs["method"] = {"enum": list(method_registry.names())}
+    defs["method_or_all"] = {"enum": ["all", *method_registry.names()]}
+    defs["rank_reference"] = {"enum": list(method_registry.rank_references())}
+    return schema
 
 
 def _number(value: Any, key: str) -> float:
@@ -154,19 +161,43 @@ def check_method_settings(config: dict) -> None:
 PREFLIGHT_ROWS = 1000  # rows whose content the pre-flight check reads (every row's structure is read)
 
 
-def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS) -> None:
+def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS, packages_here: bool = True) -> None:
     """Before any job runs: every training job's settings (the shared training file, each method's own
     settings and learning-rate candidates, --max-steps) are built and checked exactly as `snrtune train` will
     build them, and a local training data file is checked (its whole structure, the content of its first
-    ``max_rows`` rows). Raises SnrtuneError with the one line `snrtune train` would print."""
+    ``max_rows`` rows). With ``packages_here`` (the jobs run in this environment, not under --sdm conda),
+    a job that will ask for DeepSpeed finds it installed. Raises SnrtuneError with the one line `snrtune
+    train` would print."""
     from snrtune.training import data_check
 
     formats = {run_settings(config, model, method, lr).dataset_format for model in config["models"]
                for method in config["methods"] for lr in learning_rates(config, method) or [None]}
+    if packages_here:
+        require_deepspeed_for_plans(config)
     data = resolve_source(config["data"]["train"])
     if data_check.data_kind(data) == "local":
         for dataset_format in sorted(formats):  # one per training file that sets its own
             data_check.check_training_data(data, dataset_format, config["train"]["stage"], max_rows=max_rows)
+
+
+def require_deepspeed_for_plans(config: dict, results: str | Path = "results") -> None:
+    """Every training job that will run under DeepSpeed (its training file's ``deepspeed`` key, or a sharded
+    plan: ``--deepspeed config/zero*.json``) finds DeepSpeed installed; one line naming the run otherwise."""
+    from snrtune.training import settings
+
+    if settings.deepspeed_installed():
+        return
+    for model in config["models"]:
+        for method in config["methods"]:
+            settings.require_deepspeed(run_settings(config, model, method),
+                                       f"training config {train_config_path(config, model)}")
+        for run in runs(config):
+            plan = train_resources(config, model, run, Path(results) / model / "model")
+            if plan["strategy"] in STRATEGY_FILES:
+                raise SnrtuneError(
+                    f"training run {model}/{run} is planned on {plan['gpus']} GPUs with {plan['strategy']} "
+                    f"(--deepspeed {STRATEGY_FILES[plan['strategy']]}), but DeepSpeed is not installed; expected "
+                    f"`{settings.DEEPSPEED_INSTALL}`, or models.{model}.resources.train_gpus: 1")
 
 
 # -------------------------------------------------------------------------------------- run names
@@ -193,8 +224,9 @@ def selection_file(model: str, run: str) -> str | None:
     kind = method_registry.get(parsed["method"]).selection_kind
     if kind is None:
         return None
-    suffix = f"-{kind}-s{parsed['seed']}" if kind != "snr" else ""
-    return f"results/{model}/select/t{parsed['top_percent']}{suffix}.yaml"
+    if kind == "snr":
+        return paths.fill(paths.SELECTION, model=model, t=parsed["top_percent"])
+    return paths.fill(paths.CONTROL_SELECTION, model=model, t=parsed["top_percent"], kind=kind, seed=parsed["seed"])
 
 
 # ------------------------------------------------------------------- per-method settings and the sweep
@@ -241,7 +273,8 @@ def format_lr(lr: float) -> str:
 def sweep_candidates(config: dict, model: str, run: str) -> list[str]:
     """The run directories of a swept run's candidates, one per learning rate."""
     method = parse_run(run)["method"]
-    return [f"results/{model}/sweep/{run}/lr{format_lr(lr)}" for lr in learning_rates(config, method)]
+    return [paths.fill(paths.SWEEP_CANDIDATE, model=model, run=run, lr=format_lr(lr))
+            for lr in learning_rates(config, method)]
 
 
 def settings_flags(config: dict, method: str, lr: float | None = None) -> str:
@@ -258,8 +291,8 @@ def settings_flags(config: dict, method: str, lr: float | None = None) -> str:
 
 def evaluations(config: dict) -> list[str]:
     """Every eval.json the workflow produces: each run of each model, plus each base model."""
-    names = (["base"] if config["evaluate"]["base"] else []) + runs(config)
-    return [f"results/{model}/eval/{name}.json" for model in config["models"] for name in names]
+    names = ([BASE_RUN] if config["evaluate"]["base"] else []) + runs(config)
+    return [paths.fill(paths.EVAL, model=model, run=name) for model in config["models"] for name in names]
 
 
 # ---------------------------------------------------------------------------------------- sources
@@ -429,17 +462,23 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
                        ("strategy", "train_strategy")):
         if res[field] is not None:
             out[key] = res[field]
-    out.update(res["per_method"].get(method, res["per_method"].get(settings_source(method), {})))
+    own = res["per_method"].get(method, res["per_method"].get(settings_source(method), {}))
+    out.update(own)
     if out["gpus"] <= 1:
         out["strategy"] = "none"
+    if est and (out["gpus"], out["strategy"]) != (est.gpus, est.strategy) and res["train_mem_mb"] is None \
+            and "mem_mb" not in own:  # host memory for the GPUs and sharding asked for
+        out["mem_mb"] = resources.host_mem_mb(size, settings, est.trainable, out["gpus"], out["strategy"])
     return out
 
 
-STRATEGY_FILES = {"zero3": "config/zero3.json", "zero3_offload": "config/zero3_offload.json"}
+STRATEGY_FILES = {"zero2": "config/zero2.json", "zero3": "config/zero3.json",
+                  "zero3_offload": "config/zero3_offload.json"}  # zero2: only as an override (train_strategy)
 
 
 def sharding_flags(strategy: str, workflow_dir: str | Path) -> str:
-    """``--deepspeed config/zero3*.json`` for a sharded training run (ZeRO-3, optionally offloaded), else ''."""
+    """``--deepspeed config/zero*.json`` for a sharded training run (ZeRO-3, optionally offloaded, or ZeRO-2
+    when the config asks for it), else ''."""
     if strategy not in STRATEGY_FILES:
         return ""
     return "--deepspeed " + shlex.quote(str(Path(workflow_dir) / STRATEGY_FILES[strategy]))
@@ -454,10 +493,10 @@ def report_inputs(config: dict) -> dict[str, list[str]]:
     selections = [selection_file(m, r) for m in models for r in runs_]
     return {
         "evals": evaluations(config),
-        "runs": [f"results/{m}/runs/{r}" for m in models for r in runs_],
-        "snr": [f"results/{m}/scan/snr.json" for m in models] if any(selections) else [],
+        "runs": [paths.fill(paths.RUN, model=m, run=r) for m in models for r in runs_],
+        "snr": [paths.fill(paths.SNR, model=m) for m in models] if any(selections) else [],
         "selections": list(dict.fromkeys(path for path in selections if path)),
-        "benchmarks": [f"results/{m}/benchmarks/train/{r}.tsv" for m, r in benchmarked_runs(config)],
+        "benchmarks": [paths.benchmark("train", r, model=m) for m, r in benchmarked_runs(config)],
     }
 
 

@@ -13,6 +13,9 @@ Per GPU, in bytes:
 weights are 2 bytes per parameter in bf16 (4 on a CPU), 0.55 for NF4 with double quantization;
 state bytes per trainable parameter are 14 for full and Spectrum (bf16 gradient, fp32 master copy,
 AdamW's two fp32 moments: 16 bytes in all with the bf16 weight) and 16 for fp32 LoRA adapters.
+
+Under ZeRO (zero2, zero3, zero3_offload), where DeepSpeed is importable, the model states per GPU and on the
+host come from DeepSpeed's own estimators instead (``zero_model_states``); the formula is the fallback.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ CHECKPOINT_BYTES = 2   # with gradient checkpointing: each layer's 16-bit input 
 OVERHEAD = 1.1
 FIXED_GIB = 1.5
 GPU_COUNTS = (1, 2, 4, 8, 16)
+ZERO_BUFFER = 1.5  # DeepSpeed's estimators' additional_buffer_factor (their default)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class ModelSize:
     hidden: int
     layers: int
     vocab: int
+    largest: int          # parameters of the largest tensor (ZeRO-3 gathers it whole: DeepSpeed's "largest layer")
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class Settings:
 @dataclass
 class Estimate:
     gpus: int
-    strategy: str                  # none | zero3 | zero3_offload
+    strategy: str                  # none | zero2 | zero3 | zero3_offload
     gpu_mem_gb: float | None       # per GPU (None on a CPU)
     mem_mb: int                    # host memory of the job
     runtime_min: int | None        # None when the number of training tokens is unknown
@@ -107,19 +112,21 @@ def size_from_table(table: dict) -> ModelSize:
     if not hidden:  # no named embedding: the most common small side of the layer matrices
         sides = [min(s[-2:]) for n, s in params.items() if len(s) >= 2]
         hidden = max(set(sides), key=sides.count) if sides else 1
-    return ModelSize(total, linear, per_rank, hidden, max(len(layers), 1), vocab or 32000)
+    largest = max(math.prod(shape) for shape in params.values())
+    return ModelSize(total, linear, per_rank, hidden, max(len(layers), 1), vocab or 32000, largest)
 
 
 def size_from_count(params_b: float, vocab: int = 32000) -> ModelSize:
     """A dense decoder of ``params_b`` billion parameters, for planning before the model is fetched.
 
     Shapes of Llama-like models: P ≈ 13·L·d² with L ≈ d/100 layers, so d ≈ (P/0.13)^(1/3) (rounded to
-    128); 90 % of the parameters sit in the layer matrices, and LoRA adds r × 20·d per layer.
+    128); 90 % of the parameters sit in the layer matrices, LoRA adds r × 20·d per layer, and the largest
+    tensor is the embedding (vocab × d).
     """
     total = int(round(params_b * 1e9))
     hidden = max(128, int(round((total / 0.13) ** (1 / 3) / 128)) * 128)
     layers = max(1, int(round(total / (13 * hidden ** 2))))
-    return ModelSize(total, int(0.9 * total), 20 * hidden * layers, hidden, layers, vocab)
+    return ModelSize(total, int(0.9 * total), 20 * hidden * layers, hidden, layers, vocab, vocab * hidden)
 
 
 # --------------------------------------------------------------------------------------------- the estimate
@@ -159,9 +166,47 @@ def activation_bytes(size: ModelSize, s: Settings) -> float:
     return scale * layers + logits
 
 
+def deepspeed_estimators():
+    """DeepSpeed's model-state estimators (stage 3, stage 1/2), or None where DeepSpeed is not importable."""
+    try:
+        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+    except ImportError:
+        return None
+    return estimate_zero3_model_states_mem_needs, estimate_zero2_model_states_mem_needs
+
+
+def zero_model_states(size: ModelSize, trainable: int, gpus: int, strategy: str) -> tuple[float, float] | None:
+    """(bytes per GPU, host bytes) of the model states under ZeRO, from DeepSpeed's own estimators (the
+    figures their ``estimate_zero{2,3}_model_states_mem_needs_all_cold`` tables print, optimizer offload
+    as config/zero3_offload.json sets it: parameters stay on the GPUs, partitioned loading on). None for an
+    unsharded run or without DeepSpeed.
+
+    The estimators count every parameter as trained (16-bit weight and gradient, fp32 gradient, master
+    copy and AdamW moments: 18 bytes on the GPUs, or 2 with the optimizer on the host, which then holds 16
+    × their buffer factor 1.5), so they are asked for the trainable parameters; each frozen parameter adds
+    its 16-bit weight, partitioned under ZeRO-3, on every GPU under ZeRO-2."""
+    functions = deepspeed_estimators() if strategy in ("zero2", "zero3", "zero3_offload") else None
+    if functions is None:
+        return None
+    zero3, zero2 = functions
+    frozen = size.total - trainable
+    if strategy == "zero2":
+        host, gpu = zero2(trainable, num_gpus_per_node=gpus, cpu_offload=False, additional_buffer_factor=ZERO_BUFFER)
+        return gpu + 2 * frozen, host
+    host, gpu, _ = zero3(trainable, size.largest, num_gpus_per_node=gpus, cpu_offload=strategy == "zero3_offload",
+                         cpu_offload_params=False, zero_init=True, additional_buffer_factor=ZERO_BUFFER)
+    return gpu + 2 * frozen / gpus, host
+
+
 def per_device_bytes(size: ModelSize, s: Settings, trainable: int, gpus: int, strategy: str) -> float:
     states = model_state_bytes(size, s, trainable)
-    if strategy == "zero3":
+    zero = zero_model_states(size, trainable, gpus, strategy) if s.device == "cuda" else None
+    if zero is not None:
+        states = zero[0]
+    elif strategy == "zero2":  # gradients and optimizer state partitioned, the 16-bit weights on every GPU
+        states = WEIGHT_BYTES[s.method] * size.total + (states - WEIGHT_BYTES[s.method] * size.total) / gpus
+    elif strategy == "zero3":
         states /= gpus
     elif strategy == "zero3_offload":  # fp32 master copy and AdamW moments live in host memory
         states = (WEIGHT_BYTES[s.method] * size.total + 2 * trainable) / gpus
@@ -188,13 +233,19 @@ def runtime_minutes(size: ModelSize, s: Settings, trainable: int, gpus: int, hw:
 
 def host_mem_mb(size: ModelSize, s: Settings, trainable: int, gpus: int, strategy: str) -> int:
     """Each process holds a 16-bit copy while loading (ZeRO-3 loads one copy, partitioned as it goes), 1.2×;
-    ZeRO offload keeps 12 bytes per trainable parameter (fp32 master, AdamW moments) on the host; 8 GB for
-    the data, tokenizer and libraries. A CPU run holds everything in host memory."""
+    under ZeRO the host also holds what DeepSpeed's estimator says (``zero_model_states``; the larger of the
+    two counts), else, with the optimizer offloaded, 12 bytes per trainable parameter (fp32 master, AdamW
+    moments); 8 GB for the data, tokenizer and libraries. A CPU run holds everything in host memory."""
     if s.device != "cuda":
         total = per_device_bytes(size, s, trainable, 1, "none")
     else:
         copies = 1 if strategy.startswith("zero3") else max(gpus, 1)
-        total = copies * 2 * size.total * 1.2 + (12 * trainable if strategy == "zero3_offload" else 0)
+        loading = copies * 2 * size.total * 1.2
+        zero = zero_model_states(size, trainable, gpus, strategy)
+        if zero is not None:
+            total = max(loading, zero[1])
+        else:
+            total = loading + (12 * trainable if strategy == "zero3_offload" else 0)
     return int(math.ceil((total + 8e9) / 1e6 / 1000)) * 1000
 
 
