@@ -139,8 +139,8 @@ def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise SnrtuneError(f"--backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise SnrtuneError("--backend vllm needs the vllm package (pip install vllm); expected it installed, "
-                           "or --backend hf")
+        raise SnrtuneError("--backend vllm needs the vllm package (pip install 'snrtune[vllm]' on a GPU machine); "
+                           "expected it installed, or --backend hf")
 
 
 def parse_batch_size(text: str) -> int | str:
