@@ -405,8 +405,8 @@ def test_the_preflight_checks_the_package_of_the_evaluation_backend(absent):
 
 # ---------------------------------------------------------------- the workflow's evaluate.batch_size
 
-@pytest.mark.parametrize("value, ok", [("auto:4", False), ("0", False), (0, False), ("-1", False), ("x", False),
-                                       ("auto", True), (8, True), ("8", True)])
+@pytest.mark.parametrize("value, ok", [("auto:0", False), ("auto:x", False), ("0", False), (0, False), ("-1", False), ("x", False),
+                                       ("auto", True), ("auto:4", True), (8, True), ("8", True)])
 def test_eval_batch_size_is_checked_by_the_evaluate_rule(value, ok):
     from snrtune.evaluation.evaluate import parse_batch_size
 

@@ -112,6 +112,9 @@ def test_resume_continues_from_the_saved_step(spectrum_run, tiny_llama, inputs, 
     steady = metrics["details"]["after_first_step"]
     assert steady["steps"] == 2 and 0 < steady["seconds"] < metrics["details"]["train_seconds"]
     assert 0 < steady["tokens"] < metrics["train_tokens"]
+    step_seconds = metrics["details"]["step_seconds"]  # this session's three steps, one by one
+    assert len(step_seconds) == 3 and all(s > 0 for s in step_seconds)
+    assert sum(step_seconds[1:]) <= steady["seconds"]  # which also runs to the end of training
     assert not (out / "attempts.json").exists()
     # the resumed run ends where the uninterrupted one did
     resumed, straight = load_file(out / "spectrum_delta.safetensors"), load_file(spectrum_run[0] / "spectrum_delta.safetensors")

@@ -162,7 +162,8 @@ def evaluate_flags(w):
                     device=model["device"], dtype=model["dtype"], apply_chat_template=model["chat_template"],
                     include_path=ev["include_path"], log_samples=ev["log_samples"],
                     model_args=wc.model_args_flag(model["eval_model_args"]),
-                    backend=model["eval_backend"] if model["eval_backend"] != "hf" else None)
+                    backend=model["eval_backend"] if model["eval_backend"] != "hf" else None,
+                    **wc.lm_eval_options(ev))
 
 
 def job_env_param(env):

@@ -173,6 +173,7 @@ class TrainingSettings:
     max_seq_length: int = _field(_integer(1))
     loss_on: str = _field(_choice("responses", "all"))
     packing: bool = _field(_boolean)
+    pad_to_multiple_of: int | None = _field(_optional(_integer(1)))
     dataset_num_proc: int | None = _field(_optional(_integer(1)))
     val_fraction: float = _field(_number(0, 1))
     eval_steps: int | None = _field(_optional(_integer(1)))

@@ -308,7 +308,7 @@ def training_args(stage: str, cfg: TrainingSettings, output_dir: Path, has_eval:
         kwargs["include_num_input_tokens_seen"] = "non_padding"
         return trl.DPOConfig(**kwargs, beta=cfg.dpo_beta, max_length=cfg.max_seq_length)
     return trl.SFTConfig(
-        **kwargs, max_length=cfg.max_seq_length, packing=cfg.packing,
+        **kwargs, max_length=cfg.max_seq_length, packing=cfg.packing, pad_to_multiple_of=cfg.pad_to_multiple_of,
         packing_strategy="bfd",  # whole examples, each with its own position ids (no cross-example attention)
         assistant_only_loss=layout["assistant_only_loss"], completion_only_loss=layout["completion_only_loss"],
         dataset_num_proc=cfg.dataset_num_proc, shuffle_dataset=False)
@@ -451,6 +451,7 @@ class Throughput(transformers.TrainerCallback):
         self.world_size, self.device = args.world_size, "cuda" if args.device.type == "cuda" else "cpu"
         self.seconds = 0.0
         self.warm = None  # (time, tokens) at the end of this session's first optimizer step
+        self.step_ends: list[float] = []  # perf_counter at the end of each optimizer step of this session
 
     def attempts(self) -> list[dict]:
         now = {"seconds": round(time.perf_counter() - self.start, 3), "world_size": self.world_size,
@@ -464,6 +465,7 @@ class Throughput(transformers.TrainerCallback):
             write_json(self.ledger, {"attempts": self.attempts()})
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.step_ends.append(time.perf_counter())
         if self.warm is None:
             self.warm = (time.perf_counter(), state.num_input_tokens_seen)
         if time.perf_counter() - self.flushed >= self.flush_s:
@@ -481,6 +483,11 @@ class Throughput(transformers.TrainerCallback):
             "steps": steady_steps, "seconds": round(end - self.warm[0], 3),
             "tokens": int(state.num_input_tokens_seen - self.warm[1])}
         self.flush()
+
+    def step_seconds(self) -> list[float]:
+        """Seconds of each optimizer step of this session (the first from the start of training)."""
+        starts = [self.start, *self.step_ends[:-1]]
+        return [round(end - start, 4) for start, end in zip(starts, self.step_ends)]
 
     def cost(self) -> dict[str, Any]:
         """gpu_seconds = Σ world size × training seconds over attempts on GPUs (cpu_seconds on CPUs:
@@ -735,7 +742,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         details={"fingerprint": fingerprint["sha256"], "optimizer_params": used, "global_step": trainer.state.global_step,
                  "distributed_type": str(trainer.accelerator.distributed_type.value),
                  "resumed_from_step": throughput.start_step, "train_seconds": round(throughput.seconds, 3),
-                 "after_first_step": throughput.steady,
+                 "after_first_step": throughput.steady, "step_seconds": throughput.step_seconds(),
                  "lora_target_modules": facts.get("target_modules"),
                  "unfrozen_names": facts.get("unfrozen_names")},
     )

@@ -71,6 +71,7 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
     check_method_settings(config)
     check_eval_batch_size(config)
     check_report(config)
+    check_evaluate(config)
     holders = [("train.config", config["train"], "config")]
     holders += [(f"models.{name}.train_config", model, "train_config") for name, model in config["models"].items()]
     for key, holder, field in holders:
@@ -90,8 +91,29 @@ def check_eval_batch_size(config: dict) -> None:
     try:
         parse_batch_size(str(value))
     except SnrtuneError:
-        raise SnrtuneError(f"config key 'evaluate.batch_size': {value!r} is not a positive integer or 'auto' "
+        raise SnrtuneError(f"config key 'evaluate.batch_size': {value!r} is not a positive integer, 'auto' or 'auto:N' "
                            f"(as `snrtune evaluate --batch-size` takes it)") from None
+
+
+def check_evaluate(config: dict) -> None:
+    """The lm-eval options that only make sense together (the same rules `snrtune evaluate` applies)."""
+    ev = config["evaluate"]
+    if ev["fewshot_as_multiturn"]:
+        plain = sorted(name for name, model in config["models"].items() if not model["chat_template"])
+        if plain:
+            raise SnrtuneError(f"config key 'evaluate.fewshot_as_multiturn': true needs the chat template, and "
+                               f"models {', '.join(plain)} have chat_template: false")
+    if ev["max_batch_size"] is not None and not str(ev["batch_size"]).startswith("auto"):
+        raise SnrtuneError(f"config key 'evaluate.max_batch_size': it bounds batch_size auto only; expected "
+                           f"batch_size: auto, got {ev['batch_size']}")
+
+
+def lm_eval_options(evaluate: dict) -> dict[str, Any]:
+    """The evaluate: section's prompt and generation options as `snrtune evaluate` keyword flags (for flags())."""
+    multiturn = evaluate["fewshot_as_multiturn"]
+    return {"fewshot_as_multiturn": multiturn is True, "no_fewshot_as_multiturn": multiturn is False,
+            "system_instruction": evaluate["system_instruction"], "max_batch_size": evaluate["max_batch_size"],
+            "gen_kwargs": model_args_flag(evaluate["gen_kwargs"])}
 
 
 def find_file(path: str, workflow_dir: str | Path | None, key: str) -> str:
@@ -377,7 +399,8 @@ def launcher(n_gpus: int) -> str:
 
 
 def model_args_flag(model_args: dict) -> str | None:
-    """models.NAME.eval_model_args as the JSON object `snrtune evaluate --model-args` takes (None when empty)."""
+    """models.NAME.eval_model_args (or evaluate.gen_kwargs) as the JSON object `snrtune evaluate --model-args`
+    (--gen-kwargs) takes (None when empty)."""
     import json
 
     return json.dumps(model_args, sort_keys=True, separators=(",", ":")) if model_args else None
