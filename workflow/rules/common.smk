@@ -4,7 +4,8 @@ import shlex
 import snrtune
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
-from snrtune import method_registry, workflow_config as wc
+from snrtune import method_registry
+from snrtune.workflow import config as wc
 from snrtune.errors import SnrtuneError
 
 # Paths of the workflow's own files through Snakemake's source-path mechanism (relative to this rule file),
@@ -59,12 +60,17 @@ def res(wildcards, key):
     return config["models"][wildcards.model]["resources"][key]
 
 
+CEILING = {"mem_mb": config["resources"]["max_mem_mb"], "runtime": config["resources"]["max_runtime"]}
+
+
 def mem(key):
-    """A resource function: the model's memory request, grown with the attempt."""
-    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH)
+    """A resource function: the model's memory request, grown with the attempt up to resources.max_mem_mb."""
+    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH, CEILING["mem_mb"])
 
 
-runtime = mem  # runtime (minutes) grows the same way
+def runtime(key):
+    """Minutes, grown the same way up to resources.max_runtime."""
+    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH, CEILING["runtime"])
 
 
 def train_config(w):
@@ -85,7 +91,7 @@ def train_plan(w):
 
 def train_resource(key, grow=False):
     if grow:
-        return lambda w, attempt: wc.scaled(train_plan(w)[key], attempt, GROWTH)
+        return lambda w, attempt: wc.scaled(train_plan(w)[key], attempt, GROWTH, CEILING[key])
     return lambda w: train_plan(w)[key]
 
 

@@ -22,6 +22,7 @@ rule train:
     threads: lambda w: res(w, "threads")
     resources:
         gpu=train_resource("gpus"),
+        nodes=1,  # torchrun --standalone: every GPU of a job on one node (the pre-flight caps train_gpus)
         mem_mb=train_resource("mem_mb", grow=True),
         runtime=train_resource("runtime", grow=True),
     shell:

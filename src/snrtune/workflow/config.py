@@ -139,12 +139,33 @@ def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS) -> None:
     ``max_rows`` rows). Raises SnrtuneError with the one line `snrtune train` would print."""
     from snrtune.training import data_check
 
+    check_placement(config)
     formats = {run_settings(config, model, method, lr).dataset_format for model in config["models"]
                for method in config["methods"] for lr in learning_rates(config, method) or [None]}
     data = resolve_source(config["data"]["train"])
     if data_check.data_kind(data) == "local":
         for dataset_format in sorted(formats):  # one per training file that sets its own
             data_check.check_training_data(data, dataset_format, config["train"]["stage"], max_rows=max_rows)
+
+
+def check_placement(config: dict) -> None:
+    """Every job fits one node and the partition: a training job's GPUs (``train_gpus``, ``per_method``) at
+    most ``resources.gpus_per_node`` (training runs on one node: torchrun --standalone), and no memory set
+    in the config above ``resources.max_mem_mb``. SnrtuneError with one line naming the key."""
+    limits = config["resources"]
+    for model, entry in config["models"].items():
+        res = entry["resources"]
+        values = [("train_gpus", res["train_gpus"], "gpus"), ("mem_mb", res["mem_mb"], "mem_mb"),
+                  ("train_mem_mb", res["train_mem_mb"], "mem_mb")]
+        values += [(f"per_method.{m}.{k}", v, k) for m, o in res["per_method"].items() for k, v in o.items()]
+        for key, value, kind in values:
+            key = f"models.{model}.resources.{key}"
+            if kind == "gpus" and value is not None and value > limits["gpus_per_node"]:
+                raise SnrtuneError(f"config key {key!r}: {value} GPUs, more than resources.gpus_per_node "
+                                   f"{limits['gpus_per_node']}; a training job runs on one node")
+            if kind == "mem_mb" and value is not None and limits["max_mem_mb"] and value > limits["max_mem_mb"]:
+                raise SnrtuneError(f"config key {key!r}: {value} MB, more than resources.max_mem_mb "
+                                   f"{limits['max_mem_mb']}")
 
 
 # -------------------------------------------------------------------------------------- run names
@@ -296,9 +317,12 @@ def num_fewshot(tasks: list[dict]) -> str | None:
     return ",".join(pairs) or None
 
 
-def scaled(value: int, attempt: int, growth: float) -> int:
-    """A memory or runtime request for a retry: value × growth^(attempt-1)."""
-    return int(round(value * growth ** (attempt - 1)))
+def scaled(value: int, attempt: int, growth: float, ceiling: int | None = None) -> int:
+    """A memory or runtime request for a retry: value × growth^(attempt-1), at most ``ceiling`` (the
+    partition's limit, ``resources.max_mem_mb``/``max_runtime``; a training job cut at the time limit resumes
+    from its last checkpoint on the retry)."""
+    request = int(round(value * growth ** (attempt - 1)))
+    return request if ceiling is None else min(request, ceiling)
 
 
 # ------------------------------------------------------------------------------ hub and offline jobs
@@ -409,6 +433,12 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
     out.update(res["per_method"].get(method, res["per_method"].get(settings_source(method), {})))
     if out["gpus"] <= 1:
         out["strategy"] = "none"
+    if hw_cfg["max_mem_mb"] and out["mem_mb"] > hw_cfg["max_mem_mb"]:
+        raise SnrtuneError(f"models.{model}: training {run} needs {out['mem_mb']} MB of host memory, more than "
+                           f"resources.max_mem_mb {hw_cfg['max_mem_mb']}; set models.{model}.resources.train_mem_mb "
+                           "or per_method.METHOD.mem_mb")
+    if hw_cfg["max_runtime"]:  # a longer run is cut at the limit and resumes from its checkpoint on the retry
+        out["runtime"] = min(out["runtime"], hw_cfg["max_runtime"])
     return out
 
 
