@@ -91,4 +91,4 @@ def test_a_config_over_the_node_stops_before_any_job(tmp_path):
                           str(path), "-d", str(tmp_path), "--cores", "1"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert out.returncode != 0
-    assert "config key 'models.m.resources.train_gpus': 8 GPUs, more than resources.gpus_per_node 4" in out.stderr
+    assert "config key 'models.m.resources.train_gpus': 8 GPUs, more than resources.gpus_per_node 4" in out.stdout + out.stderr
