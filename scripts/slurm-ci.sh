@@ -7,7 +7,9 @@
 # SLURM_CI_PORT (default 16817) for slurmctld, +1 slurmd, +2 slurmdbd, +3 mariadbd (127.0.0.1 only).
 # The node, ci-node, has 8 CPUs, 16000 MB and two "GPUs" (character devices like /dev/null: SLURM hands
 # them out as GRES and sets CUDA_VISIBLE_DEVICES; nothing computes on them). A job over its --mem is killed
-# (OverMemoryKill, state OUT_OF_MEMORY); accounting goes through slurmdbd, so sacct lists every job.
+# (OverMemoryKill); accounting goes through slurmdbd, so sacct lists every job. The one file outside DIR:
+# /etc/slurm/slurm.conf, a link to DIR's while the cluster runs (Snakemake's job step clears SLURM_* from the
+# environment of its srun, which then reads the default path); an existing file of another cluster is refused.
 set -euo pipefail
 
 usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
@@ -16,6 +18,7 @@ action=$1
 DIR=$(realpath -m "$2")
 PORT=${SLURM_CI_PORT:-16817}
 DAEMONS=(slurmd slurmctld slurmdbd mariadbd munged)  # stop order
+SYSTEM_CONF=/etc/slurm/slurm.conf
 
 pid_of() { [[ -s $DIR/run/$1.pid ]] && cat "$DIR/run/$1.pid"; }
 
@@ -29,6 +32,7 @@ stop() {
     fi
     rm -f "$DIR/run/$name.pid"
   done
+  if [[ -L $SYSTEM_CONF && $(readlink "$SYSTEM_CONF") == "$DIR/etc/slurm.conf" ]]; then rm -f "$SYSTEM_CONF"; fi
 }
 
 install_packages() {
@@ -95,6 +99,7 @@ AccountingStorageHost=localhost
 AccountingStoragePort=$((PORT + 2))
 AccountingStoragePass=$sock
 AccountingStorageTRES=gres/gpu
+AccountingStoreFlags=job_comment
 NodeName=ci-node NodeHostname=$host NodeAddr=127.0.0.1 CPUs=8 RealMemory=16000 Gres=gpu:2 State=UNKNOWN
 PartitionName=ci Nodes=ci-node Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -124,6 +129,16 @@ start() {
   stop  # a previous cluster in DIR
   write_configs
   export SLURM_CONF=$DIR/etc/slurm.conf
+  if [[ -L $SYSTEM_CONF ]]; then  # a link left by a cluster of this script that is no longer running
+    other=$(dirname "$(dirname "$(readlink "$SYSTEM_CONF")")")
+    pid=$(cat "$other/run/slurmctld.pid" 2>/dev/null || true)
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || rm -f "$SYSTEM_CONF"
+  fi
+  if [[ -e $SYSTEM_CONF || -L $SYSTEM_CONF ]] && [[ $(readlink "$SYSTEM_CONF" || true) != "$SLURM_CONF" ]]; then
+    echo "slurm-ci: $SYSTEM_CONF exists (another cluster's); stop that one or remove the file" >&2; exit 2
+  fi
+  mkdir -p "$(dirname "$SYSTEM_CONF")"
+  ln -sfn "$SLURM_CONF" "$SYSTEM_CONF"
   local sock=$DIR/munge/munge.socket
   munged --force --socket="$sock" --key-file="$DIR/munge/munge.key" --pid-file="$DIR/run/munged.pid" \
     --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munge.seed"

@@ -27,7 +27,7 @@ rule train:
         runtime=train_resource("runtime", grow=True),
     shell:
         "{params.env}{params.launcher} train {input.model:q} --data {params.data:q} --out {output.run:q} "
-        "{params.extra} {params.sharding} > {log:q} 2>&1"
+        "{params.extra} {params.sharding} >> {log:q} 2>&1"  # appended: a requeued attempt keeps the first one's
 
 
 # The learning-rate sweep: every candidate trains as its own cached run; `snrtune pick` makes the one with the
