@@ -28,7 +28,7 @@ rule train:
     # Snakemake empties the log before every attempt; LOG.attempts (not a declared file) keeps the output of all
     # of them, a requeued or retried job's first one included (unbuffered: a killed attempt's last lines too).
     shell:
-        "{params.env}PYTHONUNBUFFERED=1 {params.launcher} train {input.model:q} --data {params.data:q} "
+        "export PYTHONUNBUFFERED=1; {params.env}{params.launcher} train {input.model:q} --data {params.data:q} "
         "--out {output.run:q} {params.extra} {params.sharding} 2>&1 | tee -a {log:q}.attempts > {log:q}"
 
 
