@@ -63,12 +63,17 @@ def res(wildcards, key):
     return config["models"][wildcards.model]["resources"][key]
 
 
+CEILING = {"mem_mb": config["resources"]["max_mem_mb"], "runtime": config["resources"]["max_runtime"]}
+
+
 def mem(key):
-    """A resource function: the model's memory request, grown with the attempt."""
-    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH)
+    """A resource function: the model's memory request, grown with the attempt up to resources.max_mem_mb."""
+    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH, CEILING["mem_mb"])
 
 
-runtime = mem  # runtime (minutes) grows the same way
+def runtime(key):
+    """Minutes, grown the same way up to resources.max_runtime."""
+    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH, CEILING["runtime"])
 
 
 def train_config(w):
@@ -90,7 +95,7 @@ def train_plan(w):
 
 def train_resource(key, grow=False):
     if grow:
-        return lambda w, attempt: wc.scaled(train_plan(w)[key], attempt, GROWTH)
+        return lambda w, attempt: wc.scaled(train_plan(w)[key], attempt, GROWTH, CEILING[key])
     return lambda w: train_plan(w)[key]
 
 

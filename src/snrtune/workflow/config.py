@@ -209,6 +209,7 @@ def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS, packages_here
     SnrtuneError with the one line `snrtune train` would print."""
     from snrtune.training import data_check
 
+    check_placement(config)
     formats = set()
     for model in config["models"]:
         for run in runs(config):
@@ -258,6 +259,26 @@ def require_deepspeed_for_plans(config: dict, results: str | Path = "results") -
                     f"training run {model}/{run} is planned on {plan['gpus']} GPUs with {plan['strategy']} "
                     f"(--deepspeed {STRATEGY_FILES[plan['strategy']]}), but DeepSpeed is not installed; expected "
                     f"`{settings.DEEPSPEED_INSTALL}`, or models.{model}.resources.train_gpus: 1")
+
+
+def check_placement(config: dict) -> None:
+    """Every job fits one node and the partition: a training job's GPUs (``train_gpus``, ``per_method``) at
+    most ``resources.gpus_per_node`` (training runs on one node: torchrun --standalone), and no memory set
+    in the config above ``resources.max_mem_mb``. SnrtuneError with one line naming the key."""
+    limits = config["resources"]
+    for model, entry in config["models"].items():
+        res = entry["resources"]
+        values = [("train_gpus", res["train_gpus"], "gpus"), ("mem_mb", res["mem_mb"], "mem_mb"),
+                  ("train_mem_mb", res["train_mem_mb"], "mem_mb")]
+        values += [(f"per_method.{m}.{k}", v, k) for m, o in res["per_method"].items() for k, v in o.items()]
+        for key, value, kind in values:
+            key = f"models.{model}.resources.{key}"
+            if kind == "gpus" and value is not None and value > limits["gpus_per_node"]:
+                raise SnrtuneError(f"config key {key!r}: {value} GPUs, more than resources.gpus_per_node "
+                                   f"{limits['gpus_per_node']}; a training job runs on one node")
+            if kind == "mem_mb" and value is not None and limits["max_mem_mb"] and value > limits["max_mem_mb"]:
+                raise SnrtuneError(f"config key {key!r}: {value} MB, more than resources.max_mem_mb "
+                                   f"{limits['max_mem_mb']}")
 
 
 # -------------------------------------------------------------------------------------- run names
@@ -412,9 +433,12 @@ def num_fewshot(tasks: list[dict]) -> str | None:
     return ",".join(pairs) or None
 
 
-def scaled(value: int, attempt: int, growth: float) -> int:
-    """A memory or runtime request for a retry: value × growth^(attempt-1)."""
-    return int(round(value * growth ** (attempt - 1)))
+def scaled(value: int, attempt: int, growth: float, ceiling: int | None = None) -> int:
+    """A memory or runtime request for a retry: value × growth^(attempt-1), at most ``ceiling`` (the
+    partition's limit, ``resources.max_mem_mb``/``max_runtime``; a training job cut at the time limit resumes
+    from its last checkpoint on the retry)."""
+    request = int(round(value * growth ** (attempt - 1)))
+    return request if ceiling is None else min(request, ceiling)
 
 
 # ------------------------------------------------------------------------------ hub and offline jobs
@@ -543,6 +567,12 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
     if est and (out["gpus"], out["strategy"]) != (est.gpus, est.strategy) and res["train_mem_mb"] is None \
             and "mem_mb" not in own:  # host memory for the GPUs and sharding asked for
         out["mem_mb"] = resources.host_mem_mb(size, settings, est.trainable, out["gpus"], out["strategy"])
+    if hw_cfg["max_mem_mb"] and out["mem_mb"] > hw_cfg["max_mem_mb"]:
+        raise SnrtuneError(f"models.{model}: training {run} needs {out['mem_mb']} MB of host memory, more than "
+                           f"resources.max_mem_mb {hw_cfg['max_mem_mb']}; set models.{model}.resources.train_mem_mb "
+                           "or per_method.METHOD.mem_mb")
+    if hw_cfg["max_runtime"]:  # a longer run is cut at the limit and resumes from its checkpoint on the retry
+        out["runtime"] = min(out["runtime"], hw_cfg["max_runtime"])
     return out
 
 
