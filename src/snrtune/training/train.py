@@ -616,7 +616,8 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     if deepspeed:  # the workflow's sharded launch (snrtune.workflow.resources) names its ZeRO config
         overrides = {**(overrides or {}), "deepspeed": deepspeed}
     cfg = load_config(config, seed, max_steps, method, overrides)
-    require_deepspeed(cfg, "--deepspeed" if deepspeed else f"training config {config}")
+    require_deepspeed(cfg, "--deepspeed" if deepspeed else "--set" if "deepspeed" in (overrides or {})
+                      else f"training config {config}")
     sel = load_selection(selection)
     spec = methods.check_request(method, sel, match_params_of)
     quiet_logs()
