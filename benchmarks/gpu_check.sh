@@ -115,6 +115,7 @@ python - "$work" "$device" <<'EOF' | tee "$work/summary.txt"
 """The summary table: one line per check, from the stages' logs and outputs."""
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -134,20 +135,27 @@ scan = log("scan")
 speed = re.search(r"^speed-up: ([\d.]+)x", scan, re.M)
 diff = re.search(r"^max SNR difference from float32 svdvals: (\S+) \(relative (\S+)\)", scan, re.M)
 rows.append((f"scan vs float32 svdvals ({device})",
-             f"{speed.group(1)}x faster, max SNR difference {diff.group(1)} (relative {diff.group(2)})"
+             f"speed-up {speed.group(1)}x, max SNR difference {diff.group(1)} (relative {diff.group(2)})"
              if speed and diff else stages["scan"]))
+for shape, slow, quick, ratio, precision, rel in re.findall(  # benchmarks/scan.py's 8B-shaped matrices
+        r"^\s*(\d+x\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s+(float\d+)\s+(\S+)$", scan, re.M):
+    rows.append((f"scan, one {shape} matrix ({device})",
+                 f"svdvals {slow} s, snrtune {quick} s ({ratio}x, {precision}), SNR relative difference {rel}"))
+NAMES = ("full", "spectrum", "bare-full", "bare-spectrum")
 for shape in ("variable", "fixed"):
     text = log(f"train-{shape}")
-    table = {}
-    for line in text.splitlines():
-        cells = line.split()
-        if len(cells) >= 9 and cells[0] in ("full", "spectrum", "bare-full", "bare-spectrum") \
-                and re.fullmatch(r"[\d,]+", cells[1]):
-            table[cells[0]] = cells
+    steps = {}  # "seconds of each step" block of benchmarks/train.py: name, then each step's seconds
+    if "seconds of each step" in text:
+        for line in text.split("seconds of each step", 1)[1].splitlines()[1:]:
+            cells = line.split()
+            if cells and cells[0] in NAMES:
+                steps[cells[0]] = [float(x) for x in cells[1:]]
     for method in ("full", "spectrum"):
-        if method in table and f"bare-{method}" in table and len(table[method]) >= 9:
-            trainer, bare = table[method], table[f"bare-{method}"]
-            value = f"trainer {trainer[3]} s/step, bare {bare[3]} s/step: {trainer[7]}x the bare loop"
+        trainer, bare = steps.get(method, [])[1:], steps.get(f"bare-{method}", [])[1:]
+        if trainer and bare:  # the median step after the first (warm-up) one, on each side
+            a, b = statistics.median(trainer), statistics.median(bare)
+            value = (f"median step {a:.4f} s vs {b:.4f} s: {a / b:.2f}x the bare loop "
+                     f"(slowest trainer step {max(trainer):.4f} s)")
         else:
             value = stages[f"train-{shape}"]
         rows.append((f"trainer vs bare, {method}, {shape} shapes", value))
