@@ -543,7 +543,7 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
     res, parsed = entry["resources"], parse_run(run)
     method = parsed["method"]
     cfg = run_settings(config, model, method)
-    settings = resources.Settings(  # a control costs what the method it mirrors costs
+    settings = resources.TrainingJob(  # a control costs what the method it mirrors costs
         method=settings_source(method), top_percent=float(parsed["top_percent"]) if parsed["top_percent"] else None,
         lora_r=cfg.lora_r, seq_len=cfg.max_seq_length, micro_batch=cfg.per_device_train_batch_size,
         grad_accum=cfg.gradient_accumulation_steps, gradient_checkpointing=cfg.gradient_checkpointing,
