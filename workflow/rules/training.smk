@@ -2,7 +2,7 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        run=directory("results/{model}/runs/{run}"),
+        run=directory(paths.RUN),
     wildcard_constraints:
         run=one_of([r for r in wc.runs(config) if not wc.swept(config, r)]),
     params:
@@ -16,9 +16,9 @@ rule train:
     conda:
         ENV
     log:
-        "logs/{model}/train/{run}.log",
+        paths.log("train", "{run}"),
     benchmark:
-        "results/{model}/benchmarks/train/{run}.tsv"
+        paths.benchmark("train", "{run}")
     threads: lambda w: res(w, "threads")
     resources:
         gpu=train_resource("gpus"),
@@ -36,21 +36,21 @@ rule train:
 # lowest held-out validation loss the run that is merged and evaluated.
 use rule train as train_candidate with:
     output:
-        run=directory("results/{model}/sweep/{run}/lr{lr}"),
+        run=directory(paths.SWEEP_CANDIDATE),
     wildcard_constraints:
         run=one_of([r for r in wc.runs(config) if wc.swept(config, r)]),
         lr=r"[0-9.e+-]+",
     log:
-        "logs/{model}/sweep/{run}/lr{lr}.log",
+        paths.log("sweep", "{run}/lr{lr}"),
     benchmark:
-        "results/{model}/benchmarks/sweep/{run}/lr{lr}.tsv"
+        paths.benchmark("sweep", "{run}/lr{lr}")
 
 
 rule pick:
     input:
         candidates=lambda w: wc.sweep_candidates(config, w.model, w.run),
     output:
-        run=directory("results/{model}/runs/{run}"),
+        run=directory(paths.RUN),
     wildcard_constraints:
         run=one_of([r for r in wc.runs(config) if wc.swept(config, r)]),
     params:
@@ -59,26 +59,26 @@ rule pick:
     conda:
         ENV
     log:
-        "logs/{model}/pick/{run}.log",
+        paths.log("pick", "{run}"),
     shell:
         "{params.env}snrtune pick {input.candidates:q} --out {output.run:q} > {log:q} 2>&1"
 
 
 rule merge:
     input:
-        run="results/{model}/runs/{run}",
-        model="results/{model}/model",
+        run=paths.RUN,
+        model=paths.MODEL,
     output:
-        merged=directory("results/{model}/merged/{run}"),
+        merged=directory(paths.MERGED),
     params:
         env=job_env_param(OFFLINE),
         version=VERSION,
     conda:
         ENV
     log:
-        "logs/{model}/merge/{run}.log",
+        paths.log("merge", "{run}"),
     benchmark:
-        "results/{model}/benchmarks/merge/{run}.tsv"
+        paths.benchmark("merge", "{run}")
     threads: lambda w: res(w, "threads")
     resources:
         mem_mb=mem("mem_mb"),
