@@ -81,6 +81,8 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
 def check_evaluate(config: dict) -> None:
     """The lm-eval options that only make sense together (the same rules `snrtune evaluate` applies)."""
     ev = config["evaluate"]
+    if ev["system_instruction"] is not None and not ev["system_instruction"].strip():
+        raise SnrtuneError("config key 'evaluate.system_instruction': blank; expected a system prompt, or null")
     if ev["fewshot_as_multiturn"]:
         plain = sorted(name for name, model in config["models"].items() if not model["chat_template"])
         if plain:
