@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks to run whenever a GPU is lent (about 6-8 minutes on one GPU), from the repository root:
+# The checks to run whenever a GPU is lent (estimated 6-8 minutes on one GPU; each stage is capped), from the repository root:
 #
 #   bash benchmarks/gpu_check.sh                    # on the GPU (--device cuda)
 #   bash benchmarks/gpu_check.sh --device cpu       # smoke mode: tiny model and sizes, CPU only (tests/test_benchmarks.py)
