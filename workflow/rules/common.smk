@@ -63,16 +63,22 @@ def res(wildcards, key):
     return config["models"][wildcards.model]["resources"][key]
 
 
+CEILING = {"mem_mb": config["resources"]["max_mem_mb"], "runtime": config["resources"]["max_runtime"]}
+
+
 def mem(key):
-    """A resource function: the model's memory request, grown with the attempt."""
-    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH)
+    """A resource function: the model's memory request, grown with the attempt up to resources.max_mem_mb."""
+    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH, CEILING["mem_mb"])
 
 
-runtime = mem  # runtime (minutes) grows the same way
+def runtime(key):
+    """Minutes, grown the same way up to resources.max_runtime."""
+    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH, CEILING["runtime"])
 
 
 def train_config(w):
-    return wc.train_config_path(config, w.model)
+    """The model's training files, in the order `snrtune train` merges them."""
+    return wc.train_config_files(config, w.model)
 
 
 # The module prefix (when imported as a module), captured while the rules are parsed: the estimate reads
@@ -89,7 +95,7 @@ def train_plan(w):
 
 def train_resource(key, grow=False):
     if grow:
-        return lambda w, attempt: wc.scaled(train_plan(w)[key], attempt, GROWTH)
+        return lambda w, attempt: wc.scaled(train_plan(w)[key], attempt, GROWTH, CEILING[key])
     return lambda w: train_plan(w)[key]
 
 
@@ -114,10 +120,11 @@ def train_flags(w):
     match = config["train"]["laser_qlora_match_params_of"] if spec.rank_matching else None
     lr = float(w.lr) if "lr" in w.keys() else None  # a sweep candidate's learning rate
     return " ".join(part for part in [wc.flags(method=run["method"], seed=run["seed"], selection=wc.selection_file(w.model, w.run),
-                              config=train_config(w), stage=config["train"]["stage"],
+                              stage=config["train"]["stage"],
                               max_steps=config["train"]["max_steps"], match_params_of=match,
-                              resume=True),  # a requeued job continues from its last checkpoint
-                     wc.settings_flags(config, run["method"], lr)] if part)
+                              resume=True,  # a requeued job continues from its last checkpoint
+                              allow_diverged=True),  # a diverged run is a result the report shows (docs/checks.md)
+                     wc.config_flags(config, w.model), wc.settings_flags(config, run["method"], lr)] if part)
 
 
 def one_of(names):

@@ -8,6 +8,7 @@ rule report:
         env=job_env_param(OFFLINE),
         # exactly the files of the current config: stale runs of an earlier config never leak in
         benchmarks=lambda w, input: wc.benchmark_flags(config, list(input.benchmarks)),
+        flags=wc.report_flags(config),  # report.target_task, report.retention_tasks
         version=VERSION,
     conda:
         ENV
@@ -17,4 +18,4 @@ rule report:
         paths.benchmark("report", model=None)
     shell:
         "{params.env}snrtune report --files {input.evals:q} {input.runs:q} {input.snr:q} {input.selections:q} "
-        "{params.benchmarks} --out {output.report:q} > {log:q} 2>&1"
+        "{params.benchmarks} {params.flags} --out {output.report:q} > {log:q} 2>&1"

@@ -44,7 +44,8 @@ rule select:
         "> {log:q} 2>&1"
 
 
-# A control: as many modules per type as the SNR selection at t, chosen at random with the run's seed.
+# A control: as many modules per type as the SNR selection at t, chosen by its kind (random with the run's seed,
+# or the lowest-SNR ones).
 rule select_control:
     input:
         snr=paths.SNR,

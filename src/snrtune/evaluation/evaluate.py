@@ -20,11 +20,13 @@ from typing import Any
 
 import yaml
 
+from snrtune import hub
 from snrtune.artifact_names import RUN_FILE
-from snrtune.artifacts import atomic_file, read_json, write_json
+from snrtune import arguments
+from snrtune.artifacts import atomic_file, write_json
 from snrtune.errors import SnrtuneError
 from snrtune import tasks as tasks_table
-from snrtune.model_dir import load_source_info
+from snrtune.model_dir import check_model_dir, load_source_info, read_run_record
 from snrtune.record import Stopwatch, run_record
 
 SHIPPED_TASKS = Path(__file__).parents[1] / "data" / "tasks"
@@ -43,15 +45,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tasks", required=True,
                         help="comma-separated lm-eval task names, e.g. snrtune_toolcall,snrtune_retention,arc_challenge")
     parser.add_argument("--out", required=True, help="the eval.json to write")
-    parser.add_argument("--limit", type=float, default=None,
+    parser.add_argument("--limit", type=arguments.positive_float, default=None,
                         help="at most this many documents per task (a fraction when < 1)")
     parser.add_argument("--num-fewshot", default="",
                         help="per-task few-shot counts, e.g. arc_challenge=25,mmlu=5 (defaults: %s)"
                         % ", ".join(f"{k}={v}" for k, v in tasks_table.fewshot_defaults().items()))
     parser.add_argument("--batch-size", default="16", help="an integer, 'auto', or 'auto:N' (re-detect N times)")
-    parser.add_argument("--max-batch-size", type=int, default=None,
+    parser.add_argument("--max-batch-size", type=arguments.positive_int, default=None,
                         help="the largest batch --batch-size auto may pick (lm-eval's max_batch_size)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, …")
+    parser.add_argument("--device", default="cpu", type=arguments.device, help="cpu, cuda, cuda:0, …")
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--apply-chat-template", action="store_true",
                         help="format prompts with the tokenizer's chat template (instruct models)")
@@ -79,6 +81,7 @@ def add_arguments(parser) -> None:
                         "(split a large model across the visible GPUs) or tensor_parallel_size=4 (vllm)")
     parser.add_argument("--backend", default="hf", choices=BACKENDS,
                         help="lm-eval model type: hf (transformers), or vllm where the vllm package is installed")
+    arguments.output(parser, "file", inputs=("model_dir", "--run-json", "--include-path"))
 
 
 # --- arguments --------------------------------------------------------------------------------------------
@@ -144,6 +147,7 @@ def check_backend(backend: str) -> None:
 
 
 def parse_batch_size(text: str) -> int | str:
+    """A positive integer, 'auto' or 'auto:N'; the workflow config's ``evaluate.batch_size`` is checked by this too."""
     auto, _, times = text.partition(":")
     if text.isdigit() and int(text) > 0:
         return int(text)
@@ -271,8 +275,7 @@ def load_task(manager, name: str, num_fewshot: int | None):
 
 
 def _looks_offline(exc: BaseException) -> bool:
-    offline = os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "") or \
-        os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")
+    offline = hub.offline()
     words = ("connect", "offline", "network", "resolve", "hub", "timed out", "couldn't reach", "not found on")
     chain, seen = [], exc
     while seen is not None and len(chain) < 10:
@@ -293,7 +296,7 @@ def run_identity(model_dir: Path, run_json: str | None) -> tuple[dict, str]:
     if run_json and not path.is_file():
         raise SnrtuneError(f"--run-json {run_json!r} does not exist")
     if path.is_file():
-        run = read_json(path)
+        run = read_run_record(path)
         return run, run.get("model_form", "merged-full-precision")
     name = load_source_info(model_dir)["name"]
     return {"id": f"{name}/base", "model": name, "method": "base", "top_percent": None, "seed": None}, "base"
@@ -424,8 +427,7 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
 
     stopwatch = Stopwatch()
     model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise SnrtuneError(f"MODEL_DIR {str(model_dir)!r} is not a model directory (no config.json)")
+    check_model_dir(model_dir, tokenizer=True)  # before lm-eval loads it: complete weights, a tokenizer
     run, model_form = run_identity(model_dir, run_json)
     check_backend(backend)
     multiturn = prompt_options(apply_chat_template, fewshot_as_multiturn, batch_size, max_batch_size,

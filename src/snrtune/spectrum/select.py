@@ -22,10 +22,11 @@ from collections import Counter, defaultdict
 
 from snrtune import __version__
 from snrtune.artifact_names import COMPAT_STATS_SUFFIX
+from snrtune import arguments
 from snrtune.artifacts import atomic_file, write_json, write_yaml
 from snrtune.errors import SnrtuneError
 from snrtune.naming import module_name, t_value
-from snrtune.spectrum.scan import load_scan
+from snrtune.spectrum.selection_file import load_scan
 from snrtune.spectrum.snr import module_type
 
 UNRANKED = {"nonfinite": "with non-finite weights", "nonfinite_snr": "with a non-finite SNR (try --precision float64)",
@@ -37,6 +38,7 @@ INCLUDABLE = {"lm_head": ("lm_head",), "embed_tokens": ("embed_tokens", "wte", "
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("snr_json", help="output of `snrtune scan`")
     parser.add_argument("--out", required=True, help="selection YAML to write")
+    arguments.output(parser, "file", inputs=("snr_json",))
     size = parser.add_mutually_exclusive_group(required=True)
     size.add_argument("--top-percent", type=float, help="t: keep the top floor(n*t/100) modules of each type")
     size.add_argument("--budget-params", type=int, help="select the highest-SNR modules until N trainable parameters")
