@@ -98,6 +98,8 @@ def check_eval_batch_size(config: dict) -> None:
 def check_evaluate(config: dict) -> None:
     """The lm-eval options that only make sense together (the same rules `snrtune evaluate` applies)."""
     ev = config["evaluate"]
+    if ev["system_instruction"] is not None and not ev["system_instruction"].strip():
+        raise SnrtuneError("config key 'evaluate.system_instruction': blank; expected a system prompt, or null")
     if ev["fewshot_as_multiturn"]:
         plain = sorted(name for name, model in config["models"].items() if not model["chat_template"])
         if plain:
