@@ -48,7 +48,7 @@ def main() -> None:
         size = r.size_from_table(parameter_table(**shape))
         for method in METHODS:
             top = 25 if method in ("spectrum", "laser-qlora") else None
-            s = r.Settings(method, top_percent=top, lora_r=16, seq_len=2048, micro_batch=1, gradient_checkpointing=True)
+            s = r.TrainingJob(method, top_percent=top, lora_r=16, seq_len=2048, micro_batch=1, gradient_checkpointing=True)
             trainable = r.trainable_params(size, s)
             est = r.estimate(size, s, hw)
             plan = "1 GPU" if est.gpus == 1 else f"{est.gpus} GPUs, {est.strategy}"

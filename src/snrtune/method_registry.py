@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping
 from snrtune.errors import SnrtuneError
 
 MERGE_STRATEGIES = ("adapter", "spectrum-delta", "full-copy")
-SELECTION_KINDS = ("snr", "random")
+SELECTION_KINDS = ("snr", "random", "lowest")  # `snrtune select`, `--random --seed S`, `--lowest`
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class MethodSpec:
 
     name:             as on the command line, in the config's ``methods`` and in run ids.
     selection_kind:   None (the method trains without a selection), "snr" (a sel.yaml from `snrtune select`:
-                      the run has a t value) or "random" (a random selection of the same size, for controls).
+                      the run has a t value), or a control's kind: "random" (as many modules per type, chosen
+                      at random with the run's seed) or "lowest" (the lowest-SNR ones).
     four_bit:         the base model is loaded in NF4 4-bit (QLoRA-style).
     is_adapter:       the run directory holds a PEFT adapter rather than weights of the model itself.
     merge:            how `snrtune merge` makes a full model of a run: "adapter" (merge_and_unload into the
@@ -45,7 +46,7 @@ class MethodSpec:
                       follows from the shapes alone.
     train_overrides:  training settings this method changes from src/snrtune/data/train_defaults.yaml
                       (a user's --config still overrides them).
-    mirrors:          for a control (selection_kind "random"): the SNR-selection method it is compared with at
+    mirrors:          for a control (selection_kind random or lowest): the SNR-selection method it is compared with at
                       equal parameters; it trains with that method's settings (the workflow's method_settings
                       and learning-rate candidates of ``mirrors`` apply to it unless it has its own).
     """
@@ -67,9 +68,9 @@ class MethodSpec:
         if self.selection_kind not in (None, *SELECTION_KINDS):
             raise ValueError(f"method {self.name!r}: selection_kind {self.selection_kind!r} is not None or one of "
                              f"{', '.join(SELECTION_KINDS)}")
-        if (self.mirrors is not None) != (self.selection_kind == "random"):
-            raise ValueError(f"method {self.name!r}: a control (selection_kind 'random') names the method it mirrors, "
-                             "and only a control does")
+        if (self.mirrors is not None) != (self.selection_kind not in (None, "snr")):
+            raise ValueError(f"method {self.name!r}: a control (selection_kind {', '.join(SELECTION_KINDS[1:])}) "
+                             "names the method it mirrors, and only a control does")
         if self.is_adapter != (self.merge == "adapter"):
             raise ValueError(f"method {self.name!r}: is_adapter={self.is_adapter} but merge={self.merge!r}")
         object.__setattr__(self, "train_overrides", MappingProxyType(dict(self.train_overrides)))
@@ -124,6 +125,11 @@ def names() -> tuple[str, ...]:
 def selection_names() -> tuple[str, ...]:
     """The methods whose runs have a selection (and so a t value)."""
     return tuple(name for name, spec in _REGISTRY.items() if spec.needs_selection)
+
+
+def control_kinds() -> tuple[str, ...]:
+    """The selection kinds of the registered controls (``select --KIND --seed S`` makes their selections)."""
+    return tuple(dict.fromkeys(spec.selection_kind for spec in _REGISTRY.values() if spec.mirrors))
 
 
 def rank_references() -> tuple[str, ...]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from snrtune import hub
 from snrtune.errors import SnrtuneError
 
 FORMATS = ("alpaca", "sharegpt", "messages")
@@ -51,10 +52,10 @@ class DataSummary:
     note: str | None = None
 
 
-def data_kind(spec: str | os.PathLike) -> str:
+def data_kind(source: str | os.PathLike) -> str:
     """"local" for an existing json/jsonl/parquet file, "hub" for a dataset id, else a one-line error."""
-    text, path = str(spec), Path(spec)
-    if path.exists():
+    text, path = str(source), Path(source)
+    if hub.is_local(path):
         if path.is_dir() or path.suffix.lower() not in LOCAL_SUFFIXES:
             raise SnrtuneError(f"data file {text!r} has suffix {path.suffix!r}; expected one of "
                                f"{', '.join(LOCAL_SUFFIXES)} or a hub dataset id")

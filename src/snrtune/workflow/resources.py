@@ -25,11 +25,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from snrtune import method_registry
 from snrtune.errors import SnrtuneError
 
 GIB = 1024 ** 3
-WEIGHT_BYTES = {"full": 2.0, "spectrum": 2.0, "lora": 2.0, "qlora": 0.55, "laser-qlora": 0.55}
-QUANTIZED = ("qlora", "laser-qlora")  # bitsandbytes 4-bit bases are not sharded here: one GPU per process
+BF16_BYTES = 2.0   # a 16-bit weight
+NF4_BYTES = 0.55   # a 4-bit NF4 weight with its quantization constants (bitsandbytes 4-bit bases are not sharded
+                   # here: one GPU per process)
 ACTIVATION_BYTES = 34  # bytes per token, layer and hidden unit in 16-bit (Korthikanti et al. 2022, flash attention)
 CHECKPOINT_BYTES = 2   # with gradient checkpointing: each layer's 16-bit input is kept
 OVERHEAD = 1.1
@@ -60,7 +62,9 @@ class Hardware:
 
 
 @dataclass(frozen=True)
-class Settings:
+class TrainingJob:
+    """What the estimate needs of one training job (the settings themselves are snrtune.training.settings'
+    TrainingSettings; the workflow builds this from them)."""
     method: str
     top_percent: float | None = None
     lora_r: int = 32
@@ -131,33 +135,43 @@ def size_from_count(params_b: float, vocab: int = 32000) -> ModelSize:
 
 # --------------------------------------------------------------------------------------------- the estimate
 
-def trainable_params(size: ModelSize, s: Settings) -> int:
+def trainable_params(size: ModelSize, s: TrainingJob) -> int:
     """Full: every parameter; Spectrum: t % of the layer matrices; LoRA/QLoRA: r × Σ(in+out);
     laser-QLoRA: the same rank on t % of them (with match_params_of qlora it trains as many as QLoRA,
-    which this bounds from above)."""
-    if s.method == "full":
-        return size.total
-    share = (s.top_percent or 100) / 100
-    if s.method == "spectrum":
-        return int(share * size.linear)
-    if s.method in ("lora", "qlora"):
-        return s.lora_r * size.lora_per_rank
-    if s.method == "laser-qlora":
+    which this bounds from above).
+
+    The rule follows the method's MethodSpec (snrtune.method_registry): an adapter method is LoRA (on every
+    linear layer, or on the selection's share of them); any other method trains the model's own weights (the
+    selection's share of the layer matrices, or every parameter: full fine-tuning, and the bound for a method
+    that trains some other subset)."""
+    spec = method_registry.get(s.method)
+    share = (s.top_percent or 100) / 100 if spec.needs_selection else 1.0
+    if spec.is_adapter:
         return int(s.lora_r * size.lora_per_rank * share)
-    raise SnrtuneError(f"method {s.method!r}; expected one of {', '.join(WEIGHT_BYTES)}")
+    return int(share * size.linear) if spec.needs_selection else size.total
+
+
+def weight_bytes(method: str) -> float:
+    return NF4_BYTES if method_registry.get(method).four_bit else BF16_BYTES
+
+
+def quantized(method: str) -> bool:
+    return method_registry.get(method).four_bit
 
 
 def state_bytes(method: str) -> float:
-    return 14.0 if method in ("full", "spectrum") else 16.0
+    """Per trainable parameter on a GPU: a 16-bit gradient and fp32 AdamW state (+ master copy of an adapter)."""
+    return 16.0 if method_registry.get(method).is_adapter else 14.0
 
 
-def model_state_bytes(size: ModelSize, s: Settings, trainable: int) -> float:
-    weight = WEIGHT_BYTES[s.method] if s.device == "cuda" else (0.55 if s.method in QUANTIZED else 4.0)
-    per_trainable = state_bytes(s.method) if s.device == "cuda" else (12.0 if s.method in ("full", "spectrum") else 16.0)
+def model_state_bytes(size: ModelSize, s: TrainingJob, trainable: int) -> float:
+    adapter = method_registry.get(s.method).is_adapter
+    weight = weight_bytes(s.method) if s.device == "cuda" else (NF4_BYTES if quantized(s.method) else 4.0)
+    per_trainable = state_bytes(s.method) if s.device == "cuda" else (16.0 if adapter else 12.0)
     return weight * size.total + per_trainable * trainable
 
 
-def activation_bytes(size: ModelSize, s: Settings) -> float:
+def activation_bytes(size: ModelSize, s: TrainingJob) -> float:
     tokens = s.micro_batch * s.seq_len
     scale = 1.0 if s.device == "cuda" else 2.0  # fp32 on a CPU
     per_layer = CHECKPOINT_BYTES if s.gradient_checkpointing else ACTIVATION_BYTES
@@ -199,31 +213,33 @@ def zero_model_states(size: ModelSize, trainable: int, gpus: int, strategy: str)
     return gpu + 2 * frozen / gpus, host
 
 
-def per_device_bytes(size: ModelSize, s: Settings, trainable: int, gpus: int, strategy: str) -> float:
+def per_device_bytes(size: ModelSize, s: TrainingJob, trainable: int, gpus: int, strategy: str) -> float:
     states = model_state_bytes(size, s, trainable)
     zero = zero_model_states(size, trainable, gpus, strategy) if s.device == "cuda" else None
     if zero is not None:
         states = zero[0]
     elif strategy == "zero2":  # gradients and optimizer state partitioned, the 16-bit weights on every GPU
-        states = WEIGHT_BYTES[s.method] * size.total + (states - WEIGHT_BYTES[s.method] * size.total) / gpus
+        states = weight_bytes(s.method) * size.total + (states - weight_bytes(s.method) * size.total) / gpus
     elif strategy == "zero3":
         states /= gpus
     elif strategy == "zero3_offload":  # fp32 master copy and AdamW moments live in host memory
-        states = (WEIGHT_BYTES[s.method] * size.total + 2 * trainable) / gpus
+        states = (weight_bytes(s.method) * size.total + 2 * trainable) / gpus
     return OVERHEAD * (states + activation_bytes(size, s)) + FIXED_GIB * GIB
 
 
-def train_tokens(s: Settings, gpus: int) -> int | None:
+def train_tokens(s: TrainingJob) -> int | None:
+    """Tokens the run trains on: max_steps × the training file's examples per step (micro-batch × accumulation,
+    the same at any GPU count: the job divides them between its processes) × sequence length."""
     if s.max_steps:
-        return s.max_steps * s.micro_batch * s.grad_accum * max(gpus, 1) * s.seq_len
+        return s.max_steps * s.micro_batch * s.grad_accum * s.seq_len
     return s.train_tokens
 
 
-def runtime_minutes(size: ModelSize, s: Settings, trainable: int, gpus: int, hw: Hardware) -> int | None:
+def runtime_minutes(size: ModelSize, s: TrainingJob, trainable: int, gpus: int, hw: Hardware) -> int | None:
     """6·P FLOPs per token for full fine-tuning (forward 2P, backward 4P); a frozen weight skips its
     weight gradient (4·P + 2·trainable); checkpointing adds one forward (2·P). ×1.25 and 20 minutes for
     loading, evaluation and checkpoints."""
-    tokens = train_tokens(s, gpus)
+    tokens = train_tokens(s)
     if tokens is None or gpus == 0:
         return None
     flops = 4 * size.total + 2 * trainable + (2 * size.total if s.gradient_checkpointing else 0)
@@ -231,7 +247,7 @@ def runtime_minutes(size: ModelSize, s: Settings, trainable: int, gpus: int, hw:
     return int(math.ceil(1.25 * seconds / 60)) + 20
 
 
-def host_mem_mb(size: ModelSize, s: Settings, trainable: int, gpus: int, strategy: str) -> int:
+def host_mem_mb(size: ModelSize, s: TrainingJob, trainable: int, gpus: int, strategy: str) -> int:
     """Each process holds a 16-bit copy while loading (ZeRO-3 loads one copy, partitioned as it goes), 1.2×;
     under ZeRO the host also holds what DeepSpeed's estimator says (``zero_model_states``; the larger of the
     two counts), else, with the optimizer offloaded, 12 bytes per trainable parameter (fp32 master, AdamW
@@ -249,7 +265,7 @@ def host_mem_mb(size: ModelSize, s: Settings, trainable: int, gpus: int, strateg
     return int(math.ceil((total + 8e9) / 1e6 / 1000)) * 1000
 
 
-def estimate(size: ModelSize, s: Settings, hw: Hardware = Hardware()) -> Estimate:
+def estimate(size: ModelSize, s: TrainingJob, hw: Hardware = Hardware()) -> Estimate:
     """The smallest number of GPUs (on one node) whose memory holds the run; sharded (ZeRO-3) beyond one
     GPU, with the optimizer offloaded to the host when even a whole node is too small."""
     trainable = trainable_params(size, s)
@@ -258,7 +274,7 @@ def estimate(size: ModelSize, s: Settings, hw: Hardware = Hardware()) -> Estimat
     budget = hw.gpu_mem_gb * 1e9 * hw.headroom
     counts = [n for n in GPU_COUNTS if n <= hw.gpus_per_node] or [1]
     notes: list[str] = []
-    if s.method in QUANTIZED:
+    if quantized(s.method):
         choice = (1, "none")
         if per_device_bytes(size, s, trainable, 1, "none") > budget:
             notes.append(f"{s.method} does not fit one {hw.gpu_mem_gb:g} GB GPU; set a larger GPU or an override")
