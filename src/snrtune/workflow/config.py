@@ -243,7 +243,7 @@ def check_optional_packages(config: dict) -> None:
                                     f"training config {train_config_path(config, model)}", method)
 
 
-def require_deepspeed_for_plans(config: dict, results: str | Path = "results") -> None:
+def require_deepspeed_for_plans(config: dict) -> None:
     """Every training job that will run under DeepSpeed (its training file's ``deepspeed`` key, or a sharded
     plan: ``--deepspeed config/zero*.json``) finds DeepSpeed installed; one line naming the run otherwise."""
     from snrtune.training import settings
@@ -255,7 +255,7 @@ def require_deepspeed_for_plans(config: dict, results: str | Path = "results") -
             settings.require_deepspeed(run_settings(config, model, method),
                                        f"training config {' and '.join(train_config_files(config, model))}")
         for run in runs(config):
-            plan = train_resources(config, model, run, Path(results) / model / "model")
+            plan = train_resources(config, model, run, paths.fill(paths.MODEL, model=model))
             if plan["strategy"] in STRATEGY_FILES:
                 raise SnrtuneError(
                     f"training run {model}/{run} is planned on {plan['gpus']} GPUs with {plan['strategy']} "
