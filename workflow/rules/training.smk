@@ -19,7 +19,7 @@ rule train:
         "logs/{model}/train/{run}.log",
     benchmark:
         "results/{model}/benchmarks/train/{run}.tsv"
-    threads: lambda w: res(w, "threads")
+    threads: train_resource("threads")
     resources:
         gpu=train_resource("gpus"),
         mem_mb=train_resource("mem_mb", grow=True),

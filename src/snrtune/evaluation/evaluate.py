@@ -44,8 +44,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tasks", required=True,
                         help="comma-separated lm-eval task names, e.g. snrtune_toolcall,snrtune_retention,arc_challenge")
     parser.add_argument("--out", required=True, help="the eval.json to write")
-    parser.add_argument("--limit", type=float, default=None,
-                        help="at most this many documents per task (a fraction when < 1)")
+    parser.add_argument("--limit", default=None,
+                        help="at most this many documents per task (a fraction when < 1), or per task as "
+                             "task=N,task2=M (tasks not named: all their documents)")
     parser.add_argument("--num-fewshot", default="",
                         help="per-task few-shot counts, e.g. arc_challenge=25,mmlu=5 (defaults: %s)"
                         % ", ".join(f"{k}={v}" for k, v in DEFAULT_FEWSHOT.items()))
@@ -132,12 +133,48 @@ def parse_batch_size(text: str) -> int | str:
     raise SnrtuneError(f"--batch-size {text!r} is not a positive integer or 'auto'")
 
 
-def parse_limit(limit: float | None) -> int | float | None:
-    if limit is None:
+def _limit_value(text: str, item: str) -> int | float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise SnrtuneError(f"--limit {item!r} is not a positive number (a count, or a fraction below 1)")
+    return int(value) if value >= 1 else value
+
+
+def parse_limit(text: str | float | None, tasks: list[str]) -> int | float | dict[str, int | float] | None:
+    """``N`` (every task), ``task=N,…`` (those tasks; the others in full) or None (every task in full).
+    N is a count of documents, or a fraction of the task's documents when below 1."""
+    if text is None or text == "":
         return None
-    if limit <= 0:
-        raise SnrtuneError(f"--limit {limit} must be positive (a count, or a fraction below 1)")
-    return int(limit) if limit >= 1 else limit
+    if isinstance(text, (int, float)):
+        return _limit_value(str(text), str(text))
+    if "=" not in text:
+        return _limit_value(text, text)
+    limits: dict[str, int | float] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep:
+            raise SnrtuneError(f"--limit item {item!r} is not TASK=N")
+        if name not in tasks:
+            raise SnrtuneError(f"--limit names task {name!r}, which is not in --tasks {','.join(tasks)}")
+        limits[name] = _limit_value(value, item)
+    return limits
+
+
+def sample_size(n_docs: int, limit: int | float | None) -> int:
+    """Documents evaluated of ``n_docs`` under ``limit`` (lm-eval's rule: a fraction rounds up)."""
+    if limit is None:
+        return n_docs
+    return min(n_docs, int(math.ceil(n_docs * limit)) if limit < 1 else int(limit))
+
+
+def per_task_samples(leaves: dict[str, list], limits: dict[str, int | float]) -> dict[str, range]:
+    """lm-eval's ``samples`` for per-task limits: the first documents of each limited task's subtasks (those
+    of a group each get the group's limit), the same documents a single ``limit`` would take."""
+    return {leaf.config.task: range(sample_size(len(leaf.eval_docs), limits[name]))
+            for name, tasks in leaves.items() if name in limits for leaf in tasks}
 
 
 # --- task directories -------------------------------------------------------------------------------------
@@ -193,7 +230,8 @@ def task_manager(include_paths: list[str], workdir: Path, tasks: list[str]):
 
 
 def load_task(manager, name: str, num_fewshot: int | None):
-    """Build one lm-eval task (or group); its dataset is loaded here, so hub errors surface here."""
+    """Build one lm-eval task (or group); its dataset is loaded here, so hub errors surface here.
+    Returns (what simple_evaluate takes for it, its subtasks: the task itself, or a group's or tag's tasks)."""
     if name not in manager.all_tasks:
         raise SnrtuneError(f"unknown lm-eval task {name!r}; expected an lm-eval task, group or tag name "
                            "(e.g. snrtune_toolcall, arc_challenge) or a YAML under --include-path")
@@ -206,10 +244,11 @@ def load_task(manager, name: str, num_fewshot: int | None):
     if num_fewshot is not None:
         for task in loaded["tasks"].values():
             task.set_config(key="num_fewshot", value=num_fewshot)
+    leaves = list(loaded["tasks"].values())
     if loaded["groups"]:  # a group (mmlu): evaluate it whole, so lm-eval aggregates it
         top = [g for g in loaded["groups"].values() if g.name == name]
-        return top or list(loaded["groups"].values())[:1]
-    return list(loaded["tasks"].values())  # a task, or the tasks of a tag
+        return top or list(loaded["groups"].values())[:1], leaves
+    return leaves, leaves  # a task, or the tasks of a tag
 
 
 def _looks_offline(exc: BaseException) -> bool:
@@ -354,7 +393,7 @@ def write_eval(out: str | os.PathLike, record: dict) -> None:
 # --- the step ---------------------------------------------------------------------------------------------
 
 def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[str, int | None] | None = None,
-                   limit: int | float | None = None, batch_size: int | str = 16, device: str = "cpu",
+                   limit: int | float | dict[str, int | float] | None = None, batch_size: int | str = 16, device: str = "cpu",
                    dtype: str = "float32", apply_chat_template: bool = False, include_paths: list[str] = (),
                    log_samples: bool = False, run_json: str | None = None, seed: int = 1234,
                    model_args: str | dict | None = None, backend: str = "hf") -> dict:
@@ -373,11 +412,15 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="snrtune-tasks-") as workdir:
         manager = task_manager(list(include_paths), Path(workdir), tasks)
-        task_objs = [obj for t in tasks for obj in load_task(manager, t, shots.get(t))]
+        loaded = {t: load_task(manager, t, shots.get(t)) for t in tasks}
+        task_objs = [obj for objs, _ in loaded.values() for obj in objs]
+        per_task = limit if isinstance(limit, dict) else None
+        samples = per_task_samples({t: leaves for t, (_, leaves) in loaded.items()}, per_task) if per_task else None
         raw = lm_eval.simple_evaluate(
             model=backend,
             model_args=lm_args,
-            tasks=task_objs, batch_size=batch_size, device=device, limit=limit,
+            tasks=task_objs, batch_size=batch_size, device=device, limit=None if per_task else limit,
+            samples=samples,
             apply_chat_template=apply_chat_template, fewshot_as_multiturn=apply_chat_template,
             log_samples=log_samples, task_manager=manager, bootstrap_iters=BOOTSTRAP_ITERS,
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
@@ -404,7 +447,7 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
 def run(args) -> int:
     tasks = parse_tasks(args.tasks)
     record = evaluate_model(
-        args.model_dir, tasks, num_fewshot=parse_fewshot(args.num_fewshot, tasks), limit=parse_limit(args.limit),
+        args.model_dir, tasks, num_fewshot=parse_fewshot(args.num_fewshot, tasks), limit=parse_limit(args.limit, tasks),
         batch_size=parse_batch_size(args.batch_size), device=args.device, dtype=args.dtype,
         apply_chat_template=args.apply_chat_template, include_paths=args.include_path,
         log_samples=args.log_samples, run_json=args.run_json, seed=args.seed,

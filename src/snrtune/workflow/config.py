@@ -68,6 +68,7 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
     if with_t and not config["top_percent"]:
         raise SnrtuneError(f"config key 'top_percent': methods {' and '.join(with_t)} need at least one t value")
     check_method_settings(config)
+    check_limit(config)
     holders = [("train.config", config["train"], "config")]
     holders += [(f"models.{name}.train_config", model, "train_config") for name, model in config["models"].items()]
     for key, holder, field in holders:
@@ -127,6 +128,16 @@ def check_method_settings(config: dict) -> None:
     if extra:
         raise SnrtuneError(f"config key 'control_top_percent': {extra} not in top_percent {config['top_percent']}; "
                            "a control is compared with the SNR selection at the same t")
+
+
+def check_limit(config: dict) -> None:
+    """A per-task evaluate.limit names tasks of evaluate.tasks (a typo would silently evaluate all examples)."""
+    limit = config["evaluate"]["limit"]
+    named = [t["name"] for t in config["evaluate"]["tasks"]]
+    for task in limit if isinstance(limit, dict) else ():
+        if task not in named:
+            raise SnrtuneError(f"config key 'evaluate.limit.{task}': {task!r} is not in evaluate.tasks; "
+                               f"expected one of: {', '.join(named)}")
 
 
 PREFLIGHT_ROWS = 1000  # rows whose content the pre-flight check reads (every row's structure is read)
@@ -296,6 +307,14 @@ def num_fewshot(tasks: list[dict]) -> str | None:
     return ",".join(pairs) or None
 
 
+def limit_flag(limit: float | dict | None) -> str | None:
+    """evaluate.limit as `snrtune evaluate --limit` takes it: '40', or 'snrtune_toolcall=40,mmlu=0.1' from a
+    mapping (its null entries left out: those tasks are evaluated in full, as are tasks it does not name)."""
+    if isinstance(limit, dict):
+        return ",".join(f"{task}={n:g}" for task, n in limit.items() if n is not None) or None
+    return None if limit is None else f"{limit:g}"
+
+
 def scaled(value: int, attempt: int, growth: float) -> int:
     """A memory or runtime request for a retry: value × growth^(attempt-1)."""
     return int(round(value * growth ** (attempt - 1)))
@@ -380,7 +399,7 @@ def model_size(config: dict, model: str, model_dir: str | Path):
 
 
 def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -> dict[str, Any]:
-    """GPUs, host memory (MB), runtime (minutes) and sharding of one training job: the config's overrides
+    """GPUs, host memory (MB), runtime (minutes), sharding and CPU threads of one training job: the config's overrides
     (``models.M.resources.per_method.METHOD``, then ``train_gpus``/``train_mem_mb``/``train_runtime``/
     ``train_strategy``) over the estimate of snrtune.workflow.resources."""
     from snrtune.workflow import resources
@@ -401,7 +420,8 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
     est = resources.estimate(size, settings, hardware) if size else None
     out = {"gpus": est.gpus if est else 0, "mem_mb": est.mem_mb if est else 16000,
            "runtime": (est.runtime_min if est else None) or hw_cfg["default_train_runtime"],
-           "strategy": est.strategy if est else "none", "estimated": est is not None}
+           "strategy": est.strategy if est else "none", "estimated": est is not None,
+           "threads": res["train_threads"] or res["threads"]}
     for key, field in (("gpus", "train_gpus"), ("mem_mb", "train_mem_mb"), ("runtime", "train_runtime"),
                        ("strategy", "train_strategy")):
         if res[field] is not None:
