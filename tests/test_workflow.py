@@ -360,6 +360,31 @@ def fake_calls(state: Path) -> list[dict]:
     return [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
 
 
+def job_threads(output: str) -> dict[str, set[int]]:
+    """{rule: the threads its jobs get} from a dry run's job blocks (Snakemake prints threads only above 1)."""
+    threads: dict[str, set[int]] = {}
+    for block in re.split(r"^\[[^\]]+\]$", output, flags=re.M):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if rule:
+            count = re.search(r"^\s+threads: (\d+)$", block, re.M)
+            threads.setdefault(rule[1], set()).add(int(count[1]) if count else 1)
+    return threads
+
+
+def test_training_jobs_take_train_threads_the_others_threads_and_a_per_task_limit_reaches_evaluate(tmp_path):
+    fake_project(tmp_path)
+    config = fake_project(tmp_path, models={"m": {"source": str(tmp_path / "model"), "resources": {
+        "threads": 1, "train_threads": 2}}}, evaluate={"tasks": [{"name": "snrtune_toolcall"},
+                                                                 {"name": "snrtune_ppl"}],
+                                                       "limit": {"snrtune_toolcall": 2, "snrtune_ppl": None}})
+    out = snakemake("-n", "-p", "--cores", 2, "--configfile", config, cwd=tmp_path).stdout
+    threads = job_threads(out)
+    assert threads["train"] == {2}
+    assert threads["evaluate"] == threads["merge"] == threads["scan"] == {1}
+    evaluations = [line for line in out.splitlines() if "snrtune evaluate" in line]
+    assert len(evaluations) == 4 and all(" --limit snrtune_toolcall=2 " in line for line in evaluations)
+
+
 @pytest.fixture(scope="module")
 def fake_finished(tmp_path_factory):
     """The DAG of fake_project run to the end with the fake snrtune (seconds, no model)."""
