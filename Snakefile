@@ -22,6 +22,6 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        "results/report",
+        paths.REPORT,
         wc.evaluations(config),
     default_target: True

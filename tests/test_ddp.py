@@ -1,4 +1,5 @@
-"""The same `snrtune train` command under torchrun trains with DDP: two CPU processes, gloo backend. FSDP through
+"""The same `snrtune train` command under torchrun trains with DDP: two CPU processes, gloo backend, with the
+examples per optimizer step and the steps of one process (the accumulation divided between them). FSDP through
 `snrtune train` there is an error (accelerate shards only on GPUs), so the FSDP2 sharding that config/fsdp.yaml
 asks for is checked on the same two CPU processes with torch's fully_shard directly (tests/fsdp_worker.py)."""
 
@@ -18,32 +19,41 @@ from train_data import SELECTED_MODULES, SELECTED_PARAMS, write_alpaca, write_co
 FSDP_YAML = Path(__file__).parents[1] / "config" / "fsdp.yaml"
 
 
-def torchrun_spectrum(model_dir, data, config, selection, out, timeout):
-    """`snrtune train --method spectrum` under torchrun: 2 CPU processes, one thread each."""
+def torchrun_spectrum(model_dir, data, config, selection, out, timeout, processes=2):
+    """`snrtune train --method spectrum` under torchrun: 2 CPU processes (or ``processes``), one thread each."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
            "-m", "snrtune.cli", "train", str(model_dir), "--method", "spectrum", "--data", str(data),
            "--selection", str(selection), "--config", str(config), "--out", str(out)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_split_the_data(tiny_llama, tmp_path):
+def test_one_and_two_processes_train_the_same_budget(tiny_llama, tmp_path):
+    """One training file (2 × 2 = 4 examples per optimizer step, one epoch of 12 rows), run by one process and by
+    two under torchrun (DDP, gloo): each process of two accumulates 1 instead of 2, so both runs take 4 examples
+    per step and 3 steps, and metrics.json says so."""
     data = write_alpaca(tmp_path / "data.jsonl", copies=3)  # 12 rows
     config = write_config(tmp_path / "train.yaml", max_steps=None, num_epochs=1, per_device_train_batch_size=2,
-                          val_fraction=0.0, ddp_backend="gloo", save_steps=100)
+                          gradient_accumulation_steps=2, val_fraction=0.0, ddp_backend="gloo", save_steps=100)
     selection = write_selection(tmp_path / "sel.yaml")
+    single = torchrun_spectrum(tiny_llama, data, config, selection, tmp_path / "one", timeout=240, processes=1)
+    assert single.returncode == 0, single.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     out = tmp_path / "run"
     result = torchrun_spectrum(tiny_llama, data, config, selection, out, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["setup"]["world_size"] == 2
-    # 12 rows, 2 per process per step, 2 processes: 3 optimizer steps (one process would take 6)
-    assert metrics["details"]["global_step"] == 3
-    assert metrics["trainable_params"] == SELECTED_PARAMS
+    two = json.loads((out / "metrics.json").read_text())
+    assert one["budget"] == {"examples_per_step": 4, "world_size": 1, "per_device_train_batch_size": 2,
+                             "gradient_accumulation_steps": 2, "max_steps": 3}
+    assert two["budget"] == {"examples_per_step": 4, "world_size": 2, "per_device_train_batch_size": 2,
+                             "gradient_accumulation_steps": 1, "max_steps": 3}
+    assert one["details"]["global_step"] == two["details"]["global_step"] == 3
+    assert two["setup"]["world_size"] == 2 and two["details"]["distributed_type"] == "MULTI_CPU"
+    assert two["trainable_params"] == one["trainable_params"] == SELECTED_PARAMS
     assert sorted(p.name for p in out.iterdir()) == [
-        "chat_template.jinja", "metrics.json", "selection.yaml", "snrtune_run.json", "spectrum_delta.safetensors",
-        "tokenizer.json", "tokenizer_config.json"]
+        "chat_template.jinja", "metrics.json", "selection.yaml", "snrtune_output.json", "snrtune_run.json",
+        "spectrum_delta.safetensors", "tokenizer.json", "tokenizer_config.json"]
 
 
 @pytest.mark.slow

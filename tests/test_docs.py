@@ -63,7 +63,7 @@ def schema_has(key: str) -> bool:
 
 def config_keys(text: str) -> list[str]:
     tops = "|".join(map(re.escape, SCHEMA["properties"]))
-    files = r"\.(?:py|md|yaml|yml|json|jsonl|smk|txt|csv|tsv)"
+    files = r"\.(?:py|md|yaml|yml|json|jsonl|smk|txt|csv|tsv|html|png|zip)"  # report.html is a file, not a key
     return [t for t in backticked(text) if re.fullmatch(rf"(?:{tops})(?:\.[A-Za-z_]+)+", t)
             and not re.search(files + "$", t)]
 

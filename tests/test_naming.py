@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from snrtune import naming
 from snrtune.errors import SnrtuneError
 from snrtune.naming import format_t, module_name, parse_run, run_name, t_value, variant_of
 
@@ -32,3 +35,32 @@ def test_module_name_strips_only_a_weight_suffix():
     assert module_name("model.layers.0.self_attn.q_proj.weight") == "model.layers.0.self_attn.q_proj"
     assert module_name("model.layers.0.self_attn.q_proj.bias") == "model.layers.0.self_attn.q_proj.bias"
     assert module_name("model.layers.0.mlp.experts.gate_up_proj") == "model.layers.0.mlp.experts.gate_up_proj"
+
+
+@pytest.mark.parametrize("fields", [
+    {"method": "spectrum", "top_percent": "25", "budget_params": None, "seed": 0, "stage": "sft"},
+    {"method": "laser-qlora-random", "top_percent": "12.5", "budget_params": None, "seed": 3, "stage": "sft"},
+    {"method": "spectrum", "top_percent": None, "budget_params": 1000000, "seed": 1, "stage": "sft"},
+    {"method": "qlora", "top_percent": None, "budget_params": None, "seed": 2, "stage": "sft"},
+    {"method": "lora", "top_percent": None, "budget_params": None, "seed": 0, "stage": "dpo"},
+    {"method": "spectrum", "top_percent": "50", "budget_params": None, "seed": 4, "stage": "dpo"},
+])
+def test_every_run_kind_parses_back_to_what_formatted_it(fields):
+    name = naming.format_run(fields["method"], fields["seed"], t=fields["top_percent"] and float(fields["top_percent"]),
+                             budget=fields["budget_params"], stage=fields["stage"])
+    assert naming.parse_run_id(name) == fields
+    if fields["budget_params"] is None and fields["stage"] == "sft":
+        assert re.fullmatch(naming.RUN_PATTERN, name)
+        assert parse_run(name) == {k: fields[k] for k in ("method", "top_percent", "seed")}
+    else:
+        with pytest.raises(SnrtuneError, match="a workflow run is METHOD-tT-sSEED"):
+            parse_run(name)
+
+
+def test_train_names_its_runs_in_the_same_grammar(tmp_path):
+    from snrtune.training.train import run_identity
+
+    (tmp_path / "snrtune_source.json").write_text('{"name": "m", "source": "s", "kind": "local"}')
+    sel = {"top_percent": None, "budget_params": 5000}
+    assert run_identity(tmp_path, "spectrum", sel, 1, "dpo")["id"] == "m/spectrum-b5000-s1-dpo"
+    assert naming.parse_run_id("spectrum-b5000-s1-dpo")["budget_params"] == 5000

@@ -6,7 +6,8 @@ import pytest
 
 from snrtune import cli
 from snrtune.errors import SnrtuneError
-from snrtune.fetch.prefetch import offline, prefetch_dataset
+from snrtune.fetch.prefetch import prefetch_dataset
+from snrtune.hub import offline_variables as offline
 
 
 def test_a_local_file_needs_no_download(tmp_path):

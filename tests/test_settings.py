@@ -100,3 +100,73 @@ def test_bad_setting_fails_before_the_model_loads(tiny_llama, tmp_path, monkeypa
     assert capsys.readouterr().err == (f"snrtune train: error: training config {config}: key 'learning_rate': "
                                        f"expected a positive number, got '-1'\n")
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
+
+
+# ------------------------------------------------- the budget of one optimizer step at any number of processes
+
+@pytest.mark.parametrize("batch, accumulation, world_size, expected", [
+    (4, 4, 1, (4, 4)),
+    (4, 4, 2, (4, 2)),   # the accumulation divided: 4 × 2 per process, × 2 processes = 16
+    (4, 4, 4, (4, 1)),
+    (1, 16, 8, (1, 2)),  # the 70B overlay on a node: 1 × 2 × 8 = 16
+    (2, 1, 2, (1, 1)),   # accumulation 1: the micro-batch halves instead
+    (4, 3, 2, (3, 2)),   # 12 examples, 6 per process: the largest micro-batch <= 4 dividing 6 is 3
+    (4, 4, 3, None),     # 16 examples do not split over 3 processes
+])
+def test_per_process_split_keeps_the_examples_per_step(batch, accumulation, world_size, expected):
+    assert settings.per_process(batch, accumulation, world_size) == expected
+    if expected:
+        assert expected[0] * expected[1] * world_size == batch * accumulation
+
+
+def test_settings_for_a_job_of_w_processes_hold_the_files_examples_per_step(tmp_path):
+    path = write(tmp_path, "per_device_train_batch_size: 4\ngradient_accumulation_steps: 4\n")
+    one, four = load_settings(path), load_settings(path, world_size=4)
+    assert (four.per_device_train_batch_size, four.gradient_accumulation_steps) == (4, 1)
+    assert settings.examples_per_step(one) == settings.examples_per_step(four, 4) == 16
+    assert dataclasses.replace(four, gradient_accumulation_steps=4) == one  # nothing else changes
+
+
+def test_a_split_that_does_not_divide_is_one_line_naming_the_files_and_keys(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("per_device_train_batch_size: 4\n")
+    path = write(tmp_path, "gradient_accumulation_steps: 3\n")
+    with pytest.raises(SnrtuneError) as error:
+        load_settings([str(base), path], world_size=8)
+    assert str(error.value) == (
+        f"training config {base} and training config {path}: keys 'per_device_train_batch_size' × "
+        "'gradient_accumulation_steps' = 4 × 3 = 12 examples per optimizer step do not split over 8 processes; "
+        "expected a product divisible by 8")
+
+
+def test_several_training_files_merge_in_order_and_errors_name_the_file(tmp_path):
+    base, overlay = tmp_path / "base.yaml", tmp_path / "overlay.yaml"
+    base.write_text("learning_rate: 1.0e-4\nmax_seq_length: 512\n")
+    overlay.write_text("max_seq_length: 1024\n")
+    merged = load_settings([str(base), str(overlay)])
+    assert (merged.learning_rate, merged.max_seq_length) == (1e-4, 1024)
+    assert load_settings([str(overlay), str(base)]).max_seq_length == 512
+    overlay.write_text("max_seq_length: 0\n")
+    with pytest.raises(SnrtuneError, match=rf"^training config {overlay}: key 'max_seq_length'"):
+        load_settings([str(base), str(overlay)])
+    with pytest.raises(SnrtuneError, match=r"^training config .*nope\.yaml does not exist$"):
+        load_settings([str(base), str(tmp_path / "nope.yaml")])
+
+
+def test_a_batch_that_does_not_split_over_the_job_stops_before_the_model_loads(tiny_llama, tmp_path, monkeypatch,
+                                                                                capsys):
+    from snrtune.training import methods
+
+    monkeypatch.setattr(methods, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc_per_node 3 sets it
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "a", "input": "", "output": "b"}\n')
+    config = write(tmp_path, "per_device_train_batch_size: 4\ngradient_accumulation_steps: 4\n")
+    code = main(["train", str(tiny_llama), "--method", "full", "--data", str(data), "--config", config,
+                 "--out", str(tmp_path / "run")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"snrtune train: error: training config {config}: keys 'per_device_train_batch_size' × "
+                          "'gradient_accumulation_steps' = 4 × 4 = 16 examples per optimizer step do not split over "
+                          "3 processes") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()

@@ -91,23 +91,31 @@ def test_modules_snakemake_imports_while_parsing_load_no_torch():
 
 def test_the_conda_environment_pins_what_pyproject_requires():
     """envs/snrtune.yaml (the rules' software under --sdm conda) says its versions follow pyproject.toml: every
-    package both name carries the same version range, so a raised floor cannot be missed in one of them."""
+    package both name (dependencies and extras) carries the same version range, so a raised floor cannot be
+    missed in one of them; a package named with extras (the vllm extra's lm-eval[vllm]) carries the same range as
+    where it is named plainly."""
     import re
     import tomllib
 
     import yaml
 
     root = Path(__file__).resolve().parents[1]
-    required = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    required = project["dependencies"] + [spec for extra in project["optional-dependencies"].values() for spec in extra]
     env = yaml.safe_load((root / "envs" / "snrtune.yaml").read_text())
     pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
 
-    def by_name(specs):
-        return {re.match(r"[A-Za-z0-9_.-]+", spec).group(0).lower(): spec.replace(" ", "") for spec in specs}
+    def by_name(specs, check_repeats=False):
+        found = {}
+        for spec in specs:
+            name, plain = re.match(r"[A-Za-z0-9_.-]+", spec).group(0).lower(), re.sub(r"\[[^]]*\]|\s", "", spec)
+            assert not check_repeats or found.setdefault(name, plain) == plain, f"{name}: {found[name]} vs {plain}"
+            found[name] = plain
+        return found
 
-    ours, theirs = by_name(required), by_name(pip)
+    ours, theirs = by_name(required, check_repeats=True), by_name(pip)
     shared = sorted(set(ours) & set(theirs))
-    assert "trl" in shared and "torch" in shared
+    assert {"trl", "torch", "deepspeed"} <= set(shared)
     assert {name: theirs[name] for name in shared} == {name: ours[name] for name in shared}
 
 
@@ -135,3 +143,16 @@ def test_rule_file_sub_command_and_subpackage_are_one_hop_apart():
         for command in commands:
             assert COMMANDS[command][0].split(".")[1] == stem, (stem, command, COMMANDS[command][0])
     assert set().union(*by_file.values()) == set(COMMANDS)
+
+
+def test_the_rules_spell_no_results_path_of_their_own():
+    """Every results/ and logs/ path is a template of snrtune.workflow.paths (the rules and the config code fill
+    the same ones), so a path cannot be renamed in one place and not the other."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    sources = [root / "Snakefile", *sorted((root / "workflow" / "rules").glob("*.smk")),
+               *sorted((PACKAGE / "workflow").glob("*.py"))]
+    spelled = [(path.name, m.group(0)) for path in sources if path.name != "paths.py"
+               for m in re.finditer(r"[\"'](results|logs)/[^\"']*", path.read_text())]
+    assert spelled == []

@@ -127,19 +127,24 @@ def test_lint_is_clean(tmp_path):
 
 def test_paper_dry_run_builds_the_full_comparison(tmp_path):
     out = snakemake("-n", "-p", "--configfile", ROOT / "config/paper.yaml", "--directory", tmp_path, cwd=ROOT)
-    # 2 models: scan shared by both t values; spectrum ×2 t, full, qlora; evaluations of 4 runs + base
-    # the hub dataset and the leaderboard tasks' data are prefetched on the login node
+    # 2 models: scan shared by both t values; spectrum ×2 t, full, qlora, each swept over 3 learning rates and
+    # picked; evaluations of 4 runs + base; the hub dataset and the leaderboard tasks' data are prefetched on the
+    # login node
     assert job_counts(out.stdout) == {"fetch": 2, "prefetch_data": 1, "prefetch_tasks": 1, "scan": 2, "select": 4,
-                                      "train": 8, "merge": 8, "evaluate": 10, "report": 1, "all": 1}
+                                      "train_candidate": 24, "pick": 8, "merge": 8, "evaluate": 10, "report": 1,
+                                      "all": 1}
     # per-method launches from the estimate (params_b 8.03): full fine-tuning sharded over 4 GPUs with ZeRO-3,
     # Spectrum-25 on one GPU; every job offline
     assert ("export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1; torchrun --standalone --nproc_per_node 4 -m snrtune.cli "
-            "train results/Meta-Llama-3-8B/model --data jondurbin/airoboros-3.1 --out results/Meta-Llama-3-8B/runs/full-s0 "
-            "--method full --seed 0 --config " + str(ROOT / "config/train-gpu.yaml") + " --stage sft --resume "
+            "train results/Meta-Llama-3-8B/model --data jondurbin/airoboros-3.1 --out "
+            "results/Meta-Llama-3-8B/sweep/full-s0/lr2e-05 --method full --seed 0 --stage sft --resume --allow-diverged --config "
+            + str(ROOT / "config/train-gpu.yaml") + " --set learning_rate=2e-05 "
             "--deepspeed " + str(ROOT / "config/zero3.json")) in out.stdout
     assert ("; snrtune train results/Meta-Llama-3-8B/model --data jondurbin/airoboros-3.1 --out "
-            "results/Meta-Llama-3-8B/runs/spectrum-t25-s0 --method spectrum --seed 0 "
+            "results/Meta-Llama-3-8B/sweep/spectrum-t25-s0/lr4e-05 --method spectrum --seed 0 "
             "--selection results/Meta-Llama-3-8B/select/t25.yaml") in out.stdout
+    assert "--set lora_r=64 --set lora_alpha=16 --set lora_dropout=0.1" in out.stdout  # QLoRA's own shape
+    assert "--target-task arc_challenge --retention-tasks hellaswag,mmlu,truthfulqa_mc2,winogrande,gsm8k" in out.stdout
     assert "snrtune prefetch --data jondurbin/airoboros-3.1 --out results/prefetch/data.json" in out.stdout
     assert "--num-fewshot arc_challenge=25,hellaswag=10,mmlu=5,truthfulqa_mc2=0,winogrande=5,gsm8k=5" in out.stdout
     assert "--device cuda --dtype bfloat16" in out.stdout
@@ -413,6 +418,7 @@ TRACKED = [
     ({"select.include": ["lm_head"]}, {"select": 1, **SELECTED}),
     ({"select.types": ["self_attn.q_proj"]}, {"select": 1, **SELECTED}),
     ({"select.compat": "spectrum"}, {"select": 1, **SELECTED}),
+    ({"report.target_task": "snrtune_toolcall"}, {"report": 1, "all": 1}),  # `snrtune report --target-task`
 ]
 
 
@@ -458,9 +464,10 @@ def test_the_workflow_imports_as_a_module_with_a_prefix(tmp_path):
                           env={**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert job_counts(proc.stdout) == {"snr_fetch": 2, "snr_prefetch_data": 1, "snr_prefetch_tasks": 1, "snr_scan": 2,
-                                       "snr_select": 4, "snr_train": 8, "snr_merge": 8, "snr_evaluate": 10,
-                                       "snr_report": 1, "snr_all": 1}
-    assert "--out sub/results/Meta-Llama-3-8B/runs/full-s0" in proc.stdout
+                                       "snr_select": 4, "snr_train_candidate": 24, "snr_pick": 8, "snr_merge": 8,
+                                       "snr_evaluate": 10, "snr_report": 1, "snr_all": 1}
+    assert "--out sub/results/Meta-Llama-3-8B/sweep/full-s0/lr2e-05" in proc.stdout
+    assert "--out sub/results/Meta-Llama-3-8B/runs/full-s0" in proc.stdout  # the pick
     assert "snrtune report --files sub/results/Meta-Llama-3-8B/eval/base.json" in proc.stdout
     assert "SmolLM2" not in proc.stdout  # the embedded default config stays out of a host's config
     assert not (tmp_path / "sub").exists()
@@ -530,14 +537,15 @@ def install_site_profile(xdg: Path) -> Path:
     return path
 
 
-# per job: (--gpus, --mem, -t, --cpus-per-task, -p); training from the estimate (params_b, docs/resources.md)
+# per job: (--gpus, --mem, -t, --cpus-per-task, -p); training from the estimate (params_b, docs/resources.md;
+# the ZeRO model states from DeepSpeed's estimators, which the test extra installs)
 PAPER_8B = {
     "scan": ("1", "64000", "240", "8", "gpu"), "evaluate/base": ("1", "64000", "240", "8", "gpu"),
     "train/spectrum-t25-s0": ("1", "28000", "1440", "8", "gpu"), "train/spectrum-t50-s0": ("2", "28000", "1440", "8", "gpu"),
     "train/full-s0": ("4", "28000", "1440", "8", "gpu"), "train/qlora-s0": ("1", "28000", "1440", "8", "gpu")}
 LLAMA_70B = {
     "scan": ("2", "400000", "480", "16", "gpu"), "evaluate/base": ("2", "400000", "480", "16", "gpu"),
-    "train/spectrum-t25-s0": ("8", "178000", "1440", "16", "gpu"), "train/full-s0": ("8", "1025000", "1440", "16", "gpu"),
+    "train/spectrum-t25-s0": ("8", "178000", "1440", "16", "gpu"), "train/full-s0": ("4", "1703000", "1440", "16", "gpu"),
     "train/qlora-s0": ("1", "178000", "1440", "16", "gpu")}
 
 
@@ -551,20 +559,23 @@ def job_key(options: dict) -> str:
 @pytest.mark.parametrize("config_name, model, expected, sharded", [
     ("paper.yaml", "Meta-Llama-3-8B", PAPER_8B, {"full-s0": ("4", "zero3.json"), "spectrum-t50-s0": ("2", "zero3.json")}),
     ("paper-70b.yaml", "Meta-Llama-3-70B", LLAMA_70B,
-     {"full-s0": ("8", "zero3_offload.json"), "spectrum-t25-s0": ("8", "zero3.json")}),
+     {"full-s0": ("4", "zero3_offload.json"), "spectrum-t25-s0": ("8", "zero3.json")}),
 ])
 def test_profile_slurm_submits_per_method_resources_offline(tmp_path, config_name, model, expected, sharded):
     xdg, state, calls = tmp_path / "xdg", tmp_path / "slurm", tmp_path / "calls"
     install_site_profile(xdg)
     config = yaml.safe_load((ROOT / "config" / config_name).read_text())
     config["hub"] = {"hf_home": str(tmp_path / "hf")}
+    config["train"]["learning_rates"] = {}  # one training job per run: the resources do not depend on the rate
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     env = {"XDG_CONFIG_HOME": str(xdg), "FAKE_SLURM_DIR": str(state), "FAKE_SNRTUNE_DIR": str(calls),
            "FAKE_SNRTUNE_FAIL_ONCE": "train"}
     # as typed from the repository root: the profile is found by its name
     dry = snakemake("--profile", "slurm", "--configfile", ROOT / "config" / config_name, "-n", "--directory",
                     tmp_path / "dry", cwd=ROOT, env=env)
-    assert "Using profile slurm" in dry.stderr and job_counts(dry.stdout)["train"] == len(wc.runs(config)) * len(
+    paper = wc.validate_config(yaml.safe_load((ROOT / "config" / config_name).read_text()), SCHEMA, ROOT)
+    candidates = sum(len(wc.learning_rates(paper, wc.parse_run(run)["method"])) for run in wc.runs(paper))
+    assert "Using profile slurm" in dry.stderr and job_counts(dry.stdout)["train_candidate"] == candidates * len(
         config["models"])
 
     runs = [key.split("/")[1] for key in expected if key.startswith("train/")]

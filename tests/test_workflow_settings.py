@@ -3,6 +3,7 @@ which runs exist, which flags each training job gets, and the DAG Snakemake plan
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
@@ -74,7 +75,11 @@ def test_dry_run_plans_candidates_pick_and_the_control(tmp_path):
               "train": {"learning_rates": {"lora": [1.0e-3, 3.0e-3]}}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
-    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path).stdout
+    fake = tmp_path / "fake" / "vllm"  # the pre-flight refuses eval_backend vllm where vllm is not installed
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")]))}
+    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path, env=env).stdout
     counts = job_counts(out)
     assert counts["train_candidate"] == 2 and counts["pick"] == 1 and counts["select_control"] == 1
     assert counts["train"] == 3  # spectrum t25, t50 and its control at t50
@@ -126,6 +131,37 @@ def test_a_method_setting_the_trainer_would_refuse_stops_the_workflow(tmp_path):
         wc.preflight(config)
 
 
+def test_lm_eval_prompt_options_reach_the_evaluate_command_and_bad_combinations_stop_the_workflow(tmp_path):
+    """evaluate.{fewshot_as_multiturn, system_instruction, gen_kwargs, max_batch_size} become `snrtune evaluate`
+    flags (a system prompt with quotes and $ arrives as one word); the combinations it would refuse are
+    refused when the config is read, in one line naming the key."""
+    prompt = "Answer briefly; it's \"short\" & costs $0"
+    config = {"models": {"m": {"source": "org/model"}}, "methods": ["full"],
+              "evaluate": {"base": True, "tasks": [{"name": "gsm8k"}], "batch_size": "auto", "max_batch_size": 8,
+                           "fewshot_as_multiturn": False, "system_instruction": prompt,
+                           "gen_kwargs": {"max_gen_toks": 64, "do_sample": False}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path).stdout
+    line = next(x for x in out.splitlines() if "snrtune evaluate" in x and "eval/base.json" in x)
+    words = shlex.split(line[line.index("snrtune evaluate"):])
+    value = {w: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("--")}
+    assert value["--system-instruction"] == prompt and value["--max-batch-size"] == "8"
+    assert value["--gen-kwargs"] == '{"do_sample":false,"max_gen_toks":64}' and value["--batch-size"] == "auto"
+    assert "--no-fewshot-as-multiturn" in words
+    assert "fewshot-as-multiturn" not in line.replace("--no-fewshot-as-multiturn", "")
+    plain = {"models": {"a": {"source": "o/a"}, "b": {"source": "o/b", "chat_template": False}}}
+    with pytest.raises(SnrtuneError, match=r"^config key 'evaluate.fewshot_as_multiturn': .*models b have chat"):
+        wc.validate_config({**plain, "evaluate": {"fewshot_as_multiturn": True}}, SCHEMA)
+    assert wc.validate_config({**plain, "evaluate": {"fewshot_as_multiturn": False}}, SCHEMA)
+    with pytest.raises(SnrtuneError, match=r"^config key 'evaluate.max_batch_size': .*got 4"):
+        wc.validate_config({**plain, "evaluate": {"batch_size": 4, "max_batch_size": 8}}, SCHEMA)
+    with pytest.raises(SnrtuneError, match="system_instruction"):
+        wc.validate_config({**plain, "evaluate": {"system_instruction": "  "}}, SCHEMA)
+    with pytest.raises(SnrtuneError, match="gen_kwargs"):
+        wc.validate_config({**plain, "evaluate": {"gen_kwargs": {"until": "$(touch x)"}}}, SCHEMA)
+
+
 def test_eval_model_args_reach_lm_eval_through_the_evaluate_command(tmp_path):
     """models.NAME.eval_model_args (e.g. parallelize across a job's GPUs) and eval_backend become
     `snrtune evaluate --model-args JSON --backend …`; snrtune's own pretrained/dtype cannot be overridden."""
@@ -134,9 +170,102 @@ def test_eval_model_args_reach_lm_eval_through_the_evaluate_command(tmp_path):
               "methods": ["full"], "evaluate": {"base": True}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
-    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path).stdout
+    fake = tmp_path / "fake" / "vllm"  # the pre-flight refuses eval_backend vllm where vllm is not installed
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")]))}
+    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path, env=env).stdout
     assert """--model-args '{"max_length":4096,"parallelize":true}' --backend vllm""" in out
     with pytest.raises(SnrtuneError, match="eval_model_args"):
         wc.validate_config({"models": {"m": {"source": "o/m", "eval_model_args": {"pretrained": "x"}}}}, SCHEMA)
     with pytest.raises(SnrtuneError, match="eval_model_args"):
         wc.validate_config({"models": {"m": {"source": "o/m", "eval_model_args": {"a": "$(touch x)"}}}}, SCHEMA)
+
+
+# ------------------------------------------------------------- budgets, training file lists, report, overlays
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_preflight_refuses_a_batch_the_planned_gpus_do_not_divide(tmp_path):
+    """train.config's 4 × 4 = 16 examples per step: a full fine-tuning job planned on 3 GPUs cannot hold it; on
+    2 or 4 it can (each process then accumulates 2 or 1)."""
+    train = tmp_path / "train.yaml"
+    train.write_text("per_device_train_batch_size: 4\ngradient_accumulation_steps: 4\nmax_steps: 2\n")
+    config = config_with(methods=["full", "lora"], train={"config": str(train)},
+                         models={"m": {"source": "org/model", "resources": {"per_method": {"full": {"gpus": 3}}}}})
+    with pytest.raises(SnrtuneError) as error:
+        wc.preflight(config)
+    assert str(error.value).startswith(f"training config {train}: keys 'per_device_train_batch_size' × "
+                                       "'gradient_accumulation_steps' = 4 × 4 = 16 examples per optimizer step do "
+                                       "not split over 3 processes")
+    config["models"]["m"]["resources"]["per_method"]["full"]["gpus"] = 4
+    wc.preflight(config)
+    assert wc.run_settings(config, "m", "full", world_size=4).gradient_accumulation_steps == 1
+
+
+def test_train_config_lists_reach_snrtune_train_in_merge_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a run directory elsewhere: each file is found next to the Snakefile
+    config = wc.validate_config(yaml.safe_load((ROOT / "config/paper-70b.yaml").read_text()), SCHEMA,
+                                workflow_dir=ROOT)
+    files = [str(ROOT / "config/train-gpu.yaml"), str(ROOT / "config/train-gpu-70b.yaml")]
+    assert wc.train_config_files(config, "Meta-Llama-3-70B") == files
+    assert wc.config_flags(config, "Meta-Llama-3-70B") == " ".join(f"--config {f}" for f in files)
+    with pytest.raises(SnrtuneError, match=r"config key 'train.config\[1\]': file 'nope.yaml' does not exist"):
+        config_with(train={"config": [files[0], "nope.yaml"]})
+
+
+def test_the_70b_training_file_is_an_overlay_of_train_gpu():
+    """train-gpu-70b.yaml states only what differs from train-gpu.yaml (its chat template, with the
+    {% generation %} markers, is train-gpu.yaml's) and keeps its examples per optimizer step."""
+    from snrtune.training.settings import examples_per_step, load_settings
+
+    base_path, overlay_path = ROOT / "config/train-gpu.yaml", ROOT / "config/train-gpu-70b.yaml"
+    base, overlay = (yaml.safe_load(p.read_text()) for p in (base_path, overlay_path))
+    assert overlay and all(base.get(key) != value for key, value in overlay.items()), overlay
+    merged, gpu = load_settings([str(base_path), str(overlay_path)]), load_settings(str(base_path))
+    assert merged.chat_template == gpu.chat_template and "{% generation %}" in merged.chat_template
+    assert examples_per_step(merged) == examples_per_step(gpu) == 16
+    paper_70b = yaml.safe_load((ROOT / "config/paper-70b.yaml").read_text())
+    assert paper_70b["train"]["config"] == ["config/train-gpu.yaml", "config/train-gpu-70b.yaml"]
+    assert all(not m.get("train_config") for m in paper_70b["models"].values())
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "paper-70b.yaml"])
+def test_paper_configs_give_every_method_its_own_bracketing_grid_and_lora_shape(name):
+    config = wc.validate_config(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA, workflow_dir=ROOT)
+    for method in config["methods"]:
+        rates = wc.learning_rates(config, method)
+        assert len(rates) >= 3 and rates == sorted(rates), (method, rates)
+    lora_like = [m for m in config["methods"] if m in ("lora", "qlora", "laser-qlora")]
+    for method in lora_like:
+        assert {"lora_r", "lora_alpha"} <= set(wc.method_settings(config, method)), method
+    assert "full" in config["methods"] and "spectrum" in config["methods"]
+
+
+def test_the_report_section_becomes_snrtune_report_flags_and_names_a_bad_task():
+    config = config_with(report={"target_task": "snrtune_toolcall", "retention_tasks": ["snrtune_retention",
+                                                                                        "snrtune_ppl"]})
+    assert wc.report_flags(config) == "--target-task snrtune_toolcall --retention-tasks snrtune_retention,snrtune_ppl"
+    assert wc.report_flags(config_with()) == ""  # snrtune report's own defaults
+    with pytest.raises(SnrtuneError, match=r"^config key 'report.target_task': 'arc_easy' is not in evaluate.tasks"):
+        config_with(report={"target_task": "arc_easy"})
+    with pytest.raises(SnrtuneError, match=r"^config key 'report.retention_tasks': 'snrtune_toolcall' is the target"):
+        config_with(report={"target_task": "snrtune_toolcall", "retention_tasks": ["snrtune_toolcall"]})
+
+
+def test_seeds_and_sweep_are_overlays_of_the_default_config(tmp_path):
+    """Each states only what differs from config/config.yaml; Snakemake merges them after it (the sweep deletes
+    the presets' rates with null) and plans three seeds, or three candidates per method with a pick each."""
+    assert yaml.safe_load((ROOT / "config/seeds.yaml").read_text()) == {"seeds": [0, 1, 2]}
+    sweep_overlay = yaml.safe_load((ROOT / "config/sweep.yaml").read_text())
+    assert set(sweep_overlay) == {"train"} and set(sweep_overlay["train"]) == {"method_settings", "learning_rates"}
+    files = [ROOT / "config/config.yaml", ROOT / "config/seeds.yaml"]
+    seeds = job_counts(snakemake("-n", "--configfile", *files, "--directory", tmp_path / "s", cwd=ROOT).stdout)
+    one = job_counts(snakemake("-n", "--configfile", files[0], "--directory", tmp_path / "d", cwd=ROOT).stdout)
+    assert seeds["train"] == 3 * one["train"] and seeds["evaluate"] == 3 * (one["evaluate"] - 1) + 1
+    files[1] = ROOT / "config/sweep.yaml"
+    out = snakemake("-n", "-p", "--configfile", *files, "--directory", tmp_path / "w", cwd=ROOT).stdout
+    sweep = job_counts(out)  # every method has a grid (the control takes spectrum's): each run is picked
+    assert sweep["pick"] == one["train"] and sweep["train_candidate"] == 3 * one["train"] and "train" not in sweep
+    assert "lr0.01" in out and "--set learning_rate=0.003" in out

@@ -1,9 +1,9 @@
 """The fine-tuning methods: one ``MethodSpec`` per method, the single table everything else reads.
 
 Training (CLI choices, model preparation, what a run directory holds), merge (its strategy), the workflow
-(run names, which runs have a t value), the report (variant labels) and the config schema's ``methods``
-enum (a test checks they agree) all look a method up here. Adding a method is one ``MethodSpec`` in
-BUILTIN plus its prepare function (and the name in workflow/schemas/config.schema.yaml).
+(run names, which runs have a t value), the report (variant labels) and the config schema (its method
+enums and per-method keys are filled from this table when ``snrtune.workflow.config.load_schema`` reads it)
+all look a method up here. Adding a method is one ``MethodSpec`` in BUILTIN plus its prepare function.
 
 This module stays light (no torch, no transformers): Snakemake imports it through
 ``snrtune.workflow.config`` while it parses the Snakefile. A prepare function is therefore named by a
@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping
 from snrtune.errors import SnrtuneError
 
 MERGE_STRATEGIES = ("adapter", "spectrum-delta", "full-copy")
-SELECTION_KINDS = ("snr", "random")
+SELECTION_KINDS = ("snr", "random", "lowest")  # `snrtune select`, `--random --seed S`, `--lowest`
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class MethodSpec:
 
     name:             as on the command line, in the config's ``methods`` and in run ids.
     selection_kind:   None (the method trains without a selection), "snr" (a sel.yaml from `snrtune select`:
-                      the run has a t value) or "random" (a random selection of the same size, for controls).
+                      the run has a t value), or a control's kind: "random" (as many modules per type, chosen
+                      at random with the run's seed) or "lowest" (the lowest-SNR ones).
     four_bit:         the base model is loaded in NF4 4-bit (QLoRA-style).
     is_adapter:       the run directory holds a PEFT adapter rather than weights of the model itself.
     merge:            how `snrtune merge` makes a full model of a run: "adapter" (merge_and_unload into the
@@ -39,10 +40,13 @@ class MethodSpec:
     label:            the method's name in the report's tables and plots.
     prepare:          ``"module:function"`` (or a callable): ``f(model, settings, selection, match_params_of)``
                       returns (model ready to train, facts for metrics.json); see snrtune.training.methods.
-    rank_matching:    accepts ``--match-params-of qlora`` (choose the LoRA rank that trains as many parameters).
+    matches_params_of: the methods whose trainable-parameter count this one can match by choosing its LoRA rank
+                      (``--match-params-of NAME``, ``train.laser_qlora_match_params_of``): each is LoRA on every
+                      linear layer at ``lora_r``, so the rank that trains as many parameters on the selection
+                      follows from the shapes alone.
     train_overrides:  training settings this method changes from src/snrtune/data/train_defaults.yaml
                       (a user's --config still overrides them).
-    mirrors:          for a control (selection_kind "random"): the SNR-selection method it is compared with at
+    mirrors:          for a control (selection_kind random or lowest): the SNR-selection method it is compared with at
                       equal parameters; it trains with that method's settings (the workflow's method_settings
                       and learning-rate candidates of ``mirrors`` apply to it unless it has its own).
     """
@@ -54,7 +58,7 @@ class MethodSpec:
     merge: str
     label: str
     prepare: str | Callable
-    rank_matching: bool = False
+    matches_params_of: tuple[str, ...] = ()
     train_overrides: Mapping[str, Any] = field(default_factory=dict)
     mirrors: str | None = None
 
@@ -64,12 +68,18 @@ class MethodSpec:
         if self.selection_kind not in (None, *SELECTION_KINDS):
             raise ValueError(f"method {self.name!r}: selection_kind {self.selection_kind!r} is not None or one of "
                              f"{', '.join(SELECTION_KINDS)}")
-        if (self.mirrors is not None) != (self.selection_kind == "random"):
-            raise ValueError(f"method {self.name!r}: a control (selection_kind 'random') names the method it mirrors, "
-                             "and only a control does")
+        if (self.mirrors is not None) != (self.selection_kind not in (None, "snr")):
+            raise ValueError(f"method {self.name!r}: a control (selection_kind {', '.join(SELECTION_KINDS[1:])}) "
+                             "names the method it mirrors, and only a control does")
         if self.is_adapter != (self.merge == "adapter"):
             raise ValueError(f"method {self.name!r}: is_adapter={self.is_adapter} but merge={self.merge!r}")
         object.__setattr__(self, "train_overrides", MappingProxyType(dict(self.train_overrides)))
+        object.__setattr__(self, "matches_params_of", tuple(self.matches_params_of))
+
+    @property
+    def rank_matching(self) -> bool:
+        """The method accepts ``--match-params-of`` (see ``matches_params_of``)."""
+        return bool(self.matches_params_of)
 
     @property
     def needs_selection(self) -> bool:
@@ -93,12 +103,14 @@ BUILTIN = (
     MethodSpec("qlora", selection_kind=None, four_bit=True, is_adapter=True, merge="adapter",
                label="qlora", prepare="snrtune.training.methods:prepare_qlora"),
     MethodSpec("laser-qlora", selection_kind="snr", four_bit=True, is_adapter=True, merge="adapter",
-               label="laser-qlora", prepare="snrtune.training.methods:prepare_laser_qlora", rank_matching=True),
+               label="laser-qlora", prepare="snrtune.training.methods:prepare_laser_qlora",
+               matches_params_of=("qlora",)),
     # controls: as many modules per type as the SNR selection at the same t, chosen at random with the run's seed
     MethodSpec("spectrum-random", selection_kind="random", four_bit=False, is_adapter=False, merge="spectrum-delta",
                label="spectrum-random", prepare="snrtune.training.methods:prepare_spectrum", mirrors="spectrum"),
     MethodSpec("laser-qlora-random", selection_kind="random", four_bit=True, is_adapter=True, merge="adapter",
-               label="laser-qlora-random", prepare="snrtune.training.methods:prepare_laser_qlora", rank_matching=True,
+               label="laser-qlora-random", prepare="snrtune.training.methods:prepare_laser_qlora",
+               matches_params_of=("qlora",),
                mirrors="laser-qlora"),
 )
 
@@ -113,6 +125,16 @@ def names() -> tuple[str, ...]:
 def selection_names() -> tuple[str, ...]:
     """The methods whose runs have a selection (and so a t value)."""
     return tuple(name for name, spec in _REGISTRY.items() if spec.needs_selection)
+
+
+def control_kinds() -> tuple[str, ...]:
+    """The selection kinds of the registered controls (``select --KIND --seed S`` makes their selections)."""
+    return tuple(dict.fromkeys(spec.selection_kind for spec in _REGISTRY.values() if spec.mirrors))
+
+
+def rank_references() -> tuple[str, ...]:
+    """Every method some method can match the trainable-parameter count of (``--match-params-of`` choices)."""
+    return tuple(dict.fromkeys(ref for spec in _REGISTRY.values() for ref in spec.matches_params_of))
 
 
 def get(name: str) -> MethodSpec:

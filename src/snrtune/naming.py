@@ -22,22 +22,52 @@ def format_t(t: float) -> str:
     return str(t_value(float(t)))
 
 
+# The run-id grammar (docs/artifacts.md): METHOD[-tT | -bBUDGET]-sSEED[-dpo]. The workflow's runs use the
+# METHOD[-tT]-sSEED part; a budget selection (`select --budget-fraction`) and a DPO stage add the rest.
+BASE_RUN = "base"  # the untouched model's eval/base.json
+RUN_PATTERN = r"[a-z-]+(-t\d+(\.\d+)?)?-s\d+"  # a workflow run name, for Snakemake's wildcard constraints
+DPO_SUFFIX = "-dpo"
+
+
+def format_run(method: str, seed: int, t: float | None = None, budget: int | None = None, stage: str = "sft") -> str:
+    """'spectrum-t25-s0', 'spectrum-b1000000-s0', 'qlora-s0', 'lora-s0-dpo': every run kind in one grammar."""
+    if t is not None and budget is not None:
+        raise ValueError("a run has a t value or a parameter budget, not both")
+    name = method + (f"-t{format_t(t)}" if t is not None else f"-b{int(budget)}" if budget is not None else "")
+    return f"{name}-s{int(seed)}" + (DPO_SUFFIX if stage == "dpo" else "")
+
+
+def parse_run_id(run: str) -> dict[str, Any]:
+    """Inverse of format_run: {'method', 'top_percent' (a string, or None), 'budget_params' (int or None),
+    'seed', 'stage'}."""
+    stage = "dpo" if run.endswith(DPO_SUFFIX) else "sft"
+    head, _, seed = run.removesuffix(DPO_SUFFIX).rpartition("-s")
+    if not head or not seed.isdigit():
+        raise SnrtuneError(f"run name {run!r}: expected METHOD-tT-sSEED or METHOD-sSEED")
+    parsed = {"method": head, "top_percent": None, "budget_params": None, "seed": int(seed), "stage": stage}
+    for method in sorted(method_registry.selection_names(), key=len, reverse=True):  # the longest name first
+        for marker, key in (("-t", "top_percent"), ("-b", "budget_params")):
+            rest = head[len(method) + 2:]
+            if head.startswith(method + marker) and (key == "top_percent" or rest.isdigit()):
+                return {**parsed, "method": method, key: rest if key == "top_percent" else int(rest)}
+    return parsed
+
+
 def run_name(method: str, t: float | None, seed: int) -> str:
-    """'spectrum-t25-s0' for methods with a selection, 'qlora-s0' otherwise (docs/artifacts.md)."""
+    """'spectrum-t25-s0' for methods with a selection, 'qlora-s0' otherwise: a workflow run (docs/artifacts.md)."""
     if method_registry.get(method).needs_selection:
-        return f"{method}-t{format_t(t)}-s{seed}"
-    return f"{method}-s{seed}"
+        return format_run(method, seed, t=t)
+    return format_run(method, seed)
 
 
 def parse_run(run: str) -> dict[str, Any]:
-    """Inverse of run_name: {'method', 'top_percent' (a string, or None), 'seed'}."""
-    head, _, seed = run.rpartition("-s")
-    if not head or not seed.isdigit():
-        raise SnrtuneError(f"run name {run!r}: expected METHOD-tT-sSEED or METHOD-sSEED")
-    for method in sorted(method_registry.selection_names(), key=len, reverse=True):  # the longest name first
-        if head.startswith(method + "-t"):
-            return {"method": method, "top_percent": head[len(method) + 2:], "seed": int(seed)}
-    return {"method": head, "top_percent": None, "seed": int(seed)}
+    """Inverse of run_name: {'method', 'top_percent' (a string, or None), 'seed'}. A budget or DPO run id is not
+    a workflow run name: one line says so."""
+    parsed = parse_run_id(run)
+    if parsed["budget_params"] is not None or parsed["stage"] != "sft":
+        raise SnrtuneError(f"run name {run!r}: a workflow run is METHOD-tT-sSEED or METHOD-sSEED "
+                           "(budget selections and DPO stages are named by `snrtune train` only)")
+    return {key: parsed[key] for key in ("method", "top_percent", "seed")}
 
 
 def variant_of(run: dict) -> str:

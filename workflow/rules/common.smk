@@ -5,7 +5,9 @@ import snrtune
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 from snrtune import method_registry
+from snrtune import naming
 from snrtune.workflow import config as wc
+from snrtune.workflow import paths
 from snrtune.errors import SnrtuneError
 
 # Paths of the workflow's own files through Snakemake's source-path mechanism (relative to this rule file),
@@ -15,7 +17,8 @@ REPO = os.path.normpath(os.path.join(workflow.current_basedir.get_path_or_uri(se
 try:
     schema = wc.load_schema(workflow.source_path("../schemas/config.schema.yaml"))
     wc.validate_config(config, schema, workflow_dir=REPO)
-    wc.preflight(config)  # training settings and data, checked before any job runs
+    # training settings and data, checked before any job runs; DeepSpeed where the jobs run in this environment
+    wc.preflight(config, packages_here=DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method)
 except SnrtuneError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
@@ -37,7 +40,7 @@ if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
 wildcard_constraints:
     model="|".join(map(re.escape, config["models"])) or "(?!)",
     t=r"\d+(\.\d+)?",
-    run=r"[a-z-]+(-t\d+(\.\d+)?)?-s\d+",
+    run=naming.RUN_PATTERN,
 
 
 # Steps that need the hub (or are too small for a job) run on the login node, never as SLURM jobs.
@@ -60,16 +63,22 @@ def res(wildcards, key):
     return config["models"][wildcards.model]["resources"][key]
 
 
+CEILING = {"mem_mb": config["resources"]["max_mem_mb"], "runtime": config["resources"]["max_runtime"]}
+
+
 def mem(key):
-    """A resource function: the model's memory request, grown with the attempt."""
-    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH)
+    """A resource function: the model's memory request, grown with the attempt up to resources.max_mem_mb."""
+    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH, CEILING["mem_mb"])
 
 
-runtime = mem  # runtime (minutes) grows the same way
+def runtime(key):
+    """Minutes, grown the same way up to resources.max_runtime."""
+    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH, CEILING["runtime"])
 
 
 def train_config(w):
-    return wc.train_config_path(config, w.model)
+    """The model's training files, in the order `snrtune train` merges them."""
+    return wc.train_config_files(config, w.model)
 
 
 # The module prefix (when imported as a module), captured while the rules are parsed: the estimate reads
@@ -80,26 +89,22 @@ PATHS = workflow.modifier.path_modifier
 def train_plan(w):
     """GPUs, memory, runtime and sharding of a training job: overrides from the config, else the estimate
     (snrtune.workflow.resources) from the fetched parameter table or the config's params_b."""
-    model_dir = str(PATHS.replace_prefix(f"results/{w.model}/model", "input"))
+    model_dir = str(PATHS.replace_prefix(paths.fill(paths.MODEL, model=w.model), "input"))
     return wc.train_resources(config, w.model, w.run, model_dir)
 
 
 def train_resource(key, grow=False):
     if grow:
-        return lambda w, attempt: wc.scaled(train_plan(w)[key], attempt, GROWTH)
+        return lambda w, attempt: wc.scaled(train_plan(w)[key], attempt, GROWTH, CEILING[key])
     return lambda w: train_plan(w)[key]
-
-
-PREFETCH_DATA = "results/prefetch/data.json"
-PREFETCH_TASKS = "results/prefetch/tasks.json"
 
 
 def train_inputs(w):
     """The model, the data and hyperparameter files when local (a hub dataset: its prefetch record), and
     the selection of a selection method."""
-    inputs = {"model": f"results/{w.model}/model", "data": wc.local_files(config["data"]["train"])}
+    inputs = {"model": paths.fill(paths.MODEL, model=w.model), "data": wc.local_files(config["data"]["train"])}
     if wc.hub_dataset(config):
-        inputs["prefetched"] = PREFETCH_DATA
+        inputs["prefetched"] = paths.PREFETCH_DATA
     if train_config(w):
         inputs["config"] = train_config(w)
     if wc.selection_file(w.model, w.run):
@@ -115,10 +120,11 @@ def train_flags(w):
     match = config["train"]["laser_qlora_match_params_of"] if spec.rank_matching else None
     lr = float(w.lr) if "lr" in w.keys() else None  # a sweep candidate's learning rate
     return " ".join(part for part in [wc.flags(method=run["method"], seed=run["seed"], selection=wc.selection_file(w.model, w.run),
-                              config=train_config(w), stage=config["train"]["stage"],
+                              stage=config["train"]["stage"],
                               max_steps=config["train"]["max_steps"], match_params_of=match,
-                              resume=True),  # a requeued job continues from its last checkpoint
-                     wc.settings_flags(config, run["method"], lr)] if part)
+                              resume=True,  # a requeued job continues from its last checkpoint
+                              allow_diverged=True),  # a diverged run is a result the report shows (docs/checks.md)
+                     wc.config_flags(config, w.model), wc.settings_flags(config, run["method"], lr)] if part)
 
 
 def one_of(names):
@@ -143,13 +149,15 @@ def sharding(w, input):
 
 def evaluated_model(w):
     """The base model for eval/base.json, else the merged run."""
-    return f"results/{w.model}/model" if w.run == "base" else f"results/{w.model}/merged/{w.run}"
+    if w.run == naming.BASE_RUN:
+        return paths.fill(paths.MODEL, model=w.model)
+    return paths.fill(paths.MERGED, model=w.model, run=w.run)
 
 
 def evaluate_inputs(w):
     inputs = {"model": evaluated_model(w)}
     if wc.hub_tasks(config):
-        inputs["prefetched"] = PREFETCH_TASKS
+        inputs["prefetched"] = paths.PREFETCH_TASKS
     return inputs
 
 
@@ -159,7 +167,8 @@ def evaluate_flags(w):
                     device=model["device"], dtype=model["dtype"], apply_chat_template=model["chat_template"],
                     include_path=ev["include_path"], log_samples=ev["log_samples"],
                     model_args=wc.model_args_flag(model["eval_model_args"]),
-                    backend=model["eval_backend"] if model["eval_backend"] != "hf" else None)
+                    backend=model["eval_backend"] if model["eval_backend"] != "hf" else None,
+                    **wc.lm_eval_options(ev))
 
 
 def job_env_param(env):

@@ -2,7 +2,7 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        eval="results/{model}/eval/{run}.json",
+        eval=paths.EVAL,
     params:
         env=job_env_param(OFFLINE),
         tasks=",".join(t["name"] for t in config["evaluate"]["tasks"]),
@@ -11,11 +11,11 @@ rule evaluate:
     conda:
         ENV
     log:
-        "logs/{model}/eval/{run}.log",
+        paths.log("eval", "{run}"),
     benchmark:
-        "results/{model}/benchmarks/eval/{run}.tsv"
+        paths.benchmark("eval", "{run}")
     wildcard_constraints:
-        run=r"base|[a-z-]+(-t\d+(\.\d+)?)?-s\d+",
+        run=f"{naming.BASE_RUN}|{naming.RUN_PATTERN}",
     threads: lambda w: res(w, "threads")
     resources:
         gpu=lambda w: res(w, "gpus"),

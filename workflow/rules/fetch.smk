@@ -2,7 +2,7 @@ rule fetch:
     input:
         lambda w: wc.local_files(model_cfg(w)["source"]),
     output:
-        model=directory("results/{model}/model"),
+        model=directory(paths.MODEL),
     params:
         env=job_env_param(ONLINE),
         source=lambda w: model_cfg(w)["source"],
@@ -11,9 +11,9 @@ rule fetch:
     conda:
         ENV
     log:
-        "logs/{model}/fetch.log",
+        paths.log("fetch"),
     benchmark:
-        "results/{model}/benchmarks/fetch.tsv"
+        paths.benchmark("fetch")
     shell:
         "{params.env}snrtune fetch {params.source:q} --out {output.model:q} --name {wildcards.model:q} {params.extra} "
         "> {log:q} 2>&1"
@@ -21,7 +21,7 @@ rule fetch:
 
 rule prefetch_data:
     output:
-        PREFETCH_DATA,
+        paths.PREFETCH_DATA,
     params:
         env=job_env_param(ONLINE),
         data=lambda w: wc.hub_dataset(config),
@@ -29,14 +29,14 @@ rule prefetch_data:
     conda:
         ENV
     log:
-        "logs/prefetch/data.log",
+        paths.log("prefetch", "data", model=None),
     shell:
         "{params.env}snrtune prefetch --data {params.data:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule prefetch_tasks:
     output:
-        PREFETCH_TASKS,
+        paths.PREFETCH_TASKS,
     params:
         env=job_env_param(ONLINE),
         tasks=lambda w: ",".join(wc.hub_tasks(config)),
@@ -45,6 +45,6 @@ rule prefetch_tasks:
     conda:
         ENV
     log:
-        "logs/prefetch/tasks.log",
+        paths.log("prefetch", "tasks", model=None),
     shell:
         "{params.env}snrtune prefetch --tasks {params.tasks:q} {params.extra} --out {output:q} > {log:q} 2>&1"

@@ -2,19 +2,20 @@ rule report:
     input:
         **wc.report_inputs(config),
     output:
-        report=report(directory("results/report"), patterns=["{name}.png"],
+        report=report(directory(paths.REPORT), patterns=["{name}.png"],
                       caption="../report/report.rst", category="Comparison"),
     params:
         env=job_env_param(OFFLINE),
         # exactly the files of the current config: stale runs of an earlier config never leak in
         benchmarks=lambda w, input: wc.benchmark_flags(config, list(input.benchmarks)),
+        flags=wc.report_flags(config),  # report.target_task, report.retention_tasks
         version=VERSION,
     conda:
         ENV
     log:
-        "logs/report.log",
+        paths.log("report", model=None),
     benchmark:
-        "results/benchmarks/report.tsv"
+        paths.benchmark("report", model=None)
     shell:
         "{params.env}snrtune report --files {input.evals:q} {input.runs:q} {input.snr:q} {input.selections:q} "
-        "{params.benchmarks} --out {output.report:q} > {log:q} 2>&1"
+        "{params.benchmarks} {params.flags} --out {output.report:q} > {log:q} 2>&1"

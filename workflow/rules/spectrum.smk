@@ -1,8 +1,8 @@
 rule scan:
     input:
-        model="results/{model}/model",
+        model=paths.MODEL,
     output:
-        snr="results/{model}/scan/snr.json",
+        snr=paths.SNR,
     params:
         env=job_env_param(OFFLINE),
         extra=lambda w: wc.flags(method=config["scan"]["method"], precision=config["scan"]["precision"],
@@ -11,9 +11,9 @@ rule scan:
     conda:
         ENV
     log:
-        "logs/{model}/scan.log",
+        paths.log("scan"),
     benchmark:
-        "results/{model}/benchmarks/scan.tsv"
+        paths.benchmark("scan")
     threads: lambda w: res(w, "threads")
     resources:
         gpu=lambda w: res(w, "gpus"),
@@ -25,9 +25,9 @@ rule scan:
 
 rule select:
     input:
-        snr="results/{model}/scan/snr.json",
+        snr=paths.SNR,
     output:
-        selection="results/{model}/select/t{t}.yaml",
+        selection=paths.SELECTION,
     params:
         env=job_env_param(OFFLINE),
         extra=wc.flags(types=config["select"]["types"], include=config["select"]["include"],
@@ -36,22 +36,23 @@ rule select:
     conda:
         ENV
     log:
-        "logs/{model}/select/t{t}.log",
+        paths.log("select", "t{t}"),
     benchmark:
-        "results/{model}/benchmarks/select/t{t}.tsv"
+        paths.benchmark("select", "t{t}")
     shell:
         "{params.env}snrtune select {input.snr:q} --top-percent {wildcards.t} --out {output.selection:q} {params.extra} "
         "> {log:q} 2>&1"
 
 
-# A control: as many modules per type as the SNR selection at t, chosen at random with the run's seed.
+# A control: as many modules per type as the SNR selection at t, chosen by its kind (random with the run's seed,
+# or the lowest-SNR ones).
 rule select_control:
     input:
-        snr="results/{model}/scan/snr.json",
+        snr=paths.SNR,
     output:
-        selection="results/{model}/select/t{t}-{kind}-s{seed}.yaml",
+        selection=paths.CONTROL_SELECTION,
     wildcard_constraints:
-        kind="random",
+        kind=one_of(method_registry.control_kinds()),
         seed=r"\d+",
     params:
         env=job_env_param(OFFLINE),
@@ -60,9 +61,9 @@ rule select_control:
     conda:
         ENV
     log:
-        "logs/{model}/select/t{t}-{kind}-s{seed}.log",
+        paths.log("select", "t{t}-{kind}-s{seed}"),
     benchmark:
-        "results/{model}/benchmarks/select/t{t}-{kind}-s{seed}.tsv"
+        paths.benchmark("select", "t{t}-{kind}-s{seed}")
     shell:
         "{params.env}snrtune select {input.snr:q} --top-percent {wildcards.t} --{wildcards.kind} --seed {wildcards.seed} "
         "--out {output.selection:q} {params.extra} > {log:q} 2>&1"

@@ -2,7 +2,7 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        run=directory("results/{model}/runs/{run}"),
+        run=directory(paths.RUN),
     wildcard_constraints:
         run=one_of([r for r in wc.runs(config) if not wc.swept(config, r)]),
     params:
@@ -16,38 +16,41 @@ rule train:
     conda:
         ENV
     log:
-        "logs/{model}/train/{run}.log",
+        paths.log("train", "{run}"),
     benchmark:
-        "results/{model}/benchmarks/train/{run}.tsv"
+        paths.benchmark("train", "{run}")
     threads: train_resource("threads")
     resources:
         gpu=train_resource("gpus"),
+        nodes=1,  # torchrun --standalone: every GPU of a job on one node (the pre-flight caps train_gpus)
         mem_mb=train_resource("mem_mb", grow=True),
         runtime=train_resource("runtime", grow=True),
+    # Snakemake empties the log before every attempt; LOG.attempts (not a declared file) keeps the output of all
+    # of them, a requeued or retried job's first one included (unbuffered: a killed attempt's last lines too).
     shell:
-        "{params.env}{params.launcher} train {input.model:q} --data {params.data:q} --out {output.run:q} "
-        "{params.extra} {params.sharding} > {log:q} 2>&1"
+        "export PYTHONUNBUFFERED=1; {params.env}{params.launcher} train {input.model:q} --data {params.data:q} "
+        "--out {output.run:q} {params.extra} {params.sharding} 2>&1 | tee -a {log:q}.attempts > {log:q}"
 
 
 # The learning-rate sweep: every candidate trains as its own cached run; `snrtune pick` makes the one with the
 # lowest held-out validation loss the run that is merged and evaluated.
 use rule train as train_candidate with:
     output:
-        run=directory("results/{model}/sweep/{run}/lr{lr}"),
+        run=directory(paths.SWEEP_CANDIDATE),
     wildcard_constraints:
         run=one_of([r for r in wc.runs(config) if wc.swept(config, r)]),
         lr=r"[0-9.e+-]+",
     log:
-        "logs/{model}/sweep/{run}/lr{lr}.log",
+        paths.log("sweep", "{run}/lr{lr}"),
     benchmark:
-        "results/{model}/benchmarks/sweep/{run}/lr{lr}.tsv"
+        paths.benchmark("sweep", "{run}/lr{lr}")
 
 
 rule pick:
     input:
         candidates=lambda w: wc.sweep_candidates(config, w.model, w.run),
     output:
-        run=directory("results/{model}/runs/{run}"),
+        run=directory(paths.RUN),
     wildcard_constraints:
         run=one_of([r for r in wc.runs(config) if wc.swept(config, r)]),
     params:
@@ -56,26 +59,26 @@ rule pick:
     conda:
         ENV
     log:
-        "logs/{model}/pick/{run}.log",
+        paths.log("pick", "{run}"),
     shell:
         "{params.env}snrtune pick {input.candidates:q} --out {output.run:q} > {log:q} 2>&1"
 
 
 rule merge:
     input:
-        run="results/{model}/runs/{run}",
-        model="results/{model}/model",
+        run=paths.RUN,
+        model=paths.MODEL,
     output:
-        merged=directory("results/{model}/merged/{run}"),
+        merged=directory(paths.MERGED),
     params:
         env=job_env_param(OFFLINE),
         version=VERSION,
     conda:
         ENV
     log:
-        "logs/{model}/merge/{run}.log",
+        paths.log("merge", "{run}"),
     benchmark:
-        "results/{model}/benchmarks/merge/{run}.tsv"
+        paths.benchmark("merge", "{run}")
     threads: lambda w: res(w, "threads")
     resources:
         mem_mb=mem("mem_mb"),

@@ -13,10 +13,11 @@ import json
 import os
 from pathlib import Path
 
+from snrtune import hub
+from snrtune import arguments
 from snrtune.artifacts import atomic_file
 from snrtune.errors import SnrtuneError
 
-OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", help="comma-separated lm-eval tasks whose data to download")
     parser.add_argument("--include-path", action="append", default=[], help="extra lm-eval task directory")
     parser.add_argument("--out", required=True, help="JSON record of what was prefetched")
+    arguments.output(parser, "file", inputs=("--data", "--include-path"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,23 +42,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def offline() -> list[str]:
-    """The offline variables that are set (to anything but 0/false/empty)."""
-    return [v for v in OFFLINE_VARIABLES if os.environ.get(v, "0").strip().lower() not in ("", "0", "false", "no")]
-
-
-def is_local(spec: str) -> bool:
-    return Path(spec).exists()
-
-
 def prefetch_dataset(spec: str, split: str | None = None) -> dict:
     """Download hub dataset ``spec`` into the cache (a local file is only checked to exist)."""
-    if is_local(spec):
+    if hub.is_local(spec):
         return {"source": spec, "kind": "local"}
     if spec.count("/") > 1 or "/" not in spec and Path(spec).suffix:
         raise SnrtuneError(f"data {spec!r} is neither an existing file nor a hub dataset id")
-    if offline():
-        raise SnrtuneError(f"cannot prefetch hub dataset {spec!r}: {' and '.join(offline())} set; run the "
+    if hub.offline():
+        raise SnrtuneError(f"cannot prefetch hub dataset {spec!r}: {' and '.join(hub.offline_variables())} set; run the "
                            "prefetch where the hub is reachable (the workflow runs it on the login node)")
     import datasets
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from snrtune import hub
 from snrtune.errors import SnrtuneError
 
 FORMATS = ("alpaca", "sharegpt", "messages")
@@ -54,7 +55,7 @@ class DataSummary:
 def data_kind(spec: str | os.PathLike) -> str:
     """"local" for an existing json/jsonl/parquet file, "hub" for a dataset id, else a one-line error."""
     text, path = str(spec), Path(spec)
-    if path.exists():
+    if hub.is_local(path):
         if path.is_dir() or path.suffix.lower() not in LOCAL_SUFFIXES:
             raise SnrtuneError(f"data file {text!r} has suffix {path.suffix!r}; expected one of "
                                f"{', '.join(LOCAL_SUFFIXES)} or a hub dataset id")

@@ -70,9 +70,13 @@ def unwrapped_name(name: str) -> str:
 
 
 def n_elements(param: torch.Tensor) -> int:
-    """Elements a parameter stands for (a bnb 4-bit parameter packs two per byte; count the original)."""
+    """Elements a parameter stands for: a bnb 4-bit parameter packs two per byte (count the original); under
+    ZeRO-3 partitioned loading a parameter's own data is empty and DeepSpeed keeps its count in ``ds_numel``."""
     quant_state = getattr(param, "quant_state", None)
-    return math.prod(quant_state.shape) if quant_state is not None else param.numel()
+    if quant_state is not None:
+        return math.prod(quant_state.shape)
+    ds_numel = getattr(param, "ds_numel", None)
+    return int(ds_numel) if ds_numel is not None else param.numel()
 
 
 def count_params(model) -> tuple[int, int]:
@@ -202,7 +206,7 @@ def prepare_laser_qlora(model, settings, selection: dict, match_params_of: str |
     if missing:
         raise SnrtuneError(f"selection module(s) {missing[:5]} are not linear or embedding layers of the model; "
                            f"expected module names like {next(iter(linear_modules(model)))!r}")
-    r = rank_matching(model, targets, settings.lora_r) if match_params_of == "qlora" else settings.lora_r
+    r = rank_matching(model, targets, settings.lora_r) if match_params_of else settings.lora_r
     alpha = scaled_alpha(settings.lora_alpha, settings.lora_r, r, settings.use_rslora)
     model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing,
                                                  gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -228,9 +232,10 @@ def check_request(method: str, selection: dict | None, match_params_of: str | No
     spec = method_registry.get(method)
     if spec.needs_selection and selection is None:
         raise SnrtuneError(f"method {method!r} needs --selection sel.yaml (from `snrtune select`)")
-    if match_params_of not in (None, "qlora") or (match_params_of and not spec.rank_matching):
-        matching = ", ".join(name for name in method_registry.names() if method_registry.get(name).rank_matching)
-        raise SnrtuneError(f"--match-params-of {match_params_of!r} applies to {matching} with value 'qlora'")
+    if match_params_of is not None and match_params_of not in spec.matches_params_of:
+        pairs = "; ".join(f"{name}: {', '.join(method_registry.get(name).matches_params_of)}"
+                          for name in method_registry.names() if method_registry.get(name).rank_matching)
+        raise SnrtuneError(f"--match-params-of {match_params_of!r} does not apply to {method!r}; it applies to {pairs}")
     return spec
 
 

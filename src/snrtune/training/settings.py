@@ -1,5 +1,11 @@
 """Typed training settings: src/snrtune/data/train_defaults.yaml, then the method's overrides
-(snrtune.method_registry), then the user's --config YAML, then the command line (--seed, --max-steps).
+(snrtune.method_registry), then the user's --config YAML files (several are merged in order: an overlay states
+only what differs from the file before it), then the command line (--set, --seed, --max-steps).
+
+The training files state the budget of one optimizer step for any number of processes:
+``per_device_train_batch_size × gradient_accumulation_steps`` examples. A job with W processes gets that split
+(``build(..., world_size=W)``): the accumulation divided by W, else the micro-batch lowered until the rest
+divides; a product that W does not divide is an error naming the file(s) and both keys.
 
 Every value is checked for its type and range before anything is loaded; an error is one line naming
 where the value came from and the key:
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import importlib.util
 import math
 import re
 from dataclasses import dataclass
@@ -166,6 +173,7 @@ class TrainingSettings:
     max_seq_length: int = _field(_integer(1))
     loss_on: str = _field(_choice("responses", "all"))
     packing: bool = _field(_boolean)
+    pad_to_multiple_of: int | None = _field(_optional(_integer(1)))
     dataset_num_proc: int | None = _field(_optional(_integer(1)))
     val_fraction: float = _field(_number(0, 1))
     eval_steps: int | None = _field(_optional(_integer(1)))
@@ -194,6 +202,64 @@ class TrainingSettings:
 KEYS = tuple(f.name for f in dataclasses.fields(TrainingSettings))
 
 
+# --- optional packages: a setting that needs one is refused before anything loads if it is not installed ----------
+
+# (key, value) -> (module, what installs it); DeepSpeed has its own check (require_deepspeed, below)
+OPTIONAL_PACKAGES = {
+    ("attn_implementation", "flash_attention_2"): ("flash_attn", "pip install flash-attn --no-build-isolation"),
+    ("attn_implementation", "flash_attention_3"): (
+        "flash_attn_interface", "build flash-attention's hopper/ directory (github.com/Dao-AILab/flash-attention)"),
+}
+FOUR_BIT_PACKAGE = ("bitsandbytes", "pip install bitsandbytes")  # the NF4 base of qlora and laser-qlora
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (found, not imported: no torch here)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_packages(settings: "TrainingSettings", where: str, method: str | None = None) -> None:
+    """One line naming the setting (``where``: the training config it came from) or the method and the
+    package it needs, when that is not installed: flash-attention for ``attn_implementation``, bitsandbytes for
+    a 4-bit method, DeepSpeed for ``deepspeed`` (require_deepspeed). `snrtune train` and the workflow's
+    pre-flight call it when they read the settings."""
+    require_deepspeed(settings, where)
+    for (key, value), (module, install) in OPTIONAL_PACKAGES.items():
+        if getattr(settings, key) == value and not installed(module):
+            raise SnrtuneError(f"{where}: key {key!r}: {value!r} needs the {module} package, which is not "
+                               f"installed: {install}")
+    if method is not None:
+        from snrtune import method_registry
+
+        spec = method_registry.find(method)
+        module, install = FOUR_BIT_PACKAGE
+        if spec is not None and spec.four_bit and not installed(module):
+            raise SnrtuneError(f"method {method!r} trains on a 4-bit NF4 base, which needs the {module} package, "
+                               f"which is not installed: {install}")
+
+
+def check_bitsandbytes_kernels(method: str) -> None:
+    """bitsandbytes loads its native library for the machine's accelerator when imported; where none fits (a
+    CUDA version it ships no build for, a missing CUDA runtime), it keeps a stand-in that fails at the first
+    4-bit operation, after the model loaded. This says so first. On a CPU none is needed (its torch ops
+    serve). Imports bitsandbytes (and torch): for `snrtune train`, not for the workflow's pre-flight."""
+    module, install = FOUR_BIT_PACKAGE
+    if not installed(module):
+        raise SnrtuneError(f"method {method!r} trains on a 4-bit NF4 base, which needs the {module} package, "
+                           f"which is not installed: {install}")
+    from bitsandbytes import cextension
+
+    if isinstance(cextension.lib, cextension.ErrorHandlerMockBNBNativeLibrary) \
+            and cextension.BNB_BACKEND not in ("CPU", "XPU"):
+        why = " ".join(str(getattr(cextension.lib, "error_msg", "") or "").split())[:200]
+        raise SnrtuneError(f"method {method!r} trains on a 4-bit NF4 base, but bitsandbytes has no "
+                           f"{cextension.BNB_BACKEND} kernels for this machine ({why or 'its library did not load'}): "
+                           f"pip install -U bitsandbytes (a build for this {cextension.BNB_BACKEND} version)")
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, str):
         return f"the string {value!r}"
@@ -208,8 +274,42 @@ def default_values() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def build(layers: list[tuple[str, Mapping[str, Any] | None]]) -> TrainingSettings:
+BUDGET_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps")
+
+
+def per_process(batch: int, accumulation: int, world_size: int) -> tuple[int, int] | None:
+    """(micro-batch, accumulation) per process that keep ``batch × accumulation`` examples per optimizer step
+    over ``world_size`` processes: the accumulation divided by W when W divides it, else the largest micro-batch
+    <= ``batch`` that divides the examples each process takes; None when W does not divide the product."""
+    if accumulation % world_size == 0:
+        return batch, accumulation // world_size
+    examples = batch * accumulation
+    if examples % world_size:
+        return None
+    share = examples // world_size
+    micro = max(d for d in range(1, min(batch, share) + 1) if share % d == 0)
+    return micro, share // micro
+
+
+def examples_per_step(cfg: "TrainingSettings", world_size: int = 1) -> int:
+    """Examples per optimizer step of ``cfg`` (per-process values) run on ``world_size`` processes."""
+    return cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world_size
+
+
+def _split(checked: dict[str, Any], origin: dict[str, str], world_size: int) -> dict[str, Any]:
+    batch, accumulation = (checked[k] for k in BUDGET_KEYS)
+    split = per_process(batch, accumulation, world_size)
+    if split is None:
+        where = list(dict.fromkeys(origin[k] for k in BUDGET_KEYS))
+        raise SnrtuneError(f"{' and '.join(where)}: keys {' × '.join(map(repr, BUDGET_KEYS))} = {batch} × "
+                           f"{accumulation} = {batch * accumulation} examples per optimizer step do not split "
+                           f"over {world_size} processes; expected a product divisible by {world_size}")
+    return dict(zip(BUDGET_KEYS, split))
+
+
+def build(layers: list[tuple[str, Mapping[str, Any] | None]], world_size: int = 1) -> TrainingSettings:
     """Settings from (origin, values) layers, later ones overriding earlier ones; the first must set every key.
+    With ``world_size`` > 1 the batch keys are those of one of W processes (``per_process``).
 
     ``origin`` names where the values came from, for error messages ("training config config/x.yaml").
     """
@@ -234,7 +334,27 @@ def build(layers: list[tuple[str, Mapping[str, Any] | None]]) -> TrainingSetting
             checked[f.name] = f.metadata["check"](values[f.name])
         except _Invalid as exc:
             raise SnrtuneError(f"{origin[f.name]}: key {f.name!r}: {exc}, got {_shown(values[f.name])}") from None
+    if world_size > 1:
+        checked.update(_split(checked, origin, world_size))
     return TrainingSettings(**checked)
+
+
+DEEPSPEED_INSTALL = "pip install 'snrtune[deepspeed]'"  # what scripts/install.sh installs
+
+
+def deepspeed_installed() -> bool:
+    """Whether DeepSpeed is importable here (found, not imported: importing it loads torch)."""
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+def require_deepspeed(settings: TrainingSettings, where: str = "training config") -> None:
+    """A run that asks for DeepSpeed (the ``deepspeed`` key or ``--deepspeed``) where it is not installed stops
+    here with one line, before anything loads, instead of failing at job time after waiting for GPUs."""
+    if settings.deepspeed and not deepspeed_installed():
+        raise SnrtuneError(f"{where}: key 'deepspeed' ({settings.deepspeed}) asks for DeepSpeed, which is not "
+                           f"installed; expected `{DEEPSPEED_INSTALL}` or deepspeed: null")
 
 
 def parse_assignments(items: list[str] | None) -> dict[str, Any] | None:
@@ -256,25 +376,35 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any] | None:
     return out
 
 
-def load_settings(path: str | None = None, method_overrides: Mapping[str, Any] | None = None,
-                  method: str | None = None, assignments: Mapping[str, Any] | None = None,
-                  **command_line: Any) -> TrainingSettings:
-    """Defaults < the method's overrides < the YAML at ``path`` < ``--set`` assignments < command-line values
-    that are not None."""
+def config_paths(path: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """A training config as a list of files: None -> [], one path -> [path], a list -> itself."""
+    if path is None:
+        return []
+    return [path] if isinstance(path, str) else list(path)
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """One training YAML (empty -> {}); a missing or unreadable file is a one-line error naming it."""
     from snrtune.artifacts import read_yaml
 
-    user = None
-    if path:
-        try:
-            user = read_yaml(path)
-        except FileNotFoundError:
-            raise SnrtuneError(f"training config {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise SnrtuneError(f"training config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        user = {} if user is None else user
+    try:
+        values = read_yaml(path)
+    except FileNotFoundError:
+        raise SnrtuneError(f"training config {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise SnrtuneError(f"training config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return {} if values is None else values
+
+
+def load_settings(path: str | list[str] | None = None, method_overrides: Mapping[str, Any] | None = None,
+                  method: str | None = None, assignments: Mapping[str, Any] | None = None,
+                  world_size: int = 1, **command_line: Any) -> TrainingSettings:
+    """Defaults < the method's overrides < the YAML file(s) at ``path``, merged in order < ``--set`` assignments
+    < command-line values that are not None; the batch split over ``world_size`` processes."""
+    files = [(f"training config {p}", read_config(p)) for p in config_paths(path)]
     given = {key: value for key, value in command_line.items() if value is not None}
     return build([(f"training defaults {DEFAULTS}", default_values()),
                   (f"method {method!r} training overrides", method_overrides or None),
-                  (f"training config {path}", user),
+                  *files,
                   ("command line --set", assignments or None),
-                  ("command line", given or None)])
+                  ("command line", given or None)], world_size=world_size)

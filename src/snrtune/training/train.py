@@ -9,6 +9,7 @@ with DDP, or with DeepSpeed / FSDP when the config names one.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -18,18 +19,21 @@ from typing import Any
 
 import transformers
 
-from snrtune import method_registry
+from snrtune import arguments, method_registry
 from snrtune.training import methods
-from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, COMPAT_STATS_SUFFIX, DELTA_FILE, METRICS_FILE,
+from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, DELTA_FILE, METRICS_FILE,
                                     PARTIAL_SUFFIX, ROWS_DIR, RUN_FILE, SELECTION_COPY, TRAINER_PICKLE)
-from snrtune.artifacts import atomic_dir, read_json, read_yaml, write_json
+from snrtune.artifacts import atomic_dir, json_safe, read_json, read_yaml, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import load_source_info
-from snrtune.naming import format_t
+from snrtune.model_dir import check_model_dir, load_source_info, read_run_record, weights_fingerprint
+from snrtune import naming
 from snrtune.record import Stopwatch, run_record
-from snrtune.training.settings import TrainingSettings, load_settings, parse_assignments
+from snrtune.spectrum.selection_file import check_selection_model, load_selection
+from snrtune.training.settings import (TrainingSettings, check_bitsandbytes_kernels, check_packages, config_paths,
+                                       examples_per_step, load_settings, parse_assignments, require_deepspeed)
 
 STAGES = ("sft", "dpo")
+DIVERGED_EXIT = 3  # `snrtune train` of a run whose loss became non-finite (docs/checks.md); 2 is a user mistake
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,11 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="hub dataset id or local .json/.jsonl/.parquet file")
     parser.add_argument("--out", required=True, help="run directory to create")
     parser.add_argument("--selection", help="sel.yaml from `snrtune select` (spectrum, laser-qlora)")
-    parser.add_argument("--config", help="training YAML overriding src/snrtune/data/train_defaults.yaml")
+    parser.add_argument("--config", action="append",
+                        help="training YAML overriding src/snrtune/data/train_defaults.yaml; repeat it to merge "
+                             "several in order (an overlay states only what differs)")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config's)")
     parser.add_argument("--stage", choices=STAGES, default="sft", help="sft, or dpo on prompt/chosen/rejected data")
-    parser.add_argument("--match-params-of", choices=["qlora"],
-                        help="laser-qlora: pick the LoRA rank that trains as many parameters as qlora")
+    parser.add_argument("--match-params-of", choices=method_registry.rank_references(),
+                        help="laser-qlora: pick the LoRA rank that trains as many parameters as this method")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest complete checkpoint in OUT.partial/ if the run is unchanged "
                              "(settings, data, selection, model); else start afresh and say what changed")
@@ -52,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "learning rate: --set learning_rate=3.0e-3")
     parser.add_argument("--deepspeed", help="DeepSpeed ZeRO JSON (overrides the config's deepspeed key), "
                         "e.g. config/zero3.json under torchrun")
+    parser.add_argument("--allow-diverged", action="store_true",
+                        help=f"a run whose loss became non-finite is a result: exit 0 instead of {DIVERGED_EXIT} "
+                             "(it is written with status diverged either way; the workflow passes this)")
+    arguments.output(parser, "dir", inputs=("model_dir", "--data", "--selection", "--config", "--deepspeed"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +69,13 @@ def run(args: argparse.Namespace) -> int:
                        config=args.config, seed=args.seed, stage=args.stage, match_params_of=args.match_params_of,
                        resume=args.resume, max_steps=args.max_steps,
                        overrides=parse_assignments(args.assignments), deepspeed=args.deepspeed)
+    if metrics is not None and metrics["status"] == "diverged":
+        where = metrics["diverged"]
+        print(f"snrtune train: {'warning' if args.allow_diverged else 'error'}: the run diverged: {where['key']} "
+              f"became {where['value']} at step {where['step']}; training stopped and {args.out} holds it with "
+              f"status diverged (exit {0 if args.allow_diverged else DIVERGED_EXIT}; try a lower learning_rate)",
+              file=sys.stderr)
+        return 0 if args.allow_diverged else DIVERGED_EXIT
     if metrics is not None:
         print(f"trained {metrics['run']['id']}: {metrics['trainable_params']:,} of {metrics['total_params']:,} "
               f"parameters, final loss {metrics['train_loss'][-1][1]:.4f} → {args.out}")
@@ -67,25 +84,37 @@ def run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- config, selection, identity
 
-def load_config(path: str | None, seed: int | None = None, max_steps: int | None = None,
-                method: str | None = None, overrides: dict | None = None) -> TrainingSettings:
-    """train_defaults.yaml < the method's overrides < the YAML at ``path`` < ``--set`` < the command line, checked."""
+def load_config(path: str | list[str] | None, seed: int | None = None, max_steps: int | None = None,
+                method: str | None = None, overrides: dict | None = None, world_size: int = 1) -> TrainingSettings:
+    """train_defaults.yaml < the method's overrides < the YAML file(s) at ``path`` < ``--set`` < the command
+    line, checked; the batch of one optimizer step split over ``world_size`` processes (settings.per_process)."""
     defaults = method_registry.get(method).train_overrides if method else None
-    return load_settings(path, defaults, method, overrides, seed=seed, max_steps=max_steps)
+    return load_settings(path, defaults, method, overrides, world_size=world_size, seed=seed, max_steps=max_steps)
 
 
-def load_selection(path: str | None) -> dict | None:
-    if path is None:
-        return None
-    if not Path(path).is_file():
-        raise SnrtuneError(f"selection file {path} does not exist; expected a sel.yaml from `snrtune select`")
-    sel = read_yaml(path)
-    if not isinstance(sel, dict) or "unfrozen_parameters" not in sel:
-        raise SnrtuneError(f"selection file {path} has no 'unfrozen_parameters'; expected a sel.yaml from `snrtune select`")
-    stats = Path(f"{path}{COMPAT_STATS_SUFFIX}")  # `select --compat spectrum` keeps its counts beside the reference YAML
-    if "trainable_params" not in sel and stats.is_file():
-        sel = {**read_json(stats), **sel}
-    return sel
+def process_count() -> int:
+    """Processes of this job (torchrun's WORLD_SIZE; 1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def budget_steps(cfg: TrainingSettings, train_examples: int, world_size: int) -> int:
+    """Optimizer steps of the run: max_steps, else ceil(num_epochs × training examples / examples per step), so
+    that a job's step count, warm-up and schedule do not depend on how many processes it has."""
+    if cfg.max_steps:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.num_epochs * train_examples / examples_per_step(cfg, world_size)))
+
+
+def selection_total_params(model_dir, entries: dict) -> int:
+    """The model's parameter count as `snrtune scan` states it in snr.json (and select in sel.yaml): over the
+    runtime parameter table (snrtune.fetch.params), or the checkpoint's tensors where there is none."""
+    import math
+
+    from snrtune.fetch.params import parameter_table
+
+    table = parameter_table(model_dir, list(entries))
+    shapes = table["parameters"].values() if table else [entry.shape for entry in entries.values()]
+    return sum(math.prod(shape) for shape in shapes)
 
 
 def model_name(model_dir) -> str:
@@ -93,21 +122,16 @@ def model_name(model_dir) -> str:
 
 
 def run_identity(model_dir, method: str, selection: dict | None, seed: int, stage: str) -> dict[str, Any]:
-    """snrtune_run.json: ``{model}/{method}[-t{T}]-s{seed}`` (``-dpo`` appended for a DPO stage)."""
+    """snrtune_run.json, its id in the run-id grammar of snrtune.naming: ``{model}/{method}[-t{T}|-b{B}]-s{seed}[-dpo]``."""
     name = model_name(model_dir)
     with_selection = selection is not None and method_registry.get(method).needs_selection
     top = selection.get("top_percent") if with_selection else None
-    run_id = f"{name}/{method}"
-    budget = selection.get("budget_params") if with_selection else None
-    if top is not None:
-        run_id += f"-t{format_t(top)}"  # as the workflow names runs
-    elif budget is not None:
-        run_id += f"-b{budget}"
-    run_id += f"-s{seed}" + ("-dpo" if stage == "dpo" else "")
+    budget = selection.get("budget_params") if with_selection and top is None else None
+    run_id = f"{name}/" + naming.format_run(method, seed, t=top, budget=budget, stage=stage)  # as the workflow names runs
     identity = {"id": run_id, "model": name, "method": method, "top_percent": top, "seed": seed, "stage": stage}
     parent = Path(model_dir) / RUN_FILE  # a DPO stage usually starts from a merged SFT run
     if stage == "dpo" and parent.is_file():
-        identity["from_run"] = read_json(parent)["id"]
+        identity["from_run"] = read_run_record(parent)["id"]
     return identity
 
 
@@ -247,7 +271,8 @@ def trainer_kwargs(cfg: TrainingSettings, output_dir: Path, has_eval: bool) -> d
         max_steps=cfg.max_steps if cfg.max_steps else -1,
         bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=cfg.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
-        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        logging_steps=cfg.logging_steps, logging_nan_inf_filter=False,  # a NaN loss is logged (DivergenceStop)
+        save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         eval_strategy="steps" if (every and has_eval) else "no", eval_steps=every,
         report_to=cfg.report_to, log_level="error", disable_tqdm=not interactive(),
@@ -277,15 +302,28 @@ def training_args(stage: str, cfg: TrainingSettings, output_dir: Path, has_eval:
     partition only (transformers' HfDeepSpeedConfig; the returned object must stay alive meanwhile)."""
     import trl
 
+    init_deepspeed_on_cpu(cfg)
     kwargs = trainer_kwargs(cfg, output_dir, has_eval)
     if stage == "dpo":  # DPO batches are padded, never packed
         kwargs["include_num_input_tokens_seen"] = "non_padding"
         return trl.DPOConfig(**kwargs, beta=cfg.dpo_beta, max_length=cfg.max_seq_length)
     return trl.SFTConfig(
-        **kwargs, max_length=cfg.max_seq_length, packing=cfg.packing,
+        **kwargs, max_length=cfg.max_seq_length, packing=cfg.packing, pad_to_multiple_of=cfg.pad_to_multiple_of,
         packing_strategy="bfd",  # whole examples, each with its own position ids (no cross-example attention)
         assistant_only_loss=layout["assistant_only_loss"], completion_only_loss=layout["completion_only_loss"],
         dataset_num_proc=cfg.dataset_num_proc, shuffle_dataset=False)
+
+
+def init_deepspeed_on_cpu(cfg: TrainingSettings) -> None:
+    """DeepSpeed's process group for CPU processes under torchrun. accelerate starts DeepSpeed's communication
+    only on accelerator devices; without it ZeRO-3's partitioned loading (zero.Init, in from_pretrained) sees
+    one process and its batch check fails on two. DeepSpeed's gloo backend is what its CPU runs use."""
+    import torch
+
+    if cfg.deepspeed and not torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=cfg.ddp_backend or "gloo")
 
 
 VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
@@ -413,6 +451,7 @@ class Throughput(transformers.TrainerCallback):
         self.world_size, self.device = args.world_size, "cuda" if args.device.type == "cuda" else "cpu"
         self.seconds = 0.0
         self.warm = None  # (time, tokens) at the end of this session's first optimizer step
+        self.step_ends: list[float] = []  # perf_counter at the end of each optimizer step of this session
 
     def attempts(self) -> list[dict]:
         now = {"seconds": round(time.perf_counter() - self.start, 3), "world_size": self.world_size,
@@ -426,6 +465,7 @@ class Throughput(transformers.TrainerCallback):
             write_json(self.ledger, {"attempts": self.attempts()})
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.step_ends.append(time.perf_counter())
         if self.warm is None:
             self.warm = (time.perf_counter(), state.num_input_tokens_seen)
         if time.perf_counter() - self.flushed >= self.flush_s:
@@ -443,6 +483,11 @@ class Throughput(transformers.TrainerCallback):
             "steps": steady_steps, "seconds": round(end - self.warm[0], 3),
             "tokens": int(state.num_input_tokens_seen - self.warm[1])}
         self.flush()
+
+    def step_seconds(self) -> list[float]:
+        """Seconds of each optimizer step of this session (the first from the start of training)."""
+        starts = [self.start, *self.step_ends[:-1]]
+        return [round(end - start, 4) for start, end in zip(starts, self.step_ends)]
 
     def cost(self) -> dict[str, Any]:
         """gpu_seconds = Σ world size × training seconds over attempts on GPUs (cpu_seconds on CPUs:
@@ -462,6 +507,23 @@ class Throughput(transformers.TrainerCallback):
             "attempts": len(attempts),
             "peak_allocated_bytes": allocated, "peak_reserved_bytes": reserved,
         }
+
+
+class DivergenceStop(transformers.TrainerCallback):
+    """Stops training at the first logged non-finite training or validation loss (the Trainer logs every
+    ``logging_steps`` steps; its NaN filter is off, see trainer_kwargs); ``where`` then says the step, the
+    loss key and its value, and the run is written as finished with status "diverged"."""
+
+    def __init__(self):
+        self.where: dict[str, Any] | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "eval_loss"):
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                if self.where is None:
+                    self.where = {"step": state.global_step, "key": key, "value": str(float(value))}
+                control.should_training_stop = True
 
 
 class QuietProgress(transformers.trainer_callback.ProgressCallback):
@@ -521,7 +583,7 @@ def spectrum_delta(trainer) -> dict[str, Any]:
     model = trainer.model
     trained = {name for name, p in model.named_parameters() if p.requires_grad}
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
-        state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+        state = trainer.accelerator.get_state_dict(trainer.model_wrapped) or {}  # ZeRO-3 gathers on rank 0 only
         return {n: t.detach().cpu().contiguous() for n, t in state.items() if n in trained}
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if n in trained}
 
@@ -549,9 +611,15 @@ def save_tokenizer(tokenizer, out: Path) -> None:
 
 
 def optimizer_elements(trainer) -> int | None:
-    """Elements the optimizer updates (None when DeepSpeed/FSDP flatten them)."""
-    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled or trainer.optimizer is None:
+    """Elements the optimizer updates (None under FSDP, which flattens them). A ZeRO optimizer's param_groups
+    hold flat partitions; its 16-bit groups (``fp16_groups`` at stage 3, ``bit16_groups`` at 1/2) keep the
+    model's parameters, counted with their ``ds_numel`` under ZeRO-3."""
+    if trainer.is_fsdp_enabled or trainer.optimizer is None:
         return None
+    if trainer.is_deepspeed_enabled:
+        zero = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+        groups = getattr(zero, "fp16_groups", None) or getattr(zero, "bit16_groups", None)
+        return None if groups is None else sum(methods.n_elements(p) for group in groups for p in group)
     return sum(p.numel() for group in trainer.optimizer.param_groups for p in group["params"])
 
 
@@ -590,18 +658,26 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     from snrtune.training.data_check import check_training_data
 
     stopwatch = Stopwatch()
-    if not (Path(model_dir) / "config.json").is_file():
-        raise SnrtuneError(f"model directory {model_dir} has no config.json; expected a directory from `snrtune fetch`")
+    entries = check_model_dir(model_dir, tokenizer=True)  # before anything loads
     if stage not in STAGES:
         raise SnrtuneError(f"stage {stage!r}; expected one of {', '.join(STAGES)}")
     if deepspeed:  # the workflow's sharded launch (snrtune.workflow.resources) names its ZeRO config
         overrides = {**(overrides or {}), "deepspeed": deepspeed}
-    cfg = load_config(config, seed, max_steps, method, overrides)
-    sel = load_selection(selection)
+    world_size = process_count()
+    cfg = load_config(config, seed, max_steps, method, overrides, world_size)  # a bad split stops here
+    where = f"training config {' and '.join(config_paths(config))}"
+    require_deepspeed(cfg, "--deepspeed" if deepspeed else where)
+    check_packages(cfg, where, method)  # flash-attention, a 4-bit method's bitsandbytes
+    sel = load_selection(selection, method)
     spec = methods.check_request(method, sel, match_params_of)
+    if sel is not None and spec.needs_selection:
+        check_selection_model(sel, selection, model_name(model_dir), selection_total_params(model_dir, entries))
+    if spec.four_bit:
+        check_bitsandbytes_kernels(method)
     quiet_logs()
     data_summary = check_training_data(data, cfg.dataset_format, stage)  # before anything heavy loads
     identity = run_identity(model_dir, method, sel, cfg.seed, stage)
+    identity["base_fingerprint"] = weights_fingerprint(model_dir)  # merge refuses another base (docs/artifacts.md)
     train_rows, val_rows, data_sha256, data_format = load_rows(stage, data, cfg, data_summary)
     fingerprint = resuming.run_fingerprint(cfg, method, stage, match_params_of, data_sha256, selection, model_dir)
     is_main = int(os.environ.get("RANK", "0")) == 0
@@ -622,8 +698,13 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     model, facts = methods.prepare(method, model_dir, cfg, sel, match_params_of)
     trainable, total = methods.count_params(model)
     throughput = Throughput(partial / ATTEMPTS_FILE, is_main)
-    trainer = build_trainer(stage, model, tokenizer, args, train_ds, val_ds, [throughput, *callbacks])
+    divergence = DivergenceStop()
+    trainer = build_trainer(stage, model, tokenizer, args, train_ds, val_ds, [throughput, divergence, *callbacks])
     counts = data_counts(stage, train_rows, val_rows, trainer, cfg)
+    if trainer.args.world_size != world_size:
+        raise SnrtuneError(f"the trainer runs {trainer.args.world_size} processes but WORLD_SIZE is {world_size}; "
+                           "expected equal (the batch was split for WORLD_SIZE)")
+    trainer.args.max_steps = budget_steps(cfg, counts["train_examples"], world_size)  # equal at every world size
     if is_main:
         print(data_line(counts, cfg.max_seq_length))
         resuming.write_fingerprint(partial, fingerprint)
@@ -631,7 +712,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     used = optimizer_elements(trainer)
     if used is not None and used != trainable:
         raise SnrtuneError(f"the optimizer holds {used} parameters but {trainable} are trainable; expected equal")
-    if val_ds is not None and not cfg.eval_steps:
+    if val_ds is not None and not cfg.eval_steps and divergence.where is None:
         trainer.evaluate()
     save_weights(trainer, spec, partial, selection, is_main)
     if is_main:
@@ -640,13 +721,18 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         return None, trainer.model
 
     metrics = run_record(
-        stopwatch, run=identity, trainable_params=trainable, total_params=total,
+        stopwatch, run=identity, status="finished" if divergence.where is None else "diverged",
+        diverged=divergence.where, trainable_params=trainable, total_params=total,
         train_loss=losses(trainer.state.log_history, "loss"),
         eval_loss=losses(trainer.state.log_history, "eval_loss"),
         tokens_per_s=round(throughput.tokens / throughput.seconds, 3) if throughput.tokens else None,
         **throughput.cost(),
         train_tokens=int(trainer.state.num_input_tokens_seen) or None,
         config=cfg.as_dict(),
+        budget={"examples_per_step": examples_per_step(cfg, world_size), "world_size": world_size,
+                "per_device_train_batch_size": cfg.per_device_train_batch_size,
+                "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+                "max_steps": trainer.state.max_steps},
         setup={"method": method, "stage": stage, "data": str(data), "model_dir": str(model_dir),
                "world_size": trainer.args.world_size, "match_params_of": match_params_of,
                **{key: facts.get(key) for key in ("lora_r", "lora_alpha", "lora_scale", "use_rslora")}},
@@ -656,7 +742,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         details={"fingerprint": fingerprint["sha256"], "optimizer_params": used, "global_step": trainer.state.global_step,
                  "distributed_type": str(trainer.accelerator.distributed_type.value),
                  "resumed_from_step": throughput.start_step, "train_seconds": round(throughput.seconds, 3),
-                 "after_first_step": throughput.steady,
+                 "after_first_step": throughput.steady, "step_seconds": throughput.step_seconds(),
                  "lora_target_modules": facts.get("target_modules"),
                  "unfrozen_names": facts.get("unfrozen_names")},
     )
@@ -666,5 +752,5 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         (tmp / ATTEMPTS_FILE).unlink(missing_ok=True)  # its totals are in metrics.json
         shutil.rmtree(tmp / ROWS_DIR, ignore_errors=True)  # the data rows and their tokenization cache
         write_json(tmp / RUN_FILE, identity)
-        write_json(tmp / METRICS_FILE, metrics)
+        write_json(tmp / METRICS_FILE, json_safe(metrics))  # a diverged run's non-finite losses as null
     return metrics, trainer.model

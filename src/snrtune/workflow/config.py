@@ -14,12 +14,13 @@ from typing import Any
 import jsonschema
 import yaml
 
+from snrtune import hub
 from snrtune import method_registry
 from snrtune.errors import SnrtuneError
 from snrtune.fetch.model import resolve_package_path
-from snrtune.naming import format_t, parse_run, run_name  # noqa: F401 (the rules call wc.parse_run)
+from snrtune.naming import BASE_RUN, format_t, parse_run, run_name  # noqa: F401 (the rules call wc.parse_run)
+from snrtune.workflow import paths
 
-SELECTION_METHODS = method_registry.selection_names()  # the rules read it as wc.SELECTION_METHODS
 
 
 # ----------------------------------------------------------------------------------------- config
@@ -68,13 +69,56 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
     if with_t and not config["top_percent"]:
         raise SnrtuneError(f"config key 'top_percent': methods {' and '.join(with_t)} need at least one t value")
     check_method_settings(config)
-    check_limit(config)
+    check_eval_batch_size(config)
+    check_report(config)
+    check_evaluate(config)
     holders = [("train.config", config["train"], "config")]
     holders += [(f"models.{name}.train_config", model, "train_config") for name, model in config["models"].items()]
     for key, holder, field in holders:
-        if holder[field]:
+        if isinstance(holder[field], list):  # training files merged in order (an overlay after its base)
+            holder[field] = [find_file(path, workflow_dir, f"{key}[{i}]") for i, path in enumerate(holder[field])]
+        elif holder[field]:
             holder[field] = find_file(holder[field], workflow_dir, key)
     return config
+
+
+def check_eval_batch_size(config: dict) -> None:
+    """``evaluate.batch_size`` by `snrtune evaluate`'s own rule (parse_batch_size), so the config refuses what the
+    evaluate jobs would refuse after training."""
+    from snrtune.evaluation.evaluate import parse_batch_size
+
+    value = config["evaluate"]["batch_size"]
+    try:
+        parse_batch_size(str(value))
+    except SnrtuneError:
+        raise SnrtuneError(f"config key 'evaluate.batch_size': {value!r} is not a positive integer, 'auto' or 'auto:N' "
+                           f"(as `snrtune evaluate --batch-size` takes it)") from None
+
+
+def check_evaluate(config: dict) -> None:
+    """The lm-eval options that only make sense together (the same rules `snrtune evaluate` applies)."""
+    ev = config["evaluate"]
+    if ev["fewshot_as_multiturn"]:
+        plain = sorted(name for name, model in config["models"].items() if not model["chat_template"])
+        if plain:
+            raise SnrtuneError(f"config key 'evaluate.fewshot_as_multiturn': true needs the chat template, and "
+                               f"models {', '.join(plain)} have chat_template: false")
+    if ev["max_batch_size"] is not None and not str(ev["batch_size"]).startswith("auto"):
+        raise SnrtuneError(f"config key 'evaluate.max_batch_size': it bounds batch_size auto only; expected "
+                           f"batch_size: auto, got {ev['batch_size']}")
+    named = [t["name"] for t in ev["tasks"]]
+    for task in ev["limit"] if isinstance(ev["limit"], dict) else ():  # a typo would evaluate every example
+        if task not in named:
+            raise SnrtuneError(f"config key 'evaluate.limit.{task}': {task!r} is not in evaluate.tasks; "
+                               f"expected one of: {', '.join(named)}")
+
+
+def lm_eval_options(evaluate: dict) -> dict[str, Any]:
+    """The evaluate: section's prompt and generation options as `snrtune evaluate` keyword flags (for flags())."""
+    multiturn = evaluate["fewshot_as_multiturn"]
+    return {"fewshot_as_multiturn": multiturn is True, "no_fewshot_as_multiturn": multiturn is False,
+            "system_instruction": evaluate["system_instruction"], "max_batch_size": evaluate["max_batch_size"],
+            "gen_kwargs": model_args_flag(evaluate["gen_kwargs"])}
 
 
 def find_file(path: str, workflow_dir: str | Path | None, key: str) -> str:
@@ -87,8 +131,14 @@ def find_file(path: str, workflow_dir: str | Path | None, key: str) -> str:
 
 
 def load_schema(path: str | Path) -> dict:
+    """The config schema, its method enums filled from snrtune.method_registry (the one table of methods)."""
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    defs = schema["$defs"]
+    defs["method"] = {"enum": list(method_registry.names())}
+    defs["method_or_all"] = {"enum": ["all", *method_registry.names()]}
+    defs["rank_reference"] = {"enum": list(method_registry.rank_references())}
+    return schema
 
 
 def _number(value: Any, key: str) -> float:
@@ -107,6 +157,8 @@ def check_method_settings(config: dict) -> None:
     the controls' t values among top_percent (so each control has its SNR selection to be compared with)."""
     train = config["train"]
     for method, settings in train["method_settings"].items():
+        for key in [k for k, v in settings.items() if v is None]:  # null in an overlay deletes the setting
+            del settings[key]
         if "learning_rate" in settings:
             settings["learning_rate"] = _number(settings["learning_rate"], f"train.method_settings.{method}.learning_rate")
             if method in train["learning_rates"]:
@@ -130,32 +182,108 @@ def check_method_settings(config: dict) -> None:
                            "a control is compared with the SNR selection at the same t")
 
 
-def check_limit(config: dict) -> None:
-    """A per-task evaluate.limit names tasks of evaluate.tasks (a typo would silently evaluate all examples)."""
-    limit = config["evaluate"]["limit"]
-    named = [t["name"] for t in config["evaluate"]["tasks"]]
-    for task in limit if isinstance(limit, dict) else ():
-        if task not in named:
-            raise SnrtuneError(f"config key 'evaluate.limit.{task}': {task!r} is not in evaluate.tasks; "
-                               f"expected one of: {', '.join(named)}")
+def check_report(config: dict) -> None:
+    """report.target_task and report.retention_tasks name evaluated tasks, and the target is not also retention."""
+    names = [task["name"] for task in config["evaluate"]["tasks"]]
+    target, retention = config["report"]["target_task"], config["report"]["retention_tasks"]
+    if target is not None and target not in names:
+        raise SnrtuneError(f"config key 'report.target_task': {target!r} is not in evaluate.tasks; expected one of "
+                           f"{', '.join(names)}")
+    for task in retention or []:
+        if task not in names or task == target:
+            raise SnrtuneError(f"config key 'report.retention_tasks': {task!r} is "
+                               f"{'the target task' if task == target else 'not in evaluate.tasks'}; expected "
+                               f"other tasks of evaluate.tasks ({', '.join(n for n in names if n != target)})")
+
+
+def report_flags(config: dict) -> str:
+    """``--target-task X --retention-tasks A,B`` of `snrtune report`, from the config's report section."""
+    return flags(target_task=config["report"]["target_task"], retention_tasks=config["report"]["retention_tasks"])
 
 
 PREFLIGHT_ROWS = 1000  # rows whose content the pre-flight check reads (every row's structure is read)
 
 
-def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS) -> None:
-    """Before any job runs: every training job's settings (the shared training file, each method's own
-    settings and learning-rate candidates, --max-steps) are built and checked exactly as `snrtune train` will
-    build them, and a local training data file is checked (its whole structure, the content of its first
-    ``max_rows`` rows). Raises SnrtuneError with the one line `snrtune train` would print."""
+def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS, packages_here: bool = True) -> None:
+    """Before any job runs: every training job's settings (the shared training file(s), each method's own
+    settings and learning-rate candidates, --max-steps, the batch split over the job's planned GPUs) are built
+    and checked exactly as `snrtune train` will build them, and a local training data file is checked (its
+    whole structure, the content of its first ``max_rows`` rows). With ``packages_here`` (the jobs run in this
+    environment, not under --sdm conda), a job that will ask for DeepSpeed finds it installed, and so do those
+    that need flash-attention, bitsandbytes or vllm (check_optional_packages). Raises
+    SnrtuneError with the one line `snrtune train` would print."""
     from snrtune.training import data_check
 
-    formats = {run_settings(config, model, method, lr).dataset_format for model in config["models"]
-               for method in config["methods"] for lr in learning_rates(config, method) or [None]}
+    check_placement(config)
+    formats = set()
+    for model in config["models"]:
+        for run in runs(config):
+            method = parse_run(run)["method"]
+            processes = max(1, train_resources(config, model, run, paths.fill(paths.MODEL, model=model))["gpus"])
+            formats |= {run_settings(config, model, method, lr, processes).dataset_format
+                        for lr in learning_rates(config, method) or [None]}
+    if packages_here:
+        require_deepspeed_for_plans(config)
+        check_optional_packages(config)
     data = resolve_source(config["data"]["train"])
     if data_check.data_kind(data) == "local":
         for dataset_format in sorted(formats):  # one per training file that sets its own
             data_check.check_training_data(data, dataset_format, config["train"]["stage"], max_rows=max_rows)
+
+
+def check_optional_packages(config: dict) -> None:
+    """The packages the jobs will need besides DeepSpeed (require_deepspeed_for_plans): vllm for
+    ``eval_backend: vllm``; flash-attention and a 4-bit method's bitsandbytes as `snrtune train` checks them
+    (snrtune.training.settings.check_packages) for every model's training settings."""
+    from snrtune.training import settings
+
+    for model, entry in config["models"].items():
+        if entry["eval_backend"] == "vllm" and not settings.installed("vllm"):
+            raise SnrtuneError(f"config key 'models.{model}.eval_backend': vllm needs the vllm package, which is not "
+                               f"installed: pip install vllm")
+        for method in config["methods"]:
+            settings.check_packages(run_settings(config, model, method),
+                                    f"training config {train_config_path(config, model)}", method)
+
+
+def require_deepspeed_for_plans(config: dict, results: str | Path = "results") -> None:
+    """Every training job that will run under DeepSpeed (its training file's ``deepspeed`` key, or a sharded
+    plan: ``--deepspeed config/zero*.json``) finds DeepSpeed installed; one line naming the run otherwise."""
+    from snrtune.training import settings
+
+    if settings.deepspeed_installed():
+        return
+    for model in config["models"]:
+        for method in config["methods"]:
+            settings.require_deepspeed(run_settings(config, model, method),
+                                       f"training config {' and '.join(train_config_files(config, model))}")
+        for run in runs(config):
+            plan = train_resources(config, model, run, Path(results) / model / "model")
+            if plan["strategy"] in STRATEGY_FILES:
+                raise SnrtuneError(
+                    f"training run {model}/{run} is planned on {plan['gpus']} GPUs with {plan['strategy']} "
+                    f"(--deepspeed {STRATEGY_FILES[plan['strategy']]}), but DeepSpeed is not installed; expected "
+                    f"`{settings.DEEPSPEED_INSTALL}`, or models.{model}.resources.train_gpus: 1")
+
+
+def check_placement(config: dict) -> None:
+    """Every job fits one node and the partition: a training job's GPUs (``train_gpus``, ``per_method``) at
+    most ``resources.gpus_per_node`` (training runs on one node: torchrun --standalone), and no memory set
+    in the config above ``resources.max_mem_mb``. SnrtuneError with one line naming the key."""
+    limits = config["resources"]
+    for model, entry in config["models"].items():
+        res = entry["resources"]
+        values = [("train_gpus", res["train_gpus"], "gpus"), ("mem_mb", res["mem_mb"], "mem_mb"),
+                  ("train_mem_mb", res["train_mem_mb"], "mem_mb")]
+        values += [(f"per_method.{m}.{k}", v, k) for m, o in res["per_method"].items() for k, v in o.items()]
+        for key, value, kind in values:
+            key = f"models.{model}.resources.{key}"
+            if kind == "gpus" and value is not None and value > limits["gpus_per_node"]:
+                raise SnrtuneError(f"config key {key!r}: {value} GPUs, more than resources.gpus_per_node "
+                                   f"{limits['gpus_per_node']}; a training job runs on one node")
+            if kind == "mem_mb" and value is not None and limits["max_mem_mb"] and value > limits["max_mem_mb"]:
+                raise SnrtuneError(f"config key {key!r}: {value} MB, more than resources.max_mem_mb "
+                                   f"{limits['max_mem_mb']}")
 
 
 # -------------------------------------------------------------------------------------- run names
@@ -165,7 +293,7 @@ def top_percents(config: dict, method: str) -> list:
     spec = method_registry.get(method)
     if not spec.needs_selection:
         return [None]
-    if spec.selection_kind == "random" and config["control_top_percent"] is not None:
+    if spec.mirrors and config["control_top_percent"] is not None:
         return list(config["control_top_percent"])
     return list(config["top_percent"])
 
@@ -177,13 +305,14 @@ def runs(config: dict) -> list[str]:
 
 
 def selection_file(model: str, run: str) -> str | None:
-    """The selection a run trains: select/t{T}.yaml (SNR), select/t{T}-random-s{SEED}.yaml (a control), or None."""
+    """The selection a run trains: select/t{T}.yaml (SNR), select/t{T}-{KIND}-s{SEED}.yaml (a control), or None."""
     parsed = parse_run(run)
     kind = method_registry.get(parsed["method"]).selection_kind
     if kind is None:
         return None
-    suffix = f"-{kind}-s{parsed['seed']}" if kind != "snr" else ""
-    return f"results/{model}/select/t{parsed['top_percent']}{suffix}.yaml"
+    if kind == "snr":
+        return paths.fill(paths.SELECTION, model=model, t=parsed["top_percent"])
+    return paths.fill(paths.CONTROL_SELECTION, model=model, t=parsed["top_percent"], kind=kind, seed=parsed["seed"])
 
 
 # ------------------------------------------------------------------- per-method settings and the sweep
@@ -230,7 +359,8 @@ def format_lr(lr: float) -> str:
 def sweep_candidates(config: dict, model: str, run: str) -> list[str]:
     """The run directories of a swept run's candidates, one per learning rate."""
     method = parse_run(run)["method"]
-    return [f"results/{model}/sweep/{run}/lr{format_lr(lr)}" for lr in learning_rates(config, method)]
+    return [paths.fill(paths.SWEEP_CANDIDATE, model=model, run=run, lr=format_lr(lr))
+            for lr in learning_rates(config, method)]
 
 
 def settings_flags(config: dict, method: str, lr: float | None = None) -> str:
@@ -247,8 +377,8 @@ def settings_flags(config: dict, method: str, lr: float | None = None) -> str:
 
 def evaluations(config: dict) -> list[str]:
     """Every eval.json the workflow produces: each run of each model, plus each base model."""
-    names = (["base"] if config["evaluate"]["base"] else []) + runs(config)
-    return [f"results/{model}/eval/{name}.json" for model in config["models"] for name in names]
+    names = ([BASE_RUN] if config["evaluate"]["base"] else []) + runs(config)
+    return [paths.fill(paths.EVAL, model=model, run=name) for model in config["models"] for name in names]
 
 
 # ---------------------------------------------------------------------------------------- sources
@@ -263,7 +393,7 @@ def local_files(source: str | None) -> list[str]:
     if not source:
         return []
     path = Path(resolve_source(source))
-    return [str(path.resolve())] if path.exists() else []
+    return [str(path.resolve())] if hub.is_local(path) else []
 
 
 # ------------------------------------------------------------------------------- command arguments
@@ -295,7 +425,8 @@ def launcher(n_gpus: int) -> str:
 
 
 def model_args_flag(model_args: dict) -> str | None:
-    """models.NAME.eval_model_args as the JSON object `snrtune evaluate --model-args` takes (None when empty)."""
+    """models.NAME.eval_model_args (or evaluate.gen_kwargs) as the JSON object `snrtune evaluate --model-args`
+    (--gen-kwargs) takes (None when empty)."""
     import json
 
     return json.dumps(model_args, sort_keys=True, separators=(",", ":")) if model_args else None
@@ -315,9 +446,12 @@ def limit_flag(limit: float | dict | None) -> str | None:
     return None if limit is None else f"{limit:g}"
 
 
-def scaled(value: int, attempt: int, growth: float) -> int:
-    """A memory or runtime request for a retry: value × growth^(attempt-1)."""
-    return int(round(value * growth ** (attempt - 1)))
+def scaled(value: int, attempt: int, growth: float, ceiling: int | None = None) -> int:
+    """A memory or runtime request for a retry: value × growth^(attempt-1), at most ``ceiling`` (the
+    partition's limit, ``resources.max_mem_mb``/``max_runtime``; a training job cut at the time limit resumes
+    from its last checkpoint on the retry)."""
+    request = int(round(value * growth ** (attempt - 1)))
+    return request if ceiling is None else min(request, ceiling)
 
 
 # ------------------------------------------------------------------------------ hub and offline jobs
@@ -369,19 +503,33 @@ def hub_dataset(config: dict) -> str | None:
 
 # ------------------------------------------------------------------------------ training resources
 
-def train_config_path(config: dict, model: str) -> str | None:
+def train_config_path(config: dict, model: str) -> str | list[str] | None:
+    """The model's training file(s): models.M.train_config, else train.config (a path or a list merged in order)."""
     return config["models"][model]["train_config"] or config["train"]["config"]
 
 
-def run_settings(config: dict, model: str, method: str, learning_rate: float | None = None):
-    """The TrainingSettings `snrtune train` builds for ``method`` on ``model`` (at one learning-rate candidate):
-    the method's overrides < the model's training file < the method's own settings (``--set``) < --max-steps,
-    checked (SnrtuneError with one line on a bad value)."""
+def train_config_files(config: dict, model: str) -> list[str]:
+    """train_config_path as a list of files (the train rule's inputs and --config flags, in merge order)."""
+    from snrtune.training.settings import config_paths
+
+    return config_paths(train_config_path(config, model))
+
+
+def config_flags(config: dict, model: str) -> str:
+    """``--config A --config B``: the training files of ``model``, merged in this order by `snrtune train`."""
+    return " ".join(f"--config {shlex.quote(path)}" for path in train_config_files(config, model))
+
+
+def run_settings(config: dict, model: str, method: str, learning_rate: float | None = None, world_size: int = 1):
+    """The TrainingSettings `snrtune train` builds for ``method`` on ``model`` (at one learning-rate candidate)
+    in a job of ``world_size`` processes: the method's overrides < the model's training file(s) < the method's own
+    settings (``--set``) < --max-steps, checked (SnrtuneError with one line on a bad value or a batch that does
+    not split over the processes)."""
     from snrtune.training import settings
 
     own = method_settings(config, method) | ({"learning_rate": learning_rate} if learning_rate is not None else {})
     return settings.load_settings(train_config_path(config, model), method_registry.get(method).train_overrides,
-                                  method, own, max_steps=config["train"]["max_steps"])
+                                  method, own, world_size=world_size, max_steps=config["train"]["max_steps"])
 
 
 def model_size(config: dict, model: str, model_dir: str | Path):
@@ -426,17 +574,29 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
                        ("strategy", "train_strategy")):
         if res[field] is not None:
             out[key] = res[field]
-    out.update(res["per_method"].get(method, res["per_method"].get(settings_source(method), {})))
+    own = res["per_method"].get(method, res["per_method"].get(settings_source(method), {}))
+    out.update(own)
     if out["gpus"] <= 1:
         out["strategy"] = "none"
+    if est and (out["gpus"], out["strategy"]) != (est.gpus, est.strategy) and res["train_mem_mb"] is None \
+            and "mem_mb" not in own:  # host memory for the GPUs and sharding asked for
+        out["mem_mb"] = resources.host_mem_mb(size, settings, est.trainable, out["gpus"], out["strategy"])
+    if hw_cfg["max_mem_mb"] and out["mem_mb"] > hw_cfg["max_mem_mb"]:
+        raise SnrtuneError(f"models.{model}: training {run} needs {out['mem_mb']} MB of host memory, more than "
+                           f"resources.max_mem_mb {hw_cfg['max_mem_mb']}; set models.{model}.resources.train_mem_mb "
+                           "or per_method.METHOD.mem_mb")
+    if hw_cfg["max_runtime"]:  # a longer run is cut at the limit and resumes from its checkpoint on the retry
+        out["runtime"] = min(out["runtime"], hw_cfg["max_runtime"])
     return out
 
 
-STRATEGY_FILES = {"zero3": "config/zero3.json", "zero3_offload": "config/zero3_offload.json"}
+STRATEGY_FILES = {"zero2": "config/zero2.json", "zero3": "config/zero3.json",
+                  "zero3_offload": "config/zero3_offload.json"}  # zero2: only as an override (train_strategy)
 
 
 def sharding_flags(strategy: str, workflow_dir: str | Path) -> str:
-    """``--deepspeed config/zero3*.json`` for a sharded training run (ZeRO-3, optionally offloaded), else ''."""
+    """``--deepspeed config/zero*.json`` for a sharded training run (ZeRO-3, optionally offloaded, or ZeRO-2
+    when the config asks for it), else ''."""
     if strategy not in STRATEGY_FILES:
         return ""
     return "--deepspeed " + shlex.quote(str(Path(workflow_dir) / STRATEGY_FILES[strategy]))
@@ -451,10 +611,10 @@ def report_inputs(config: dict) -> dict[str, list[str]]:
     selections = [selection_file(m, r) for m in models for r in runs_]
     return {
         "evals": evaluations(config),
-        "runs": [f"results/{m}/runs/{r}" for m in models for r in runs_],
-        "snr": [f"results/{m}/scan/snr.json" for m in models] if any(selections) else [],
+        "runs": [paths.fill(paths.RUN, model=m, run=r) for m in models for r in runs_],
+        "snr": [paths.fill(paths.SNR, model=m) for m in models] if any(selections) else [],
         "selections": list(dict.fromkeys(path for path in selections if path)),
-        "benchmarks": [f"results/{m}/benchmarks/train/{r}.tsv" for m, r in benchmarked_runs(config)],
+        "benchmarks": [paths.benchmark("train", r, model=m) for m, r in benchmarked_runs(config)],
     }
 
 
