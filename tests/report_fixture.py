@@ -62,10 +62,12 @@ def eval_record(run: dict, toolcall: list[float], retention: list[float], ppl: l
     return record
 
 
-def metrics_record(run: dict, learns: bool = True, params: int = 1_000_000) -> dict:
+def metrics_record(run: dict, learns: bool = True, params: int = 1_000_000, train_loss=None, **extra) -> dict:
     steps = range(0, 40, 5)
     train = [[s, 2.0 / (s + 1) + 0.5] if learns else [s, 1.0 + 0.01 * s] for s in steps]
-    return {"run": run, "trainable_params": params, "total_params": 10_000_000, "peak_memory_bytes": 2e9,
+    if train_loss is not None:
+        train = [[5 * i, loss] for i, loss in enumerate(train_loss)]
+    return {**extra, "run": run, "trainable_params": params, "total_params": 10_000_000, "peak_memory_bytes": 2e9,
             "wall_time_s": 100.0, "tokens_per_s": 1000.0, "train_loss": train,
             "eval_loss": [[s, 2.2 / (s + 1)] for s in (10, 20, 30)], "selection": None}
 
@@ -79,7 +81,9 @@ class Results:
 
     def add(self, model: str, method: str, toolcall: list[float], retention: list[float] | None = None,
             ppl: list[list[float]] | None = None, t=None, seed=None, kind=None, learns: bool = True,
-            per_example: bool = True) -> dict:
+            per_example: bool = True, train_loss=None, **metrics) -> dict:
+        """``train_loss``: the logged losses (None for a non-finite one); ``metrics``: more metrics.json keys
+        (``budget``, ``status``)."""
         run = run_identity(model, method, t, seed, kind)
         retention = retention if retention is not None else bernoulli(0.6, N_RETENTION, 999)
         ppl = ppl if ppl is not None else ppl_pairs(50.0, 999)
@@ -88,5 +92,5 @@ class Results:
         folder.mkdir(parents=True)
         (folder / "a.json").write_text(json.dumps(eval_record(run, toolcall, retention, ppl, per_example)))
         if method != "base":
-            (folder / "b.json").write_text(json.dumps(metrics_record(run, learns)))
+            (folder / "b.json").write_text(json.dumps(metrics_record(run, learns, train_loss=train_loss, **metrics)))
         return run

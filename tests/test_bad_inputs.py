@@ -340,3 +340,271 @@ def test_fuzzed_configs_that_load_have_usable_values(cfg):
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
         assert type(get(key)) is int and get(key) >= 1
     assert get("max_steps") is None or (type(get("max_steps")) is int and get("max_steps") >= 1)
+
+
+# ---------------------------------------------------------------- outputs: nothing snrtune did not write is removed
+
+def user_files(root: Path) -> dict[str, bytes]:
+    """Every file and directory under ``root`` (a user's work directory) with its bytes."""
+    return {str(p.relative_to(root)): (b"<dir>" if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    """A work directory as a user has it (the working directory of each case): a model, results, a run,
+    data, and files of the user's own."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model/config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "model/model.safetensors").write_bytes(b"weights that took a day to download")
+    (tmp_path / "results/eval").mkdir(parents=True)
+    (tmp_path / "results/eval/x.json").write_text('{"run": {}, "results": {}, "config": {}}')
+    (tmp_path / "results/NOTES.txt").write_text("my notes")
+    (tmp_path / "runs/lora-s0").mkdir(parents=True)
+    (tmp_path / "runs/lora-s0/snrtune_run.json").write_text('{"id": "m/lora-s0", "method": "lora"}')
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine/thesis.tex").write_text("chapter 1")
+    (tmp_path / "snr.json").write_text("{}")
+    (tmp_path / "d.jsonl").write_bytes(jsonl(GOOD))
+    (tmp_path / "NOTES.txt").write_text("more notes")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+TRAIN = ["train", "model", "--method", "lora", "--data", "d.jsonl"]
+# case: (command line, run in the user's work directory; the one line expected after `snrtune CMD: error: `)
+OUTPUT_CASES = {
+    # the five data-loss cases of issue 22
+    "report --out . (the working directory)": (["report", "results", "--out", "."], "--out . is the working directory"),
+    "report R --out R": (["report", "results", "--out", "results"], "--out results is the input results_dir results"),
+    "fetch src --out src": (["fetch", "model", "--out", "model"], "--out model is the input source model"),
+    "train onto its base model": (TRAIN + ["--out", "model"], "--out model is the input model_dir model"),
+    "merge --out its --base": (["merge", "runs/lora-s0", "--base", "model", "--out", "model"],
+                               "--out model is the input --base model"),
+    # the rest, one or more per sub-command
+    "report --out above the working directory": (["report", "results", "--out", ".."],
+                                                 "--out .. is the working directory or above it"),
+    "report --out an ancestor of its input": (["report", "results/eval", "--out", "results"],
+                                              "--out results contains the input results_dir results/eval"),
+    "report --out the directory of its --files": (["report", "--files", "results/eval/x.json", "--out", "results/eval"],
+                                                  "--out results/eval contains the input --files results/eval/x.json"),
+    "report --out a directory of the user's": (["report", "results", "--out", "mine"],
+                                               "--out mine is an existing directory not written by snrtune"),
+    "fetch --out inside its source": (["fetch", "model", "--out", "model/copy"],
+                                      "--out model/copy is inside the input source model"),
+    "fetch --out a directory of the user's": (["fetch", "model", "--out", "mine"],
+                                              "--out mine is an existing directory not written by snrtune "
+                                              "(it has no snrtune_output.json)"),
+    "fetch --out an existing file": (["fetch", "model", "--out", "NOTES.txt"],
+                                     "--out NOTES.txt is an existing file; expected a directory path"),
+    "scan --out inside the model": (["scan", "model", "--out", "model/config.json"],
+                                    "--out model/config.json is inside the input model_dir model"),
+    "scan --spectrum-json onto its --out": (["scan", "model", "--out", "s.json", "--spectrum-json", "s.json"],
+                                            "--spectrum-json s.json is the input --out s.json"),
+    "scan --out an existing directory": (["scan", "model", "--out", "mine"],
+                                         "--out mine is an existing directory; expected a file path"),
+    "select --out its snr.json": (["select", "snr.json", "--top-percent", "50", "--out", "snr.json"],
+                                  "--out snr.json is the input snr_json snr.json"),
+    "select --out an existing directory": (["select", "snr.json", "--top-percent", "50", "--out", "mine"],
+                                           "--out mine is an existing directory; expected a file path"),
+    "train --out its data file": (TRAIN + ["--out", "d.jsonl"], "--out d.jsonl is the input --data d.jsonl"),
+    "train --out inside its base model": (TRAIN + ["--out", "model/run"],
+                                          "--out model/run is inside the input model_dir"),
+    "train --out a directory of the user's": (TRAIN + ["--out", "mine"], "--out mine is an existing directory not "
+                                                                         "written by snrtune"),
+    "merge --out its run directory": (["merge", "runs/lora-s0", "--base", "model", "--out", "runs/lora-s0"],
+                                      "--out runs/lora-s0 is the input run_dir runs/lora-s0"),
+    "merge --out the directory of its runs": (["merge", "runs/lora-s0", "--base", "model", "--out", "runs"],
+                                              "--out runs contains the input run_dir runs/lora-s0"),
+    "evaluate --out inside the model": (["evaluate", "model", "--tasks", "x", "--out", "model/eval.json"],
+                                        "--out model/eval.json is inside the input model_dir model"),
+    "evaluate --out its --run-json": (["evaluate", "model", "--tasks", "x",
+                                       "--run-json", "runs/lora-s0/snrtune_run.json",
+                                       "--out", "runs/lora-s0/snrtune_run.json"],
+                                      "--out runs/lora-s0/snrtune_run.json is the input --run-json "
+                                      "runs/lora-s0/snrtune_run.json"),
+    "evaluate --out an existing directory": (["evaluate", "model", "--tasks", "x", "--out", "mine"],
+                                             "--out mine is an existing directory; expected a file path"),
+    "prefetch --out its data file": (["prefetch", "--data", "d.jsonl", "--out", "d.jsonl"],
+                                     "--out d.jsonl is the input --data d.jsonl"),
+    "prefetch --out an existing directory": (["prefetch", "--data", "d.jsonl", "--out", "mine"],
+                                             "--out mine is an existing directory; expected a file path"),
+    "pick --out a candidate": (["pick", "runs/lora-s0", "--out", "runs/lora-s0"],
+                               "--out runs/lora-s0 is the input candidates runs/lora-s0"),
+    "pick --out a directory of the user's": (["pick", "runs/lora-s0", "--out", "mine"],
+                                             "--out mine is an existing directory not written by snrtune"),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTPUT_CASES))
+def test_no_output_removes_what_snrtune_did_not_write(case, user_dir, capsys):
+    argv, expected = OUTPUT_CASES[case]
+    before = user_files(user_dir)
+    assert main(argv) == 2
+    assert one_error_line(capsys, argv[0]).startswith(f"snrtune {argv[0]}: error: {expected}")
+    assert user_files(user_dir) == before  # nothing removed, overwritten or created
+
+
+def test_rerunning_a_step_over_its_own_output_replaces_it(tiny_llama, tmp_path, capsys):
+    """fetch twice onto one --out: the second replaces the first (it holds snrtune_output.json), as the
+    workflow re-runs a step; an empty directory is taken too."""
+    out = tmp_path / "m"
+    out.mkdir()  # empty: nothing to lose
+    assert main(["fetch", str(tiny_llama), "--out", str(out)]) == 0
+    assert json.loads((out / "snrtune_output.json").read_text())["written_by"] == "snrtune"
+    (out / "stale.txt").write_text("left by the first run")
+    assert main(["fetch", str(tiny_llama), "--out", str(out), "--name", "again"]) == 0
+    assert not (out / "stale.txt").exists() and json.loads((out / "snrtune_source.json").read_text())["name"] == "again"
+    capsys.readouterr()
+
+
+# ---------------------------------------------------------------- command-line values
+
+VALUE_CASES = {
+    "scan --batch-mib nan": (["scan", "model", "--out", "s.json", "--batch-mib", "nan"],
+                             "argument --batch-mib: nan is out of range; expected a finite number > 0"),
+    "scan --batch-mib 0": (["scan", "model", "--out", "s.json", "--batch-mib", "0"], "argument --batch-mib: 0 is out"),
+    "scan --batch-mib -64": (["scan", "model", "--out", "s.json", "--batch-mib", "-64"],
+                             "argument --batch-mib: -64 is out of range"),
+    "scan --batch-mib lots": (["scan", "model", "--out", "s.json", "--batch-mib", "lots"],
+                              "argument --batch-mib: 'lots' is not a number"),
+    "scan --device bogus": (["scan", "model", "--out", "s.json", "--device", "bogus"],
+                            "argument --device: unknown device 'bogus'; expected cpu, cuda, cuda:N or mps"),
+    "scan --device tpu": (["scan", "model", "--out", "s.json", "--device", "tpu"],
+                          "argument --device: unknown device 'tpu'"),
+    "evaluate --device tpu": (["evaluate", "model", "--tasks", "x", "--out", "e.json", "--device", "tpu"],
+                              "argument --device: unknown device 'tpu'"),
+    "evaluate --limit nan": (["evaluate", "model", "--tasks", "x", "--out", "e.json", "--limit", "nan"],
+                             "argument --limit: nan is out of range; expected a finite number > 0"),
+    "evaluate --limit inf": (["evaluate", "model", "--tasks", "x", "--out", "e.json", "--limit", "inf"],
+                             "argument --limit: inf is out of range"),
+    "evaluate --limit 0": (["evaluate", "model", "--tasks", "x", "--out", "e.json", "--limit", "0"],
+                           "argument --limit: 0 is out of range"),
+    "a missing required argument": (["scan", "model"], "the following arguments are required: --out"),
+}
+
+
+@pytest.mark.parametrize("case", list(VALUE_CASES))
+def test_bad_command_line_values_are_one_line_before_any_work(case, user_dir, capsys):
+    argv, expected = VALUE_CASES[case]
+    before = user_files(user_dir)
+    assert main(argv) == 2
+    assert one_error_line(capsys, argv[0]).startswith(f"snrtune {argv[0]}: error: {expected}")
+    assert user_files(user_dir) == before
+
+
+# ---------------------------------------------------------------- scan: a corrupt resume file
+
+def resume_header(model_dir: Path) -> str:
+    return json.dumps({"model_dir": str(Path(model_dir).resolve()), "method": "gram", "precision": "float32"})
+
+
+# case: (resume file content from the model directory, the one note expected)
+RESUME_CASES = {
+    "not JSON at all": (lambda m: b"\x00\xff garbage\n", "is not a scan resume file (UnicodeDecodeError in line 1)"),
+    "a header that is not JSON": (lambda m: b"{model_dir\n", "is not a scan resume file (JSONDecodeError in line 1)"),
+    "a bad line before the last": (
+        lambda m: (resume_header(m) + "\n{cut\n" + json.dumps({"key": "x", "slice": None, "values": {"status": "ok"}})
+                   + "\n").encode(), "line 2 is corrupt (not JSON)"),
+    "an entry of another shape": (
+        lambda m: (resume_header(m) + '\n{"key": 3, "values": []}\n{"key": "y"}\n').encode(),
+        "line 2 is corrupt (expected an object with key, slice and values)"),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_a_corrupt_scan_resume_file_is_named_and_the_scan_starts_afresh(case, tiny_llama, tmp_path, capsys):
+    content, note = RESUME_CASES[case]
+    fresh = tmp_path / "fresh.json"
+    assert main(["scan", str(tiny_llama), "--out", str(fresh)]) == 0
+    out = tmp_path / "snr.json"
+    Path(f"{out}.partial.jsonl").write_bytes(content(tiny_llama))
+    capsys.readouterr()
+    assert main(["scan", str(tiny_llama), "--out", str(out), "--resume"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: --resume: {out}.partial.jsonl {note}; starting afresh"]
+    snr = {m["name"]: m["snr"] for m in json.loads(out.read_text())["modules"]}
+    assert snr == {m["name"]: m["snr"] for m in json.loads(fresh.read_text())["modules"]}  # every matrix, scanned anew
+    assert not Path(f"{out}.partial.jsonl").exists()
+
+
+# ---------------------------------------------------------------- a diverged run
+
+def strict_json(path: Path):
+    """JSON as the standard defines it: NaN and Infinity are refused."""
+    def refuse(name):
+        raise ValueError(f"{path} holds {name}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.slow
+def test_a_diverged_run_stops_and_is_written_as_diverged(tiny_llama, tmp_path, capsys):
+    """lr 1e30 without clipping: the loss of step 2 is NaN (found by hand); training stops there, the run
+    directory is complete with status diverged and the NaN loss as null, and train exits 3 with one line."""
+    config = write_config(tmp_path / "train.yaml", learning_rate=1e30, max_grad_norm=0, max_steps=4, save_steps=100)
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(jsonl(*[GOOD] * 8))
+    out = tmp_path / "run"
+    assert run_train(tiny_llama, data, out, config) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        f"snrtune train: error: the run diverged: loss became nan at step 2; training stopped and {out} holds it "
+        "with status diverged (exit 3"), err
+    metrics = strict_json(out / "metrics.json")
+    assert metrics["status"] == "diverged" and metrics["diverged"] == {"step": 2, "key": "loss", "value": "nan"}
+    assert metrics["details"]["global_step"] == 2  # stopped early: max_steps was 4
+    assert [step for step, _ in metrics["train_loss"]] == [1, 2] and metrics["train_loss"][1][1] is None
+    assert isinstance(metrics["train_loss"][0][1], float)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja", "metrics.json",
+        "snrtune_output.json", "snrtune_run.json", "tokenizer.json", "tokenizer_config.json"]  # a complete lora run
+    assert not out.with_name("run.partial").exists()
+
+
+@pytest.mark.parametrize("allow, code, level", [(False, 3, "error"), (True, 0, "warning")])
+def test_the_exit_code_of_a_diverged_run(allow, code, level, tmp_path, capsys, monkeypatch):
+    """3 by default; 0 with --allow-diverged (the workflow's choice: Snakemake deletes a failed job's output)."""
+    from snrtune.training import train as train_module
+
+    def diverged_run(*args, **kwargs):
+        return {"status": "diverged", "diverged": {"step": 7, "key": "eval_loss", "value": "inf"}}, None
+
+    monkeypatch.setattr(train_module, "train", diverged_run)
+    argv = ["--allow-diverged"] if allow else []
+    assert run_train(tmp_path / "model", tmp_path / "d.jsonl", tmp_path / "run", tmp_path / "c.yaml", argv) == code
+    err = capsys.readouterr().err
+    assert err == (f"snrtune train: {level}: the run diverged: eval_loss became inf at step 7; training stopped and "
+                   f"{tmp_path / 'run'} holds it with status diverged (exit {code}; try a lower learning_rate)\n")
+
+
+def test_non_finite_values_are_written_as_null(tmp_path):
+    import numpy as np
+
+    from snrtune.artifacts import json_safe, write_json
+
+    record = {"train_loss": [[1, 2.5], [2, float("nan")]], "eval": (float("inf"), -float("inf")),
+              "peak": np.float32(1.5), "bad": np.float64("nan"), "steps": 3, "ok": True, "name": "nan"}
+    write_json(tmp_path / "m.json", json_safe(record))
+    assert strict_json(tmp_path / "m.json") == {"train_loss": [[1, 2.5], [2, None]], "eval": [None, None],
+                                                "peak": 1.5, "bad": None, "steps": 3, "ok": True, "name": "nan"}
+
+
+def test_pick_never_chooses_a_diverged_candidate(tmp_path, capsys):
+    def candidate(lr, eval_loss, status):
+        run = tmp_path / f"lr{lr:g}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({
+            "run": {"id": "m/lora-s0"}, "config": {"learning_rate": lr}, "status": status,
+            "train_loss": [[1, 2.0], [2, None if status == "diverged" else 1.5]], "eval_loss": eval_loss}))
+        return str(run)
+
+    # the diverged one has the lowest validation loss, logged before its loss became NaN
+    runs = [candidate(1e-3, [[2, 2.0]], "finished"), candidate(1e-1, [[1, 0.5]], "diverged"),
+            candidate(1.0, [[1, None]], "diverged")]
+    assert main(["pick", *runs, "--out", str(tmp_path / "chosen")]) == 0
+    assert strict_json(tmp_path / "chosen/sweep.json")["chosen"]["learning_rate"] == 1e-3
+    capsys.readouterr()
+    # every learning rate diverged: the smallest one's run, as diverged, so the report can show the method
+    assert main(["pick", *runs[1:], "--out", str(tmp_path / "all")]) == 0
+    assert capsys.readouterr().err == (f"snrtune pick: warning: every candidate diverged; {tmp_path / 'all'} is the "
+                                       "smallest learning rate's run (0.1) with status diverged\n")
+    assert strict_json(tmp_path / "all/metrics.json")["status"] == "diverged"

@@ -363,3 +363,21 @@ def test_the_loss_is_the_mean_over_trained_tokens_as_trl_computes_it(tiny_llama,
     assert len(nll) == sum(label != IGNORE for ex in unpacked for label in ex["labels"]) == 17
     torch.testing.assert_close(ours, torch.stack(nll).mean(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("multiple", [128, 16])
+def test_pad_to_multiple_of_fixes_the_batch_shape_and_counts_only_real_tokens(multiple, tiny_llama, tmp_path,
+                                                                              tokenizer):
+    """pad_to_multiple_of: N pads each packed batch to a multiple of N (N = max_seq_length: one shape for every
+    batch); the padding carries no label and is not counted as a token seen."""
+    import math
+
+    rows = [{"messages": CONVERSATION}, {"messages": CONVERSATION[1:3]}, {"messages": CONVERSATION[:3]}]
+    trainer = sft_trainer(tiny_llama, tmp_path, rows, packing=True, max_seq_length=128, pad_to_multiple_of=multiple)
+    examples = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    lengths = [sum(ex["seq_lengths"]) for ex in examples]
+    batch = trainer.data_collator(examples)
+    assert batch["input_ids"].shape == (2, math.ceil(max(lengths) / multiple) * multiple)
+    assert batch["attention_mask"].sum().item() == sum(lengths)
+    padding = batch["attention_mask"] == 0
+    assert padding.any() and (batch["labels"][padding] == IGNORE).all()

@@ -52,8 +52,8 @@ def test_one_and_two_processes_train_the_same_budget(tiny_llama, tmp_path):
     assert two["setup"]["world_size"] == 2 and two["details"]["distributed_type"] == "MULTI_CPU"
     assert two["trainable_params"] == one["trainable_params"] == SELECTED_PARAMS
     assert sorted(p.name for p in out.iterdir()) == [
-        "chat_template.jinja", "metrics.json", "selection.yaml", "snrtune_run.json", "spectrum_delta.safetensors",
-        "tokenizer.json", "tokenizer_config.json"]
+        "chat_template.jinja", "metrics.json", "selection.yaml", "snrtune_output.json", "snrtune_run.json",
+        "spectrum_delta.safetensors", "tokenizer.json", "tokenizer_config.json"]
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import transformers
 
 from snrtune import cli
 from snrtune.errors import SnrtuneError
-from snrtune.evaluation.evaluate import evaluate_model, parse_fewshot, resolve_task_dir
+from snrtune.evaluation.evaluate import evaluate_model, limit_argument, parse_fewshot, parse_limit, resolve_task_dir
 
 QUESTIONS = [
     {"question": "What is the capital of France?", "choices": ["Paris", "Rome", "Oslo"], "answer": 0},
@@ -36,6 +36,12 @@ def task_dir(tmp_path_factory):
         "task: tiny_ppl\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: ../data/text.jsonl\n"
         "test_split: test\noutput_type: loglikelihood_rolling\ndoc_to_text: \"\"\ndoc_to_target: \"{{text}}\"\n"
         "metric_list:\n  - metric: word_perplexity\n"
+    )
+    (root / "yaml" / "tiny_gen.yaml").write_text(
+        "task: tiny_gen\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: ../data/mc.jsonl\n"
+        "test_split: test\noutput_type: generate_until\ndoc_to_text: \"Question: {{question}}\\nAnswer:\"\n"
+        "doc_to_target: \"{{choices[answer]}}\"\ngeneration_kwargs:\n  until: [\"\\n\"]\n  max_gen_toks: 16\n"
+        "  do_sample: false\nmetric_list:\n  - metric: exact_match\n"
     )
     return root / "yaml"
 
@@ -168,6 +174,34 @@ def test_cli_log_samples_writes_compact_scores_and_a_samples_file(tiny_llama, ta
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base.json", "base.samples.jsonl"]
 
 
+def test_a_per_task_limit_cuts_only_the_tasks_it_names(tiny_llama, task_dir, tmp_path):
+    """--limit tiny_mc=2: the first 2 questions (as --limit 2 takes them), every paragraph of tiny_ppl."""
+    out = tmp_path / "eval.json"
+    assert cli.main(["evaluate", str(tiny_llama), "--tasks", "tiny_mc,tiny_ppl", "--out", str(out),
+                     "--limit", "tiny_mc=2", "--include-path", str(task_dir), "--log-samples"]) == 0
+    record = json.loads(out.read_text())
+    assert record["config"]["limit"] == {"tiny_mc": 2}
+    assert record["config"]["n_samples"] == {"tiny_mc": 2, "tiny_ppl": len(TEXTS)}
+    assert record["per_example"]["tiny_mc"]["doc_ids"] == [0, 1]
+    assert record["per_example"]["tiny_ppl"]["doc_ids"] == list(range(len(TEXTS)))
+    # a fraction rounds up as lm-eval's --limit does: ceil(3 × 0.5) = 2 questions
+    assert cli.main(["evaluate", str(tiny_llama), "--tasks", "tiny_mc", "--out", str(out),
+                     "--limit", "tiny_mc=0.5", "--include-path", str(task_dir)]) == 0
+    assert json.loads(out.read_text())["config"]["n_samples"] == {"tiny_mc": 2}
+
+
+def test_bad_limits_are_one_line_errors(capsys):
+    assert limit_argument("40") == 40 and limit_argument("a=3, b=0.25") == {"a": 3, "b": 0.25}
+    assert parse_limit(40.0, ["a"]) == 40 and parse_limit(0.5, ["a"]) == 0.5 and parse_limit(None, ["a"]) is None
+    assert parse_limit({"a": 3.0, "b": 0.25}, ["a", "b", "c"]) == {"a": 3, "b": 0.25}
+    with pytest.raises(SnrtuneError, match="names task 'c', which is not in --tasks a,b"):
+        parse_limit({"a": 3.0, "c": 2.0}, ["a", "b"])
+    for text, message in [("a=0", "argument --limit: 0 is out of range"), ("a=3,b", "argument --limit: 'b' is not TASK=N"),
+                          ("a=x", "argument --limit: 'x' is not a number")]:
+        assert cli.main(["evaluate", "model", "--tasks", "a", "--out", "e.json", "--limit", text]) == 2
+        assert capsys.readouterr().err.startswith(f"snrtune evaluate: error: {message}")
+
+
 def test_shipped_tasks_resolve_to_existing_files(tmp_path):
     from snrtune.evaluation.evaluate import SHIPPED_TASKS
 
@@ -241,3 +275,74 @@ def test_vllm_backend_without_vllm_is_a_clear_error(tiny_llama, tmp_path, capsys
                      "--backend", "vllm"]) == 2
     assert "needs the vllm package" in capsys.readouterr().err
     assert not (tmp_path / "e.json").exists()
+
+
+def _prompts(samples_file) -> list:
+    lines = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    return [line["arguments"][0] for line in lines]  # one [prompt, generation settings] pair per document
+
+
+def test_prompt_and_generation_options_reach_lm_eval_and_shape_the_prompts(tiny_llama, task_dir, tmp_path,
+                                                                        monkeypatch):
+    """--system-instruction, --fewshot-as-multiturn, --gen-kwargs and --max-batch-size reach simple_evaluate
+    (lm-eval 0.4.13's keywords), are recorded, and do what they say in lm-eval's logged prompts (ChatML)."""
+    import lm_eval
+
+    seen = []
+    real = lm_eval.simple_evaluate
+
+    def spy(**kwargs):
+        seen.append({k: kwargs[k] for k in ("fewshot_as_multiturn", "system_instruction", "gen_kwargs",
+                                            "max_batch_size", "batch_size", "apply_chat_template")})
+        return real(**kwargs)
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", spy)
+    common = ["evaluate", str(tiny_llama), "--tasks", "tiny_gen", "--limit", "1", "--num-fewshot", "tiny_gen=1",
+              "--include-path", str(task_dir), "--apply-chat-template", "--log-samples",
+              "--system-instruction", "Answer with one word.", "--batch-size", "auto", "--max-batch-size", "2",
+              "--model-args", "max_length=128"]  # a short context keeps lm-eval's batch-size probe cheap
+    out = tmp_path / "multi.json"
+    assert cli.main(common + ["--out", str(out), "--gen-kwargs", "max_gen_toks=3,temperature=0"]) == 0
+    assert seen[-1] == {"fewshot_as_multiturn": True, "system_instruction": "Answer with one word.",
+                        "gen_kwargs": {"max_gen_toks": 3, "temperature": 0}, "max_batch_size": 2,
+                        "batch_size": "auto", "apply_chat_template": True}
+    config = json.loads(out.read_text())["config"]
+    assert (config["fewshot_as_multiturn"], config["system_instruction"], config["gen_kwargs"],
+            config["max_batch_size"]) == (True, "Answer with one word.", {"max_gen_toks": 3, "temperature": 0}, 2)
+    [(prompt, gen)] = _prompts(tmp_path / "multi.samples.jsonl")
+    assert prompt.startswith("<|im_start|>system\nAnswer with one word.<|im_end|>\n")
+    assert prompt.count("<|im_start|>user") == 2 and prompt.count("<|im_start|>assistant") == 2  # shot, then doc
+    assert gen["max_gen_toks"] == 3 and gen["until"] == ["\n"]  # updates the task's own settings
+
+    out = tmp_path / "single.json"
+    assert cli.main(common + ["--out", str(out), "--no-fewshot-as-multiturn"]) == 0
+    assert seen[-1]["fewshot_as_multiturn"] is False and seen[-1]["gen_kwargs"] is None
+    [(prompt, gen)] = _prompts(tmp_path / "single.samples.jsonl")
+    assert prompt.count("<|im_start|>user") == 1 and prompt.count("Question:") == 2  # the shot inside one turn
+    assert gen["max_gen_toks"] == 16
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--fewshot-as-multiturn"], "--fewshot-as-multiturn needs --apply-chat-template"),
+    (["--max-batch-size", "8"], "--max-batch-size 8 bounds --batch-size auto only"),
+    (["--batch-size", "auto", "--max-batch-size", "0"], "argument --max-batch-size: 0 is out of range"),
+    (["--gen-kwargs", "max_gen_toks"], "--gen-kwargs 'max_gen_toks' is not k=v"),
+    (["--gen-kwargs", "max_gen_toks=8"], "changes generate_until tasks only, and none of --tasks generates (tiny_mc)"),
+    (["--system-instruction", " "], "--system-instruction is empty"),
+    (["--batch-size", "auto:x"], "'auto:x' is not a positive integer, 'auto' or 'auto:N'"),
+])
+def test_bad_prompt_option_combinations_fail_in_one_line_before_a_model_loads(extra, message, tiny_llama, task_dir,
+                                                                              tmp_path, monkeypatch, capsys):
+    import lm_eval
+
+    def never(**kwargs):
+        raise AssertionError("the model was to be loaded")
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", never)
+    out = tmp_path / "e.json"
+    rc = cli.main(["evaluate", str(tiny_llama), "--tasks", "tiny_mc", "--out", str(out),
+                   "--include-path", str(task_dir)] + extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and not out.exists()
+    # one error line (a task's dataset, built to learn its output type, may draw a progress bar before it)
+    assert [line for line in err if "error" in line] == err[-1:] and message in err[-1]

@@ -87,7 +87,7 @@ def test_merge_rejects_an_unfinished_run_and_leaves_nothing(tiny_llama, tmp_path
 def test_spectrum_delta_for_another_model_is_an_error(tiny_llama, tiny_model_factory, inputs, tmp_path):
     train(tiny_llama, "spectrum", inputs["data"], tmp_path / "run", selection=inputs["selection"],
           config=write_config(tmp_path / "c.yaml", max_steps=1, val_fraction=0.0))
-    with pytest.raises(SnrtuneError, match="does not fit the base model"):
+    with pytest.raises(SnrtuneError, match="is not the model run 'tiny-llama/spectrum-t25-s0'"):
         merge(tmp_path / "run", tiny_model_factory("mistral"), tmp_path / "merged")
     assert list(tmp_path.glob("*merged*")) == []
 

@@ -70,10 +70,9 @@ def test_schema_enums_are_the_registry():
 
 
 def test_cli_choices_are_the_registry(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "model", "--method", "dora", "--data", "d.jsonl", "--out", "r"])
-    assert exit_info.value.code == 2
+    assert main(["train", "model", "--method", "dora", "--data", "d.jsonl", "--out", "r"]) == 2
     err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("snrtune train: error: argument --method: invalid choice"), err
     assert all(repr(name) in err for name in method_registry.names())
 
 
@@ -118,7 +117,7 @@ def test_a_control_method_is_one_entry_with_its_run_names():
         assert naming.parse_run("spectrum-shuffled-t25-s1") == {"method": "spectrum-shuffled", "top_percent": "25",
                                                                  "seed": 1}
         assert naming.parse_run("spectrum-t25-s1")["method"] == "spectrum"
-        assert naming.variant_of({"method": "spectrum-shuffled", "top_percent": 12.5}) == "spectrum (shuffled)-t12.5"
+        assert naming.variant_label({"method": "spectrum-shuffled", "top_percent": 12.5}) == "spectrum (shuffled)-t12.5"
         assert spec.prepare_function().__name__ == "prepare_spectrum"
     assert "spectrum-shuffled" not in method_registry.names()
     assert naming.parse_run("spectrum-random-t25-s1")["method"] == "spectrum-random"
@@ -146,8 +145,8 @@ def test_a_method_added_through_the_registry_alone_trains_and_merges(tiny_llama,
     assert metrics["trainable_params"] == 9 * 64 == metrics["details"]["optimizer_params"]
     assert metrics["run"]["id"] == "tiny-llama/norms-only-s0" and metrics["config"]["lora_r"] == 4
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "chat_template.jinja", "metrics.json", "snrtune_run.json", "spectrum_delta.safetensors", "tokenizer.json",
-        "tokenizer_config.json"]
+        "chat_template.jinja", "metrics.json", "snrtune_output.json", "snrtune_run.json",
+        "spectrum_delta.safetensors", "tokenizer.json", "tokenizer_config.json"]
     assert "overlaid on the base" in identity["merge"]
     base = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama).state_dict()
     merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged").state_dict()

@@ -1,5 +1,5 @@
 """`snrtune report` on synthetic results directories (per-example scores, no training): per-model tables,
-bootstrap CIs, paired comparisons with Holm's correction, the verdict, "did not learn", the random control."""
+seed-aware intervals, paired comparisons with Holm's correction, the verdict, "did not learn", the random control."""
 
 import json
 
@@ -99,19 +99,20 @@ def test_runs_csv_is_tidy_and_knows_controls_and_learning(report):
     assert not runs[runs.method == "qlora"].learned.any()
 
 
-def test_scores_carry_the_bootstrap_ci_of_the_per_example_scores(report, results):
+def test_scores_carry_the_seed_aware_interval_of_the_per_example_scores(report, results):
     scores = pd.read_csv(report / "scores.csv")
     seeds = np.stack([_per_example(results, f"tiny/spectrum-t25-s{s}") for s in (0, 1)])
     row = _row(scores, model="tiny", variant="spectrum-t25", task="snrtune_toolcall")
-    expected = stats.bootstrap_ci(seeds)  # seeds, then examples; fixed RNG seed
+    expected = stats.interval(seeds)  # crossed seeds × examples, Wilson at the effective n
     assert row.score == pytest.approx(seeds.mean(axis=1).mean())
     assert (row.ci_low, row.ci_high) == pytest.approx((expected.low, expected.high))
-    assert row.ci_method == "bootstrap" and row.n_seeds == 2 and row.n_examples == 60
+    assert row.ci_method == "wilson" and row.n_seeds == 2 and row.n_examples == 60
     ppl = _row(scores, variant="lora", task="snrtune_ppl")
     pairs = np.stack([_per_example(results, f"tiny/lora-s{s}", "snrtune_ppl", "word_perplexity") for s in (0, 1)])
     assert ppl.score == pytest.approx(48.0)
-    assert (ppl.ci_low, ppl.ci_high) == pytest.approx(
-        (stats.bootstrap_ci(pairs, "weighted_perplexity").low, stats.bootstrap_ci(pairs, "weighted_perplexity").high))
+    expected = stats.interval(pairs, "weighted_perplexity")
+    assert (ppl.ci_low, ppl.ci_high) == pytest.approx((expected.low, expected.high))
+    assert ppl.ci_low < 48.0 < ppl.ci_high
 
 
 def test_comparisons_are_paired_by_seed_and_holm_corrected(report, results):
@@ -124,7 +125,12 @@ def test_comparisons_are_paired_by_seed_and_holm_corrected(report, results):
     assert control.difference == pytest.approx(expected.difference)
     assert (control.ci_low, control.ci_high, control.p_value) == pytest.approx(
         (expected.low, expected.high, expected.p_value))
-    assert list(comp.p_holm) == pytest.approx(list(stats.holm(comp.p_value)))
+    for _, family in comp.groupby("family"):  # Holm within each pre-declared family
+        assert list(family.p_holm) == pytest.approx(list(stats.holm(family.p_value)))
+    assert set(comp.family) == {"ranking", "gain and retention"}
+    gains = comp[comp.family == "gain and retention"]
+    assert set(gains.reference) == {"base"} and set(gains.task) == {"snrtune_toolcall", "snrtune_retention",
+                                                                     "snrtune_ppl"}
     # every method against full fine-tuning, and the best method that learned against every other
     assert {r for r in comp[comp.reference == "full"].variant} >= {"lora", "qlora", "spectrum-random-t25"}
     best = comp[comp.why.str.contains("best vs other")]
@@ -135,9 +141,10 @@ def test_verdict_names_no_winner_inside_the_noise_and_skips_runs_that_did_not_le
     text = (report / "summary.md").read_text()
     assert "## tiny" in text
     assert "No winner on snrtune_toolcall: spectrum-t25 has the best acc" in text
-    assert "indistinguishable from full" in text and "Holm" in text
-    assert "Examples per seed that would separate them" in text
-    assert "Did not learn (final training loss not below the first), not ranked: qlora." in text
+    assert "inconclusive against full" in text and "Holm over the" in text
+    assert "Examples per seed for power 0.8 at the observed difference" in text
+    assert "Not ranked: qlora (did not learn)." in text
+    assert "One seed per method" not in text  # two seeds: the seed level is measured
     assert "| qlora (did not learn) |" in text and "**0.95" not in text  # best score, but not ranked or bold
     assert "SNR selection vs control at equal parameters: spectrum-t25 − spectrum-random-t25" in text
 
@@ -159,7 +166,7 @@ def test_two_models_are_kept_apart(tmp_path):
     res = Results(tmp_path / "results")
     res.add("model-a", "full", [1.0] * 54 + [0.0] * 6, seed=0)
     res.add("model-b", "full", [1.0] * 18 + [0.0] * 42, seed=0)
-    out = build_report(tmp_path / "results", tmp_path / "report", resamples=500)
+    out = build_report(tmp_path / "results", tmp_path / "report")
     scores = pd.read_csv(out / "scores.csv")
     tool = scores[scores.task == "snrtune_toolcall"]
     assert sorted(tool.score) == pytest.approx([0.3, 0.9]) and sorted(tool.model) == ["model-a", "model-b"]
@@ -175,9 +182,10 @@ def test_a_significant_difference_names_the_winner(tmp_path):
     res.add("m", "base", bernoulli(0.1, 60, 1))
     res.add("m", "full", bernoulli(0.9, 60, 2), seed=0)
     res.add("m", "lora", bernoulli(0.2, 60, 3), seed=0)
-    out = build_report(tmp_path / "results", tmp_path / "report", resamples=2000)
+    out = build_report(tmp_path / "results", tmp_path / "report")
     text = (out / "summary.md").read_text()
-    assert "**full** wins on snrtune_toolcall" in text and "significantly ahead of lora" in text
+    assert "**full** scored highest of these checkpoints on snrtune_toolcall" in text
+    assert "significantly ahead of lora" in text and "One seed per method: these results compare single" in text
     comp = pd.read_csv(out / "comparisons.csv")
     assert _row(comp, variant="full", reference="lora").p_holm < 0.01
 
@@ -189,11 +197,11 @@ def test_three_seeds_aggregate_over_seeds_and_examples(tmp_path):
     for method, seeds in data.items():
         for seed, values in enumerate(seeds):
             res.add("m", method, values, seed=seed)
-    out = build_report(tmp_path / "results", tmp_path / "report", resamples=2000)
+    out = build_report(tmp_path / "results", tmp_path / "report")
     scores = pd.read_csv(out / "scores.csv")
     row = _row(scores, variant="full", task="snrtune_toolcall")
     stacked = np.array(data["full"])
-    ci = stats.bootstrap_ci(stacked, resamples=2000)
+    ci = stats.interval(stacked)
     assert row.n_seeds == 3 and row.score == pytest.approx(stacked.mean(axis=1).mean())
     assert (row.ci_low, row.ci_high) == pytest.approx((ci.low, ci.high))
     comp = _row(pd.read_csv(out / "comparisons.csv"), variant="full", reference="lora")
@@ -205,7 +213,7 @@ def test_without_per_example_scores_the_ci_comes_from_lm_evals_stderr_and_says_s
     res = Results(tmp_path / "results")
     res.add("m", "full", [1.0] * 45 + [0.0] * 15, seed=0, per_example=False)
     res.add("m", "lora", [1.0] * 30 + [0.0] * 30, seed=0, per_example=False)
-    out = build_report(tmp_path / "results", tmp_path / "report", resamples=500)
+    out = build_report(tmp_path / "results", tmp_path / "report")
     row = _row(pd.read_csv(out / "scores.csv"), variant="full", task="snrtune_toolcall")
     se = np.sqrt(0.75 * 0.25 / 59)
     assert row.ci_method == "lm-eval stderr"
@@ -220,7 +228,7 @@ def test_runs_that_cannot_be_paired_are_not_tested_and_name_no_winner(tmp_path):
     for seed in (0, 1):
         res.add("m", "full", bernoulli(0.9, 60, seed), seed=seed)
         res.add("m", "lora", bernoulli(0.1, 60, 5 + seed), seed=seed + 2)  # other seeds: nothing to pair with
-    out = build_report(tmp_path / "results", tmp_path / "report", resamples=500)
+    out = build_report(tmp_path / "results", tmp_path / "report")
     comp = _row(pd.read_csv(out / "comparisons.csv"), variant="full", reference="lora")
     assert np.isnan(comp.p_value) and comp.difference == pytest.approx(0.8, abs=0.15)
     assert "no winner is named" in (out / "summary.md").read_text()
@@ -238,7 +246,7 @@ def test_a_control_method_of_the_registry_is_compared_with_its_snr_selection(tmp
     res = Results(tmp_path / "results")
     res.add("m", "spectrum", bernoulli(0.8, 60, 1), t=25, seed=0)
     res.add("m", "spectrum-control", bernoulli(0.3, 60, 2), t=25, seed=0)
-    out = build_report(tmp_path / "results", tmp_path / "report", resamples=1000)
+    out = build_report(tmp_path / "results", tmp_path / "report")
     runs = pd.read_csv(out / "runs.csv")
     assert set(runs.variant) == {"spectrum-t25", "spectrum-random-t25"}
     assert set(runs[runs.method == "spectrum-control"].selection_kind) == {"random"}
@@ -257,7 +265,7 @@ def test_no_eval_files_is_a_one_line_error(tmp_path):
     with pytest.raises(SnrtuneError, match="no eval.json"):
         build_report(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "out"), "--resamples", "10"]) == 2
+    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
 
 
@@ -289,8 +297,8 @@ def test_report_shows_each_methods_settings_and_the_sweep_with_the_chosen_rate(t
     out = tmp_path / "report"
     build_report(tmp_path / "results", out)
     summary = (out / "summary.md").read_text()
-    assert "| full | 0 | 0.0002 | – | – | – | 24 | 8 | 256 |" in summary
-    assert "| lora | 0 | 0.003 (sweep) | 16 | 32 | 2 | 24 | 8 | 256 |" in summary
+    assert "| full | 0 | 0.0002 | – | – | – | 24 | – | 8 | 256 |" in summary
+    assert "| lora | 0 | 0.003 (sweep) | 16 | 32 | 2 | 24 | – | 8 | 256 |" in summary
     assert "| lora | 0 | 0.001 | 0.0686 |  |" in summary and "| lora | 0 | 0.003 | 0.0324 | ✓ |" in summary
     page = (out / "report.html").read_text()
     assert "Learning-rate sweep" in page and "Training settings" in page

@@ -46,7 +46,7 @@ def report(tmp_path_factory):
             res.add(model, "spectrum-random", bernoulli(0.5 - 0.3 * i, 60, 10 * i + seed + 5), t=25, seed=seed)
             res.add(model, "lora", bernoulli(0.6, 60, 10 * i + seed + 7), seed=seed, learns=False)
         (root / f"{model}-snr.json").write_text(json.dumps(_snr(model)))
-    return build_report(root, tmp_path_factory.mktemp("out") / "report", resamples=1000)
+    return build_report(root, tmp_path_factory.mktemp("out") / "report")
 
 
 def test_report_renders_in_headless_chromium(report):

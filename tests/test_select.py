@@ -1,5 +1,7 @@
 """`snrtune select`: per-type top t%, ties, budgets, includes, exports and the reference's YAML."""
 
+import re
+
 import pytest
 import yaml
 
@@ -56,7 +58,7 @@ def test_top_percent_per_type_with_exact_counts():
 
 def test_exports_for_axolotl_laser_qlora_llama_factory_and_peft():
     sel = select(fake_scan(SNRS), top_percent=25, types=["self_attn.q_proj"])
-    assert sel["exports"]["axolotl"]["unfrozen_parameters"] == [r"^model\.layers\.1\.self_attn\.q_proj\."]
+    assert sel["exports"]["axolotl"]["unfrozen_parameters"] == ["^model.layers.1.self_attn.q_proj."]
     assert sel["exports"]["peft"]["target_modules"] == ["model.layers.1.self_attn.q_proj"]
     assert sel["exports"]["laser_qlora"]["lora_target_modules"] == ["model.layers.1.self_attn.q_proj"]
     assert sel["exports"]["llama_factory"]["lora_target"] == "layers.1.self_attn.q_proj"
@@ -246,3 +248,61 @@ def test_random_control_parameters_equal_spectrum_on_a_tiny_models_scan(tiny_lla
         snr = select(result, top_percent=t)
         control = control_selection(result, snr, "random", seed=0)
         assert control["trainable_params"] == snr["trainable_params"] and _per_type(control) == _per_type(snr)
+
+
+def axolotl_unfrozen(patterns: list[str], names) -> set[str]:
+    """axolotl's own rule for ``unfrozen_parameters`` (axolotl 0.21.0, src/axolotl/utils/freeze.py:
+    ``freeze_layers_except`` builds a ``LayerNamePattern`` per entry): an optional trailing ``[start:end]``
+    range is cut off (it limits rows, not names); in the rest every ``.`` not followed by ``+`` is replaced
+    by ``\\.``; a parameter stays trainable when ``re.match`` of any such pattern succeeds on its
+    ``named_parameters()`` name. Restated here, not imported: axolotl is not a dependency."""
+    regexes = []
+    for pattern in patterns:
+        ranged = re.match(r"^(.+)\[([0-9]*)(?::([0-9]*))?\]$", pattern)
+        base = ranged.group(1) if ranged else pattern
+        regexes.append(re.compile(re.sub(r"\.(?!\+)", r"\\.", base)))
+    return {name for name in names if any(regex.match(name) for regex in regexes)}
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "mixtral"])
+def test_axolotl_export_unfreezes_exactly_the_selected_modules_under_axolotls_rule(arch, tiny_model_factory,
+                                                                                  tmp_path):
+    """qwen2: q/k/v projections with biases, tied embeddings; mixtral: fused 3-D expert tensors."""
+    import transformers
+
+    from snrtune.spectrum.scan import scan
+
+    model_dir = tiny_model_factory(arch)
+    result = scan(model_dir, tmp_path / "snr.json")
+    sel = select(result, top_percent=50, include=["lm_head"])
+    named = dict(transformers.AutoModelForCausalLM.from_pretrained(model_dir).named_parameters())
+    selected = {result["tied"].get(m["param"], m["param"]) for m in sel["modules"]}  # a tied lm_head: embed_tokens
+    expected = {name for name in named if name in selected
+                or any(name.startswith(param[: -len("weight")]) for param in selected if param.endswith(".weight"))}
+    assert any(name.endswith(".bias") for name in expected) == (arch == "qwen2")  # biases go with their weights
+    unfrozen = axolotl_unfrozen(sel["exports"]["axolotl"]["unfrozen_parameters"], named)
+    assert unfrozen == expected
+    assert sum(named[name].numel() for name in unfrozen) == sel["trainable_params"]
+    # snrtune's own (escaped) patterns select the same parameters with plain re.match ...
+    assert {n for n in named if any(re.match(p, n) for p in sel["unfrozen_parameters"])} == expected
+    # ... and under axolotl's rule match nothing: the export it used to write trained no parameter there
+    assert axolotl_unfrozen(sel["unfrozen_parameters"], named) == set()
+
+
+def test_llama_factory_lora_target_wraps_exactly_the_selected_modules(tiny_model_factory, tmp_path):
+    """LLaMA-Factory (src/llamafactory/model/adapter.py, ``_setup_lora_tuning``) splits ``lora_target`` at
+    commas and hands the list to peft's ``LoraConfig(target_modules=…)``; peft wraps each module whose name
+    equals an entry or ends with "." + an entry. Checked here with peft itself."""
+    import peft
+    import transformers
+
+    from snrtune.spectrum.scan import scan
+
+    model_dir = tiny_model_factory("qwen2")
+    sel = select(scan(model_dir, tmp_path / "snr.json"), top_percent=34)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+    targets = [t.strip() for t in sel["exports"]["llama_factory"]["lora_target"].split(",")]
+    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=targets))
+    lora = {name.removeprefix("base_model.model.") for name, module in wrapped.named_modules()
+            if hasattr(module, "lora_A") and isinstance(module, peft.tuners.lora.LoraLayer)}
+    assert lora == {m["name"] for m in sel["modules"]} and len(lora) == 7  # per type 1 of 3 layers, 7 types

@@ -92,7 +92,8 @@ def test_modules_snakemake_imports_while_parsing_load_no_torch():
 def test_the_conda_environment_pins_what_pyproject_requires():
     """envs/snrtune.yaml (the rules' software under --sdm conda) says its versions follow pyproject.toml: every
     package both name (dependencies and extras) carries the same version range, so a raised floor cannot be
-    missed in one of them."""
+    missed in one of them; a package named with extras (the vllm extra's lm-eval[vllm]) carries the same range as
+    where it is named plainly."""
     import re
     import tomllib
 
@@ -104,10 +105,15 @@ def test_the_conda_environment_pins_what_pyproject_requires():
     env = yaml.safe_load((root / "envs" / "snrtune.yaml").read_text())
     pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
 
-    def by_name(specs):
-        return {re.match(r"[A-Za-z0-9_.-]+", spec).group(0).lower(): spec.replace(" ", "") for spec in specs}
+    def by_name(specs, check_repeats=False):
+        found = {}
+        for spec in specs:
+            name, plain = re.match(r"[A-Za-z0-9_.-]+", spec).group(0).lower(), re.sub(r"\[[^]]*\]|\s", "", spec)
+            assert not check_repeats or found.setdefault(name, plain) == plain, f"{name}: {found[name]} vs {plain}"
+            found[name] = plain
+        return found
 
-    ours, theirs = by_name(required), by_name(pip)
+    ours, theirs = by_name(required, check_repeats=True), by_name(pip)
     shared = sorted(set(ours) & set(theirs))
     assert {"trl", "torch", "deepspeed"} <= set(shared)
     assert {name: theirs[name] for name in shared} == {name: ours[name] for name in shared}

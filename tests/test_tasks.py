@@ -6,7 +6,8 @@ import pytest
 
 from snrtune import tasks
 from snrtune.evaluation.evaluate import parse_fewshot
-from snrtune.report.report import pick_target, primary_metric
+from snrtune.report.tables import primary_metric
+from snrtune.report.verdict import pick_target
 
 
 def test_the_table_drives_evaluate_and_the_report():

@@ -67,9 +67,10 @@ def test_spectrum_trains_exactly_the_selection(spectrum_run, tiny_llama):
 def test_spectrum_run_directory_follows_the_contract(spectrum_run):
     out, metrics = spectrum_run
     assert sorted(p.name for p in out.iterdir()) == [
-        "chat_template.jinja", "metrics.json", "selection.yaml", "snrtune_run.json", "spectrum_delta.safetensors",
-        "tokenizer.json", "tokenizer_config.json"]
+        "chat_template.jinja", "metrics.json", "selection.yaml", "snrtune_output.json", "snrtune_run.json",
+        "spectrum_delta.safetensors", "tokenizer.json", "tokenizer_config.json"]
     assert not out.with_name(out.name + ".partial").exists()
+    assert metrics["status"] == "finished" and metrics["diverged"] is None
     assert json.loads((out / "snrtune_run.json").read_text()) == {
         "id": "tiny-llama/spectrum-t25-s0", "model": "tiny-llama", "method": "spectrum", "top_percent": 25,
         "seed": 0, "stage": "sft"}
@@ -111,6 +112,9 @@ def test_resume_continues_from_the_saved_step(spectrum_run, tiny_llama, inputs, 
     steady = metrics["details"]["after_first_step"]
     assert steady["steps"] == 2 and 0 < steady["seconds"] < metrics["details"]["train_seconds"]
     assert 0 < steady["tokens"] < metrics["train_tokens"]
+    step_seconds = metrics["details"]["step_seconds"]  # this session's three steps, one by one
+    assert len(step_seconds) == 3 and all(s > 0 for s in step_seconds)
+    assert sum(step_seconds[1:]) <= steady["seconds"]  # which also runs to the end of training
     assert not (out / "attempts.json").exists()
     # the resumed run ends where the uninterrupted one did
     resumed, straight = load_file(out / "spectrum_delta.safetensors"), load_file(spectrum_run[0] / "spectrum_delta.safetensors")
@@ -310,8 +314,8 @@ def test_resume_with_changed_settings_starts_afresh_and_records_what_trained(tin
         torch.testing.assert_close(resumed[name], fresh[name], rtol=1e-5, atol=1e-6)
     # no fingerprint, ledger, checkpoints or data rows left: the delta, the selection, the tokenizer, the records
     assert sorted(p.name for p in out.iterdir()) == [
-        "chat_template.jinja", "metrics.json", "selection.yaml", "snrtune_run.json", "spectrum_delta.safetensors",
-        "tokenizer.json", "tokenizer_config.json"]
+        "chat_template.jinja", "metrics.json", "selection.yaml", "snrtune_output.json", "snrtune_run.json",
+        "spectrum_delta.safetensors", "tokenizer.json", "tokenizer_config.json"]
 
 
 def test_resume_with_changed_data_starts_afresh_naming_the_data(tiny_llama, inputs, tmp_path, capsys):

@@ -3,6 +3,7 @@ which runs exist, which flags each training job gets, and the DAG Snakemake plan
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
@@ -74,7 +75,11 @@ def test_dry_run_plans_candidates_pick_and_the_control(tmp_path):
               "train": {"learning_rates": {"lora": [1.0e-3, 3.0e-3]}}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
-    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path).stdout
+    fake = tmp_path / "fake" / "vllm"  # the pre-flight refuses eval_backend vllm where vllm is not installed
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")]))}
+    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path, env=env).stdout
     counts = job_counts(out)
     assert counts["train_candidate"] == 2 and counts["pick"] == 1 and counts["select_control"] == 1
     assert counts["train"] == 3  # spectrum t25, t50 and its control at t50
@@ -126,6 +131,39 @@ def test_a_method_setting_the_trainer_would_refuse_stops_the_workflow(tmp_path):
         wc.preflight(config)
 
 
+def test_lm_eval_prompt_options_reach_the_evaluate_command_and_bad_combinations_stop_the_workflow(tmp_path):
+    """evaluate.{fewshot_as_multiturn, system_instruction, gen_kwargs, max_batch_size} become `snrtune evaluate`
+    flags (a system prompt with quotes and $ arrives as one word); the combinations it would refuse are
+    refused when the config is read, in one line naming the key."""
+    prompt = "Answer briefly (one word!): it's \"short\", isn't it? [yes/no] #1 * ~"
+    config = {"models": {"m": {"source": "org/model"}}, "methods": ["full"],
+              "evaluate": {"base": True, "tasks": [{"name": "gsm8k"}], "batch_size": "auto", "max_batch_size": 8,
+                           "fewshot_as_multiturn": False, "system_instruction": prompt,
+                           "gen_kwargs": {"max_gen_toks": 64, "do_sample": False}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path).stdout
+    line = next(x for x in out.splitlines() if "snrtune evaluate" in x and "eval/base.json" in x)
+    words = shlex.split(line[line.index("snrtune evaluate"):])
+    value = {w: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("--")}
+    assert value["--system-instruction"] == prompt and value["--max-batch-size"] == "8"
+    assert value["--gen-kwargs"] == '{"do_sample":false,"max_gen_toks":64}' and value["--batch-size"] == "auto"
+    assert "--no-fewshot-as-multiturn" in words
+    assert "fewshot-as-multiturn" not in line.replace("--no-fewshot-as-multiturn", "")
+    plain = {"models": {"a": {"source": "o/a"}, "b": {"source": "o/b", "chat_template": False}}}
+    with pytest.raises(SnrtuneError, match=r"^config key 'evaluate.fewshot_as_multiturn': .*models b have chat"):
+        wc.validate_config({**plain, "evaluate": {"fewshot_as_multiturn": True}}, SCHEMA)
+    assert wc.validate_config({**plain, "evaluate": {"fewshot_as_multiturn": False}}, SCHEMA)
+    with pytest.raises(SnrtuneError, match=r"^config key 'evaluate.max_batch_size': .*got 4"):
+        wc.validate_config({**plain, "evaluate": {"batch_size": 4, "max_batch_size": 8}}, SCHEMA)
+    with pytest.raises(SnrtuneError, match="^config key 'evaluate.system_instruction': blank"):
+        wc.validate_config({**plain, "evaluate": {"system_instruction": "  "}}, SCHEMA)
+    with pytest.raises(SnrtuneError, match="^config key 'evaluate.system_instruction'"):
+        wc.validate_config({**plain, "evaluate": {"system_instruction": "pay $5; then"}}, SCHEMA)
+    with pytest.raises(SnrtuneError, match="gen_kwargs"):
+        wc.validate_config({**plain, "evaluate": {"gen_kwargs": {"until": "$(touch x)"}}}, SCHEMA)
+
+
 def test_eval_model_args_reach_lm_eval_through_the_evaluate_command(tmp_path):
     """models.NAME.eval_model_args (e.g. parallelize across a job's GPUs) and eval_backend become
     `snrtune evaluate --model-args JSON --backend …`; snrtune's own pretrained/dtype cannot be overridden."""
@@ -134,7 +172,11 @@ def test_eval_model_args_reach_lm_eval_through_the_evaluate_command(tmp_path):
               "methods": ["full"], "evaluate": {"base": True}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
-    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path).stdout
+    fake = tmp_path / "fake" / "vllm"  # the pre-flight refuses eval_backend vllm where vllm is not installed
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")]))}
+    out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path, env=env).stdout
     assert """--model-args '{"max_length":4096,"parallelize":true}' --backend vllm""" in out
     with pytest.raises(SnrtuneError, match="eval_model_args"):
         wc.validate_config({"models": {"m": {"source": "o/m", "eval_model_args": {"pretrained": "x"}}}}, SCHEMA)

@@ -3,6 +3,10 @@ evaluate and report. Files whose names the user or the workflow chooses (snr.jso
 are not here; a fetched model directory's own files are in snrtune.model_dir.
 """
 
+# in every directory snrtune writes (fetch, train, pick, merge, report): which command wrote it; a directory
+# without it is never removed or replaced by a snrtune command (snrtune.artifacts)
+OUTPUT_MARKER = "snrtune_output.json"
+
 # a run directory (from `snrtune train`) and a merged model directory (from `snrtune merge`)
 RUN_FILE = "snrtune_run.json"  # the run's identity; copied into the merged directory, read by evaluate
 METRICS_FILE = "metrics.json"

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from snrtune import __version__, method_registry
+from snrtune import __version__, arguments, method_registry
 from snrtune.errors import SnrtuneError
 
 COMMANDS = {
@@ -26,8 +26,19 @@ COMMANDS = {
 }
 
 
+class ParserError(Exception):
+    """A bad command line: printed as one line (no usage block), exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors (a bad value, a missing argument) as one line: `snrtune CMD: error: …`."""
+
+    def error(self, message: str):
+        raise ParserError(message)
+
+
 def _top_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="snrtune",
         description="SNR-guided fine-tuning comparison: fetch, prefetch, scan, select, train, merge, evaluate, report.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -42,20 +53,25 @@ def _top_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
-    if not argv or argv[0].startswith("-"):
-        top.parse_args(argv or ["--help"])
-        return 0
-    command = argv[0]
-    if command not in COMMANDS:
-        top.error(f"unknown command {command!r}; expected one of: {', '.join(COMMANDS)}")
+    command = argv[0] if argv else ""
+    try:
+        if not argv or command.startswith("-"):
+            top.parse_args(argv or ["--help"])
+            return 0
+        if command not in COMMANDS:
+            top.error(f"unknown command {command!r}; expected one of: {', '.join(COMMANDS)}")
+    except ParserError as exc:
+        print(f"snrtune: error: {exc}", file=sys.stderr)
+        return 2
     module_name, help_ = COMMANDS[command]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"snrtune {command}", description=help_)
+    parser = OneLineParser(prog=f"snrtune {command}", description=help_)
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
     try:
+        args = parser.parse_args(argv[1:])
+        arguments.check_outputs(args)  # before any work: no output may remove what snrtune did not write
         return int(module.run(args) or 0)
-    except SnrtuneError as exc:
+    except (SnrtuneError, ParserError) as exc:
         print(f"snrtune {command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -63,12 +63,17 @@ def res(wildcards, key):
     return config["models"][wildcards.model]["resources"][key]
 
 
+CEILING = {"mem_mb": config["resources"]["max_mem_mb"], "runtime": config["resources"]["max_runtime"]}
+
+
 def mem(key):
-    """A resource function: the model's memory request, grown with the attempt."""
-    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH)
+    """A resource function: the model's memory request, grown with the attempt up to resources.max_mem_mb."""
+    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH, CEILING["mem_mb"])
 
 
-runtime = mem  # runtime (minutes) grows the same way
+def runtime(key):
+    """Minutes, grown the same way up to resources.max_runtime."""
+    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH, CEILING["runtime"])
 
 
 def train_config(w):
@@ -90,7 +95,7 @@ def train_plan(w):
 
 def train_resource(key, grow=False):
     if grow:
-        return lambda w, attempt: wc.scaled(train_plan(w)[key], attempt, GROWTH)
+        return lambda w, attempt: wc.scaled(train_plan(w)[key], attempt, GROWTH, CEILING[key])
     return lambda w: train_plan(w)[key]
 
 
@@ -117,7 +122,8 @@ def train_flags(w):
     return " ".join(part for part in [wc.flags(method=run["method"], seed=run["seed"], selection=wc.selection_file(w.model, w.run),
                               stage=config["train"]["stage"],
                               max_steps=config["train"]["max_steps"], match_params_of=match,
-                              resume=True),  # a requeued job continues from its last checkpoint
+                              resume=True,  # a requeued job continues from its last checkpoint
+                              allow_diverged=True),  # a diverged run is a result the report shows (docs/checks.md)
                      wc.config_flags(config, w.model), wc.settings_flags(config, run["method"], lr)] if part)
 
 
@@ -157,11 +163,12 @@ def evaluate_inputs(w):
 
 def evaluate_flags(w):
     ev, model = config["evaluate"], model_cfg(w)
-    return wc.flags(num_fewshot=wc.num_fewshot(ev["tasks"]), limit=ev["limit"], batch_size=ev["batch_size"],
+    return wc.flags(num_fewshot=wc.num_fewshot(ev["tasks"]), limit=wc.limit_flag(ev["limit"]), batch_size=ev["batch_size"],
                     device=model["device"], dtype=model["dtype"], apply_chat_template=model["chat_template"],
                     include_path=ev["include_path"], log_samples=ev["log_samples"],
                     model_args=wc.model_args_flag(model["eval_model_args"]),
-                    backend=model["eval_backend"] if model["eval_backend"] != "hf" else None)
+                    backend=model["eval_backend"] if model["eval_backend"] != "hf" else None,
+                    **wc.lm_eval_options(ev))
 
 
 def job_env_param(env):

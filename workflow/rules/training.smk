@@ -19,14 +19,17 @@ rule train:
         paths.log("train", "{run}"),
     benchmark:
         paths.benchmark("train", "{run}")
-    threads: lambda w: res(w, "threads")
+    threads: train_resource("threads")
     resources:
         gpu=train_resource("gpus"),
+        nodes=1,  # torchrun --standalone: every GPU of a job on one node (the pre-flight caps train_gpus)
         mem_mb=train_resource("mem_mb", grow=True),
         runtime=train_resource("runtime", grow=True),
+    # Snakemake empties the log before every attempt; LOG.attempts (not a declared file) keeps the output of all
+    # of them, a requeued or retried job's first one included (unbuffered: a killed attempt's last lines too).
     shell:
-        "{params.env}{params.launcher} train {input.model:q} --data {params.data:q} --out {output.run:q} "
-        "{params.extra} {params.sharding} > {log:q} 2>&1"
+        "export PYTHONUNBUFFERED=1; {params.env}{params.launcher} train {input.model:q} --data {params.data:q} "
+        "--out {output.run:q} {params.extra} {params.sharding} 2>&1 | tee -a {log:q}.attempts > {log:q}"
 
 
 # The learning-rate sweep: every candidate trains as its own cached run; `snrtune pick` makes the one with the

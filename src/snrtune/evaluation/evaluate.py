@@ -8,6 +8,7 @@ paths in a temporary copy at run time: the package may be installed anywhere.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -21,10 +22,11 @@ import yaml
 
 from snrtune import hub
 from snrtune.artifact_names import RUN_FILE
-from snrtune.artifacts import atomic_file, read_json, write_json
+from snrtune import arguments
+from snrtune.artifacts import atomic_file, write_json
 from snrtune.errors import SnrtuneError
 from snrtune import tasks as tasks_table
-from snrtune.model_dir import load_source_info
+from snrtune.model_dir import check_model_dir, load_source_info, read_run_record
 from snrtune.record import Stopwatch, run_record
 
 SHIPPED_TASKS = Path(__file__).parents[1] / "data" / "tasks"
@@ -43,16 +45,29 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tasks", required=True,
                         help="comma-separated lm-eval task names, e.g. snrtune_toolcall,snrtune_retention,arc_challenge")
     parser.add_argument("--out", required=True, help="the eval.json to write")
-    parser.add_argument("--limit", type=float, default=None,
-                        help="at most this many documents per task (a fraction when < 1)")
+    parser.add_argument("--limit", type=limit_argument, default=None,
+                        help="at most this many documents per task (a fraction when < 1), or per task as "
+                             "task=N,task2=M (tasks not named: all their documents)")
     parser.add_argument("--num-fewshot", default="",
                         help="per-task few-shot counts, e.g. arc_challenge=25,mmlu=5 (defaults: %s)"
                         % ", ".join(f"{k}={v}" for k, v in tasks_table.fewshot_defaults().items()))
-    parser.add_argument("--batch-size", default="16", help="an integer, or 'auto'")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, …")
+    parser.add_argument("--batch-size", default="16", help="an integer, 'auto', or 'auto:N' (re-detect N times)")
+    parser.add_argument("--max-batch-size", type=arguments.positive_int, default=None,
+                        help="the largest batch --batch-size auto may pick (lm-eval's max_batch_size)")
+    parser.add_argument("--device", default="cpu", type=arguments.device, help="cpu, cuda, cuda:0, …")
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--apply-chat-template", action="store_true",
                         help="format prompts with the tokenizer's chat template (instruct models)")
+    parser.add_argument("--fewshot-as-multiturn", action=argparse.BooleanOptionalAction, default=None,
+                        help="with --apply-chat-template: few-shot examples as alternating user/assistant turns "
+                             "(the default there) or, with --no-fewshot-as-multiturn, in one user turn; "
+                             "needs --apply-chat-template")
+    parser.add_argument("--system-instruction", default=None,
+                        help="a system prompt before every example (a system turn with --apply-chat-template, "
+                             "else text in front of the prompt)")
+    parser.add_argument("--gen-kwargs", default="",
+                        help="generation settings of generate_until tasks, as k=v,k2=v2 or a JSON object, e.g. "
+                             "max_gen_toks=512,temperature=0 (they update the tasks' own generation_kwargs)")
     parser.add_argument("--include-path", action="append", default=[],
                         help="a directory of extra lm-eval task YAMLs (repeatable)")
     parser.add_argument("--log-samples", action="store_true",
@@ -67,6 +82,7 @@ def add_arguments(parser) -> None:
                         "(split a large model across the visible GPUs) or tensor_parallel_size=4 (vllm)")
     parser.add_argument("--backend", default="hf", choices=BACKENDS,
                         help="lm-eval model type: hf (transformers), or vllm where the vllm package is installed")
+    arguments.output(parser, "file", inputs=("model_dir", "--run-json", "--include-path"))
 
 
 # --- arguments --------------------------------------------------------------------------------------------
@@ -91,7 +107,7 @@ def parse_fewshot(text: str, tasks: list[str]) -> dict[str, int]:
     return {t: given.get(t, tasks_table.default_fewshot(t)) for t in tasks}
 
 
-def parse_model_args(value: str | dict | None) -> dict[str, Any]:
+def parse_assignments(value: str | dict | None, flag: str) -> dict[str, Any]:
     """``k=v,k2=v2`` (values typed as lm-eval types them: True, 3, 0.5, text) or a JSON object, or a dict."""
     if not value:
         return {}
@@ -100,15 +116,21 @@ def parse_model_args(value: str | dict | None) -> dict[str, Any]:
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
-                raise SnrtuneError(f"--model-args is not a valid JSON object: {exc}") from exc
+                raise SnrtuneError(f"{flag} is not a valid JSON object: {exc}") from exc
         else:
             from lm_eval.utils import simple_parse_args_string
 
             if any("=" not in item for item in value.split(",") if item.strip()):
-                raise SnrtuneError(f"--model-args {value!r} is not k=v,k2=v2 or a JSON object")
+                raise SnrtuneError(f"{flag} {value!r} is not k=v,k2=v2 or a JSON object")
             value = simple_parse_args_string(value)
     if not isinstance(value, dict):
-        raise SnrtuneError(f"--model-args {value!r} is not k=v,k2=v2 or a JSON object")
+        raise SnrtuneError(f"{flag} {value!r} is not k=v,k2=v2 or a JSON object")
+    return dict(value)
+
+
+def parse_model_args(value: str | dict | None) -> dict[str, Any]:
+    """--model-args: extra lm-eval model_args, never snrtune's own pretrained and dtype."""
+    value = parse_assignments(value, "--model-args")
     taken = sorted(set(value) & set(OWN_MODEL_ARGS))
     if taken:
         raise SnrtuneError(f"--model-args sets {taken}; expected MODEL_DIR for pretrained and --dtype for dtype")
@@ -121,22 +143,96 @@ def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise SnrtuneError(f"--backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise SnrtuneError("--backend vllm needs the vllm package (pip install vllm); expected it installed, "
-                           "or --backend hf")
+        raise SnrtuneError("--backend vllm needs the vllm package (pip install 'snrtune[vllm]' on a GPU machine); "
+                           "expected it installed, or --backend hf")
 
 
 def parse_batch_size(text: str) -> int | str:
-    if text == "auto" or (text.isdigit() and int(text) > 0):
-        return text if text == "auto" else int(text)
-    raise SnrtuneError(f"--batch-size {text!r} is not a positive integer or 'auto'")
+    """A positive integer, 'auto' or 'auto:N'; the workflow config's ``evaluate.batch_size`` is checked by this too."""
+    auto, _, times = text.partition(":")
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    if auto == "auto" and (not _ or (times.isdigit() and int(times) > 0)):
+        return text
+    raise SnrtuneError(f"--batch-size {text!r} is not a positive integer, 'auto' or 'auto:N'")
 
 
-def parse_limit(limit: float | None) -> int | float | None:
+def prompt_options(apply_chat_template: bool, fewshot_as_multiturn: bool | None, batch_size: int | str,
+                   max_batch_size: int | None, system_instruction: str | None) -> bool:
+    """Check the prompt and batching options together (before any model is loaded); returns the
+    fewshot_as_multiturn lm-eval gets: as given, else on exactly when the chat template is applied."""
+    if fewshot_as_multiturn and not apply_chat_template:
+        raise SnrtuneError("--fewshot-as-multiturn needs --apply-chat-template: few-shot turns exist only in a chat")
+    if max_batch_size is not None:
+        if max_batch_size < 1:
+            raise SnrtuneError(f"--max-batch-size {max_batch_size} must be a positive integer")
+        if not str(batch_size).startswith("auto"):
+            raise SnrtuneError(f"--max-batch-size {max_batch_size} bounds --batch-size auto only; "
+                               f"expected --batch-size auto, got {batch_size}")
+    if system_instruction is not None and not system_instruction.strip():
+        raise SnrtuneError("--system-instruction is empty; expected a system prompt, or leave the flag out")
+    return apply_chat_template if fewshot_as_multiturn is None else fewshot_as_multiturn
+
+
+def check_gen_kwargs(gen_kwargs: dict, task_objs: list) -> None:
+    """--gen-kwargs reach only generate_until tasks; none among the tasks is an error (nothing would change)."""
+    if not gen_kwargs:
+        return
+    leaves = []
+    for obj in task_objs:
+        leaves.extend(_leaf_tasks(obj))
+    if not any(task.get_config("output_type") == "generate_until" for task in leaves):
+        raise SnrtuneError(f"--gen-kwargs {json.dumps(gen_kwargs, sort_keys=True)} changes generate_until tasks "
+                           f"only, and none of --tasks generates ({', '.join(_task_names(leaves))})")
+
+
+def _leaf_tasks(obj) -> list:
+    """A task, or the tasks of a group (lm-eval's Group.get_all_tasks)."""
+    return obj.get_all_tasks() if hasattr(obj, "get_all_tasks") else [obj]
+
+
+def _task_names(tasks: list) -> list[str]:
+    return sorted({str(task.get_config("task")) for task in tasks})
+
+
+def limit_argument(text: str) -> float | dict[str, float]:
+    """--limit: ``N`` for every task, or ``task=N,task2=M`` for those tasks; each N a finite number > 0."""
+    if "=" not in text:
+        return arguments.positive_float(text)
+    limits: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"{item!r} is not TASK=N; expected N or task=N,task2=M")
+        limits[name] = arguments.positive_float(value)
+    return limits
+
+
+def parse_limit(limit: float | dict[str, float] | None, tasks: list[str]) -> int | float | dict | None:
+    """A count (an int from 1 on) or a fraction below 1, for every task or per task named in --tasks (the
+    tasks a mapping does not name: all their documents)."""
+    if isinstance(limit, dict):
+        unknown = [name for name in limit if name not in tasks]
+        if unknown:
+            raise SnrtuneError(f"--limit names task {unknown[0]!r}, which is not in --tasks {','.join(tasks)}")
+        return {name: parse_limit(value, tasks) for name, value in limit.items()}
     if limit is None:
         return None
-    if limit <= 0:
-        raise SnrtuneError(f"--limit {limit} must be positive (a count, or a fraction below 1)")
     return int(limit) if limit >= 1 else limit
+
+
+def sample_size(n_docs: int, limit: int | float | None) -> int:
+    """Documents evaluated of ``n_docs`` under ``limit`` (lm-eval's rule: a fraction rounds up)."""
+    if limit is None:
+        return n_docs
+    return min(n_docs, int(math.ceil(n_docs * limit)) if limit < 1 else int(limit))
+
+
+def per_task_samples(leaves: dict[str, list], limits: dict[str, int | float]) -> dict[str, range]:
+    """lm-eval's ``samples`` for per-task limits: the first documents of each limited task's subtasks (those
+    of a group each get the group's limit), the same documents a single ``limit`` would take."""
+    return {leaf.config.task: range(sample_size(len(leaf.eval_docs), limits[name]))
+            for name, tasks in leaves.items() if name in limits for leaf in tasks}
 
 
 # --- task directories -------------------------------------------------------------------------------------
@@ -233,7 +329,7 @@ def run_identity(model_dir: Path, run_json: str | None) -> tuple[dict, str]:
     if run_json and not path.is_file():
         raise SnrtuneError(f"--run-json {run_json!r} does not exist")
     if path.is_file():
-        run = read_json(path)
+        run = read_run_record(path)
         return run, run.get("model_form", "merged-full-precision")
     name = load_source_info(model_dir)["name"]
     return {"id": f"{name}/base", "model": name, "method": "base", "top_percent": None, "seed": None}, "base"
@@ -352,31 +448,42 @@ def write_eval(out: str | os.PathLike, record: dict) -> None:
 # --- the step ---------------------------------------------------------------------------------------------
 
 def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[str, int | None] | None = None,
-                   limit: int | float | None = None, batch_size: int | str = 16, device: str = "cpu",
+                   limit: int | float | dict[str, int | float] | None = None, batch_size: int | str = 16, device: str = "cpu",
                    dtype: str = "float32", apply_chat_template: bool = False, include_paths: list[str] = (),
                    log_samples: bool = False, run_json: str | None = None, seed: int = 1234,
-                   model_args: str | dict | None = None, backend: str = "hf") -> dict:
+                   model_args: str | dict | None = None, backend: str = "hf",
+                   fewshot_as_multiturn: bool | None = None, system_instruction: str | None = None,
+                   gen_kwargs: str | dict | None = None, max_batch_size: int | None = None) -> dict:
     """Evaluate ``model_dir`` on ``tasks``; returns the eval.json record (see docs/artifacts.md), with
     ``log_samples`` also ``per_example`` and lm-eval's full ``samples`` (which write_eval puts beside it)."""
     import lm_eval
 
     stopwatch = Stopwatch()
     model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise SnrtuneError(f"MODEL_DIR {str(model_dir)!r} is not a model directory (no config.json)")
+    check_model_dir(model_dir, tokenizer=True)  # before lm-eval loads it: complete weights, a tokenizer
     run, model_form = run_identity(model_dir, run_json)
     check_backend(backend)
+    multiturn = prompt_options(apply_chat_template, fewshot_as_multiturn, batch_size, max_batch_size,
+                               system_instruction)
+    generation = parse_assignments(gen_kwargs, "--gen-kwargs")
     lm_args = {"pretrained": str(model_dir), "dtype": dtype, **parse_model_args(model_args)}
     shots = num_fewshot or {t: tasks_table.default_fewshot(t) for t in tasks}
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="snrtune-tasks-") as workdir:
         manager = task_manager(list(include_paths), Path(workdir), tasks)
-        task_objs = [obj for t in tasks for obj in load_task(manager, t, shots.get(t))]
+        loaded = {t: load_task(manager, t, shots.get(t)) for t in tasks}
+        task_objs = [obj for objs in loaded.values() for obj in objs]
+        check_gen_kwargs(generation, task_objs)
+        per_task = limit if isinstance(limit, dict) else None
+        samples = per_task_samples({t: [leaf for obj in objs for leaf in _leaf_tasks(obj)]
+                                    for t, objs in loaded.items()}, per_task) if per_task else None
         raw = lm_eval.simple_evaluate(
             model=backend,
             model_args=lm_args,
-            tasks=task_objs, batch_size=batch_size, device=device, limit=limit,
-            apply_chat_template=apply_chat_template, fewshot_as_multiturn=apply_chat_template,
+            tasks=task_objs, batch_size=batch_size, max_batch_size=max_batch_size, device=device,
+            limit=None if per_task else limit, samples=samples,
+            apply_chat_template=apply_chat_template, fewshot_as_multiturn=multiturn,
+            system_instruction=system_instruction, gen_kwargs=generation or None,
             log_samples=log_samples, task_manager=manager, bootstrap_iters=BOOTSTRAP_ITERS,
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
         )
@@ -384,7 +491,9 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
     config = {
         "tasks": tasks, "num_fewshot": {t: raw.get("n-shot", {}).get(t, shots.get(t)) for t in raw["results"]},
         "limit": limit, "batch_size": batch_size, "device": device, "dtype": dtype,
-        "apply_chat_template": apply_chat_template, "seed": seed, "bootstrap_iters": BOOTSTRAP_ITERS,
+        "apply_chat_template": apply_chat_template, "fewshot_as_multiturn": multiturn,
+        "system_instruction": system_instruction, "gen_kwargs": generation, "max_batch_size": max_batch_size,
+        "seed": seed, "bootstrap_iters": BOOTSTRAP_ITERS,
         "backend": backend, "model_args": lm_args,
         "include_paths": [str(p) for p in include_paths],
         "n_samples": {t: v.get("effective") for t, v in raw.get("n-samples", {}).items()},
@@ -402,11 +511,12 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
 def run(args) -> int:
     tasks = parse_tasks(args.tasks)
     record = evaluate_model(
-        args.model_dir, tasks, num_fewshot=parse_fewshot(args.num_fewshot, tasks), limit=parse_limit(args.limit),
+        args.model_dir, tasks, num_fewshot=parse_fewshot(args.num_fewshot, tasks), limit=parse_limit(args.limit, tasks),
         batch_size=parse_batch_size(args.batch_size), device=args.device, dtype=args.dtype,
         apply_chat_template=args.apply_chat_template, include_paths=args.include_path,
         log_samples=args.log_samples, run_json=args.run_json, seed=args.seed,
-        model_args=args.model_args, backend=args.backend,
+        model_args=args.model_args, backend=args.backend, fewshot_as_multiturn=args.fewshot_as_multiturn,
+        system_instruction=args.system_instruction, gen_kwargs=args.gen_kwargs, max_batch_size=args.max_batch_size,
     )
     write_eval(args.out, record)
     for task, metrics in record["results"].items():

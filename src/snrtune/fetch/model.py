@@ -15,9 +15,10 @@ import shutil
 from pathlib import Path
 
 from snrtune import hub
+from snrtune import arguments
 from snrtune.artifacts import atomic_dir
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import OWN_FILES, write_source_info
+from snrtune.model_dir import OWN_FILES, check_model_dir, write_source_info
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accept *.bin (pickle) weights when no safetensors exist; they are converted to safetensors")
     parser.add_argument("--name", default=None, help="short model name for run ids (default: derived from SOURCE)")
     parser.add_argument("--copy", action="store_true", help="copy a local directory instead of symlinking its files")
+    arguments.output(parser, "dir", inputs=("source",))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,6 +96,8 @@ def fetch(source: str, out: str | os.PathLike, revision: str | None = None, allo
     """Materialize ``source`` as a model directory at ``out``; nothing is left at ``out`` on failure."""
     kind, resolved = classify(source)
     out = Path(out)
+    if kind == "local" and any(Path(resolved).glob("*.safetensors")):
+        check_model_dir(resolved, tokenizer=True)  # errors name the source's own files
     with atomic_dir(out) as tmp:
         if kind == "gguf":
             gguf_to_hf(Path(resolved), tmp)
@@ -103,6 +107,7 @@ def fetch(source: str, out: str | os.PathLike, revision: str | None = None, allo
             download_hub(str(resolved), tmp, revision=revision, allow_pickle=allow_pickle)
         if not list(tmp.glob("*.safetensors")):
             raise SnrtuneError(f"{source!r} yielded no safetensors weights")
+        check_model_dir(tmp, tokenizer=True)  # complete shards, valid headers, float weights, a tokenizer
         write_source_info(tmp, name or default_name(kind, resolved), source, kind, revision)
         record_parameter_table(tmp)
     return out
@@ -111,7 +116,8 @@ def fetch(source: str, out: str | os.PathLike, revision: str | None = None, allo
 def record_parameter_table(model_dir: Path) -> None:
     """Write the runtime parameter table (snrtune.fetch.params) so scans need not import transformers."""
     from snrtune.fetch.params import write_table
-    from snrtune.spectrum.scan import checkpoint_shapes, weight_files
+    from snrtune.model_dir import weight_files
+    from snrtune.spectrum.scan import checkpoint_shapes
 
     write_table(model_dir, checkpoint_shapes(weight_files(model_dir)))
 

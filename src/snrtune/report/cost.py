@@ -1,6 +1,6 @@
 """What a run cost, as the report tables and plots show it: GPU-hours (CPU-hours without a GPU) and peak memory.
 
-Light (pandas only), so both snrtune.report.report and snrtune.report.plots read it without importing each other.
+Light (pandas only), so both the report's tables and snrtune.report.plots read it without importing each other.
 """
 
 from __future__ import annotations
@@ -26,3 +26,8 @@ def peak_memory(cost: pd.DataFrame) -> tuple[pd.Series, str]:
     if allocated is not None and allocated.notna().any():
         return allocated, "peak allocated GPU memory"
     return cost["peak_memory_bytes"], "peak memory (RSS on a CPU)"
+
+
+# A run's training status (metrics.json): "diverged" (a non-finite loss, or `"status": "diverged"`) and
+# "did not learn" are failures — shown, never ranked; "learned" and None (too few losses to tell) are not.
+FAILED = ("diverged", "did not learn")

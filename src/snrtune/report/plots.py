@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from snrtune.naming import format_t  # noqa: E402
+from snrtune.report.cost import FAILED  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -28,9 +29,9 @@ def palette(order: list[str]) -> dict:
 
 
 def _labels(frame: pd.DataFrame, variants) -> list[str]:
-    """Display names: a variant whose ``learned`` is False in ``frame`` reads "NAME (did not learn)"."""
-    failed = set(frame.loc[frame["learned"] == False, "variant"]) if "learned" in frame else set()  # noqa: E712
-    return [f"{v} (did not learn)" if v in failed else v for v in variants]
+    """Display names: a variant that failed (``status`` "did not learn" or "diverged") reads "NAME (STATUS)"."""
+    status = dict(zip(frame["variant"], frame["status"])) if "status" in frame else {}
+    return [f"{v} ({status[v]})" if status.get(v) in FAILED else v for v in variants]
 
 
 def _errors(frame: pd.DataFrame) -> np.ndarray:
@@ -161,7 +162,7 @@ def annotate_points(ax, names, x, y) -> None:
 def quality_vs_cost(agg: pd.DataFrame, cost: pd.DataFrame, target: str, folder: Path, name: str,
                     colors: dict, title: str) -> str | None:
     """One model's target score against peak memory, GPU-hours (CPU-hours on a CPU) and trainable parameters,
-    each with its Pareto front (``cost``: per variant, from snrtune.report.report.costs)."""
+    each with its Pareto front (``cost``: per variant, from snrtune.report.tables.costs)."""
     from snrtune.report.cost import compute_hours, peak_memory
 
     sub = agg[(agg.task == target) & (agg.variant != "base")].set_index("variant")

@@ -1,35 +1,46 @@
-"""Confidence intervals and paired tests over per-example scores (numpy only).
+"""Intervals and paired tests over per-example scores, with seeds × examples as a crossed design (numpy, scipy).
 
 A run's per-example data is ``values``: shape ``(n,)`` for a metric that is the mean over examples (accuracy,
 exact match), or ``(n, 2)`` rows ``(loglikelihood, words or bytes)`` for a corpus-level ratio metric
 (``weighted_perplexity`` = exp(-Σ ll / Σ words), ``bits_per_byte`` = -Σ ll / Σ bytes / ln 2). Several seeds of
-one variant are ``(k, n, …)``: the same n examples evaluated for each seed.
+one variant are ``(k, n, …)``: the same n examples scored for each seed (the example index is shared).
 
-- Confidence intervals: percentile bootstrap (not BCa), 95 %, ``RESAMPLES`` resamples, a fixed RNG seed.
-  One seed: resample examples. Several seeds: hierarchical, resample seeds, then examples within each drawn
-  seed; the statistic is the mean over seeds of each seed's corpus-level metric.
-- Paired comparison of two variants on the same examples (and the same seeds): the difference, its paired
-  bootstrap CI (the same seed and example draws for both), a two-sided sign-flip permutation p-value (each
-  seed × example pair is swapped between the two runs with probability 1/2) and a rough number of examples
-  that would separate them (two-sided test at alpha 0.05 with power 0.8, at the observed difference and spread).
-- Holm's step-down correction for several comparisons.
+The model (docs/evaluation.md, "How the report decides"): a score x[s, i] of seed s on example i is
+μ + u_s + v_i + w_si with random seed, example and residual terms (a two-way crossed random-effects model).
+The variance of the grand mean x̄ is σ_u²/k + σ_v²/n + σ_w²/(kn). With the mean squares of the k × n table
+
+    MS_seed    = n · Σ_s (x̄_s − x̄)² / (k − 1)      E = n σ_u² + σ_w²
+    MS_example = k · Σ_i (x̄_i − x̄)² / (n − 1)      E = k σ_v² + σ_w²
+
+``V = (MS_seed + MS_example) / (k n)`` has expectation Var(x̄) + σ_w²/(kn) ≥ Var(x̄): a conservative estimate
+that keeps seed-to-seed (checkpoint) spread and the shared examples in, whole examples varying together across
+seeds. Its degrees of freedom are Satterthwaite's, ``V² (kn)² / (MS_seed²/(k − 1) + MS_example²/(n − 1))``.
+One seed: ``V = s² / n`` (the paired t-test over examples, n − 1 degrees of freedom); seed spread is then not
+measured. Ratio metrics are linearised first: per seed R_s = Σ ll / Σ w and per example the pseudo-value
+R_s + (ll_i − R_s w_i) / w̄_s, whose mean is R_s (the delta method); the metric is a monotone function of R.
+
+- A score's interval: for 0/1 scores the Wilson interval at the effective number of examples
+  n_eff = p(1 − p) / V (k·n when V = 0; n for one seed) with the t quantile at the degrees of freedom, so it
+  stays inside [0, 1] and is not empty at 0 or 1; otherwise x̄ ± t·√V (for a ratio metric on R, then mapped).
+- A paired comparison of two variants on the same seeds and examples: the model on d = a − b, the difference
+  ± t·√V, the two-sided t-test p-value, the power at the observed difference and the examples per seed a test
+  at a given level would need for power 0.8 (only the example terms shrink with n: when the seed term alone
+  is too large, more examples do not help and it is inf).
+- Holm's step-down correction for a family of comparisons.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
+from scipy import stats as _st
 
-RESAMPLES = 5000
 CONFIDENCE = 0.95
-RNG_SEED = 20240611
 ALPHA = 0.05
 POWER = 0.8
 AGGREGATIONS = ("mean", "weighted_perplexity", "bits_per_byte")
-_CHUNK_CELLS = 2_000_000  # resamples × examples per vectorised chunk: bounded memory on large tasks
 
 
 @dataclass(frozen=True)
@@ -39,17 +50,39 @@ class Interval:
     high: float
     n_examples: int
     n_seeds: int
+    method: str  # "wilson", "t" or "t (delta method)"
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The crossed-design summary of a k × n table of (pseudo-)values."""
+    mean: float
+    variance: float  # V, the variance estimate of the mean
+    df: float  # Satterthwaite degrees of freedom of V
+    seed_variance: float  # σ_u², max(0, (MS_seed − residual MS) / n); 0 with one seed (not measured)
+    n_examples: int
+    n_seeds: int
 
 
 @dataclass(frozen=True)
 class Comparison:
-    difference: float  # metric(a) - metric(b), mean over seeds
+    difference: float  # metric(a) − metric(b), mean over seeds
     low: float
     high: float
     p_value: float
     n_examples: int
     n_seeds: int
-    examples_needed: float  # examples per seed for a two-sided test at ALPHA with POWER (inf: no difference)
+    se: float
+    df: float
+    seed_variance: float
+
+    def power(self, alpha: float = ALPHA) -> float:
+        """Power of the two-sided t-test at ``alpha`` if the true difference were the observed one."""
+        return power(self.difference, self.se, self.df, alpha)
+
+    def examples_needed(self, alpha: float = ALPHA, target_power: float = POWER) -> float:
+        return examples_needed(self.difference, self.se, self.n_examples, self.n_seeds, self.seed_variance,
+                               alpha, target_power)
 
 
 # --- the corpus-level metric ------------------------------------------------------------------------------
@@ -66,7 +99,13 @@ def as_values(values, aggregation: str) -> np.ndarray:
         raise ValueError(f"per-example values of shape {np.shape(values)} do not fit aggregation {aggregation!r}")
     if arr.shape[1] == 0:
         raise ValueError("no examples")
+    if not np.isfinite(arr).all():
+        raise ValueError("per-example values must be finite")
     return arr
+
+
+def _of_ratio(ratio, aggregation: str):
+    return np.exp(-ratio) if aggregation == "weighted_perplexity" else -ratio / math.log(2)
 
 
 def corpus_metric(values, aggregation: str = "mean", axis: int = -1) -> np.ndarray | float:
@@ -80,135 +119,123 @@ def corpus_metric(values, aggregation: str = "mean", axis: int = -1) -> np.ndarr
         return arr.mean(axis=axis)
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation {aggregation!r} not supported")
-    ll, n = arr[..., 0].sum(axis=axis), arr[..., 1].sum(axis=axis)
-    ratio = ll / n
-    return np.exp(-ratio) if aggregation == "weighted_perplexity" else -ratio / math.log(2)
+    return _of_ratio(arr[..., 0].sum(axis=axis) / arr[..., 1].sum(axis=axis), aggregation)
 
 
-def _seed_metrics(arr: np.ndarray, idx: np.ndarray, aggregation: str) -> np.ndarray:
-    """Metric of ``arr`` (n[, 2]) for each row of example indices ``idx`` (r, n)."""
-    return corpus_metric(arr[idx], aggregation, axis=1)
-
-
-def _chunks(resamples: int, n: int):
-    size = max(1, _CHUNK_CELLS // max(n, 1))
-    for start in range(0, resamples, size):
-        yield min(size, resamples - start)
-
-
-def _percentile(stats: np.ndarray, confidence: float) -> tuple[float, float]:
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(stats, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-# --- one variant ------------------------------------------------------------------------------------------
-
-def _hierarchical(k: int, n: int, statistic, resamples: int, seed: int) -> np.ndarray:
-    """Replicates of the mean over seeds of ``statistic(seed, example_indices)``: each replicate draws k seeds
-    with replacement (k > 1), then n examples with replacement within each drawn seed."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for r in _chunks(resamples, n * k):
-        seeds = rng.integers(0, k, size=(r, k)) if k > 1 else np.zeros((r, 1), dtype=int)
-        total = np.zeros(r)
-        for j in range(k):
-            idx = rng.integers(0, n, size=(r, n))
-            per = np.empty(r)
-            for s in np.unique(seeds[:, j]):  # draw j of each resample used seed s
-                rows = seeds[:, j] == s
-                per[rows] = statistic(s, idx[rows])
-            total += per
-        out.append(total / k)
-    return np.concatenate(out)
-
-
-def bootstrap_distribution(values, aggregation: str = "mean", resamples: int = RESAMPLES,
-                           seed: int = RNG_SEED) -> np.ndarray:
-    """``resamples`` bootstrap replicates of the mean-over-seeds metric (seeds, then examples, resampled)."""
+def pseudo_values(values, aggregation: str = "mean", scale: str = "metric") -> np.ndarray:
+    """(k, n) values whose mean over examples is each seed's score: the scores themselves for ``mean``; for a
+    ratio metric the delta-method pseudo-values of R = Σ ll / Σ w (``scale="ratio"``) or of the metric f(R)
+    (``scale="metric"``: f(R_s) + f'(R_s) · (pseudo-value of R − R_s))."""
     arr = as_values(values, aggregation)
-    return _hierarchical(arr.shape[0], arr.shape[1], lambda s, idx: _seed_metrics(arr[s], idx, aggregation),
-                         resamples, seed)
+    if aggregation == "mean":
+        return arr
+    ll, w = arr[..., 0], arr[..., 1]
+    ratio = ll.sum(axis=1, keepdims=True) / w.sum(axis=1, keepdims=True)
+    psi = ratio + (ll - ratio * w) / w.mean(axis=1, keepdims=True)
+    if scale == "ratio":
+        return psi
+    slope = -np.exp(-ratio) if aggregation == "weighted_perplexity" else np.full_like(ratio, -1 / math.log(2))
+    return _of_ratio(ratio, aggregation) + slope * (psi - ratio)
 
 
-def bootstrap_ci(values, aggregation: str = "mean", confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
-                 seed: int = RNG_SEED) -> Interval:
-    """Percentile bootstrap CI of the metric; several seeds → mean over seeds, hierarchical resampling."""
+def spread(x) -> Spread:
+    """Mean, V and Satterthwaite degrees of freedom of a (k, n) table (module docstring)."""
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 1:
+        x = x[None]
+    k, n = x.shape
+    mean = float(x.mean())
+    if n < 2:
+        return Spread(mean, math.nan, math.nan, 0.0, n, k)
+    if k == 1:
+        var = float(x[0].var(ddof=1)) / n
+        return Spread(mean, var, float(n - 1), 0.0, n, 1)
+    seed_means, example_means = x.mean(axis=1), x.mean(axis=0)
+    ms_seed = n * float(((seed_means - mean) ** 2).sum()) / (k - 1)
+    ms_example = k * float(((example_means - mean) ** 2).sum()) / (n - 1)
+    residual = x - seed_means[:, None] - example_means[None, :] + mean
+    ms_residual = float((residual ** 2).sum()) / ((k - 1) * (n - 1))
+    var = (ms_seed + ms_example) / (k * n)
+    denominator = ms_seed ** 2 / (k - 1) + ms_example ** 2 / (n - 1)
+    df = (ms_seed + ms_example) ** 2 / denominator if denominator > 0 else float(k * n - 1)
+    return Spread(mean, var, df, max(0.0, (ms_seed - ms_residual) / n), n, k)
+
+
+def _t(df: float, confidence: float = CONFIDENCE) -> float:
+    return float(_st.t.ppf(0.5 + confidence / 2, df)) if math.isfinite(df) else float(_st.norm.ppf(0.5 + confidence / 2))
+
+
+def wilson(p: float, n: float, z: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion p observed on n trials at quantile z."""
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(max(0.0, p * (1 - p) / n + z * z / (4 * n * n)))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def interval(values, aggregation: str = "mean", confidence: float = CONFIDENCE) -> Interval:
+    """The 95 % interval of a variant's score over its seeds and examples (module docstring)."""
     arr = as_values(values, aggregation)
+    k, n = arr.shape[:2]
     estimate = float(np.mean(corpus_metric(arr, aggregation, axis=1)))
-    low, high = _percentile(bootstrap_distribution(arr, aggregation, resamples, seed), confidence)
-    return Interval(estimate, low, high, n_examples=arr.shape[1], n_seeds=arr.shape[0])
+    if aggregation == "mean" and np.isin(arr, (0.0, 1.0)).all():
+        s = spread(arr)
+        if k == 1:
+            n_eff, z = float(n), _t(math.inf, confidence)
+        else:
+            n_eff = k * n if s.variance <= 0 else min(k * n, estimate * (1 - estimate) / s.variance)
+            z = _t(s.df, confidence) if s.variance > 0 else _t(math.inf, confidence)
+        low, high = wilson(estimate, n_eff, z)
+        return Interval(estimate, low, high, n, k, "wilson")
+    s = spread(pseudo_values(arr, aggregation, scale="ratio" if aggregation != "mean" else "metric"))
+    half = _t(s.df, confidence) * math.sqrt(s.variance) if s.variance > 0 else 0.0
+    if aggregation == "mean":
+        return Interval(estimate, s.mean - half, s.mean + half, n, k, "t")
+    ends = sorted(float(_of_ratio(r, aggregation)) for r in (s.mean - half, s.mean + half))
+    return Interval(estimate, ends[0], ends[1], n, k, "t (delta method)")
 
 
 # --- two variants on the same examples --------------------------------------------------------------------
 
-def _paired(a, b, aggregation: str) -> tuple[np.ndarray, np.ndarray]:
+def compare(a, b, aggregation: str = "mean", confidence: float = CONFIDENCE) -> Comparison:
+    """metric(a) − metric(b) on the same seeds and examples: the crossed model on the paired differences."""
     a, b = as_values(a, aggregation), as_values(b, aggregation)
     if a.shape != b.shape:
         raise ValueError(f"paired data must have the same seeds and examples: shapes {a.shape} and {b.shape}")
-    return a, b
+    difference = float(np.mean(corpus_metric(a, aggregation, axis=1) - corpus_metric(b, aggregation, axis=1)))
+    s = spread(pseudo_values(a, aggregation) - pseudo_values(b, aggregation))
+    se = math.sqrt(s.variance) if s.variance > 0 else 0.0
+    if se > 0:
+        p = float(2 * _st.t.sf(abs(difference) / se, s.df))
+    else:
+        p = 1.0 if difference == 0 else 0.0
+    half = _t(s.df, confidence) * se
+    return Comparison(difference, difference - half, difference + half, p, s.n_examples, s.n_seeds, se, s.df,
+                      s.seed_variance)
 
 
-def _difference(a: np.ndarray, b: np.ndarray, aggregation: str) -> float:
-    return float(np.mean(corpus_metric(a, aggregation, axis=1) - corpus_metric(b, aggregation, axis=1)))
+def power(difference: float, se: float, df: float, alpha: float = ALPHA) -> float:
+    """P(two-sided t-test at ``alpha`` rejects) when the true difference is ``difference`` (shifted t)."""
+    if se <= 0 or not math.isfinite(se):
+        return 1.0 if difference != 0 else alpha
+    crit = float(_st.t.ppf(1 - alpha / 2, df))
+    shift = abs(difference) / se
+    return float(_st.t.sf(crit - shift, df) + _st.t.cdf(-crit - shift, df))
 
 
-def paired_bootstrap(a, b, aggregation: str = "mean", resamples: int = RESAMPLES,
-                     seed: int = RNG_SEED) -> np.ndarray:
-    """Bootstrap replicates of metric(a) - metric(b): the same seed and example draws for both runs."""
-    a, b = _paired(a, b, aggregation)
-
-    def difference(s, idx):
-        return _seed_metrics(a[s], idx, aggregation) - _seed_metrics(b[s], idx, aggregation)
-
-    return _hierarchical(a.shape[0], a.shape[1], difference, resamples, seed)
-
-
-def sign_flip_pvalue(a, b, aggregation: str = "mean", resamples: int = RESAMPLES, seed: int = RNG_SEED) -> float:
-    """Two-sided permutation p-value of metric(a) - metric(b) = 0: under the null the two runs' results on each
-    seed × example are exchangeable, so each pair is swapped with probability 1/2. p = (1 + #{|T*| ≥ |T|}) / (R + 1).
-    """
-    a, b = _paired(a, b, aggregation)
-    observed = abs(_difference(a, b, aggregation))
-    k, n = a.shape[:2]
-    rng = np.random.default_rng(seed)
-    extreme = 0
-    tol = 1e-12 * max(1.0, observed)
-    for r in _chunks(resamples, n * k):
-        total = np.zeros(r)
-        for s in range(k):
-            swap = rng.integers(0, 2, size=(r, n), dtype=np.int8).astype(bool)
-            if aggregation != "mean":
-                swap = swap[..., None]
-            a_s = np.where(swap, b[s][None], a[s][None])
-            b_s = np.where(swap, a[s][None], b[s][None])
-            total += corpus_metric(a_s, aggregation, axis=1) - corpus_metric(b_s, aggregation, axis=1)
-        extreme += int(np.sum(np.abs(total / k) >= observed - tol))
-    return (1 + extreme) / (resamples + 1)
-
-
-def examples_needed(difference: float, standard_error: float, n_examples: int, alpha: float = ALPHA,
-                    power: float = POWER) -> float:
-    """Examples (per seed) for a two-sided test at ``alpha`` to detect ``difference`` with ``power``, scaling the
-    observed standard error as 1/sqrt(n): n · ((z_{1-alpha/2} + z_power) · se / |difference|)². inf for no difference.
-    """
+def examples_needed(difference: float, se: float, n_examples: int, n_seeds: int = 1, seed_variance: float = 0.0,
+                    alpha: float = ALPHA, target_power: float = POWER) -> float:
+    """Examples per seed for a two-sided test at ``alpha`` to detect ``difference`` with ``target_power``:
+    V(n') = σ_u²/k + (V − σ_u²/k) · n / n' must reach (δ / (z_{1−α/2} + z_power))², so
+    n' = n (V − σ_u²/k) / ((δ / z)² − σ_u²/k); inf when the seed term alone is too large or δ = 0."""
     if difference == 0 or not math.isfinite(difference):
         return math.inf
-    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
-    return n_examples * (z * standard_error / abs(difference)) ** 2
-
-
-def compare(a, b, aggregation: str = "mean", confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
-            seed: int = RNG_SEED) -> Comparison:
-    """metric(a) - metric(b) on the same seeds and examples: paired bootstrap CI, sign-flip p-value, n needed."""
-    a, b = _paired(a, b, aggregation)
-    diff = _difference(a, b, aggregation)
-    boot = paired_bootstrap(a, b, aggregation, resamples, seed)
-    low, high = _percentile(boot, confidence)
-    p = sign_flip_pvalue(a, b, aggregation, resamples, seed + 1)
-    se = float(np.std(boot, ddof=1))
-    return Comparison(diff, low, high, p, n_examples=a.shape[1], n_seeds=a.shape[0],
-                      examples_needed=examples_needed(diff, se, a.shape[1]))
+    z = float(_st.norm.ppf(1 - alpha / 2) + _st.norm.ppf(target_power))
+    seed_part = seed_variance / n_seeds
+    room = (difference / z) ** 2 - seed_part
+    if room <= 0:
+        return math.inf
+    return n_examples * max(0.0, se * se - seed_part) / room
 
 
 def holm(p_values) -> np.ndarray:
@@ -226,5 +253,5 @@ def holm(p_values) -> np.ndarray:
 
 def normal_interval(score: float, stderr: float, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """score ± z·stderr (z = 1.96 at 95 %): the fallback when no per-example data exists."""
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    z = _t(math.inf, confidence)
     return score - z * stderr, score + z * stderr

@@ -22,14 +22,15 @@ from typing import Iterable
 import torch
 from tqdm import tqdm
 
-from snrtune import __version__
-from snrtune.artifacts import read_json, write_json
+from snrtune import __version__, arguments
+from snrtune.artifacts import json_safe, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import load_source_info
+from snrtune.model_dir import check_model_dir, load_source_info, weight_files
 from snrtune.naming import module_name
 from snrtune.fetch.params import parameter_table
 from snrtune.record import Stopwatch, run_record
 from snrtune.spectrum.safetensors_header import read_safetensors_header
+from snrtune.spectrum.selection_file import load_scan  # noqa: F401 (snr.json's loader, kept importable here)
 from snrtune.spectrum.snr import fast_singular_values, module_type, snr_from_singular_values, svd_singular_values
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
@@ -45,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "svd: torch.linalg.svdvals (the exact reference computation)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
                         help="dtype the weights are taken in before the spectrum (default float32, as the reference)")
-    parser.add_argument("--device", default="cpu", help="torch device for the linear algebra: cpu, cuda, cuda:1 …")
-    parser.add_argument("--batch-mib", type=float, default=DEFAULT_BATCH_MIB,
+    parser.add_argument("--device", default="cpu", type=arguments.device,
+                        help="torch device for the linear algebra: cpu, cuda, cuda:1 …")
+    parser.add_argument("--batch-mib", type=arguments.positive_float, default=DEFAULT_BATCH_MIB,
                         help=f"batch equal-shape matrices up to this many MiB of working memory "
                              f"(default {DEFAULT_BATCH_MIB:g})")
     parser.add_argument("--spectrum-json", default=None,
@@ -54,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="reuse the matrices finished by an interrupted scan")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow the model's own code when reading its parameter names (off by default)")
+    arguments.output(parser, "file", inputs=("model_dir",))
+    arguments.output(parser, "file", inputs=("model_dir", "--out"), dest="spectrum_json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,15 +93,6 @@ class Matrix:
     def empty(self) -> bool:
         """A tensor with no elements (e.g. 0×8): it has no spectrum and gets status "empty"."""
         return math.prod(self.shape) == 0
-
-
-def weight_files(model_dir: Path) -> list[Path]:
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        if not model_dir.is_dir():
-            raise SnrtuneError(f"model directory {str(model_dir)!r} not found")
-        raise SnrtuneError(f"{str(model_dir)!r} has no *.safetensors weights (run `snrtune fetch` first)")
-    return files
 
 
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -235,20 +230,42 @@ def _partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial.jsonl")
 
 
+def _partial_entry(line: str) -> tuple[tuple[str, int | None], dict]:
+    """One finished matrix of a resume file: ((key, slice), values); ValueError when the line is not one."""
+    entry = json.loads(line)
+    if not (isinstance(entry, dict) and isinstance(entry.get("key"), str)
+            and (entry.get("slice") is None or type(entry.get("slice")) is int)
+            and isinstance(entry.get("values"), dict) and isinstance(entry["values"].get("status"), str)):
+        raise ValueError("expected an object with key, slice and values")
+    return (entry["key"], entry["slice"]), entry["values"]
+
+
 def _load_partial(path: Path, settings: dict) -> dict[tuple[str, int | None], dict]:
+    """The matrices an interrupted scan finished. A last line cut by the interruption is dropped; a file
+    that is not a scan resume file (unreadable, another format, a bad line before the last) is named in one
+    line and the scan starts afresh (docs/checks.md)."""
     if not path.is_file():
         return {}
-    lines = path.read_text().splitlines()
-    if not lines or json.loads(lines[0]) != settings:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        header = json.loads(lines[0]) if lines else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"note: --resume: {path} is not a scan resume file ({type(exc).__name__} in line 1); starting afresh")
+        return {}
+    if header != settings:
         print(f"note: {path} was made with other settings; starting afresh")
         return {}
     done = {}
-    for line in lines[1:]:
+    for number, line in enumerate(lines[1:], start=2):
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by the interruption
-            break
-        done[(entry["key"], entry["slice"])] = entry["values"]
+            key, values = _partial_entry(line)
+        except (json.JSONDecodeError, ValueError) as exc:
+            if number == len(lines):  # a line cut by the interruption
+                break
+            reason = "not JSON" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            print(f"note: --resume: {path} line {number} is corrupt ({reason}); starting afresh")
+            return {}
+        done[key] = values
     return done
 
 
@@ -264,6 +281,7 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
         raise SnrtuneError(f"device {device!r} requested but no CUDA GPU is available: use --device cpu")
     stopwatch = Stopwatch()
     model_dir, out = Path(model_dir), Path(out)
+    check_model_dir(model_dir, config=False)  # every shard the index names, valid headers, float weights
     shapes = checkpoint_shapes(weight_files(model_dir))
     matrices, skipped = plan_matrices(shapes)
     dtype = PRECISIONS[precision]
@@ -317,7 +335,7 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
         modules=modules,
         not_scannable=not_scannable,
     )
-    write_json(out, _json_safe(result))
+    write_json(out, json_safe(result))
     if spectrum_json:
         write_spectrum_json(spectrum_json, modules, not_scannable)
     partial.unlink(missing_ok=True)
@@ -361,26 +379,3 @@ def write_spectrum_json(path: str | os.PathLike, modules: list[dict], not_scanna
     write_json(path, dict(sorted(data.items(), key=lambda item: item[1]["type"])))
 
 
-def _json_safe(obj):
-    """Replace non-finite floats by None (JSON has no NaN)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {key: _json_safe(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(value) for value in obj]
-    return obj
-
-
-def load_scan(path: str | os.PathLike) -> dict:
-    """Read an snr.json, with a clear error when it is not one."""
-    try:
-        data = read_json(path)
-    except FileNotFoundError as exc:
-        raise SnrtuneError(f"SNR file {str(path)!r} not found (run `snrtune scan` first)") from exc
-    except json.JSONDecodeError as exc:
-        raise SnrtuneError(f"SNR file {str(path)!r} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or "modules" not in data or "parameters" not in data:
-        raise SnrtuneError(f"{str(path)!r} is not an snrtune scan (no 'modules'/'parameters'): "
-                           f"expected the output of `snrtune scan`")
-    return data

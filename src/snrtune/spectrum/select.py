@@ -1,9 +1,10 @@
 """`snrtune select snr.json --top-percent T --out sel.yaml`: which modules to train.
 
 Per module type, the top floor(n·t/100) modules by SNR (ties keep layer order), or, with a parameter
-budget, the highest-SNR modules across types until the budget is met. Patterns follow axolotl's
-semantics (``re.match`` on ``named_parameters()`` names, dots escaped) and every selection states its
-exact trainable-parameter count.
+budget, the highest-SNR modules across types until the budget is met. ``unfrozen_parameters`` are
+snrtune's own patterns (Python ``re.match`` on ``named_parameters()`` names, dots escaped; `snrtune train`
+applies them); ``exports.axolotl.unfrozen_parameters`` are the same patterns in axolotl's form (dots left
+unescaped: axolotl escapes them itself). Every selection states its exact trainable-parameter count.
 
 Controls (``--random SEED`` / ``--lowest``): the same number of modules per type as the SNR selection, chosen
 uniformly at random with a seed, or the lowest-SNR ones, so the trainable-parameter count matches the SNR
@@ -21,10 +22,11 @@ from collections import Counter, defaultdict
 
 from snrtune import __version__
 from snrtune.artifact_names import COMPAT_STATS_SUFFIX
+from snrtune import arguments
 from snrtune.artifacts import atomic_file, write_json, write_yaml
 from snrtune.errors import SnrtuneError
 from snrtune.naming import module_name, t_value
-from snrtune.spectrum.scan import load_scan
+from snrtune.spectrum.selection_file import load_scan
 from snrtune.spectrum.snr import module_type
 
 UNRANKED = {"nonfinite": "with non-finite weights", "nonfinite_snr": "with a non-finite SNR (try --precision float64)",
@@ -36,6 +38,7 @@ INCLUDABLE = {"lm_head": ("lm_head",), "embed_tokens": ("embed_tokens", "wte", "
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("snr_json", help="output of `snrtune scan`")
     parser.add_argument("--out", required=True, help="selection YAML to write")
+    arguments.output(parser, "file", inputs=("snr_json",))
     size = parser.add_mutually_exclusive_group(required=True)
     size.add_argument("--top-percent", type=float, help="t: keep the top floor(n*t/100) modules of each type")
     size.add_argument("--budget-params", type=int, help="select the highest-SNR modules until N trainable parameters")
@@ -142,18 +145,41 @@ def top_per_type(candidates: dict[str, list[dict]], top_percent: float) -> list[
     return chosen
 
 
-def patterns_for(modules: list[dict], parameters: dict[str, list[int]], tied: dict[str, str]) -> list[str]:
-    """Axolotl ``unfrozen_parameters`` patterns (re.match, dots escaped) for the selected modules."""
-    patterns = []
+def pattern_targets(modules: list[dict], parameters: dict[str, list[int]], tied: dict[str, str]) -> list[tuple[str, str]]:
+    """What each selected module unfreezes, once each: ``(name, "prefix")`` for a module's weight and bias
+    (``model.layers.3.self_attn.q_proj.``), ``(name, "whole")`` for a fused tensor (e.g. MoE experts) as a whole."""
+    targets = []
     for module in modules:
         param = tied.get(module["param"], module["param"])
         if param.endswith(".weight") and param in parameters:
-            pattern = "^" + re.escape(module_name(param) + ".")  # the module's weight and bias
+            target = (module_name(param) + ".", "prefix")
         else:
-            pattern = "^" + re.escape(param) + "$"  # a fused tensor (e.g. MoE experts) as a whole
-        if pattern not in patterns:
-            patterns.append(pattern)
-    return patterns
+            target = (param, "whole")
+        if target not in targets:
+            targets.append(target)
+    return targets
+
+
+def render_pattern(target: tuple[str, str], escape=re.escape) -> str:
+    text, kind = target
+    return "^" + escape(text) + ("$" if kind == "whole" else "")
+
+
+def axolotl_escape(text: str) -> str:
+    r"""Regex-escape every character but the dots: axolotl escapes each dot not followed by ``+`` itself
+    (src/axolotl/utils/freeze.py, LayerNamePattern), so an already escaped dot would become ``\\.``: a literal
+    backslash, then any character, which matches no parameter name."""
+    return "".join(char if char == "." else re.escape(char) for char in text)
+
+
+def patterns_for(modules: list[dict], parameters: dict[str, list[int]], tied: dict[str, str]) -> list[str]:
+    """snrtune's ``unfrozen_parameters`` patterns (Python ``re.match``, dots escaped) for the selected modules."""
+    return [render_pattern(target) for target in pattern_targets(modules, parameters, tied)]
+
+
+def axolotl_patterns(modules: list[dict], parameters: dict[str, list[int]], tied: dict[str, str]) -> list[str]:
+    """The same selection in the form axolotl's ``unfrozen_parameters`` takes: dots unescaped."""
+    return [render_pattern(target, axolotl_escape) for target in pattern_targets(modules, parameters, tied)]
 
 
 def matched_parameters(patterns: list[str], parameters: dict[str, list[int]], strict: bool = True) -> dict[str, int]:
@@ -262,7 +288,7 @@ def selection_record(scan: dict, chosen: list[dict], notes: list[str], top_perce
         "trainable_fraction": trainable / total,
         "notes": notes,
         "exports": {
-            "axolotl": {"unfrozen_parameters": patterns},
+            "axolotl": {"unfrozen_parameters": axolotl_patterns(chosen, parameters, tied)},
             "laser_qlora": {"lora_target_modules": lora_modules},
             "llama_factory": {"lora_target": ",".join(short_module_name(name) for name in lora_modules)},
             "peft": {"target_modules": lora_modules},

@@ -14,15 +14,17 @@ import shutil
 from pathlib import Path
 
 from snrtune import method_registry
-from snrtune.artifact_names import DELTA_FILE, RUN_FILE
-from snrtune.artifacts import atomic_dir, read_json, write_json
+from snrtune.artifact_names import DELTA_FILE, RUN_FILE, SELECTION_COPY
+from snrtune import arguments
+from snrtune.artifacts import atomic_dir, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import SOURCE_FILE
+from snrtune.model_dir import SOURCE_FILE, check_model_dir, check_run_dir, weights_fingerprint
+from snrtune.spectrum.selection_file import load_selection
 
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json")
 
 
-def how(spec: method_registry.MethodSpec) -> str:
+def merge_description(spec: method_registry.MethodSpec) -> str:
     """What merge did, in words (recorded in the merged directory's snrtune_run.json)."""
     if spec.merge == "spectrum-delta":
         return f"trained tensors ({DELTA_FILE}) overlaid on the base"
@@ -37,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a finished run directory from `snrtune train`")
     parser.add_argument("--base", required=True, help="the model directory the run was trained from")
     parser.add_argument("--out", required=True, help="merged model directory to create")
+    arguments.output(parser, "dir", inputs=("run_dir", "--base"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +71,14 @@ def merge_spectrum(run_dir: Path, base_dir, out: Path) -> None:
 def merge_adapter(run_dir: Path, base_dir, out: Path) -> None:
     import peft
 
-    model = peft.PeftModel.from_pretrained(load_base(base_dir), str(run_dir))
+    try:
+        model = peft.PeftModel.from_pretrained(load_base(base_dir), str(run_dir))
+    except RuntimeError as exc:  # PEFT's "size mismatch for …" when the base has other shapes
+        if "size mismatch" not in str(exc):
+            raise
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), "")
+        raise SnrtuneError(f"the adapter of {str(run_dir)!r} does not fit the base {str(base_dir)!r} ({detail}); "
+                           f"expected the model the run was trained from") from None
     model.merge_and_unload().save_pretrained(out)
 
 
@@ -89,15 +99,29 @@ def copy_tokenizer(src, out: Path) -> None:
     transformers.AutoTokenizer.from_pretrained(src).save_pretrained(out)
 
 
+def check_base(identity: dict, run_dir: Path, base_dir) -> None:
+    """The base must be the model the run trained from: the same weights fingerprint as the run recorded
+    (snrtune.model_dir.weights_fingerprint). A run made before snrtune recorded it is merged with a note."""
+    recorded = identity.get("base_fingerprint")
+    if recorded is None:
+        print(f"note: {run_dir} records no base fingerprint (an older snrtune made it): the base is not checked")
+        return
+    found = weights_fingerprint(base_dir)
+    if found != recorded:
+        raise SnrtuneError(f"--base {str(base_dir)!r} is not the model run {identity['id']!r} ({str(run_dir)!r}) "
+                           f"was trained from: its weights fingerprint is {found[:12]}…, the run's base had "
+                           f"{recorded[:12]}…; expected the model directory given to `snrtune train`")
+
+
 def merge(run_dir, base_dir, out) -> dict:
     """Write MERGED_DIR; returns its snrtune_run.json."""
     run_dir, out = Path(run_dir), Path(out)
-    if not (run_dir / RUN_FILE).is_file():
-        raise SnrtuneError(f"{run_dir} has no {RUN_FILE}; expected a finished run directory from `snrtune train`")
-    if not (Path(base_dir) / "config.json").is_file():
-        raise SnrtuneError(f"base {base_dir} has no config.json; expected the model directory the run was trained from")
-    identity = read_json(run_dir / RUN_FILE)
+    identity = check_run_dir(run_dir)  # before any model loads: run record, metrics and weights complete
     spec = method_registry.get(identity["method"])
+    if (run_dir / SELECTION_COPY).is_file():
+        load_selection(run_dir / SELECTION_COPY, identity["method"])
+    check_model_dir(base_dir, tokenizer=not (run_dir / "tokenizer_config.json").is_file())
+    check_base(identity, run_dir, base_dir)
     with atomic_dir(out) as tmp:
         if spec.merge == "spectrum-delta":
             merge_spectrum(run_dir, base_dir, tmp)
@@ -108,6 +132,6 @@ def merge(run_dir, base_dir, out) -> dict:
         copy_tokenizer(tokenizer_source(run_dir, base_dir), tmp)
         if (Path(base_dir) / SOURCE_FILE).is_file():
             shutil.copy2(Path(base_dir) / SOURCE_FILE, tmp / SOURCE_FILE)
-        identity = {**identity, "model_form": "merged-full-precision", "merge": how(spec)}
+        identity = {**identity, "model_form": "merged-full-precision", "merge": merge_description(spec)}
         write_json(tmp / RUN_FILE, identity)
     return identity

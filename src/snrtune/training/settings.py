@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import os
+import importlib.util
 import math
 import re
 from dataclasses import dataclass
@@ -172,6 +174,7 @@ class TrainingSettings:
     max_seq_length: int = _field(_integer(1))
     loss_on: str = _field(_choice("responses", "all"))
     packing: bool = _field(_boolean)
+    pad_to_multiple_of: int | None = _field(_optional(_integer(1)))
     dataset_num_proc: int | None = _field(_optional(_integer(1)))
     val_fraction: float = _field(_number(0, 1))
     eval_steps: int | None = _field(_optional(_integer(1)))
@@ -198,6 +201,64 @@ class TrainingSettings:
 
 
 KEYS = tuple(f.name for f in dataclasses.fields(TrainingSettings))
+
+
+# --- optional packages: a setting that needs one is refused before anything loads if it is not installed ----------
+
+# (key, value) -> (module, what installs it); DeepSpeed has its own check (require_deepspeed, below)
+OPTIONAL_PACKAGES = {
+    ("attn_implementation", "flash_attention_2"): ("flash_attn", "pip install flash-attn --no-build-isolation"),
+    ("attn_implementation", "flash_attention_3"): (
+        "flash_attn_interface", "build flash-attention's hopper/ directory (github.com/Dao-AILab/flash-attention)"),
+}
+FOUR_BIT_PACKAGE = ("bitsandbytes", "pip install bitsandbytes")  # the NF4 base of qlora and laser-qlora
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (found, not imported: no torch here)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_packages(settings: "TrainingSettings", where: str, method: str | None = None) -> None:
+    """One line naming the setting (``where``: the training config it came from) or the method and the
+    package it needs, when that is not installed: flash-attention for ``attn_implementation``, bitsandbytes for
+    a 4-bit method, DeepSpeed for ``deepspeed`` (require_deepspeed). `snrtune train` and the workflow's
+    pre-flight call it when they read the settings."""
+    require_deepspeed(settings, where)
+    for (key, value), (module, install) in OPTIONAL_PACKAGES.items():
+        if getattr(settings, key) == value and not installed(module):
+            raise SnrtuneError(f"{where}: key {key!r}: {value!r} needs the {module} package, which is not "
+                               f"installed: {install}")
+    if method is not None:
+        from snrtune import method_registry
+
+        spec = method_registry.find(method)
+        module, install = FOUR_BIT_PACKAGE
+        if spec is not None and spec.four_bit and not installed(module):
+            raise SnrtuneError(f"method {method!r} trains on a 4-bit NF4 base, which needs the {module} package, "
+                               f"which is not installed: {install}")
+
+
+def check_bitsandbytes_kernels(method: str) -> None:
+    """bitsandbytes loads its native library for the machine's accelerator when imported; where none fits (a
+    CUDA version it ships no build for, a missing CUDA runtime), it keeps a stand-in that fails at the first
+    4-bit operation, after the model loaded. This says so first. On a CPU none is needed (its torch ops
+    serve). Imports bitsandbytes (and torch): for `snrtune train`, not for the workflow's pre-flight."""
+    module, install = FOUR_BIT_PACKAGE
+    if not installed(module):
+        raise SnrtuneError(f"method {method!r} trains on a 4-bit NF4 base, which needs the {module} package, "
+                           f"which is not installed: {install}")
+    from bitsandbytes import cextension
+
+    if isinstance(cextension.lib, cextension.ErrorHandlerMockBNBNativeLibrary) \
+            and cextension.BNB_BACKEND not in ("CPU", "XPU"):
+        why = " ".join(str(getattr(cextension.lib, "error_msg", "") or "").split())[:200]
+        raise SnrtuneError(f"method {method!r} trains on a 4-bit NF4 base, but bitsandbytes has no "
+                           f"{cextension.BNB_BACKEND} kernels for this machine ({why or 'its library did not load'}): "
+                           f"pip install -U bitsandbytes (a build for this {cextension.BNB_BACKEND} version)")
 
 
 def _shown(value: Any) -> str:
@@ -316,11 +377,11 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any] | None:
     return out
 
 
-def config_paths(path: str | list[str] | tuple[str, ...] | None) -> list[str]:
+def config_paths(path: "str | os.PathLike | list[str] | tuple[str, ...] | None") -> list[str]:
     """A training config as a list of files: None -> [], one path -> [path], a list -> itself."""
     if path is None:
         return []
-    return [path] if isinstance(path, str) else list(path)
+    return [str(path)] if isinstance(path, (str, os.PathLike)) else [str(p) for p in path]
 
 
 def read_config(path: str) -> dict[str, Any]:

@@ -13,9 +13,11 @@ import argparse
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
+from snrtune import arguments
 from snrtune.artifacts import atomic_dir, read_json, write_json
 from snrtune.errors import SnrtuneError
 
@@ -25,20 +27,26 @@ SWEEP_FILE = "sweep.json"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("candidates", nargs="+", help="finished run directories that differ only in learning rate")
     parser.add_argument("--out", required=True, help="the run directory to create from the chosen candidate")
+    arguments.output(parser, "dir", inputs=("candidates",))
 
 
 def run(args: argparse.Namespace) -> int:
     table = pick(args.candidates, args.out)
     chosen = table["chosen"]
+    if chosen.get("status") == "diverged":
+        print(f"snrtune pick: warning: every candidate diverged; {args.out} is the smallest learning rate's run "
+              f"({chosen['learning_rate']:g}) with status diverged", file=sys.stderr)
+        return 0
     print(f"picked learning rate {chosen['learning_rate']:g} (validation loss {chosen['eval_loss']:.4f}) "
           f"of {len(table['candidates'])} candidates → {args.out}")
     return 0
 
 
 def final_eval_loss(metrics: dict) -> float | None:
-    """The last logged held-out validation loss of a run, or None when it has none (or it is not finite)."""
+    """The last logged held-out validation loss of a run, or None when it has none, it is not finite (null
+    in a diverged run's metrics.json) or the run diverged."""
     losses = metrics.get("eval_loss") or []
-    if not losses:
+    if not losses or metrics.get("status") == "diverged" or losses[-1][1] is None:
         return None
     value = float(losses[-1][1])
     return value if math.isfinite(value) else None
@@ -50,7 +58,7 @@ def candidate_row(run_dir: Path) -> dict[str, Any]:
         raise SnrtuneError(f"sweep candidate {run_dir} has no metrics.json; expected a finished `snrtune train` run")
     metrics = read_json(path)
     return {"run_dir": str(run_dir), "id": metrics["run"]["id"], "learning_rate": float(metrics["config"]["learning_rate"]),
-            "eval_loss": final_eval_loss(metrics),
+            "eval_loss": final_eval_loss(metrics), "status": metrics.get("status", "finished"),
             "final_train_loss": metrics["train_loss"][-1][1] if metrics.get("train_loss") else None}
 
 
@@ -63,6 +71,9 @@ def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if len(set(rates)) != len(rates):
         raise SnrtuneError(f"sweep candidates repeat a learning rate ({sorted(rates)}); expected one run per rate")
     scored = [row for row in rows if row["eval_loss"] is not None]
+    if not scored and all(row.get("status") == "diverged" for row in rows):
+        # every learning rate diverged: the smallest one stands for the method, as diverged
+        return min(rows, key=lambda row: row["learning_rate"])
     if not scored:
         raise SnrtuneError("no sweep candidate has a finite validation loss; the sweep needs held-out data "
                            "(training config val_fraction > 0)")

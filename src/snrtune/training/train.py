@@ -19,19 +19,21 @@ from typing import Any
 
 import transformers
 
-from snrtune import method_registry
+from snrtune import arguments, method_registry
 from snrtune.training import methods
-from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, COMPAT_STATS_SUFFIX, DELTA_FILE, METRICS_FILE,
+from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, DELTA_FILE, METRICS_FILE,
                                     PARTIAL_SUFFIX, ROWS_DIR, RUN_FILE, SELECTION_COPY, TRAINER_PICKLE)
-from snrtune.artifacts import atomic_dir, read_json, read_yaml, write_json
+from snrtune.artifacts import atomic_dir, json_safe, read_json, read_yaml, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import load_source_info
+from snrtune.model_dir import check_model_dir, load_source_info, read_run_record, weights_fingerprint
 from snrtune import naming
 from snrtune.record import Stopwatch, run_record
-from snrtune.training.settings import (TrainingSettings, config_paths, examples_per_step, load_settings,
-                                      parse_assignments, require_deepspeed)
+from snrtune.spectrum.selection_file import check_selection_model, load_selection
+from snrtune.training.settings import (TrainingSettings, check_bitsandbytes_kernels, check_packages, config_paths,
+                                       examples_per_step, load_settings, parse_assignments, require_deepspeed)
 
 STAGES = ("sft", "dpo")
+DIVERGED_EXIT = 3  # `snrtune train` of a run whose loss became non-finite (docs/checks.md); 2 is a user mistake
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "learning rate: --set learning_rate=3.0e-3")
     parser.add_argument("--deepspeed", help="DeepSpeed ZeRO JSON (overrides the config's deepspeed key), "
                         "e.g. config/zero3.json under torchrun")
+    parser.add_argument("--allow-diverged", action="store_true",
+                        help=f"a run whose loss became non-finite is a result: exit 0 instead of {DIVERGED_EXIT} "
+                             "(it is written with status diverged either way; the workflow passes this)")
+    arguments.output(parser, "dir", inputs=("model_dir", "--data", "--selection", "--config", "--deepspeed"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +69,13 @@ def run(args: argparse.Namespace) -> int:
                        config=args.config, seed=args.seed, stage=args.stage, match_params_of=args.match_params_of,
                        resume=args.resume, max_steps=args.max_steps,
                        overrides=parse_assignments(args.assignments), deepspeed=args.deepspeed)
+    if metrics is not None and metrics["status"] == "diverged":
+        where = metrics["diverged"]
+        print(f"snrtune train: {'warning' if args.allow_diverged else 'error'}: the run diverged: {where['key']} "
+              f"became {where['value']} at step {where['step']}; training stopped and {args.out} holds it with "
+              f"status diverged (exit {0 if args.allow_diverged else DIVERGED_EXIT}; try a lower learning_rate)",
+              file=sys.stderr)
+        return 0 if args.allow_diverged else DIVERGED_EXIT
     if metrics is not None:
         print(f"trained {metrics['run']['id']}: {metrics['trainable_params']:,} of {metrics['total_params']:,} "
               f"parameters, final loss {metrics['train_loss'][-1][1]:.4f} → {args.out}")
@@ -92,18 +105,16 @@ def budget_steps(cfg: TrainingSettings, train_examples: int, world_size: int) ->
     return max(1, math.ceil(cfg.num_epochs * train_examples / examples_per_step(cfg, world_size)))
 
 
-def load_selection(path: str | None) -> dict | None:
-    if path is None:
-        return None
-    if not Path(path).is_file():
-        raise SnrtuneError(f"selection file {path} does not exist; expected a sel.yaml from `snrtune select`")
-    sel = read_yaml(path)
-    if not isinstance(sel, dict) or "unfrozen_parameters" not in sel:
-        raise SnrtuneError(f"selection file {path} has no 'unfrozen_parameters'; expected a sel.yaml from `snrtune select`")
-    stats = Path(f"{path}{COMPAT_STATS_SUFFIX}")  # `select --compat spectrum` keeps its counts beside the reference YAML
-    if "trainable_params" not in sel and stats.is_file():
-        sel = {**read_json(stats), **sel}
-    return sel
+def selection_total_params(model_dir, entries: dict) -> int:
+    """The model's parameter count as `snrtune scan` states it in snr.json (and select in sel.yaml): over the
+    runtime parameter table (snrtune.fetch.params), or the checkpoint's tensors where there is none."""
+    import math
+
+    from snrtune.fetch.params import parameter_table
+
+    table = parameter_table(model_dir, list(entries))
+    shapes = table["parameters"].values() if table else [entry.shape for entry in entries.values()]
+    return sum(math.prod(shape) for shape in shapes)
 
 
 def model_name(model_dir) -> str:
@@ -120,7 +131,7 @@ def run_identity(model_dir, method: str, selection: dict | None, seed: int, stag
     identity = {"id": run_id, "model": name, "method": method, "top_percent": top, "seed": seed, "stage": stage}
     parent = Path(model_dir) / RUN_FILE  # a DPO stage usually starts from a merged SFT run
     if stage == "dpo" and parent.is_file():
-        identity["from_run"] = read_json(parent)["id"]
+        identity["from_run"] = read_run_record(parent)["id"]
     return identity
 
 
@@ -260,7 +271,8 @@ def trainer_kwargs(cfg: TrainingSettings, output_dir: Path, has_eval: bool) -> d
         max_steps=cfg.max_steps if cfg.max_steps else -1,
         bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=cfg.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
-        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        logging_steps=cfg.logging_steps, logging_nan_inf_filter=False,  # a NaN loss is logged (DivergenceStop)
+        save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         eval_strategy="steps" if (every and has_eval) else "no", eval_steps=every,
         report_to=cfg.report_to, log_level="error", disable_tqdm=not interactive(),
@@ -296,7 +308,7 @@ def training_args(stage: str, cfg: TrainingSettings, output_dir: Path, has_eval:
         kwargs["include_num_input_tokens_seen"] = "non_padding"
         return trl.DPOConfig(**kwargs, beta=cfg.dpo_beta, max_length=cfg.max_seq_length)
     return trl.SFTConfig(
-        **kwargs, max_length=cfg.max_seq_length, packing=cfg.packing,
+        **kwargs, max_length=cfg.max_seq_length, packing=cfg.packing, pad_to_multiple_of=cfg.pad_to_multiple_of,
         packing_strategy="bfd",  # whole examples, each with its own position ids (no cross-example attention)
         assistant_only_loss=layout["assistant_only_loss"], completion_only_loss=layout["completion_only_loss"],
         dataset_num_proc=cfg.dataset_num_proc, shuffle_dataset=False)
@@ -439,6 +451,7 @@ class Throughput(transformers.TrainerCallback):
         self.world_size, self.device = args.world_size, "cuda" if args.device.type == "cuda" else "cpu"
         self.seconds = 0.0
         self.warm = None  # (time, tokens) at the end of this session's first optimizer step
+        self.step_ends: list[float] = []  # perf_counter at the end of each optimizer step of this session
 
     def attempts(self) -> list[dict]:
         now = {"seconds": round(time.perf_counter() - self.start, 3), "world_size": self.world_size,
@@ -452,6 +465,7 @@ class Throughput(transformers.TrainerCallback):
             write_json(self.ledger, {"attempts": self.attempts()})
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.step_ends.append(time.perf_counter())
         if self.warm is None:
             self.warm = (time.perf_counter(), state.num_input_tokens_seen)
         if time.perf_counter() - self.flushed >= self.flush_s:
@@ -469,6 +483,11 @@ class Throughput(transformers.TrainerCallback):
             "steps": steady_steps, "seconds": round(end - self.warm[0], 3),
             "tokens": int(state.num_input_tokens_seen - self.warm[1])}
         self.flush()
+
+    def step_seconds(self) -> list[float]:
+        """Seconds of each optimizer step of this session (the first from the start of training)."""
+        starts = [self.start, *self.step_ends[:-1]]
+        return [round(end - start, 4) for start, end in zip(starts, self.step_ends)]
 
     def cost(self) -> dict[str, Any]:
         """gpu_seconds = Σ world size × training seconds over attempts on GPUs (cpu_seconds on CPUs:
@@ -488,6 +507,23 @@ class Throughput(transformers.TrainerCallback):
             "attempts": len(attempts),
             "peak_allocated_bytes": allocated, "peak_reserved_bytes": reserved,
         }
+
+
+class DivergenceStop(transformers.TrainerCallback):
+    """Stops training at the first logged non-finite training or validation loss (the Trainer logs every
+    ``logging_steps`` steps; its NaN filter is off, see trainer_kwargs); ``where`` then says the step, the
+    loss key and its value, and the run is written as finished with status "diverged"."""
+
+    def __init__(self):
+        self.where: dict[str, Any] | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "eval_loss"):
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                if self.where is None:
+                    self.where = {"step": state.global_step, "key": key, "value": str(float(value))}
+                control.should_training_stop = True
 
 
 class QuietProgress(transformers.trainer_callback.ProgressCallback):
@@ -622,20 +658,26 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     from snrtune.training.data_check import check_training_data
 
     stopwatch = Stopwatch()
-    if not (Path(model_dir) / "config.json").is_file():
-        raise SnrtuneError(f"model directory {model_dir} has no config.json; expected a directory from `snrtune fetch`")
+    entries = check_model_dir(model_dir, tokenizer=True)  # before anything loads
     if stage not in STAGES:
         raise SnrtuneError(f"stage {stage!r}; expected one of {', '.join(STAGES)}")
     if deepspeed:  # the workflow's sharded launch (snrtune.workflow.resources) names its ZeRO config
         overrides = {**(overrides or {}), "deepspeed": deepspeed}
     world_size = process_count()
     cfg = load_config(config, seed, max_steps, method, overrides, world_size)  # a bad split stops here
-    require_deepspeed(cfg, "--deepspeed" if deepspeed else f"training config {' and '.join(config_paths(config))}")
-    sel = load_selection(selection)
+    where = f"training config {' and '.join(config_paths(config))}"
+    require_deepspeed(cfg, "--deepspeed" if deepspeed else "--set" if "deepspeed" in (overrides or {}) else where)
+    check_packages(cfg, where, method)  # flash-attention, a 4-bit method's bitsandbytes
+    sel = load_selection(selection, method)
     spec = methods.check_request(method, sel, match_params_of)
+    if sel is not None and spec.needs_selection:
+        check_selection_model(sel, selection, model_name(model_dir), selection_total_params(model_dir, entries))
+    if spec.four_bit:
+        check_bitsandbytes_kernels(method)
     quiet_logs()
     data_summary = check_training_data(data, cfg.dataset_format, stage)  # before anything heavy loads
     identity = run_identity(model_dir, method, sel, cfg.seed, stage)
+    identity["base_fingerprint"] = weights_fingerprint(model_dir)  # merge refuses another base (docs/artifacts.md)
     train_rows, val_rows, data_sha256, data_format = load_rows(stage, data, cfg, data_summary)
     fingerprint = resuming.run_fingerprint(cfg, method, stage, match_params_of, data_sha256, selection, model_dir)
     is_main = int(os.environ.get("RANK", "0")) == 0
@@ -656,7 +698,8 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     model, facts = methods.prepare(method, model_dir, cfg, sel, match_params_of)
     trainable, total = methods.count_params(model)
     throughput = Throughput(partial / ATTEMPTS_FILE, is_main)
-    trainer = build_trainer(stage, model, tokenizer, args, train_ds, val_ds, [throughput, *callbacks])
+    divergence = DivergenceStop()
+    trainer = build_trainer(stage, model, tokenizer, args, train_ds, val_ds, [throughput, divergence, *callbacks])
     counts = data_counts(stage, train_rows, val_rows, trainer, cfg)
     if trainer.args.world_size != world_size:
         raise SnrtuneError(f"the trainer runs {trainer.args.world_size} processes but WORLD_SIZE is {world_size}; "
@@ -669,7 +712,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     used = optimizer_elements(trainer)
     if used is not None and used != trainable:
         raise SnrtuneError(f"the optimizer holds {used} parameters but {trainable} are trainable; expected equal")
-    if val_ds is not None and not cfg.eval_steps:
+    if val_ds is not None and not cfg.eval_steps and divergence.where is None:
         trainer.evaluate()
     save_weights(trainer, spec, partial, selection, is_main)
     if is_main:
@@ -678,7 +721,8 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         return None, trainer.model
 
     metrics = run_record(
-        stopwatch, run=identity, trainable_params=trainable, total_params=total,
+        stopwatch, run=identity, status="finished" if divergence.where is None else "diverged",
+        diverged=divergence.where, trainable_params=trainable, total_params=total,
         train_loss=losses(trainer.state.log_history, "loss"),
         eval_loss=losses(trainer.state.log_history, "eval_loss"),
         tokens_per_s=round(throughput.tokens / throughput.seconds, 3) if throughput.tokens else None,
@@ -698,7 +742,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         details={"fingerprint": fingerprint["sha256"], "optimizer_params": used, "global_step": trainer.state.global_step,
                  "distributed_type": str(trainer.accelerator.distributed_type.value),
                  "resumed_from_step": throughput.start_step, "train_seconds": round(throughput.seconds, 3),
-                 "after_first_step": throughput.steady,
+                 "after_first_step": throughput.steady, "step_seconds": throughput.step_seconds(),
                  "lora_target_modules": facts.get("target_modules"),
                  "unfrozen_names": facts.get("unfrozen_names")},
     )
@@ -708,5 +752,5 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
         (tmp / ATTEMPTS_FILE).unlink(missing_ok=True)  # its totals are in metrics.json
         shutil.rmtree(tmp / ROWS_DIR, ignore_errors=True)  # the data rows and their tokenization cache
         write_json(tmp / RUN_FILE, identity)
-        write_json(tmp / METRICS_FILE, metrics)
+        write_json(tmp / METRICS_FILE, json_safe(metrics))  # a diverged run's non-finite losses as null
     return metrics, trainer.model

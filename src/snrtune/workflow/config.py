@@ -69,7 +69,9 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
     if with_t and not config["top_percent"]:
         raise SnrtuneError(f"config key 'top_percent': methods {' and '.join(with_t)} need at least one t value")
     check_method_settings(config)
+    check_eval_batch_size(config)
     check_report(config)
+    check_evaluate(config)
     holders = [("train.config", config["train"], "config")]
     holders += [(f"models.{name}.train_config", model, "train_config") for name, model in config["models"].items()]
     for key, holder, field in holders:
@@ -78,6 +80,47 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
         elif holder[field]:
             holder[field] = find_file(holder[field], workflow_dir, key)
     return config
+
+
+def check_eval_batch_size(config: dict) -> None:
+    """``evaluate.batch_size`` by `snrtune evaluate`'s own rule (parse_batch_size), so the config refuses what the
+    evaluate jobs would refuse after training."""
+    from snrtune.evaluation.evaluate import parse_batch_size
+
+    value = config["evaluate"]["batch_size"]
+    try:
+        parse_batch_size(str(value))
+    except SnrtuneError:
+        raise SnrtuneError(f"config key 'evaluate.batch_size': {value!r} is not a positive integer, 'auto' or 'auto:N' "
+                           f"(as `snrtune evaluate --batch-size` takes it)") from None
+
+
+def check_evaluate(config: dict) -> None:
+    """The lm-eval options that only make sense together (the same rules `snrtune evaluate` applies)."""
+    ev = config["evaluate"]
+    if ev["system_instruction"] is not None and not ev["system_instruction"].strip():
+        raise SnrtuneError("config key 'evaluate.system_instruction': blank; expected a system prompt, or null")
+    if ev["fewshot_as_multiturn"]:
+        plain = sorted(name for name, model in config["models"].items() if not model["chat_template"])
+        if plain:
+            raise SnrtuneError(f"config key 'evaluate.fewshot_as_multiturn': true needs the chat template, and "
+                               f"models {', '.join(plain)} have chat_template: false")
+    if ev["max_batch_size"] is not None and not str(ev["batch_size"]).startswith("auto"):
+        raise SnrtuneError(f"config key 'evaluate.max_batch_size': it bounds batch_size auto only; expected "
+                           f"batch_size: auto, got {ev['batch_size']}")
+    named = [t["name"] for t in ev["tasks"]]
+    for task in ev["limit"] if isinstance(ev["limit"], dict) else ():  # a typo would evaluate every example
+        if task not in named:
+            raise SnrtuneError(f"config key 'evaluate.limit.{task}': {task!r} is not in evaluate.tasks; "
+                               f"expected one of: {', '.join(named)}")
+
+
+def lm_eval_options(evaluate: dict) -> dict[str, Any]:
+    """The evaluate: section's prompt and generation options as `snrtune evaluate` keyword flags (for flags())."""
+    multiturn = evaluate["fewshot_as_multiturn"]
+    return {"fewshot_as_multiturn": multiturn is True, "no_fewshot_as_multiturn": multiturn is False,
+            "system_instruction": evaluate["system_instruction"], "max_batch_size": evaluate["max_batch_size"],
+            "gen_kwargs": model_args_flag(evaluate["gen_kwargs"])}
 
 
 def find_file(path: str, workflow_dir: str | Path | None, key: str) -> str:
@@ -168,10 +211,12 @@ def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS, packages_here
     settings and learning-rate candidates, --max-steps, the batch split over the job's planned GPUs) are built
     and checked exactly as `snrtune train` will build them, and a local training data file is checked (its
     whole structure, the content of its first ``max_rows`` rows). With ``packages_here`` (the jobs run in this
-    environment, not under --sdm conda), a job that will ask for DeepSpeed finds it installed. Raises
+    environment, not under --sdm conda), a job that will ask for DeepSpeed finds it installed, and so do those
+    that need flash-attention, bitsandbytes or vllm (check_optional_packages). Raises
     SnrtuneError with the one line `snrtune train` would print."""
     from snrtune.training import data_check
 
+    check_placement(config)
     formats = set()
     for model in config["models"]:
         for run in runs(config):
@@ -181,13 +226,29 @@ def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS, packages_here
                         for lr in learning_rates(config, method) or [None]}
     if packages_here:
         require_deepspeed_for_plans(config)
+        check_optional_packages(config)
     data = resolve_source(config["data"]["train"])
     if data_check.data_kind(data) == "local":
         for dataset_format in sorted(formats):  # one per training file that sets its own
             data_check.check_training_data(data, dataset_format, config["train"]["stage"], max_rows=max_rows)
 
 
-def require_deepspeed_for_plans(config: dict, results: str | Path = "results") -> None:
+def check_optional_packages(config: dict) -> None:
+    """The packages the jobs will need besides DeepSpeed (require_deepspeed_for_plans): vllm for
+    ``eval_backend: vllm``; flash-attention and a 4-bit method's bitsandbytes as `snrtune train` checks them
+    (snrtune.training.settings.check_packages) for every model's training settings."""
+    from snrtune.training import settings
+
+    for model, entry in config["models"].items():
+        if entry["eval_backend"] == "vllm" and not settings.installed("vllm"):
+            raise SnrtuneError(f"config key 'models.{model}.eval_backend': vllm needs the vllm package, which is not "
+                               f"installed: pip install vllm")
+        for method in config["methods"]:
+            settings.check_packages(run_settings(config, model, method),
+                                    f"training config {train_config_path(config, model)}", method)
+
+
+def require_deepspeed_for_plans(config: dict) -> None:
     """Every training job that will run under DeepSpeed (its training file's ``deepspeed`` key, or a sharded
     plan: ``--deepspeed config/zero*.json``) finds DeepSpeed installed; one line naming the run otherwise."""
     from snrtune.training import settings
@@ -199,12 +260,32 @@ def require_deepspeed_for_plans(config: dict, results: str | Path = "results") -
             settings.require_deepspeed(run_settings(config, model, method),
                                        f"training config {' and '.join(train_config_files(config, model))}")
         for run in runs(config):
-            plan = train_resources(config, model, run, Path(results) / model / "model")
+            plan = train_resources(config, model, run, paths.fill(paths.MODEL, model=model))
             if plan["strategy"] in STRATEGY_FILES:
                 raise SnrtuneError(
                     f"training run {model}/{run} is planned on {plan['gpus']} GPUs with {plan['strategy']} "
                     f"(--deepspeed {STRATEGY_FILES[plan['strategy']]}), but DeepSpeed is not installed; expected "
                     f"`{settings.DEEPSPEED_INSTALL}`, or models.{model}.resources.train_gpus: 1")
+
+
+def check_placement(config: dict) -> None:
+    """Every job fits one node and the partition: a training job's GPUs (``train_gpus``, ``per_method``) at
+    most ``resources.gpus_per_node`` (training runs on one node: torchrun --standalone), and no memory set
+    in the config above ``resources.max_mem_mb``. SnrtuneError with one line naming the key."""
+    limits = config["resources"]
+    for model, entry in config["models"].items():
+        res = entry["resources"]
+        values = [("train_gpus", res["train_gpus"], "gpus"), ("mem_mb", res["mem_mb"], "mem_mb"),
+                  ("train_mem_mb", res["train_mem_mb"], "mem_mb")]
+        values += [(f"per_method.{m}.{k}", v, k) for m, o in res["per_method"].items() for k, v in o.items()]
+        for key, value, kind in values:
+            key = f"models.{model}.resources.{key}"
+            if kind == "gpus" and value is not None and value > limits["gpus_per_node"]:
+                raise SnrtuneError(f"config key {key!r}: {value} GPUs, more than resources.gpus_per_node "
+                                   f"{limits['gpus_per_node']}; a training job runs on one node")
+            if kind == "mem_mb" and value is not None and limits["max_mem_mb"] and value > limits["max_mem_mb"]:
+                raise SnrtuneError(f"config key {key!r}: {value} MB, more than resources.max_mem_mb "
+                                   f"{limits['max_mem_mb']}")
 
 
 # -------------------------------------------------------------------------------------- run names
@@ -346,7 +427,8 @@ def launcher(n_gpus: int) -> str:
 
 
 def model_args_flag(model_args: dict) -> str | None:
-    """models.NAME.eval_model_args as the JSON object `snrtune evaluate --model-args` takes (None when empty)."""
+    """models.NAME.eval_model_args (or evaluate.gen_kwargs) as the JSON object `snrtune evaluate --model-args`
+    (--gen-kwargs) takes (None when empty)."""
     import json
 
     return json.dumps(model_args, sort_keys=True, separators=(",", ":")) if model_args else None
@@ -358,9 +440,20 @@ def num_fewshot(tasks: list[dict]) -> str | None:
     return ",".join(pairs) or None
 
 
-def scaled(value: int, attempt: int, growth: float) -> int:
-    """A memory or runtime request for a retry: value × growth^(attempt-1)."""
-    return int(round(value * growth ** (attempt - 1)))
+def limit_flag(limit: float | dict | None) -> str | None:
+    """evaluate.limit as `snrtune evaluate --limit` takes it: '40', or 'snrtune_toolcall=40,mmlu=0.1' from a
+    mapping (its null entries left out: those tasks are evaluated in full, as are tasks it does not name)."""
+    if isinstance(limit, dict):
+        return ",".join(f"{task}={n:g}" for task, n in limit.items() if n is not None) or None
+    return None if limit is None else f"{limit:g}"
+
+
+def scaled(value: int, attempt: int, growth: float, ceiling: int | None = None) -> int:
+    """A memory or runtime request for a retry: value × growth^(attempt-1), at most ``ceiling`` (the
+    partition's limit, ``resources.max_mem_mb``/``max_runtime``; a training job cut at the time limit resumes
+    from its last checkpoint on the retry)."""
+    request = int(round(value * growth ** (attempt - 1)))
+    return request if ceiling is None else min(request, ceiling)
 
 
 # ------------------------------------------------------------------------------ hub and offline jobs
@@ -456,7 +549,7 @@ def model_size(config: dict, model: str, model_dir: str | Path):
 
 
 def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -> dict[str, Any]:
-    """GPUs, host memory (MB), runtime (minutes) and sharding of one training job: the config's overrides
+    """GPUs, host memory (MB), runtime (minutes), sharding and CPU threads of one training job: the config's overrides
     (``models.M.resources.per_method.METHOD``, then ``train_gpus``/``train_mem_mb``/``train_runtime``/
     ``train_strategy``) over the estimate of snrtune.workflow.resources."""
     from snrtune.workflow import resources
@@ -465,7 +558,7 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
     res, parsed = entry["resources"], parse_run(run)
     method = parsed["method"]
     cfg = run_settings(config, model, method)
-    settings = resources.Settings(  # a control costs what the method it mirrors costs
+    settings = resources.TrainingJob(  # a control costs what the method it mirrors costs
         method=settings_source(method), top_percent=float(parsed["top_percent"]) if parsed["top_percent"] else None,
         lora_r=cfg.lora_r, seq_len=cfg.max_seq_length, micro_batch=cfg.per_device_train_batch_size,
         grad_accum=cfg.gradient_accumulation_steps, gradient_checkpointing=cfg.gradient_checkpointing,
@@ -477,7 +570,8 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
     est = resources.estimate(size, settings, hardware) if size else None
     out = {"gpus": est.gpus if est else 0, "mem_mb": est.mem_mb if est else 16000,
            "runtime": (est.runtime_min if est else None) or hw_cfg["default_train_runtime"],
-           "strategy": est.strategy if est else "none", "estimated": est is not None}
+           "strategy": est.strategy if est else "none", "estimated": est is not None,
+           "threads": res["train_threads"] or res["threads"]}
     for key, field in (("gpus", "train_gpus"), ("mem_mb", "train_mem_mb"), ("runtime", "train_runtime"),
                        ("strategy", "train_strategy")):
         if res[field] is not None:
@@ -489,6 +583,12 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
     if est and (out["gpus"], out["strategy"]) != (est.gpus, est.strategy) and res["train_mem_mb"] is None \
             and "mem_mb" not in own:  # host memory for the GPUs and sharding asked for
         out["mem_mb"] = resources.host_mem_mb(size, settings, est.trainable, out["gpus"], out["strategy"])
+    if hw_cfg["max_mem_mb"] and out["mem_mb"] > hw_cfg["max_mem_mb"]:
+        raise SnrtuneError(f"models.{model}: training {run} needs {out['mem_mb']} MB of host memory, more than "
+                           f"resources.max_mem_mb {hw_cfg['max_mem_mb']}; set models.{model}.resources.train_mem_mb "
+                           "or per_method.METHOD.mem_mb")
+    if hw_cfg["max_runtime"]:  # a longer run is cut at the limit and resumes from its checkpoint on the retry
+        out["runtime"] = min(out["runtime"], hw_cfg["max_runtime"])
     return out
 
 
