@@ -163,7 +163,7 @@ def evaluate_inputs(w):
 
 def evaluate_flags(w):
     ev, model = config["evaluate"], model_cfg(w)
-    return wc.flags(num_fewshot=wc.num_fewshot(ev["tasks"]), limit=ev["limit"], batch_size=ev["batch_size"],
+    return wc.flags(num_fewshot=wc.num_fewshot(ev["tasks"]), limit=wc.limit_flag(ev["limit"]), batch_size=ev["batch_size"],
                     device=model["device"], dtype=model["dtype"], apply_chat_template=model["chat_template"],
                     include_path=ev["include_path"], log_samples=ev["log_samples"],
                     model_args=wc.model_args_flag(model["eval_model_args"]),

@@ -98,6 +98,8 @@ def check_eval_batch_size(config: dict) -> None:
 def check_evaluate(config: dict) -> None:
     """The lm-eval options that only make sense together (the same rules `snrtune evaluate` applies)."""
     ev = config["evaluate"]
+    if ev["system_instruction"] is not None and not ev["system_instruction"].strip():
+        raise SnrtuneError("config key 'evaluate.system_instruction': blank; expected a system prompt, or null")
     if ev["fewshot_as_multiturn"]:
         plain = sorted(name for name, model in config["models"].items() if not model["chat_template"])
         if plain:
@@ -106,6 +108,11 @@ def check_evaluate(config: dict) -> None:
     if ev["max_batch_size"] is not None and not str(ev["batch_size"]).startswith("auto"):
         raise SnrtuneError(f"config key 'evaluate.max_batch_size': it bounds batch_size auto only; expected "
                            f"batch_size: auto, got {ev['batch_size']}")
+    named = [t["name"] for t in ev["tasks"]]
+    for task in ev["limit"] if isinstance(ev["limit"], dict) else ():  # a typo would evaluate every example
+        if task not in named:
+            raise SnrtuneError(f"config key 'evaluate.limit.{task}': {task!r} is not in evaluate.tasks; "
+                               f"expected one of: {', '.join(named)}")
 
 
 def lm_eval_options(evaluate: dict) -> dict[str, Any]:
@@ -433,6 +440,14 @@ def num_fewshot(tasks: list[dict]) -> str | None:
     return ",".join(pairs) or None
 
 
+def limit_flag(limit: float | dict | None) -> str | None:
+    """evaluate.limit as `snrtune evaluate --limit` takes it: '40', or 'snrtune_toolcall=40,mmlu=0.1' from a
+    mapping (its null entries left out: those tasks are evaluated in full, as are tasks it does not name)."""
+    if isinstance(limit, dict):
+        return ",".join(f"{task}={n:g}" for task, n in limit.items() if n is not None) or None
+    return None if limit is None else f"{limit:g}"
+
+
 def scaled(value: int, attempt: int, growth: float, ceiling: int | None = None) -> int:
     """A memory or runtime request for a retry: value × growth^(attempt-1), at most ``ceiling`` (the
     partition's limit, ``resources.max_mem_mb``/``max_runtime``; a training job cut at the time limit resumes
@@ -534,7 +549,7 @@ def model_size(config: dict, model: str, model_dir: str | Path):
 
 
 def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -> dict[str, Any]:
-    """GPUs, host memory (MB), runtime (minutes) and sharding of one training job: the config's overrides
+    """GPUs, host memory (MB), runtime (minutes), sharding and CPU threads of one training job: the config's overrides
     (``models.M.resources.per_method.METHOD``, then ``train_gpus``/``train_mem_mb``/``train_runtime``/
     ``train_strategy``) over the estimate of snrtune.workflow.resources."""
     from snrtune.workflow import resources
@@ -555,7 +570,8 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
     est = resources.estimate(size, settings, hardware) if size else None
     out = {"gpus": est.gpus if est else 0, "mem_mb": est.mem_mb if est else 16000,
            "runtime": (est.runtime_min if est else None) or hw_cfg["default_train_runtime"],
-           "strategy": est.strategy if est else "none", "estimated": est is not None}
+           "strategy": est.strategy if est else "none", "estimated": est is not None,
+           "threads": res["train_threads"] or res["threads"]}
     for key, field in (("gpus", "train_gpus"), ("mem_mb", "train_mem_mb"), ("runtime", "train_runtime"),
                        ("strategy", "train_strategy")):
         if res[field] is not None:
