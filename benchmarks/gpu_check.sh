@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The checks to run whenever a GPU is lent (about 6-8 minutes on one GPU), from the repository root:
+# The checks to run whenever a GPU is lent (at most 8 minutes on one GPU: a stage that would start after the
+# budget is spent is reported as skipped, and each is capped), from the repository root:
 #
 #   bash benchmarks/gpu_check.sh                    # on the GPU (--device cuda)
 #   bash benchmarks/gpu_check.sh --device cpu       # smoke mode: tiny model and sizes, CPU only (tests/test_benchmarks.py)
@@ -30,12 +31,12 @@ while [ $# -gt 0 ]; do
 done
 case "$device" in
   cuda)
-    steps=20; batch=8; seq_len=512; threads=8; scan_flags=""
+    steps=20; batch=8; seq_len=512; threads=8; scan_flags=""; budget=480
     python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" || {
       echo "gpu_check.sh: error: --device cuda but torch sees no CUDA GPU; expected a GPU, or --device cpu" >&2; exit 2; } ;;
   cpu)
     export CUDA_VISIBLE_DEVICES=""  # every stage on the CPU, whatever the machine has
-    steps=3; batch=2; seq_len=64; threads=1; scan_flags="--skip-8b-shapes" ;;
+    steps=3; batch=2; seq_len=64; threads=1; scan_flags="--skip-8b-shapes"; budget=1800 ;;
   *) echo "gpu_check.sh: error: --device '$device'; expected cuda or cpu" >&2; exit 2 ;;
 esac
 
@@ -61,8 +62,13 @@ gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'
 print(f'torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}, '
       f'peft {peft.__version__}, accelerate {accelerate.__version__}, GPU: {gpu}')" | tee "$work/versions.txt"
 
-stage() {  # stage NAME SECONDS COMMAND…: run with a time limit, output to WORK/NAME.log; never stops the script
-  local name="$1" limit="$2"; shift 2
+stage() {  # stage NAME SECONDS COMMAND…: run with a time limit (within the budget), output to WORK/NAME.log;
+  local name="$1" limit="$2"; shift 2  # never stops the script
+  local left=$((budget - SECONDS))
+  if [ "$left" -lt 20 ]; then
+    echo "$name: skipped (the ${budget}-second budget is spent)" | tee -a "$work/stages.txt"; return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   local start=$SECONDS
   if timeout "$limit" "$@" > "$work/$name.log" 2>&1; then status=ok; else status="failed (exit $?)"; fi
   echo "$name: $status in $((SECONDS - start)) s" | tee -a "$work/stages.txt"
@@ -115,6 +121,7 @@ python - "$work" "$device" <<'EOF' | tee "$work/summary.txt"
 """The summary table: one line per check, from the stages' logs and outputs."""
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -134,20 +141,27 @@ scan = log("scan")
 speed = re.search(r"^speed-up: ([\d.]+)x", scan, re.M)
 diff = re.search(r"^max SNR difference from float32 svdvals: (\S+) \(relative (\S+)\)", scan, re.M)
 rows.append((f"scan vs float32 svdvals ({device})",
-             f"{speed.group(1)}x faster, max SNR difference {diff.group(1)} (relative {diff.group(2)})"
+             f"speed-up {speed.group(1)}x, max SNR difference {diff.group(1)} (relative {diff.group(2)})"
              if speed and diff else stages["scan"]))
+for shape, slow, quick, ratio, precision, rel in re.findall(  # benchmarks/scan.py's 8B-shaped matrices
+        r"^\s*(\d+x\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s+(float\d+)\s+(\S+)$", scan, re.M):
+    rows.append((f"scan, one {shape} matrix ({device})",
+                 f"svdvals {slow} s, snrtune {quick} s ({ratio}x, {precision}), SNR relative difference {rel}"))
+NAMES = ("full", "spectrum", "bare-full", "bare-spectrum")
 for shape in ("variable", "fixed"):
     text = log(f"train-{shape}")
-    table = {}
-    for line in text.splitlines():
-        cells = line.split()
-        if len(cells) >= 9 and cells[0] in ("full", "spectrum", "bare-full", "bare-spectrum") \
-                and re.fullmatch(r"[\d,]+", cells[1]):
-            table[cells[0]] = cells
+    steps = {}  # "seconds of each step" block of benchmarks/train.py: name, then each step's seconds
+    if "seconds of each step" in text:
+        for line in text.split("seconds of each step", 1)[1].splitlines()[1:]:
+            cells = line.split()
+            if cells and cells[0] in NAMES:
+                steps[cells[0]] = [float(x) for x in cells[1:]]
     for method in ("full", "spectrum"):
-        if method in table and f"bare-{method}" in table and len(table[method]) >= 9:
-            trainer, bare = table[method], table[f"bare-{method}"]
-            value = f"trainer {trainer[3]} s/step, bare {bare[3]} s/step: {trainer[7]}x the bare loop"
+        trainer, bare = steps.get(method, [])[1:], steps.get(f"bare-{method}", [])[1:]
+        if trainer and bare:  # the median step after the first (warm-up) one, on each side
+            a, b = statistics.median(trainer), statistics.median(bare)
+            value = (f"median step {a:.4f} s vs {b:.4f} s: {a / b:.2f}x the bare loop "
+                     f"(slowest trainer step {max(trainer):.4f} s)")
         else:
             value = stages[f"train-{shape}"]
         rows.append((f"trainer vs bare, {method}, {shape} shapes", value))

@@ -164,7 +164,7 @@ def test_zero3_gpu_memory_of_the_paper_configs_is_deepspeeds_estimate(capsys, tm
 
     config, model, size, plan = paper_plan(name, run, tmp_path)
     assert plan["strategy"] == "zero3" and plan["gpus"] > 1
-    settings = r.Settings(method=run.split("-")[0], top_percent=float(run.split("-t")[1].split("-")[0])
+    settings = r.TrainingJob(method=run.split("-")[0], top_percent=float(run.split("-t")[1].split("-")[0])
                           if "-t" in run else None, **run_settings_of(config, model))
     trainable = r.trainable_params(size, settings)
     table = estimator_table(capsys, estimate_zero3_model_states_mem_needs_all_cold, trainable, size.largest,
@@ -192,7 +192,7 @@ def test_zero2_model_states_are_deepspeeds_estimate(capsys):
     host_gib, gpu_gib = table["offload_optimizer=none"]
     gpu, host = r.zero_model_states(size, size.total, 4, "zero2")
     assert (host / 2**30, gpu / 2**30) == (pytest.approx(host_gib, abs=0.005), pytest.approx(gpu_gib, abs=0.005))
-    settings = r.Settings("full", seq_len=2048, micro_batch=1, gradient_checkpointing=True)
+    settings = r.TrainingJob("full", seq_len=2048, micro_batch=1, gradient_checkpointing=True)
     assert r.host_mem_mb(size, settings, size.total, 4, "zero2") == math.ceil((host + 8e9) / 1e9) * 1000
 
 
@@ -201,7 +201,7 @@ def test_without_deepspeed_the_formula_is_the_fallback(monkeypatch):
     the 16-bit weights and gradients on the GPUs ((2·P + 2·T)/n) and 12 bytes per trainable parameter on the host."""
     monkeypatch.setattr(r, "deepspeed_estimators", lambda: None)
     size = r.size_from_count(70.6)
-    settings = r.Settings("full", seq_len=2048, micro_batch=1, gradient_checkpointing=True)
+    settings = r.TrainingJob("full", seq_len=2048, micro_batch=1, gradient_checkpointing=True)
     assert r.zero_model_states(size, size.total, 8, "zero3_offload") is None
     per_gpu = 1.1 * (4 * size.total / 8 + r.activation_bytes(size, settings)) + 1.5 * 2**30
     assert r.per_device_bytes(size, settings, size.total, 8, "zero3_offload") == pytest.approx(per_gpu)

@@ -325,7 +325,7 @@ def test_prompt_and_generation_options_reach_lm_eval_and_shape_the_prompts(tiny_
 @pytest.mark.parametrize("extra, message", [
     (["--fewshot-as-multiturn"], "--fewshot-as-multiturn needs --apply-chat-template"),
     (["--max-batch-size", "8"], "--max-batch-size 8 bounds --batch-size auto only"),
-    (["--batch-size", "auto", "--max-batch-size", "0"], "--max-batch-size 0 must be a positive integer"),
+    (["--batch-size", "auto", "--max-batch-size", "0"], "argument --max-batch-size: 0 is out of range"),
     (["--gen-kwargs", "max_gen_toks"], "--gen-kwargs 'max_gen_toks' is not k=v"),
     (["--gen-kwargs", "max_gen_toks=8"], "changes generate_until tasks only, and none of --tasks generates (tiny_mc)"),
     (["--system-instruction", " "], "--system-instruction is empty"),

@@ -117,7 +117,7 @@ def test_a_control_method_is_one_entry_with_its_run_names():
         assert naming.parse_run("spectrum-shuffled-t25-s1") == {"method": "spectrum-shuffled", "top_percent": "25",
                                                                  "seed": 1}
         assert naming.parse_run("spectrum-t25-s1")["method"] == "spectrum"
-        assert naming.variant_of({"method": "spectrum-shuffled", "top_percent": 12.5}) == "spectrum (shuffled)-t12.5"
+        assert naming.variant_label({"method": "spectrum-shuffled", "top_percent": 12.5}) == "spectrum (shuffled)-t12.5"
         assert spec.prepare_function().__name__ == "prepare_spectrum"
     assert "spectrum-shuffled" not in method_registry.names()
     assert naming.parse_run("spectrum-random-t25-s1")["method"] == "spectrum-random"

@@ -8,7 +8,7 @@ import pytest
 
 from snrtune import naming
 from snrtune.errors import SnrtuneError
-from snrtune.naming import format_t, module_name, parse_run, run_name, t_value, variant_of
+from snrtune.naming import format_t, module_name, parse_run, run_name, t_value, variant_label
 
 
 @pytest.mark.parametrize("t, text", [(25, "25"), (25.0, "25"), ("25", "25"), (12.5, "12.5"), (0.5, "0.5")])
@@ -24,8 +24,8 @@ def test_t_value_makes_integral_t_an_int():
 def test_run_names_and_report_labels_agree_on_t():
     assert run_name("spectrum", 12.5, 0) == "spectrum-t12.5-s0"
     assert run_name("lora", None, 3) == "lora-s3"
-    assert variant_of({"method": "spectrum", "top_percent": 25.0}) == "spectrum-t25"
-    assert variant_of({"method": "base", "top_percent": None}) == "base"  # not a method: its name as is
+    assert variant_label({"method": "spectrum", "top_percent": 25.0}) == "spectrum-t25"
+    assert variant_label({"method": "base", "top_percent": None}) == "base"  # not a method: its name as is
     assert parse_run(run_name("laser-qlora", 50, 2)) == {"method": "laser-qlora", "top_percent": "50", "seed": 2}
     with pytest.raises(SnrtuneError, match="expected METHOD-tT-sSEED"):
         parse_run("spectrum-t25")

@@ -47,6 +47,7 @@ def test_a_new_method_control_and_task_are_planned_priced_and_evaluated(tmp_path
     config["top_percent"] = [25]
     config["evaluate"]["tasks"] = [{"name": "my_qa"}, {"name": "snrtune_retention"}]
     config["evaluate"]["include_path"] = None
+    config["report"] = {"target_task": "my_qa", "retention_tasks": ["snrtune_retention"]}
     with registered(LORA_WIDE), registered(SPECTRUM_LOWEST):
         log = dry_run(config, tmp_path, capsys)
         # the control's selection comes from `snrtune select --lowest`, its run trains from it

@@ -197,3 +197,11 @@ def test_two_eval_files_of_one_run_on_different_tasks_are_both_kept(tmp_path):
     agg = report.analyse(report.discover(tmp_path / "r"))["agg"]
     assert set(agg.task) == {"snrtune_toolcall", "snrtune_retention", "snrtune_ppl", "extra_task"}
     assert set(agg.n_seeds) == {1}
+
+
+def test_examples_needed_wording_tells_no_difference_from_a_seed_limit():
+    from snrtune.report.render import _needed
+
+    assert _needed(float("inf"), 0.0) == "∞ (no difference)"
+    assert _needed(float("inf"), 0.1) == "∞ (more examples alone do not suffice)"
+    assert _needed(111.2, 0.1) == "~112"

@@ -31,15 +31,15 @@ def test_size_from_a_parameter_count_has_llama_shapes():
 def test_published_bytes_per_parameter():
     size = r.ModelSize(total=10**9, linear=8 * 10**8, lora_per_rank=10**6, hidden=1000, layers=10, vocab=32000,
                        largest=32000 * 1000)
-    full = r.Settings("full")
+    full = r.TrainingJob("full")
     # mixed-precision AdamW full fine-tuning: 16 bytes per parameter (bf16 weight + grad, fp32 master + 2 moments)
     assert r.model_state_bytes(size, full, r.trainable_params(size, full)) == 16 * 10**9
-    lora = r.Settings("lora", lora_r=8)
+    lora = r.TrainingJob("lora", lora_r=8)
     # LoRA: 2 bytes per frozen bf16 weight + 16 per fp32 adapter parameter (8 · 1e6 of them)
     assert r.model_state_bytes(size, lora, r.trainable_params(size, lora)) == 2 * 10**9 + 16 * 8 * 10**6
-    qlora = r.Settings("qlora", lora_r=8)
+    qlora = r.TrainingJob("qlora", lora_r=8)
     assert r.model_state_bytes(size, qlora, 8 * 10**6) == pytest.approx(0.55 * 10**9 + 16 * 8 * 10**6)
-    spectrum = r.Settings("spectrum", top_percent=25)
+    spectrum = r.TrainingJob("spectrum", top_percent=25)
     assert r.trainable_params(size, spectrum) == 2 * 10**8  # 25 % of the layer matrices
     assert r.model_state_bytes(size, spectrum, 2 * 10**8) == 2 * 10**9 + 14 * 2 * 10**8
 
@@ -48,7 +48,7 @@ def test_full_fine_tuning_estimate_by_hand(monkeypatch):
     monkeypatch.setattr(r, "deepspeed_estimators", lambda: None)  # the formula (DeepSpeed's: tests/test_deepspeed.py)
     size = r.ModelSize(total=10**9, linear=8 * 10**8, lora_per_rank=10**6, hidden=1000, layers=10, vocab=32000,
                        largest=32000 * 1000)
-    s = r.Settings("full", seq_len=1000, micro_batch=1, max_steps=100)
+    s = r.TrainingJob("full", seq_len=1000, micro_batch=1, max_steps=100)
     hw = r.Hardware(gpu_mem_gb=80, gpu_tflops=100, mfu=0.5)
     # activations 1000 tokens · 1000 · 34 · 10 layers = 340e6; logits 2 · 1000 · 32000 · 4 = 256e6
     per_gpu = 1.1 * (16e9 + 340e6 + 256e6) + 1.5 * GIB
@@ -69,7 +69,7 @@ def test_full_fine_tuning_estimate_by_hand(monkeypatch):
 def test_gradient_checkpointing_keeps_one_input_per_layer():
     size = r.ModelSize(total=10**9, linear=8 * 10**8, lora_per_rank=10**6, hidden=1000, layers=10, vocab=32000,
                        largest=32000 * 1000)
-    s = r.Settings("lora", seq_len=1000, micro_batch=2, gradient_checkpointing=True)
+    s = r.TrainingJob("lora", seq_len=1000, micro_batch=2, gradient_checkpointing=True)
     # 2000 tokens · 1000 · (2 · 10 layers + 34 for the layer being recomputed) + logits 2 · 2000 · 32000 · 4
     assert r.activation_bytes(size, s) == 2000 * 1000 * (2 * 10 + 34) + 2 * 2000 * 32000 * 4
 
@@ -77,19 +77,19 @@ def test_gradient_checkpointing_keeps_one_input_per_layer():
 def test_70b_full_fine_tuning_needs_a_node_with_offload_and_qlora_one_gpu(monkeypatch):
     monkeypatch.setattr(r, "deepspeed_estimators", lambda: None)  # the formula (DeepSpeed's: tests/test_deepspeed.py)
     size = r.size_from_count(70.6)
-    full = r.estimate(size, r.Settings("full", seq_len=4096, micro_batch=1, gradient_checkpointing=True))
+    full = r.estimate(size, r.TrainingJob("full", seq_len=4096, micro_batch=1, gradient_checkpointing=True))
     assert (full.gpus, full.strategy) == (8, "zero3_offload") and not any("does not fit" in n for n in full.notes)
     # the fp32 master copy and both moments (12 bytes per parameter) live on the host
     assert full.mem_mb >= 12 * 70.6e9 / 1e6
-    qlora = r.estimate(size, r.Settings("qlora", lora_r=32, seq_len=4096, micro_batch=1, gradient_checkpointing=True))
+    qlora = r.estimate(size, r.TrainingJob("qlora", lora_r=32, seq_len=4096, micro_batch=1, gradient_checkpointing=True))
     assert (qlora.gpus, qlora.strategy) == (1, "none") and qlora.gpu_mem_gb < 80 * 0.9
 
 
 def test_cpu_runs_ask_for_no_gpu():
     size = r.ModelSize(total=10**8, linear=8 * 10**7, lora_per_rank=10**5, hidden=500, layers=10, vocab=1000, largest=500 * 1000)
-    est = r.estimate(size, r.Settings("full", device="cpu", seq_len=100, micro_batch=1))
+    est = r.estimate(size, r.TrainingJob("full", device="cpu", seq_len=100, micro_batch=1))
     assert est.gpus == 0 and est.gpu_mem_gb is None and est.runtime_min is None
-    assert est.mem_mb == int(-(-(r.per_device_bytes(size, r.Settings("full", device="cpu", seq_len=100, micro_batch=1),
+    assert est.mem_mb == int(-(-(r.per_device_bytes(size, r.TrainingJob("full", device="cpu", seq_len=100, micro_batch=1),
                                                     10**8, 1, "none") + 8e9) // 1e9)) * 1000
 
 
@@ -116,7 +116,7 @@ def test_a_strategy_override_gets_the_host_memory_of_that_strategy(tmp_path):
                                  "methods": ["full"]}, schema)
     plan = wc.train_resources(config, "m", "full-s0", tmp_path)
     size = r.size_from_count(8.03)
-    settings = r.Settings("full", seq_len=2048, micro_batch=4, grad_accum=4)
+    settings = r.TrainingJob("full", seq_len=2048, micro_batch=4, grad_accum=4)
     assert (plan["gpus"], plan["strategy"]) == (8, "zero2")
     assert plan["mem_mb"] == r.host_mem_mb(size, settings, size.total, 8, "zero2") >= (8 * 2 * 1.2 * 8.03e9 + 8e9) / 1e6
     assert wc.sharding_flags("zero2", "/repo") == "--deepspeed /repo/config/zero2.json"

@@ -103,11 +103,12 @@ def requeue_at_first_checkpoint(proc: subprocess.Popen, workdir: Path, env) -> d
                 seen["env"] = job_env
         time.sleep(0.2)
     job = train_job(env)
-    assert job is not None
+    assert job is not None, "the training job was not running at its first checkpoint"
     seen["job"] = job
     seen["gres"] = slurm("scontrol", "-d", "show", "job", job, env=env)
     slurm("scontrol", "requeue", job, env=env)
     while slurm("squeue", "-h", "-j", job, "-o", "%T", env=env).strip() != "PENDING":
+        assert time.monotonic() < deadline, f"job {job} did not return to PENDING after scontrol requeue"
         time.sleep(0.2)
     slurm("scontrol", "update", f"jobid={job}", "StartTime=now", env=env)
     return seen

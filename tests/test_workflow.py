@@ -487,6 +487,8 @@ STRING_FIELDS = {  # every string the config can carry into a command
     "evaluate.tasks.name": lambda c, v: c.update(evaluate={"tasks": [{"name": v}]}),
     "evaluate.include_path": lambda c, v: c.update(evaluate={"include_path": v}),
     "evaluate.batch_size": lambda c, v: c.update(evaluate={"batch_size": v}),
+    "evaluate.system_instruction": lambda c, v: c.update(evaluate={"system_instruction": v}),
+    "evaluate.gen_kwargs": lambda c, v: c.update(evaluate={"gen_kwargs": {"until": v}}),
     "hub.hf_home": lambda c, v: c.update(hub={"hf_home": v}),
 }
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from snrtune import __version__, arguments, method_registry
@@ -65,9 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"snrtune: error: {exc}", file=sys.stderr)
         return 2
     module_name, help_ = COMMANDS[command]
-    # bitsandbytes warns at import, on CPUs with AVX512-BF16, that the optional `kernels` package is missing (it
-    # falls back to its own CPU kernels): noise before any one-line error, never a fault of the user's input.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     module = importlib.import_module(module_name)
     parser = OneLineParser(prog=f"snrtune {command}", description=help_)
     module.add_arguments(parser)

@@ -70,7 +70,7 @@ def parse_run(run: str) -> dict[str, Any]:
     return {key: parsed[key] for key in ("method", "top_percent", "seed")}
 
 
-def variant_of(run: dict) -> str:
+def variant_label(run: dict) -> str:
     """The method as the report compares it: its label, with the t value when it has one
     (``spectrum-t25``, ``lora``, ``base``)."""
     spec = method_registry.find(run["method"])

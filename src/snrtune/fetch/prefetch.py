@@ -42,24 +42,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def prefetch_dataset(spec: str, split: str | None = None) -> dict:
-    """Download hub dataset ``spec`` into the cache (a local file is only checked to exist)."""
-    if hub.is_local(spec):
-        return {"source": spec, "kind": "local"}
-    if spec.count("/") > 1 or "/" not in spec and Path(spec).suffix:
-        raise SnrtuneError(f"data {spec!r} is neither an existing file nor a hub dataset id")
+def prefetch_dataset(source: str, split: str | None = None) -> dict:
+    """Download hub dataset ``source`` into the cache (a local file is only checked to exist)."""
+    if hub.is_local(source):
+        return {"source": source, "kind": "local"}
+    if source.count("/") > 1 or "/" not in source and Path(source).suffix:
+        raise SnrtuneError(f"data {source!r} is neither an existing file nor a hub dataset id")
     if hub.offline():
-        raise SnrtuneError(f"cannot prefetch hub dataset {spec!r}: {' and '.join(hub.offline_variables())} set; run the "
+        raise SnrtuneError(f"cannot prefetch hub dataset {source!r}: {' and '.join(hub.offline_variables())} set; run the "
                            "prefetch where the hub is reachable (the workflow runs it on the login node)")
     import datasets
 
     try:
-        loaded = datasets.load_dataset(spec, split=split)
+        loaded = datasets.load_dataset(source, split=split)
     except Exception as exc:  # the hub raises many types; the user needs one line
-        raise SnrtuneError(f"cannot download hub dataset {spec!r}: {type(exc).__name__}: "
+        raise SnrtuneError(f"cannot download hub dataset {source!r}: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     rows = len(loaded) if split else {name: len(part) for name, part in loaded.items()}
-    return {"source": spec, "kind": "hub", "split": split, "rows": rows}
+    return {"source": source, "kind": "hub", "split": split, "rows": rows}
 
 
 def prefetch_tasks(tasks: list[str], include_paths: list[str]) -> list[str]:

@@ -37,10 +37,14 @@ def _p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _needed(n: float) -> str:
+def _needed(n: float, difference: float = math.nan) -> str:
+    """Examples per seed for power 0.8; inf means no difference to detect, or a seed term more examples cannot
+    shrink."""
     if n is None or math.isnan(n):
         return "–"
-    return "∞ (more examples alone do not suffice)" if math.isinf(n) else f"~{math.ceil(n):,}"
+    if math.isinf(n):
+        return "∞ (no difference)" if difference == 0 else "∞ (more examples alone do not suffice)"
+    return f"~{math.ceil(n):,}"
 
 
 CI_MARK = {"wilson": "", "t": "", "t (delta method)": "", "normal over seeds": "*", "lm-eval stderr": "†", None: ""}
@@ -122,7 +126,7 @@ def comparison_frame(comp: pd.DataFrame) -> pd.DataFrame:
                      "difference [95% CI]": f"{r.difference:+.3g}{ci}", "p": _p(r.p_value),
                      "Holm p": _p(r.p_holm), "at α=0.05": outcome,
                      "power at observed": "–" if r.significant is not False else f"{r.power:.2f}",
-                     "examples to separate": "–" if r.significant is not False else _needed(r.examples_needed)})
+                     "examples to separate": "–" if r.significant is not False else _needed(r.examples_needed, r.difference)})
     return pd.DataFrame(rows)
 
 

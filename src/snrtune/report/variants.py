@@ -30,8 +30,8 @@ def selection_kind(run: dict, metrics: dict | None = None) -> str | None:
 
 def variant_of(run: dict, kind: str | None = None) -> str:
     """The method as compared in the report: ``spectrum-t25``, ``spectrum-random-t25``, ``lora``, ``base``
-    (naming.variant_of, with a control's kind after the method label when its method name does not say it)."""
-    label = naming.variant_of({**run, "top_percent": None})
+    (naming.variant_label, with a control's kind after the method label when its method name does not say it)."""
+    label = naming.variant_label({**run, "top_percent": None})
     if kind in CONTROLS and not label.endswith("-" + kind):
         label = f"{label}-{kind}"
     t = run.get("top_percent")

@@ -134,7 +134,7 @@ def verdict(agg: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, target: s
             parts.append(f"No winner on {target}: {top} ranks first but its paired difference is not in its favour "
                          "against " + ", ".join(f"{r.reference} ({_diff(r)})" for r in wrong_sign.itertuples()) + ".")
         elif not inconclusive.empty:
-            need = ", ".join(f"{r.reference}: {_needed(r.examples_needed)} (power now {r.power:.2f})"
+            need = ", ".join(f"{r.reference}: {_needed(r.examples_needed, r.difference)} (power now {r.power:.2f})"
                              for r in inconclusive.itertuples())
             parts.append(f"No winner on {target}: {top} has the best {metric} ({_interval(w)}) but the comparison is "
                          f"inconclusive against {', '.join(inconclusive['reference'])} ("

@@ -52,9 +52,9 @@ class DataSummary:
     note: str | None = None
 
 
-def data_kind(spec: str | os.PathLike) -> str:
+def data_kind(source: str | os.PathLike) -> str:
     """"local" for an existing json/jsonl/parquet file, "hub" for a dataset id, else a one-line error."""
-    text, path = str(spec), Path(spec)
+    text, path = str(source), Path(source)
     if hub.is_local(path):
         if path.is_dir() or path.suffix.lower() not in LOCAL_SUFFIXES:
             raise SnrtuneError(f"data file {text!r} has suffix {path.suffix!r}; expected one of "

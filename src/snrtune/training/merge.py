@@ -24,7 +24,7 @@ from snrtune.spectrum.selection_file import load_selection
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json")
 
 
-def how(spec: method_registry.MethodSpec) -> str:
+def merge_description(spec: method_registry.MethodSpec) -> str:
     """What merge did, in words (recorded in the merged directory's snrtune_run.json)."""
     if spec.merge == "spectrum-delta":
         return f"trained tensors ({DELTA_FILE}) overlaid on the base"
@@ -132,6 +132,6 @@ def merge(run_dir, base_dir, out) -> dict:
         copy_tokenizer(tokenizer_source(run_dir, base_dir), tmp)
         if (Path(base_dir) / SOURCE_FILE).is_file():
             shutil.copy2(Path(base_dir) / SOURCE_FILE, tmp / SOURCE_FILE)
-        identity = {**identity, "model_form": "merged-full-precision", "merge": how(spec)}
+        identity = {**identity, "model_form": "merged-full-precision", "merge": merge_description(spec)}
         write_json(tmp / RUN_FILE, identity)
     return identity

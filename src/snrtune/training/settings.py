@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import os
 import importlib.util
 import math
 import re
@@ -376,11 +377,11 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any] | None:
     return out
 
 
-def config_paths(path: str | list[str] | tuple[str, ...] | None) -> list[str]:
+def config_paths(path: "str | os.PathLike | list[str] | tuple[str, ...] | None") -> list[str]:
     """A training config as a list of files: None -> [], one path -> [path], a list -> itself."""
     if path is None:
         return []
-    return [path] if isinstance(path, str) else list(path)
+    return [str(path)] if isinstance(path, (str, os.PathLike)) else [str(p) for p in path]
 
 
 def read_config(path: str) -> dict[str, Any]:

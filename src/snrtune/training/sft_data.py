@@ -18,7 +18,7 @@ from snrtune.errors import SnrtuneError
 
 
 
-def load_records(spec: str, split: str = "train") -> list[dict[str, Any]]:
+def load_records(source: str, split: str = "train") -> list[dict[str, Any]]:
     """Rows of a local json/jsonl/parquet file, or of split ``split`` of a hub dataset id.
 
     JSON and JSONL are read by snrtune.training.data_check (one-line errors naming the row; rows kept exactly as
@@ -26,20 +26,20 @@ def load_records(spec: str, split: str = "train") -> list[dict[str, Any]]:
     """
     import datasets
 
-    spec = str(spec)
-    path = Path(spec)
-    if data_kind(spec) == "local":
+    source = str(source)
+    path = Path(source)
+    if data_kind(source) == "local":
         if path.suffix.lower() in (".json", ".jsonl"):
             return read_rows(path)
         ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
     else:
         try:
-            ds = datasets.load_dataset(spec, split=split)
+            ds = datasets.load_dataset(source, split=split)
         except Exception as exc:  # the hub raises many types; the user needs one line
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise SnrtuneError(f"cannot load hub dataset {spec!r} (split {split!r}): {first}") from exc
+            raise SnrtuneError(f"cannot load hub dataset {source!r} (split {split!r}): {first}") from exc
     if len(ds) == 0:
-        raise SnrtuneError(f"data {spec!r} has no rows")
+        raise SnrtuneError(f"data {source!r} has no rows")
     return ds.to_list()
 
 

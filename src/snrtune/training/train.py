@@ -666,7 +666,7 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     world_size = process_count()
     cfg = load_config(config, seed, max_steps, method, overrides, world_size)  # a bad split stops here
     where = f"training config {' and '.join(config_paths(config))}"
-    require_deepspeed(cfg, "--deepspeed" if deepspeed else where)
+    require_deepspeed(cfg, "--deepspeed" if deepspeed else "--set" if "deepspeed" in (overrides or {}) else where)
     check_packages(cfg, where, method)  # flash-attention, a 4-bit method's bitsandbytes
     sel = load_selection(selection, method)
     spec = methods.check_request(method, sel, match_params_of)

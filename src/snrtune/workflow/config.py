@@ -98,6 +98,8 @@ def check_eval_batch_size(config: dict) -> None:
 def check_evaluate(config: dict) -> None:
     """The lm-eval options that only make sense together (the same rules `snrtune evaluate` applies)."""
     ev = config["evaluate"]
+    if ev["system_instruction"] is not None and not ev["system_instruction"].strip():
+        raise SnrtuneError("config key 'evaluate.system_instruction': blank; expected a system prompt, or null")
     if ev["fewshot_as_multiturn"]:
         plain = sorted(name for name, model in config["models"].items() if not model["chat_template"])
         if plain:
@@ -246,7 +248,7 @@ def check_optional_packages(config: dict) -> None:
                                     f"training config {train_config_path(config, model)}", method)
 
 
-def require_deepspeed_for_plans(config: dict, results: str | Path = "results") -> None:
+def require_deepspeed_for_plans(config: dict) -> None:
     """Every training job that will run under DeepSpeed (its training file's ``deepspeed`` key, or a sharded
     plan: ``--deepspeed config/zero*.json``) finds DeepSpeed installed; one line naming the run otherwise."""
     from snrtune.training import settings
@@ -258,7 +260,7 @@ def require_deepspeed_for_plans(config: dict, results: str | Path = "results") -
             settings.require_deepspeed(run_settings(config, model, method),
                                        f"training config {' and '.join(train_config_files(config, model))}")
         for run in runs(config):
-            plan = train_resources(config, model, run, Path(results) / model / "model")
+            plan = train_resources(config, model, run, paths.fill(paths.MODEL, model=model))
             if plan["strategy"] in STRATEGY_FILES:
                 raise SnrtuneError(
                     f"training run {model}/{run} is planned on {plan['gpus']} GPUs with {plan['strategy']} "
@@ -556,7 +558,7 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
     res, parsed = entry["resources"], parse_run(run)
     method = parsed["method"]
     cfg = run_settings(config, model, method)
-    settings = resources.Settings(  # a control costs what the method it mirrors costs
+    settings = resources.TrainingJob(  # a control costs what the method it mirrors costs
         method=settings_source(method), top_percent=float(parsed["top_percent"]) if parsed["top_percent"] else None,
         lora_r=cfg.lora_r, seq_len=cfg.max_seq_length, micro_batch=cfg.per_device_train_batch_size,
         grad_accum=cfg.gradient_accumulation_steps, gradient_checkpointing=cfg.gradient_checkpointing,

@@ -62,7 +62,9 @@ class Hardware:
 
 
 @dataclass(frozen=True)
-class Settings:
+class TrainingJob:
+    """What the estimate needs of one training job (the settings themselves are snrtune.training.settings'
+    TrainingSettings; the workflow builds this from them)."""
     method: str
     top_percent: float | None = None
     lora_r: int = 32
@@ -133,7 +135,7 @@ def size_from_count(params_b: float, vocab: int = 32000) -> ModelSize:
 
 # --------------------------------------------------------------------------------------------- the estimate
 
-def trainable_params(size: ModelSize, s: Settings) -> int:
+def trainable_params(size: ModelSize, s: TrainingJob) -> int:
     """Full: every parameter; Spectrum: t % of the layer matrices; LoRA/QLoRA: r × Σ(in+out);
     laser-QLoRA: the same rank on t % of them (with match_params_of qlora it trains as many as QLoRA,
     which this bounds from above).
@@ -162,14 +164,14 @@ def state_bytes(method: str) -> float:
     return 16.0 if method_registry.get(method).is_adapter else 14.0
 
 
-def model_state_bytes(size: ModelSize, s: Settings, trainable: int) -> float:
+def model_state_bytes(size: ModelSize, s: TrainingJob, trainable: int) -> float:
     adapter = method_registry.get(s.method).is_adapter
     weight = weight_bytes(s.method) if s.device == "cuda" else (NF4_BYTES if quantized(s.method) else 4.0)
     per_trainable = state_bytes(s.method) if s.device == "cuda" else (16.0 if adapter else 12.0)
     return weight * size.total + per_trainable * trainable
 
 
-def activation_bytes(size: ModelSize, s: Settings) -> float:
+def activation_bytes(size: ModelSize, s: TrainingJob) -> float:
     tokens = s.micro_batch * s.seq_len
     scale = 1.0 if s.device == "cuda" else 2.0  # fp32 on a CPU
     per_layer = CHECKPOINT_BYTES if s.gradient_checkpointing else ACTIVATION_BYTES
@@ -211,7 +213,7 @@ def zero_model_states(size: ModelSize, trainable: int, gpus: int, strategy: str)
     return gpu + 2 * frozen / gpus, host
 
 
-def per_device_bytes(size: ModelSize, s: Settings, trainable: int, gpus: int, strategy: str) -> float:
+def per_device_bytes(size: ModelSize, s: TrainingJob, trainable: int, gpus: int, strategy: str) -> float:
     states = model_state_bytes(size, s, trainable)
     zero = zero_model_states(size, trainable, gpus, strategy) if s.device == "cuda" else None
     if zero is not None:
@@ -225,7 +227,7 @@ def per_device_bytes(size: ModelSize, s: Settings, trainable: int, gpus: int, st
     return OVERHEAD * (states + activation_bytes(size, s)) + FIXED_GIB * GIB
 
 
-def train_tokens(s: Settings) -> int | None:
+def train_tokens(s: TrainingJob) -> int | None:
     """Tokens the run trains on: max_steps × the training file's examples per step (micro-batch × accumulation,
     the same at any GPU count: the job divides them between its processes) × sequence length."""
     if s.max_steps:
@@ -233,7 +235,7 @@ def train_tokens(s: Settings) -> int | None:
     return s.train_tokens
 
 
-def runtime_minutes(size: ModelSize, s: Settings, trainable: int, gpus: int, hw: Hardware) -> int | None:
+def runtime_minutes(size: ModelSize, s: TrainingJob, trainable: int, gpus: int, hw: Hardware) -> int | None:
     """6·P FLOPs per token for full fine-tuning (forward 2P, backward 4P); a frozen weight skips its
     weight gradient (4·P + 2·trainable); checkpointing adds one forward (2·P). ×1.25 and 20 minutes for
     loading, evaluation and checkpoints."""
@@ -245,7 +247,7 @@ def runtime_minutes(size: ModelSize, s: Settings, trainable: int, gpus: int, hw:
     return int(math.ceil(1.25 * seconds / 60)) + 20
 
 
-def host_mem_mb(size: ModelSize, s: Settings, trainable: int, gpus: int, strategy: str) -> int:
+def host_mem_mb(size: ModelSize, s: TrainingJob, trainable: int, gpus: int, strategy: str) -> int:
     """Each process holds a 16-bit copy while loading (ZeRO-3 loads one copy, partitioned as it goes), 1.2×;
     under ZeRO the host also holds what DeepSpeed's estimator says (``zero_model_states``; the larger of the
     two counts), else, with the optimizer offloaded, 12 bytes per trainable parameter (fp32 master, AdamW
@@ -263,7 +265,7 @@ def host_mem_mb(size: ModelSize, s: Settings, trainable: int, gpus: int, strateg
     return int(math.ceil((total + 8e9) / 1e6 / 1000)) * 1000
 
 
-def estimate(size: ModelSize, s: Settings, hw: Hardware = Hardware()) -> Estimate:
+def estimate(size: ModelSize, s: TrainingJob, hw: Hardware = Hardware()) -> Estimate:
     """The smallest number of GPUs (on one node) whose memory holds the run; sharded (ZeRO-3) beyond one
     GPU, with the optimizer offloaded to the host when even a whole node is too small."""
     trainable = trainable_params(size, s)
