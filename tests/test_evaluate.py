@@ -9,7 +9,7 @@ import transformers
 
 from snrtune import cli
 from snrtune.errors import SnrtuneError
-from snrtune.evaluation.evaluate import evaluate_model, parse_fewshot, resolve_task_dir
+from snrtune.evaluation.evaluate import evaluate_model, limit_argument, parse_fewshot, parse_limit, resolve_task_dir
 
 QUESTIONS = [
     {"question": "What is the capital of France?", "choices": ["Paris", "Rome", "Oslo"], "answer": 0},
@@ -174,6 +174,34 @@ def test_cli_log_samples_writes_compact_scores_and_a_samples_file(tiny_llama, ta
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base.json", "base.samples.jsonl"]
 
 
+def test_a_per_task_limit_cuts_only_the_tasks_it_names(tiny_llama, task_dir, tmp_path):
+    """--limit tiny_mc=2: the first 2 questions (as --limit 2 takes them), every paragraph of tiny_ppl."""
+    out = tmp_path / "eval.json"
+    assert cli.main(["evaluate", str(tiny_llama), "--tasks", "tiny_mc,tiny_ppl", "--out", str(out),
+                     "--limit", "tiny_mc=2", "--include-path", str(task_dir), "--log-samples"]) == 0
+    record = json.loads(out.read_text())
+    assert record["config"]["limit"] == {"tiny_mc": 2}
+    assert record["config"]["n_samples"] == {"tiny_mc": 2, "tiny_ppl": len(TEXTS)}
+    assert record["per_example"]["tiny_mc"]["doc_ids"] == [0, 1]
+    assert record["per_example"]["tiny_ppl"]["doc_ids"] == list(range(len(TEXTS)))
+    # a fraction rounds up as lm-eval's --limit does: ceil(3 × 0.5) = 2 questions
+    assert cli.main(["evaluate", str(tiny_llama), "--tasks", "tiny_mc", "--out", str(out),
+                     "--limit", "tiny_mc=0.5", "--include-path", str(task_dir)]) == 0
+    assert json.loads(out.read_text())["config"]["n_samples"] == {"tiny_mc": 2}
+
+
+def test_bad_limits_are_one_line_errors(capsys):
+    assert limit_argument("40") == 40 and limit_argument("a=3, b=0.25") == {"a": 3, "b": 0.25}
+    assert parse_limit(40.0, ["a"]) == 40 and parse_limit(0.5, ["a"]) == 0.5 and parse_limit(None, ["a"]) is None
+    assert parse_limit({"a": 3.0, "b": 0.25}, ["a", "b", "c"]) == {"a": 3, "b": 0.25}
+    with pytest.raises(SnrtuneError, match="names task 'c', which is not in --tasks a,b"):
+        parse_limit({"a": 3.0, "c": 2.0}, ["a", "b"])
+    for text, message in [("a=0", "argument --limit: 0 is out of range"), ("a=3,b", "argument --limit: 'b' is not TASK=N"),
+                          ("a=x", "argument --limit: 'x' is not a number")]:
+        assert cli.main(["evaluate", "model", "--tasks", "a", "--out", "e.json", "--limit", text]) == 2
+        assert capsys.readouterr().err.startswith(f"snrtune evaluate: error: {message}")
+
+
 def test_shipped_tasks_resolve_to_existing_files(tmp_path):
     from snrtune.evaluation.evaluate import SHIPPED_TASKS
 
@@ -297,7 +325,7 @@ def test_prompt_and_generation_options_reach_lm_eval_and_shape_the_prompts(tiny_
 @pytest.mark.parametrize("extra, message", [
     (["--fewshot-as-multiturn"], "--fewshot-as-multiturn needs --apply-chat-template"),
     (["--max-batch-size", "8"], "--max-batch-size 8 bounds --batch-size auto only"),
-    (["--batch-size", "auto", "--max-batch-size", "0"], "--max-batch-size 0 must be a positive integer"),
+    (["--batch-size", "auto", "--max-batch-size", "0"], "argument --max-batch-size: 0 is out of range"),
     (["--gen-kwargs", "max_gen_toks"], "--gen-kwargs 'max_gen_toks' is not k=v"),
     (["--gen-kwargs", "max_gen_toks=8"], "changes generate_until tasks only, and none of --tasks generates (tiny_mc)"),
     (["--system-instruction", " "], "--system-instruction is empty"),

@@ -49,7 +49,8 @@ def test_defaults_are_filled_in():
     config = wc.validate_config(minimal(), SCHEMA)
     assert config["methods"] == ["spectrum", "qlora", "laser-qlora", "lora", "full"]
     assert config["top_percent"] == [25, 50] and config["seeds"] == [0]
-    assert config["models"]["m"]["resources"] == {"gpus": 0, "train_gpus": None, "threads": 2, "mem_mb": 8000,
+    assert config["models"]["m"]["resources"] == {"gpus": 0, "train_gpus": None, "threads": 2, "train_threads": None,
+                                                  "mem_mb": 8000,
                                                   "train_mem_mb": None, "runtime": 60, "train_runtime": None,
                                                   "train_strategy": None, "per_method": {}}
     assert config["hub"] == {"hf_home": None} and config["models"]["m"]["params_b"] is None
@@ -66,10 +67,21 @@ def test_defaults_are_filled_in():
     ({"models": {"m": {"revision": "main"}}}, "'models.m': 'source' is a required property"),
     (minimal(top_percent=[]), "'top_percent': methods spectrum and laser-qlora need at least one t value"),
     (minimal(train={"config": "no/such/train.yaml"}), "'train.config': file 'no/such/train.yaml' does not exist"),
+    (minimal(evaluate={"limit": {"snrtune_retenton": 10}}), "'evaluate.limit.snrtune_retenton': 'snrtune_retenton' "
+                                                             "is not in evaluate.tasks; expected one of: snrtune_toolcall"),
+    (minimal(evaluate={"limit": {"snrtune_ppl": 0}}), "'evaluate.limit'"),
 ])
 def test_a_bad_config_names_the_key(config, key):
     with pytest.raises(SnrtuneError, match=re.escape(f"config key {key}")):
         wc.validate_config(config, SCHEMA)
+
+
+def test_evaluate_limit_becomes_the_evaluate_flag():
+    assert wc.limit_flag(None) is None and wc.limit_flag(40) == "40" and wc.limit_flag(0.5) == "0.5"
+    # a mapping: the tasks it limits; null (and the tasks it does not name) evaluate every example
+    assert wc.limit_flag({"snrtune_toolcall": 40, "snrtune_retention": None, "mmlu": 0.1}) == \
+        "snrtune_toolcall=40,mmlu=0.1"
+    assert wc.limit_flag({"snrtune_retention": None}) is None
 
 
 def test_runs_cover_every_method_t_and_seed():
@@ -353,6 +365,31 @@ def fake_calls(state: Path) -> list[dict]:
     return [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
 
 
+def job_threads(output: str) -> dict[str, set[int]]:
+    """{rule: the threads its jobs get} from a dry run's job blocks (Snakemake prints threads only above 1)."""
+    threads: dict[str, set[int]] = {}
+    for block in re.split(r"^\[[^\]]+\]$", output, flags=re.M):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if rule:
+            count = re.search(r"^\s+threads: (\d+)$", block, re.M)
+            threads.setdefault(rule[1], set()).add(int(count[1]) if count else 1)
+    return threads
+
+
+def test_training_jobs_take_train_threads_the_others_threads_and_a_per_task_limit_reaches_evaluate(tmp_path):
+    fake_project(tmp_path)
+    config = fake_project(tmp_path, models={"m": {"source": str(tmp_path / "model"), "resources": {
+        "threads": 1, "train_threads": 2}}}, evaluate={"tasks": [{"name": "snrtune_toolcall"},
+                                                                 {"name": "snrtune_ppl"}],
+                                                       "limit": {"snrtune_toolcall": 2, "snrtune_ppl": None}})
+    out = snakemake("-n", "-p", "--cores", 2, "--configfile", config, cwd=tmp_path).stdout
+    threads = job_threads(out)
+    assert threads["train"] == {2}
+    assert threads["evaluate"] == threads["merge"] == threads["scan"] == {1}
+    evaluations = [line for line in out.splitlines() if "snrtune evaluate" in line]
+    assert len(evaluations) == 4 and all(" --limit snrtune_toolcall=2 " in line for line in evaluations)
+
+
 @pytest.fixture(scope="module")
 def fake_finished(tmp_path_factory):
     """The DAG of fake_project run to the end with the fake snrtune (seconds, no model)."""
@@ -450,6 +487,8 @@ STRING_FIELDS = {  # every string the config can carry into a command
     "evaluate.tasks.name": lambda c, v: c.update(evaluate={"tasks": [{"name": v}]}),
     "evaluate.include_path": lambda c, v: c.update(evaluate={"include_path": v}),
     "evaluate.batch_size": lambda c, v: c.update(evaluate={"batch_size": v}),
+    "evaluate.system_instruction": lambda c, v: c.update(evaluate={"system_instruction": v}),
+    "evaluate.gen_kwargs": lambda c, v: c.update(evaluate={"gen_kwargs": {"until": v}}),
     "hub.hf_home": lambda c, v: c.update(hub={"hf_home": v}),
 }
 

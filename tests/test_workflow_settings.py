@@ -135,7 +135,7 @@ def test_lm_eval_prompt_options_reach_the_evaluate_command_and_bad_combinations_
     """evaluate.{fewshot_as_multiturn, system_instruction, gen_kwargs, max_batch_size} become `snrtune evaluate`
     flags (a system prompt with quotes and $ arrives as one word); the combinations it would refuse are
     refused when the config is read, in one line naming the key."""
-    prompt = "Answer briefly; it's \"short\" & costs $0"
+    prompt = "Answer briefly (one word!): it's \"short\", isn't it? [yes/no] #1 * ~"
     config = {"models": {"m": {"source": "org/model"}}, "methods": ["full"],
               "evaluate": {"base": True, "tasks": [{"name": "gsm8k"}], "batch_size": "auto", "max_batch_size": 8,
                            "fewshot_as_multiturn": False, "system_instruction": prompt,
@@ -156,8 +156,10 @@ def test_lm_eval_prompt_options_reach_the_evaluate_command_and_bad_combinations_
     assert wc.validate_config({**plain, "evaluate": {"fewshot_as_multiturn": False}}, SCHEMA)
     with pytest.raises(SnrtuneError, match=r"^config key 'evaluate.max_batch_size': .*got 4"):
         wc.validate_config({**plain, "evaluate": {"batch_size": 4, "max_batch_size": 8}}, SCHEMA)
-    with pytest.raises(SnrtuneError, match="system_instruction"):
+    with pytest.raises(SnrtuneError, match="^config key 'evaluate.system_instruction': blank"):
         wc.validate_config({**plain, "evaluate": {"system_instruction": "  "}}, SCHEMA)
+    with pytest.raises(SnrtuneError, match="^config key 'evaluate.system_instruction'"):
+        wc.validate_config({**plain, "evaluate": {"system_instruction": "pay $5; then"}}, SCHEMA)
     with pytest.raises(SnrtuneError, match="gen_kwargs"):
         wc.validate_config({**plain, "evaluate": {"gen_kwargs": {"until": "$(touch x)"}}}, SCHEMA)
 

@@ -1,3 +1,4 @@
+import functools
 import re
 import shlex
 
@@ -9,6 +10,7 @@ from snrtune import naming
 from snrtune.workflow import config as wc
 from snrtune.workflow import paths
 from snrtune.errors import SnrtuneError
+from snrtune.model_dir import PARAMS_FILE
 
 # Paths of the workflow's own files through Snakemake's source-path mechanism (relative to this rule file),
 # so they are found when the workflow is imported as a module into another one.
@@ -88,9 +90,16 @@ PATHS = workflow.modifier.path_modifier
 
 def train_plan(w):
     """GPUs, memory, runtime and sharding of a training job: overrides from the config, else the estimate
-    (snrtune.workflow.resources) from the fetched parameter table or the config's params_b."""
+    (snrtune.workflow.resources) from the fetched parameter table or the config's params_b. Computed once per
+    job and state of the fetched model (the rule's params and resources all ask; the fetch may land between)."""
     model_dir = str(PATHS.replace_prefix(paths.fill(paths.MODEL, model=w.model), "input"))
-    return wc.train_resources(config, w.model, w.run, model_dir)
+    table = os.path.join(model_dir, PARAMS_FILE)
+    return _train_plan(w.model, w.run, model_dir, os.path.getmtime(table) if os.path.exists(table) else None)
+
+
+@functools.cache
+def _train_plan(model, run, model_dir, table_mtime):
+    return wc.train_resources(config, model, run, model_dir)
 
 
 def train_resource(key, grow=False):
@@ -163,7 +172,7 @@ def evaluate_inputs(w):
 
 def evaluate_flags(w):
     ev, model = config["evaluate"], model_cfg(w)
-    return wc.flags(num_fewshot=wc.num_fewshot(ev["tasks"]), limit=ev["limit"], batch_size=ev["batch_size"],
+    return wc.flags(num_fewshot=wc.num_fewshot(ev["tasks"]), limit=wc.limit_flag(ev["limit"]), batch_size=ev["batch_size"],
                     device=model["device"], dtype=model["dtype"], apply_chat_template=model["chat_template"],
                     include_path=ev["include_path"], log_samples=ev["log_samples"],
                     model_args=wc.model_args_flag(model["eval_model_args"]),

@@ -19,7 +19,7 @@ rule train:
         paths.log("train", "{run}"),
     benchmark:
         paths.benchmark("train", "{run}")
-    threads: lambda w: res(w, "threads")
+    threads: train_resource("threads")
     resources:
         gpu=train_resource("gpus"),
         nodes=1,  # torchrun --standalone: every GPU of a job on one node (the pre-flight caps train_gpus)

@@ -45,8 +45,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tasks", required=True,
                         help="comma-separated lm-eval task names, e.g. snrtune_toolcall,snrtune_retention,arc_challenge")
     parser.add_argument("--out", required=True, help="the eval.json to write")
-    parser.add_argument("--limit", type=arguments.positive_float, default=None,
-                        help="at most this many documents per task (a fraction when < 1)")
+    parser.add_argument("--limit", type=limit_argument, default=None,
+                        help="at most this many documents per task (a fraction when < 1), or per task as "
+                             "task=N,task2=M (tasks not named: all their documents)")
     parser.add_argument("--num-fewshot", default="",
                         help="per-task few-shot counts, e.g. arc_challenge=25,mmlu=5 (defaults: %s)"
                         % ", ".join(f"{k}={v}" for k, v in tasks_table.fewshot_defaults().items()))
@@ -194,12 +195,44 @@ def _task_names(tasks: list) -> list[str]:
     return sorted({str(task.get_config("task")) for task in tasks})
 
 
-def parse_limit(limit: float | None) -> int | float | None:
+def limit_argument(text: str) -> float | dict[str, float]:
+    """--limit: ``N`` for every task, or ``task=N,task2=M`` for those tasks; each N a finite number > 0."""
+    if "=" not in text:
+        return arguments.positive_float(text)
+    limits: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"{item!r} is not TASK=N; expected N or task=N,task2=M")
+        limits[name] = arguments.positive_float(value)
+    return limits
+
+
+def parse_limit(limit: float | dict[str, float] | None, tasks: list[str]) -> int | float | dict | None:
+    """A count (an int from 1 on) or a fraction below 1, for every task or per task named in --tasks (the
+    tasks a mapping does not name: all their documents)."""
+    if isinstance(limit, dict):
+        unknown = [name for name in limit if name not in tasks]
+        if unknown:
+            raise SnrtuneError(f"--limit names task {unknown[0]!r}, which is not in --tasks {','.join(tasks)}")
+        return {name: parse_limit(value, tasks) for name, value in limit.items()}
     if limit is None:
         return None
-    if limit <= 0:
-        raise SnrtuneError(f"--limit {limit} must be positive (a count, or a fraction below 1)")
     return int(limit) if limit >= 1 else limit
+
+
+def sample_size(n_docs: int, limit: int | float | None) -> int:
+    """Documents evaluated of ``n_docs`` under ``limit`` (lm-eval's rule: a fraction rounds up)."""
+    if limit is None:
+        return n_docs
+    return min(n_docs, int(math.ceil(n_docs * limit)) if limit < 1 else int(limit))
+
+
+def per_task_samples(leaves: dict[str, list], limits: dict[str, int | float]) -> dict[str, range]:
+    """lm-eval's ``samples`` for per-task limits: the first documents of each limited task's subtasks (those
+    of a group each get the group's limit), the same documents a single ``limit`` would take."""
+    return {leaf.config.task: range(sample_size(len(leaf.eval_docs), limits[name]))
+            for name, tasks in leaves.items() if name in limits for leaf in tasks}
 
 
 # --- task directories -------------------------------------------------------------------------------------
@@ -415,7 +448,7 @@ def write_eval(out: str | os.PathLike, record: dict) -> None:
 # --- the step ---------------------------------------------------------------------------------------------
 
 def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[str, int | None] | None = None,
-                   limit: int | float | None = None, batch_size: int | str = 16, device: str = "cpu",
+                   limit: int | float | dict[str, int | float] | None = None, batch_size: int | str = 16, device: str = "cpu",
                    dtype: str = "float32", apply_chat_template: bool = False, include_paths: list[str] = (),
                    log_samples: bool = False, run_json: str | None = None, seed: int = 1234,
                    model_args: str | dict | None = None, backend: str = "hf",
@@ -438,12 +471,17 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="snrtune-tasks-") as workdir:
         manager = task_manager(list(include_paths), Path(workdir), tasks)
-        task_objs = [obj for t in tasks for obj in load_task(manager, t, shots.get(t))]
+        loaded = {t: load_task(manager, t, shots.get(t)) for t in tasks}
+        task_objs = [obj for objs in loaded.values() for obj in objs]
         check_gen_kwargs(generation, task_objs)
+        per_task = limit if isinstance(limit, dict) else None
+        samples = per_task_samples({t: [leaf for obj in objs for leaf in _leaf_tasks(obj)]
+                                    for t, objs in loaded.items()}, per_task) if per_task else None
         raw = lm_eval.simple_evaluate(
             model=backend,
             model_args=lm_args,
-            tasks=task_objs, batch_size=batch_size, max_batch_size=max_batch_size, device=device, limit=limit,
+            tasks=task_objs, batch_size=batch_size, max_batch_size=max_batch_size, device=device,
+            limit=None if per_task else limit, samples=samples,
             apply_chat_template=apply_chat_template, fewshot_as_multiturn=multiturn,
             system_instruction=system_instruction, gen_kwargs=generation or None,
             log_samples=log_samples, task_manager=manager, bootstrap_iters=BOOTSTRAP_ITERS,
@@ -473,7 +511,7 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
 def run(args) -> int:
     tasks = parse_tasks(args.tasks)
     record = evaluate_model(
-        args.model_dir, tasks, num_fewshot=parse_fewshot(args.num_fewshot, tasks), limit=parse_limit(args.limit),
+        args.model_dir, tasks, num_fewshot=parse_fewshot(args.num_fewshot, tasks), limit=parse_limit(args.limit, tasks),
         batch_size=parse_batch_size(args.batch_size), device=args.device, dtype=args.dtype,
         apply_chat_template=args.apply_chat_template, include_paths=args.include_path,
         log_samples=args.log_samples, run_json=args.run_json, seed=args.seed,
