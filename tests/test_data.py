@@ -12,7 +12,8 @@ from tiny import make_tokenizer
 from snrtune.training import sft_data as data
 from snrtune.errors import SnrtuneError
 from snrtune.training.settings import load_settings
-from snrtune.training.train import build_trainer, datasets_for, load_tokenizer, sft_layout, training_args
+from snrtune.training.layout import datasets_for, load_tokenizer, sft_layout
+from snrtune.training.trainer import build_trainer, training_args
 
 
 def settings(values: dict):
@@ -282,7 +283,7 @@ def test_row_packed_batches_train_exactly_as_trls_flattened_ones(tiny_llama, tok
     import torch
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from snrtune.training.train import packs_rows
+    from snrtune.training.trainer import packs_rows
 
     rows = [{"messages": CONVERSATION}, {"messages": CONVERSATION[1:3]}, {"messages": CONVERSATION[:3]}]
     trainer = sft_trainer(tiny_llama, tmp_path, rows, packing=True, max_seq_length=128)

@@ -58,7 +58,7 @@ def test_every_run_kind_parses_back_to_what_formatted_it(fields):
 
 
 def test_train_names_its_runs_in_the_same_grammar(tmp_path):
-    from snrtune.training.train import run_identity
+    from snrtune.training.identity import run_identity
 
     (tmp_path / "snrtune_source.json").write_text('{"name": "m", "source": "s", "kind": "local"}')
     sel = {"top_percent": None, "budget_params": 5000}

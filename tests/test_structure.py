@@ -64,7 +64,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_graph_sees_function_local_imports():
     graph = import_graph()
     assert "snrtune.report.plots" in graph["snrtune.report.report"]  # imported inside build_report
-    assert "snrtune.training.sft_data" in graph["snrtune.training.train"]  # imported inside functions only
+    assert "snrtune.training.sft_data" in graph["snrtune.training.layout"]  # imported inside functions only
     assert {"snrtune.fetch.params", "snrtune.spectrum.scan"} <= graph["snrtune.fetch.model"]
 
 

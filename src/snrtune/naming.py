@@ -1,7 +1,7 @@
 """Names derived from values, in one place: the t value in file names and run ids, run names and their
 inverse, the report's variant labels, and module names from parameter names.
 
-Light (no torch): both ``snrtune.training.train`` and the workflow's ``snrtune.workflow.config`` import it.
+Light (no torch): both ``snrtune.training.identity`` and the workflow's ``snrtune.workflow.config`` import it.
 """
 
 from __future__ import annotations
