@@ -242,9 +242,14 @@ def test_a_diverged_run_without_scores_is_shown_and_cannot_block_a_lower_is_bett
     assert sum(line.startswith("m/qlora-s") and ",diverged," in line for line in runs.splitlines()) == 3
 
 
-def test_only_diverged_methods_rank_nothing(tmp_path):
+def test_only_diverged_methods_rank_nothing(tmp_path, capsys):
     res = Results(tmp_path)
     res.add("m", "base", bernoulli(0.3, N, 1))
     _diverged_eval(res, "lora", 0)
     text = _verdict(tmp_path)
     assert text == "Not ranked: lora (diverged, not evaluated). No method can be ranked on this model."
+    lora = sorted(tmp_path.glob("x*/a.json"))[-1]
+    assert cli.main(["report", "--files", str(lora), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"snrtune report: error: every eval.json found among --files is of a "
+                                       "diverged run (no scores); expected at least one scored model, e.g. the "
+                                       "base model's\n")
