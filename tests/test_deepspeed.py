@@ -4,8 +4,8 @@
 Each run must record the right parameter counts (ZeRO-3's partitioned loading leaves every parameter's own
 data empty; the count is DeepSpeed's ``ds_numel``), save complete outputs (the whole model for full
 fine-tuning, exactly the selected tensors for Spectrum), merge, and end with the weights of one process
-training without DeepSpeed on the same global batch (each batch here is the whole dataset, so the two
-processes' halves make the same step). DeepSpeed is installed by scripts/install.sh (the `test` extra):
+training without DeepSpeed from the same training file (each optimizer step is the whole dataset, which the
+two processes split: the same steps). DeepSpeed is installed by scripts/install.sh (the `deepspeed` extra):
 no skip, a missing DeepSpeed fails here.
 """
 
@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import deepspeed  # noqa: F401  (installed by the test extra; fails rather than skips without it)
+import deepspeed  # noqa: F401  (installed by scripts/install.sh; fails rather than skips without it)
 import pytest
 import torch
 import yaml
@@ -35,7 +35,7 @@ CONFIG_DIR = Path(__file__).parents[1] / "config"
 # the tiny Llama (tests/tiny.py): tied embedding 320·64; per layer q 64·64, k 64·32, v 64·32, o 64·64,
 # gate 64·128, up 64·128, down 128·64 and two norms of 64; 4 layers; the final norm 64
 TOTAL_PARAMS = 320 * 64 + 4 * (4096 + 2048 + 2048 + 4096 + 3 * 8192 + 2 * 64) + 64
-ROWS = 8  # write_alpaca(copies=2); with 4 rows per process and 2 processes, every step takes all 8 rows
+ROWS = 8  # write_alpaca(copies=2); every optimizer step takes all 8 rows (2 processes: 4 each, settings.per_process)
 STEPS = 2
 
 
@@ -43,20 +43,21 @@ STEPS = 2
 def inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("deepspeed-inputs")
     return {"data": write_alpaca(d / "data.jsonl", copies=2),
-            "config": write_config(d / "train.yaml", per_device_train_batch_size=ROWS // 2, max_steps=STEPS,
+            "config": write_config(d / "train.yaml", per_device_train_batch_size=ROWS, max_steps=STEPS,
                                    save_steps=100, val_fraction=0.0),
             "selection": write_selection(d / "sel.yaml")}
 
 
 @pytest.fixture(scope="module")
 def reference(tiny_llama, inputs, tmp_path_factory):
-    """One process without DeepSpeed, the whole dataset per step: the trained weights of spectrum and full."""
+    """One process without DeepSpeed, the same training file (the whole dataset per step): the trained weights
+    of spectrum and full."""
     out = tmp_path_factory.mktemp("deepspeed-reference")
     weights = {}
     for method in ("spectrum", "full"):
         selection = inputs["selection"] if method == "spectrum" else None
         _, model = train(tiny_llama, method, inputs["data"], out / method, selection=selection,
-                         config=inputs["config"], overrides={"per_device_train_batch_size": ROWS})
+                         config=inputs["config"])
         weights[method] = {name: p.detach().clone() for name, p in model.named_parameters()}
     return weights
 

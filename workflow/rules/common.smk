@@ -1,3 +1,4 @@
+import functools
 import re
 import shlex
 
@@ -9,6 +10,7 @@ from snrtune import naming
 from snrtune.workflow import config as wc
 from snrtune.workflow import paths
 from snrtune.errors import SnrtuneError
+from snrtune.model_dir import PARAMS_FILE
 
 # Paths of the workflow's own files through Snakemake's source-path mechanism (relative to this rule file),
 # so they are found when the workflow is imported as a module into another one.
@@ -88,9 +90,16 @@ PATHS = workflow.modifier.path_modifier
 
 def train_plan(w):
     """GPUs, memory, runtime and sharding of a training job: overrides from the config, else the estimate
-    (snrtune.workflow.resources) from the fetched parameter table or the config's params_b."""
+    (snrtune.workflow.resources) from the fetched parameter table or the config's params_b. Computed once per
+    job and state of the fetched model (the rule's params and resources all ask; the fetch may land between)."""
     model_dir = str(PATHS.replace_prefix(paths.fill(paths.MODEL, model=w.model), "input"))
-    return wc.train_resources(config, w.model, w.run, model_dir)
+    table = os.path.join(model_dir, PARAMS_FILE)
+    return _train_plan(w.model, w.run, model_dir, os.path.getmtime(table) if os.path.exists(table) else None)
+
+
+@functools.cache
+def _train_plan(model, run, model_dir, table_mtime):
+    return wc.train_resources(config, model, run, model_dir)
 
 
 def train_resource(key, grow=False):
