@@ -346,3 +346,29 @@ def test_bad_prompt_option_combinations_fail_in_one_line_before_a_model_loads(ex
     assert rc == 2 and not out.exists()
     # one error line (a task's dataset, built to learn its output type, may draw a progress bar before it)
     assert [line for line in err if "error" in line] == err[-1:] and message in err[-1]
+
+
+def test_a_diverged_run_is_recorded_without_loading_the_model(tiny_llama, tmp_path, capsys, monkeypatch):
+    """snrtune_run.json says diverged (merge copied it from metrics.json): eval.json says so, with the run and
+    the config but no scores, one warning line, exit 0, and lm-eval never runs on the NaN weights."""
+    import lm_eval
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("lm-eval ran on a diverged model")
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", refuse)
+    run = {"id": "tiny-llama/lora-s0", "model": "tiny-llama", "method": "lora", "top_percent": None, "seed": 0,
+           "stage": "sft", "model_form": "merged-full-precision", "status": "diverged"}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    out = tmp_path / "eval.json"
+    rc = cli.main(["evaluate", str(tiny_llama), "--tasks", "snrtune_ppl,snrtune_toolcall", "--out", str(out),
+                   "--limit", "2", "--run-json", str(tmp_path / "run.json")])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert err == (f"snrtune evaluate: warning: run tiny-llama/lora-s0 diverged in training (status diverged in "
+                   f"{tmp_path / 'run.json'}): its weights were not evaluated; {out} records the run with status "
+                   "diverged and no scores\n")
+    record = json.loads(out.read_text())
+    assert record["status"] == "diverged" and record["results"] == {} and record["run"] == run
+    assert record["config"]["tasks"] == ["snrtune_ppl", "snrtune_toolcall"] and record["config"]["limit"] == 2
+    assert record["model_form"] == "merged-full-precision"

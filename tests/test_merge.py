@@ -114,3 +114,29 @@ def test_the_chat_template_trained_with_survives_merge(tiny_llama, inputs, tmp_p
     assert prompt == "### user: Capital of France?\n### assistant: "
     base = transformers.AutoTokenizer.from_pretrained(tiny_llama)
     assert base.chat_template != CUSTOM_TEMPLATE  # the base's own (ChatML) is not what the merged model carries
+
+
+@pytest.mark.parametrize("status, expected", [("diverged", "diverged"), ("finished", "finished"),
+                                              (None, "finished")])
+def test_merge_records_the_run_status_for_evaluate(tiny_llama, inputs, tmp_path_factory, status, expected):
+    """metrics.json's status reaches the merged snrtune_run.json (a run recorded without one: finished)."""
+    run = tmp_path_factory.getbasetemp() / "status-run"
+    if not run.exists():
+        train(tiny_llama, "full", inputs["data"], run, config=write_config(
+            tmp_path_factory.mktemp("c") / "c.yaml", max_steps=1, val_fraction=0.0))
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.pop("status", None)
+    (run / "metrics.json").write_text(json.dumps(metrics if status is None else {**metrics, "status": status}))
+    out = tmp_path_factory.mktemp("merged") / "m"
+    assert merge(run, tiny_llama, out)["status"] == expected
+    assert json.loads((out / "snrtune_run.json").read_text())["status"] == expected
+
+
+def test_merge_refuses_an_unknown_run_status(tiny_llama, inputs, tmp_path):
+    train(tiny_llama, "full", inputs["data"], tmp_path / "run",
+          config=write_config(tmp_path / "c.yaml", max_steps=1, val_fraction=0.0))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps({**metrics, "status": "done"}))
+    with pytest.raises(SnrtuneError, match=r"metrics.json': status 'done'; expected one of finished, diverged"):
+        merge(tmp_path / "run", tiny_llama, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()

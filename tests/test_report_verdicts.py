@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from report_fixture import Results, bernoulli
+from report_fixture import Results, bernoulli, ppl_pairs
 from snrtune import cli
 from snrtune.report import report, variants
 from snrtune.errors import SnrtuneError
@@ -178,6 +178,9 @@ def _nan(record):
     (lambda r: r["run"].pop("method"), "run.method is missing or not a string"),
     (lambda r: r["results"]["snrtune_toolcall"].update(acc="0.8"),
      "results.snrtune_toolcall.acc is '0.8': expected a finite number"),
+    (lambda r: r.update(status="diverged"),
+     "results holds scores, but status is diverged (a diverged run is not evaluated)"),
+    (lambda r: r.update(status="done"), "status is 'done': expected one of finished, diverged"),
 ])
 def test_bad_eval_files_are_one_line_naming_the_file_and_key(tmp_path, capsys, edit, key):
     path = _one_eval(tmp_path, edit)
@@ -205,3 +208,48 @@ def test_examples_needed_wording_tells_no_difference_from_a_seed_limit():
     assert _needed(float("inf"), 0.0) == "∞ (no difference)"
     assert _needed(float("inf"), 0.1) == "∞ (more examples alone do not suffice)"
     assert _needed(111.2, 0.1) == "~112"
+
+
+def _diverged_eval(res, method, seed):
+    """A diverged run as the workflow leaves it: metrics.json with status diverged and null losses, and the
+    eval.json `snrtune evaluate` writes for it (status diverged, no scores)."""
+    run = res.add("m", method, bernoulli(0.5, N, seed), seed=seed, status="diverged", train_loss=LEARNS[:3] + [None])
+    path = res.root / f"x{res.n}" / "a.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({"run": run, "status": "diverged", "results": {}, "higher_is_better": {},
+                                "config": record["config"], "model_form": record["model_form"]}))
+
+
+def test_a_diverged_run_without_scores_is_shown_and_cannot_block_a_lower_is_better_claim(tmp_path):
+    """snrtune_ppl (lower is better) as the target: the diverged qlora has no score, so it neither ranks nor
+    withholds full's claim (a NaN compared as 'lower' would), and every table shows it as diverged."""
+    res = Results(tmp_path)
+    res.add("m", "base", bernoulli(0.3, N, 1), ppl=ppl_pairs(80.0, 1))
+    for seed in (0, 1, 2):
+        res.add("m", "full", bernoulli(0.7, N, 10 + seed), seed=seed, ppl=ppl_pairs(20.0, 20 + seed))
+        res.add("m", "lora", bernoulli(0.6, N, 30 + seed), seed=seed, ppl=ppl_pairs(60.0, 40 + seed))
+        _diverged_eval(res, "qlora", seed)
+    out = tmp_path / "report"
+    assert cli.main(["report", str(tmp_path), "--out", str(out), "--target-task", "snrtune_ppl"]) == 0
+    text = (out / "summary.md").read_text()
+    assert "Not ranked: qlora (diverged, not evaluated)." in text
+    assert "**full** wins on snrtune_ppl (word_perplexity)" in text and "withheld" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| qlora (diverged) |"))
+    assert row.split(" | ")[1:4] == ["–", "–", "–"]  # no score on any task
+    comparisons = (out / "comparisons.csv").read_text()
+    assert "qlora" not in comparisons  # nothing to compare
+    runs = (out / "runs.csv").read_text()
+    assert sum(line.startswith("m/qlora-s") and ",diverged," in line for line in runs.splitlines()) == 3
+
+
+def test_only_diverged_methods_rank_nothing(tmp_path, capsys):
+    res = Results(tmp_path)
+    res.add("m", "base", bernoulli(0.3, N, 1))
+    _diverged_eval(res, "lora", 0)
+    text = _verdict(tmp_path)
+    assert text == "Not ranked: lora (diverged, not evaluated). No method can be ranked on this model."
+    lora = sorted(tmp_path.glob("x*/a.json"))[-1]
+    assert cli.main(["report", "--files", str(lora), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"snrtune report: error: every eval.json found among --files is of a "
+                                       "diverged run (no scores); expected at least one scored model, e.g. the "
+                                       "base model's\n")

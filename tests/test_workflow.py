@@ -250,6 +250,31 @@ def test_end_to_end_on_a_tiny_model(finished_project):
 
 
 @pytest.mark.slow
+def test_a_diverged_method_reaches_the_report_as_diverged(tmp_path, tiny_llama):
+    """lora at learning rate 1e30 without clipping diverges at step 2 (tests/test_bad_inputs.py); the workflow
+    keeps the run, merge and evaluate pass its status on (no lm-eval on the NaN weights), and the report is built
+    with lora shown as diverged and full, the one method left, as the only one ranked."""
+    diverge = {**TINY_TRAIN, "max_grad_norm": 0, "logging_steps": 1}
+    (tmp_path / "diverge.yaml").write_text(yaml.safe_dump(diverge))
+    config = tiny_project(tmp_path, tiny_llama, methods=["lora", "full"],
+                          train={"config": str(tmp_path / "diverge.yaml"),
+                                 "method_settings": {"lora": {"learning_rate": 1e30}}},
+                          evaluate={"tasks": [{"name": "tiny_sums"}], "limit": 2, "batch_size": 2,
+                                    "include_path": str(tiny_task(tmp_path / "tasks"))})
+    snakemake("--cores", 2, "--configfile", config, cwd=tmp_path)
+    results = tmp_path / "results"
+    assert json.loads((results / "tiny/runs/lora-s0/metrics.json").read_text())["status"] == "diverged"
+    assert json.loads((results / "tiny/merged/lora-s0/snrtune_run.json").read_text())["status"] == "diverged"
+    evaluation = json.loads((results / "tiny/eval/lora-s0.json").read_text())
+    assert evaluation["status"] == "diverged" and evaluation["results"] == {}
+    assert json.loads((results / "tiny/eval/full-s0.json").read_text())["status"] == "finished"
+    summary = (results / "report/summary.md").read_text()
+    assert "Not ranked: lora (diverged, not evaluated)." in summary
+    assert "**full** is the only method that can be ranked" in summary
+    assert "| lora (diverged) | – |" in summary
+
+
+@pytest.mark.slow
 def test_a_rerun_runs_nothing_and_new_values_run_only_new_jobs(finished_project, tiny_llama):
     config = finished_project / "config.yaml"
     out = snakemake("-n", "--configfile", config, cwd=finished_project)

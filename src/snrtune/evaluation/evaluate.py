@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -455,9 +456,8 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
                    fewshot_as_multiturn: bool | None = None, system_instruction: str | None = None,
                    gen_kwargs: str | dict | None = None, max_batch_size: int | None = None) -> dict:
     """Evaluate ``model_dir`` on ``tasks``; returns the eval.json record (see docs/artifacts.md), with
-    ``log_samples`` also ``per_example`` and lm-eval's full ``samples`` (which write_eval puts beside it)."""
-    import lm_eval
-
+    ``log_samples`` also ``per_example`` and lm-eval's full ``samples`` (which write_eval puts beside it). A run
+    whose snrtune_run.json says ``"status": "diverged"`` is not loaded: its record has that status, no results."""
     stopwatch = Stopwatch()
     model_dir = Path(model_dir)
     check_model_dir(model_dir, tokenizer=True)  # before lm-eval loads it: complete weights, a tokenizer
@@ -468,6 +468,20 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
     generation = parse_assignments(gen_kwargs, "--gen-kwargs")
     lm_args = {"pretrained": str(model_dir), "dtype": dtype, **parse_model_args(model_args)}
     shots = num_fewshot or {t: tasks_table.default_fewshot(t) for t in tasks}
+    config = {
+        "tasks": tasks, "num_fewshot": shots,
+        "limit": limit, "batch_size": batch_size, "device": device, "dtype": dtype,
+        "apply_chat_template": apply_chat_template, "fewshot_as_multiturn": multiturn,
+        "system_instruction": system_instruction, "gen_kwargs": generation, "max_batch_size": max_batch_size,
+        "seed": seed, "bootstrap_iters": BOOTSTRAP_ITERS,
+        "backend": backend, "model_args": lm_args,
+        "include_paths": [str(p) for p in include_paths],
+    }
+    if run.get("status") == "diverged":  # NaN weights: nothing to score (docs/checks.md, "Diverged runs")
+        return run_record(stopwatch, run=run, status="diverged", results={}, higher_is_better={}, config=config,
+                          model_form=model_form, model_dir=str(model_dir))
+    import lm_eval
+
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="snrtune-tasks-") as workdir:
         manager = task_manager(list(include_paths), Path(workdir), tasks)
@@ -488,19 +502,13 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
         )
     results, higher = tidy_results(raw)
-    config = {
-        "tasks": tasks, "num_fewshot": {t: raw.get("n-shot", {}).get(t, shots.get(t)) for t in raw["results"]},
-        "limit": limit, "batch_size": batch_size, "device": device, "dtype": dtype,
-        "apply_chat_template": apply_chat_template, "fewshot_as_multiturn": multiturn,
-        "system_instruction": system_instruction, "gen_kwargs": generation, "max_batch_size": max_batch_size,
-        "seed": seed, "bootstrap_iters": BOOTSTRAP_ITERS,
-        "backend": backend, "model_args": lm_args,
-        "include_paths": [str(p) for p in include_paths],
+    config.update({
+        "num_fewshot": {t: raw.get("n-shot", {}).get(t, shots.get(t)) for t in raw["results"]},
         "n_samples": {t: v.get("effective") for t, v in raw.get("n-samples", {}).items()},
         "task_versions": raw.get("versions", {}),
-    }
-    record = run_record(stopwatch, run=run, results=results, higher_is_better=higher, config=config,
-                        model_form=model_form, model_dir=str(model_dir))
+    })
+    record = run_record(stopwatch, run=run, status="finished", results=results, higher_is_better=higher,
+                        config=config, model_form=model_form, model_dir=str(model_dir))
     if log_samples:
         samples = _jsonable(raw.get("samples", {}))
         record["per_example"] = per_example_scores(samples, results)
@@ -519,6 +527,11 @@ def run(args) -> int:
         system_instruction=args.system_instruction, gen_kwargs=args.gen_kwargs, max_batch_size=args.max_batch_size,
     )
     write_eval(args.out, record)
+    if record["status"] == "diverged":
+        print(f"snrtune evaluate: warning: run {record['run']['id']} diverged in training (status diverged in "
+              f"{args.run_json or Path(args.model_dir) / RUN_FILE}): its weights were not evaluated; {args.out} records the run "
+              f"with status diverged and no scores", file=sys.stderr)
+        return 0
     for task, metrics in record["results"].items():
         shown = ", ".join(f"{m}={v:.4g}" for m, v in metrics.items() if not m.endswith("_stderr") and v is not None)
         print(f"{task}: {shown}")

@@ -118,7 +118,8 @@ def comparisons(scores: pd.DataFrame, agg: pd.DataFrame, index: dict, target: st
     metric's units), its 95 % interval, the p-value, Holm-adjusted within the family, the power at the observed
     difference and the examples per seed for power 0.8, both at α/m."""
     rows = []
-    for model, agg_model in agg.groupby("model", sort=False, dropna=False):
+    scored = agg[agg["score"].notna()]  # a diverged variant without scores has nothing to compare
+    for model, agg_model in scored.groupby("model", sort=False, dropna=False):
         here = scores[scores.model == model]
         on_target = agg_model[agg_model.task == target]
         if on_target.empty:

@@ -100,12 +100,21 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+EVAL_STATUSES = ("finished", "diverged")  # eval.json "status"; absent (an older snrtune): finished
+
+
 def validate_eval(obj: dict, path: Path) -> None:
-    """One line naming the file and key for: a missing run field, a score that is not a number (null is
+    """One line naming the file and key for: a missing run field, an unknown status, scores in a diverged
+    run's eval.json (it has none), a score that is not a number (null is
     allowed: not computed), an accuracy outside [0, 1], a non-finite or out-of-range per-example value."""
     _check_run(obj, path)
     if not isinstance(obj["results"], dict):
         _bad(path, "results", "must be an object of tasks")
+    status = obj.get("status", "finished")
+    if status not in EVAL_STATUSES:
+        _bad(path, "status", f"is {status!r}: expected one of {', '.join(EVAL_STATUSES)}")
+    if status == "diverged" and (obj["results"] or obj.get("per_example")):
+        _bad(path, "results", "holds scores, but status is diverged (a diverged run is not evaluated)")
     for task, metrics in obj["results"].items():
         if not isinstance(metrics, dict):
             _bad(path, f"results.{task}", "must be an object of metrics")

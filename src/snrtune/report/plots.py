@@ -177,7 +177,7 @@ def quality_vs_cost(agg: pd.DataFrame, cost: pd.DataFrame, target: str, folder: 
               ("trainable_params", "trainable parameters (M)", 1e6)]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
     for ax, (col, label, scale) in zip(axes, panels):
-        data = sub.dropna(subset=[col])
+        data = sub.dropna(subset=[col, "score"])
         if data.empty:
             ax.set_visible(False)
             continue

@@ -108,6 +108,9 @@ def build_report(results_dir: str | Path | None, out: str | Path, target_task: s
         found, where = discover(Path(results_dir)), f"under {str(results_dir)!r}"
     if not found["eval"]:
         raise SnrtuneError(f"no eval.json (from `snrtune evaluate`) found {where}")
+    if not any(ev["results"] for ev in found["eval"]):
+        raise SnrtuneError(f"every eval.json found {where} is of a diverged run (no scores); expected at least one "
+                           f"scored model, e.g. the base model's")
     result = analyse(found, target_task, benchmarks, retention_tasks)
     runs, agg, comp, sections = result["runs"], result["agg"], result["comparisons"], result["sections"]
     target, tasks, losses = result["target"], result["tasks"], result["losses"]

@@ -60,21 +60,23 @@ def runs_table(found: dict[str, list[dict]], benchmarks: dict[str, dict] | None 
     for ev in found["eval"]:
         run, cost = ev["run"], costs.get(ev["run"]["id"], {})
         kind = selection_kind(run, cost)
-        status = run_status(cost) if cost else None
+        status = "diverged" if ev.get("status") == "diverged" else run_status(cost) if cost else None
         examples_per_step, max_steps = budget_of(cost)
-        for task, metrics in ev["results"].items():
+        # a diverged run's eval.json has no results: one row without task or score keeps the run (and its cost)
+        results = ev["results"] if ev.get("status") != "diverged" else {None: {None: None}}
+        for task, metrics in results.items():
             if (run["id"], task) in seen:
                 continue
             seen.add((run["id"], task))
             for metric, score in metrics.items():
-                if metric.endswith("_stderr"):
+                if metric is not None and metric.endswith("_stderr"):
                     continue
                 rows.append({
                     "run": run["id"], "model": run.get("model"), "method": run["method"],
                     "variant": variant_of(run, kind), "selection_kind": kind,
                     "t": run.get("top_percent"), "seed": run.get("seed"), "task": task, "metric": metric,
-                    "score": score, "stderr": metrics.get(metric + "_stderr"),
-                    "higher_is_better": ev.get("higher_is_better", {}).get(task, {}).get(
+                    "score": score, "stderr": metrics.get(f"{metric}_stderr"),
+                    "higher_is_better": None if task is None else ev.get("higher_is_better", {}).get(task, {}).get(
                         metric, tasks_table.higher_is_better(task, metric)),
                     "status": status, "learned": None if status is None else status == "learned",
                     "examples_per_step": examples_per_step, "max_steps": max_steps,
@@ -102,11 +104,17 @@ def per_example_index(evals: list[dict]) -> dict[tuple[str, str, str], tuple[lis
 
 
 def primary_scores(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
-    """Rows of ``runs`` for each summary task's primary metric."""
+    """Rows of ``runs`` for each summary task's primary metric; a diverged run without scores (its row has no
+    task) gets a row without a score on every task, so the tables show it, as diverged."""
     keep = []
+    unscored = runs[runs.task.isna()]
     for task in tasks:
         metric = primary_metric(task, set(runs.loc[runs.task == task, "metric"]))
-        keep.append(runs[(runs.task == task) & (runs.metric == metric)])
+        rows = runs[(runs.task == task) & (runs.metric == metric)]
+        keep.append(rows)
+        if not rows.empty and not unscored.empty:
+            keep.append(unscored.assign(task=task, metric=metric,
+                                        higher_is_better=rows["higher_is_better"].iloc[0]))
     return pd.concat(keep) if keep else runs.iloc[:0]
 
 
@@ -152,11 +160,11 @@ def aggregate(scores: pd.DataFrame, index: dict) -> pd.DataFrame:
     lm-eval's standard error (one seed); ``ci_method`` says which. Models are never pooled."""
     rows = []
     for (model, variant, task), group in scores.groupby(["model", "variant", "task"], sort=False, dropna=False):
-        group = group[group["score"].notna()]
-        if group.empty:
+        status = status_of(group["status"])  # over every seed, scored or not
+        group = group[group["score"].notna()] if group["score"].notna().any() or status != "diverged" else group
+        if group.empty:  # a diverged variant without scores stays, with a NaN score (shown, never compared)
             continue
-        metric, n = group["metric"].iloc[0], len(group)
-        status = status_of(group["status"])
+        metric, n = group["metric"].iloc[0], int(group["score"].notna().sum())
         row = {"model": model, "variant": variant, "task": task, "metric": metric,
                "higher_is_better": bool(group["higher_is_better"].iloc[0]), "score": group["score"].mean(),
                "n_seeds": n, "n_examples": None, "status": status,

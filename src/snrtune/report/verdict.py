@@ -95,7 +95,8 @@ def verdict(agg: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, target: s
     ok = trained.drop(failed.index)
     parts = []
     if failed.shape[0]:
-        parts.append("Not ranked: " + ", ".join(f"{v} ({r.status})" for v, r in failed.iterrows()) + ". ")
+        parts.append("Not ranked: " + ", ".join(f"{v} ({r.status}{', not evaluated' if pd.isna(r.score) else ''})"
+                                           for v, r in failed.iterrows()) + ". ")
     if ok.empty:
         return "".join(parts) + "No method can be ranked on this model."
     ranking = comp[comp.family == RANKING]
@@ -112,7 +113,8 @@ def verdict(agg: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, target: s
                  f"{int(best_rows['family_size'].iloc[0]) if not best_rows.empty else len(ranking)} comparisons of "
                  f"the ranking family: best vs each, each vs full, each control vs its SNR selection")
     budgets = _budgets_differ(ok)
-    beaten_by_failed = [v for v, r in failed.iterrows() if (r.score > w.score) == hib and r.score != w.score]
+    beaten_by_failed = [v for v, r in failed.iterrows()  # a diverged method without a score beats nothing
+                        if pd.notna(r.score) and (r.score > w.score) == hib and r.score != w.score]
     others = [v for v in ok.index if v != top]
     not_worse = [top]
     withheld = (f"but {', '.join(beaten_by_failed)} (not ranked) scored higher, so the claim is withheld."

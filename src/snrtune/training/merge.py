@@ -4,7 +4,8 @@ The method's merge strategy (snrtune.method_registry) decides how: "adapter" run
 laser-QLoRA) are merged into the full-precision base (``merge_and_unload``), "spectrum-delta" runs have
 their trained tensors overlaid on the base, "full-copy" runs are copied. The tokenizer and chat template are
 the run's own (what it trained with; the base's for a run that saved none). The run's snrtune_run.json is
-copied with ``model_form`` and ``merge`` added, so `evaluate` records what it evaluated.
+copied with ``model_form``, ``merge`` and the run's ``status`` (from its metrics.json: "finished" or "diverged")
+added, so `evaluate` records what it evaluated and skips a diverged run.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import shutil
 from pathlib import Path
 
 from snrtune import method_registry
-from snrtune.artifact_names import DELTA_FILE, RUN_FILE, SELECTION_COPY
+from snrtune.artifact_names import DELTA_FILE, METRICS_FILE, RUN_FILE, SELECTION_COPY
 from snrtune import arguments
 from snrtune.artifacts import atomic_dir, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import SOURCE_FILE, check_model_dir, check_run_dir, weights_fingerprint
+from snrtune.model_dir import SOURCE_FILE, check_model_dir, check_run_dir, read_json_file, weights_fingerprint
 from snrtune.spectrum.selection_file import load_selection
 
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json")
@@ -113,10 +114,23 @@ def check_base(identity: dict, run_dir: Path, base_dir) -> None:
                            f"{recorded[:12]}…; expected the model directory given to `snrtune train`")
 
 
+RUN_STATUSES = ("finished", "diverged")  # metrics.json "status" (docs/artifacts.md); absent: finished
+
+
+def run_status(run_dir: Path) -> str:
+    """The run's status from its metrics.json: "finished" or "diverged" (a run recorded without one: finished)."""
+    path = run_dir / METRICS_FILE
+    status = read_json_file(path, "run metrics").get("status", "finished")
+    if status not in RUN_STATUSES:
+        raise SnrtuneError(f"{str(path)!r}: status {status!r}; expected one of {', '.join(RUN_STATUSES)}")
+    return status
+
+
 def merge(run_dir, base_dir, out) -> dict:
     """Write MERGED_DIR; returns its snrtune_run.json."""
     run_dir, out = Path(run_dir), Path(out)
     identity = check_run_dir(run_dir)  # before any model loads: run record, metrics and weights complete
+    status = run_status(run_dir)
     spec = method_registry.get(identity["method"])
     if (run_dir / SELECTION_COPY).is_file():
         load_selection(run_dir / SELECTION_COPY, identity["method"])
@@ -132,6 +146,7 @@ def merge(run_dir, base_dir, out) -> dict:
         copy_tokenizer(tokenizer_source(run_dir, base_dir), tmp)
         if (Path(base_dir) / SOURCE_FILE).is_file():
             shutil.copy2(Path(base_dir) / SOURCE_FILE, tmp / SOURCE_FILE)
-        identity = {**identity, "model_form": "merged-full-precision", "merge": merge_description(spec)}
+        identity = {**identity, "model_form": "merged-full-precision", "merge": merge_description(spec),
+                    "status": status}
         write_json(tmp / RUN_FILE, identity)
     return identity
