@@ -4,7 +4,10 @@ The method's merge strategy (snrtune.method_registry) decides how: "adapter" run
 laser-QLoRA) are merged into the full-precision base (``merge_and_unload``), "spectrum-delta" runs have
 their trained tensors overlaid on the base, "full-copy" runs are copied. The tokenizer and chat template are
 the run's own (what it trained with; the base's for a run that saved none). The run's snrtune_run.json is
-copied with ``model_form`` and ``merge`` added, so `evaluate` records what it evaluated.
+copied with ``model_form`` and ``merge`` added, so `evaluate` records what it evaluated; with
+``--sweep-candidate`` (a learning-rate sweep candidate, not the picked run) also ``sweep_candidate: true`` and
+the ``learning_rate`` it trained with (its metrics.json ``config.learning_rate``), so its evaluation is never
+taken for the run `snrtune pick` chose.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from snrtune import method_registry
 from snrtune.artifact_names import DELTA_FILE, RUN_FILE, SELECTION_COPY
 from snrtune import arguments
-from snrtune.artifacts import atomic_dir, write_json
+from snrtune.artifacts import atomic_dir, read_json, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import SOURCE_FILE, check_model_dir, check_run_dir, weights_fingerprint
 from snrtune.spectrum.selection_file import load_selection
@@ -39,11 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a finished run directory from `snrtune train`")
     parser.add_argument("--base", required=True, help="the model directory the run was trained from")
     parser.add_argument("--out", required=True, help="merged model directory to create")
+    parser.add_argument("--sweep-candidate", action="store_true",
+                        help="RUN_DIR is a learning-rate sweep candidate: record its learning rate in the identity")
     arguments.output(parser, "dir", inputs=("run_dir", "--base"))
 
 
 def run(args: argparse.Namespace) -> int:
-    identity = merge(args.run_dir, args.base, args.out)
+    identity = merge(args.run_dir, args.base, args.out, sweep_candidate=args.sweep_candidate)
     print(f"merged {identity['id']} ({identity['method']}) → {args.out}")
     return 0
 
@@ -113,10 +118,22 @@ def check_base(identity: dict, run_dir: Path, base_dir) -> None:
                            f"{recorded[:12]}…; expected the model directory given to `snrtune train`")
 
 
-def merge(run_dir, base_dir, out) -> dict:
+def candidate_fields(run_dir: Path) -> dict:
+    """What marks a sweep candidate's identity: ``sweep_candidate`` and the learning rate it trained with."""
+    path = run_dir / "metrics.json"
+    lr = (read_json(path).get("config") or {}).get("learning_rate")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise SnrtuneError(f"{path}: config.learning_rate is {lr!r}; expected the positive learning rate a sweep "
+                           "candidate trained with")
+    return {"sweep_candidate": True, "learning_rate": float(lr)}
+
+
+def merge(run_dir, base_dir, out, sweep_candidate: bool = False) -> dict:
     """Write MERGED_DIR; returns its snrtune_run.json."""
     run_dir, out = Path(run_dir), Path(out)
     identity = check_run_dir(run_dir)  # before any model loads: run record, metrics and weights complete
+    if sweep_candidate:
+        identity = {**identity, **candidate_fields(run_dir)}
     spec = method_registry.get(identity["method"])
     if (run_dir / SELECTION_COPY).is_file():
         load_selection(run_dir / SELECTION_COPY, identity["method"])
