@@ -400,3 +400,16 @@ def test_sweep_candidates_get_a_learning_forgetting_plot_and_are_never_ranked(tm
     scores = pd.read_csv(out / "scores.csv").set_index(["variant", "task"])
     assert scores.loc[("lora", "snrtune_toolcall"), "score"] == pytest.approx(0.55)
     assert scores.loc[("full", "snrtune_toolcall"), "score"] == pytest.approx(0.2)
+
+
+def test_a_sweep_candidate_without_its_learning_rate_is_a_one_line_error(tmp_path):
+    from snrtune.report.discovery import collect
+
+    run = Results(tmp_path).add_candidate("tiny", "lora", 1e-3, _hits(6, 60), _hits(48, 80), ppl_pairs(50.0, 1),
+                                          seed=0)
+    path = tmp_path / "x1" / "a.json"
+    record = json.loads(path.read_text())
+    record["run"] = {**run, "learning_rate": None}
+    path.write_text(json.dumps(record))
+    with pytest.raises(SnrtuneError, match=r"x1/a.json: run.learning_rate is None: a sweep candidate's evaluation"):
+        collect([path])
