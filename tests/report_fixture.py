@@ -94,3 +94,14 @@ class Results:
         if method != "base":
             (folder / "b.json").write_text(json.dumps(metrics_record(run, learns, train_loss=train_loss, **metrics)))
         return run
+
+    def add_candidate(self, model: str, method: str, learning_rate: float, toolcall: list[float],
+                      retention: list[float], ppl: list[list[float]], t=None, seed=None, kind=None) -> dict:
+        """A learning-rate sweep candidate's eval.json (its identity as `snrtune merge --sweep-candidate` marks
+        it); no metrics.json: the candidate's run directory is not among the report's inputs."""
+        run = {**run_identity(model, method, t, seed, kind), "sweep_candidate": True, "learning_rate": learning_rate}
+        self.n += 1
+        folder = self.root / f"x{self.n}"
+        folder.mkdir(parents=True)
+        (folder / "a.json").write_text(json.dumps(eval_record(run, toolcall, retention, ppl)))
+        return run

@@ -75,6 +75,18 @@ def test_full_run_is_copied(tiny_llama, inputs, tmp_path):
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "merged")
     assert torch.equal(logits(load(tmp_path / "merged"), tokenizer), logits(trained, tokenizer))
     assert not (tmp_path / "merged" / "metrics.json").exists()
+    assert "sweep_candidate" not in json.loads((tmp_path / "merged" / "snrtune_run.json").read_text())
+    # a sweep candidate's merge marks its identity with the learning rate it trained with (metrics.json)
+    lr = json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["learning_rate"]
+    merge(tmp_path / "run", tiny_llama, tmp_path / "candidate", sweep_candidate=True)
+    identity = json.loads((tmp_path / "candidate" / "snrtune_run.json").read_text())
+    assert identity["sweep_candidate"] is True and identity["learning_rate"] == lr > 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics["config"].pop("learning_rate")
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(SnrtuneError, match=r"metrics.json: config.learning_rate is None; expected the positive"):
+        merge(tmp_path / "run", tiny_llama, tmp_path / "candidate2", sweep_candidate=True)
+    assert not (tmp_path / "candidate2").exists()
 
 
 def test_merge_rejects_an_unfinished_run_and_leaves_nothing(tiny_llama, tmp_path):

@@ -353,3 +353,63 @@ def test_files_are_exactly_what_the_report_reads(tmp_path):
     with pytest.raises(SnrtuneError, match=r"--files: '.*config.json' is not an eval.json"):
         build_report(None, tmp_path / "r2", files=[*chosen, str(results / "config.json")])
     assert not (tmp_path / "r2").exists()
+
+
+def _hits(k: int, n: int) -> list[float]:
+    return [1.0] * k + [0.0] * (n - k)
+
+
+def test_sweep_candidates_get_a_learning_forgetting_plot_and_are_never_ranked(tmp_path):
+    """Base: toolcall 6/60, retention 48/80, word perplexity 50. lora's candidates (seed 0, seed 1):
+    lr 1e-3: toolcall 18/60, 24/60; retention 48/80, 44/80; perplexity 50, 54
+      gain 0.35 − 0.1 = 0.25; retention change (0.575 − 0.6, −(52 − 50)) → mean −1.0125
+    lr 3e-3 (picked by both seeds): toolcall 30/60, 36/60; retention 40/80, 40/80; perplexity 55, 57
+      gain 0.55 − 0.1 = 0.45; retention change (0.5 − 0.6, −(56 − 50)) → mean −3.05
+    full has one evaluated candidate: no line."""
+    from snrtune.report.discovery import discover
+    from snrtune.report.report import analyse
+
+    root = tmp_path / "results"
+    res = Results(root)
+    res.add("tiny", "base", _hits(6, 60), retention=_hits(48, 80), ppl=ppl_pairs(50.0, 1))
+    for seed, tool, ret, ppl in ((0, 30, 40, 55.0), (1, 36, 40, 57.0)):
+        res.add("tiny", "lora", _hits(tool, 60), retention=_hits(ret, 80), ppl=ppl_pairs(ppl, seed), seed=seed,
+                config={"learning_rate": 3e-3})
+        res.add_candidate("tiny", "lora", 3e-3, _hits(tool, 60), _hits(ret, 80), ppl_pairs(ppl, seed), seed=seed)
+    for seed, tool, ret, ppl in ((0, 18, 48, 50.0), (1, 24, 44, 54.0)):
+        res.add_candidate("tiny", "lora", 1e-3, _hits(tool, 60), _hits(ret, 80), ppl_pairs(ppl, seed), seed=seed)
+    res.add("tiny", "full", _hits(12, 60), seed=0, config={"learning_rate": 2e-4})
+    res.add_candidate("tiny", "full", 2e-4, _hits(40, 60), _hits(10, 80), ppl_pairs(90.0, 0), seed=0)
+
+    frame = analyse(discover(root))["candidates"]
+    assert list(frame.variant) == ["lora", "lora"] and list(frame.learning_rate) == [1e-3, 3e-3]
+    assert list(frame.n_seeds) == [2, 2] and list(frame.picked_by) == [0, 2]
+    assert frame.target_gain.tolist() == pytest.approx([0.25, 0.45])
+    assert frame.retention_change.tolist() == pytest.approx([-1.0125, -3.05])
+
+    out = build_report(root, tmp_path / "report")
+    png = (out / "learning_forgetting_tiny.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(list(out.glob("*.png")))
+    assert "candidates are never ranked" in page
+    # the candidates' evaluations are not runs: lora's score is its two picked runs' (30/60, 36/60), full's 12/60
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(set(runs.run)) == ["tiny/base", "tiny/full-s0", "tiny/lora-s0", "tiny/lora-s1"]
+    assert len(runs) == 4 * 3
+    scores = pd.read_csv(out / "scores.csv").set_index(["variant", "task"])
+    assert scores.loc[("lora", "snrtune_toolcall"), "score"] == pytest.approx(0.55)
+    assert scores.loc[("full", "snrtune_toolcall"), "score"] == pytest.approx(0.2)
+
+
+def test_a_sweep_candidate_without_its_learning_rate_is_a_one_line_error(tmp_path):
+    from snrtune.report.discovery import collect
+
+    run = Results(tmp_path).add_candidate("tiny", "lora", 1e-3, _hits(6, 60), _hits(48, 80), ppl_pairs(50.0, 1),
+                                          seed=0)
+    path = tmp_path / "x1" / "a.json"
+    record = json.loads(path.read_text())
+    record["run"] = {**run, "learning_rate": None}
+    path.write_text(json.dumps(record))
+    with pytest.raises(SnrtuneError, match=r"x1/a.json: run.learning_rate is None: a sweep candidate's evaluation"):
+        collect([path])

@@ -151,6 +151,27 @@ def test_paper_dry_run_builds_the_full_comparison(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_evaluating_sweep_candidates_adds_exactly_their_merge_and_evaluate_jobs(tmp_path):
+    """config/sweep.yaml with evaluate.sweep_candidates: the sweep's jobs as without the option (8 swept runs ×
+    3 learning rates trained, 8 picks, 8 merges, 8 + base evaluations), plus one merge and one evaluation per
+    candidate, each of a candidate's directory, marked --sweep-candidate; the report reads their eval.json."""
+    (tmp_path / "candidates.yaml").write_text(yaml.safe_dump({"evaluate": {"sweep_candidates": True}}))
+    out = snakemake("-n", "-p", "--configfile", ROOT / "config/config.yaml", ROOT / "config/sweep.yaml",
+                    tmp_path / "candidates.yaml", "--directory", tmp_path, cwd=ROOT).stdout
+    assert job_counts(out) == {"fetch": 1, "scan": 1, "select": 2, "select_control": 1, "train_candidate": 24,
+                               "pick": 8, "merge": 8, "evaluate": 9, "merge_candidate": 24, "evaluate_candidate": 24,
+                               "report": 1, "all": 1}
+    model = "results/SmolLM2-135M-Instruct"
+    trained = set(re.findall(rf"--out {model}/sweep/(\S+) ", out))
+    merges = re.findall(rf"snrtune merge {model}/sweep/(\S+) --base {model}/model --out {model}/sweep-merged/(\S+) "
+                        r"--sweep-candidate ", out)
+    evals = re.findall(rf"snrtune evaluate {model}/sweep-merged/(\S+) .*?--out {model}/sweep-eval/(\S+)\.json ", out)
+    assert len(trained) == 24 and {a for a, b in merges if a == b} == trained and {a for a, b in evals if a == b} == trained
+    assert len(re.findall(r"--out \S+/merged/\S+ --sweep-candidate", out)) == 0  # the picked runs' merges: plain
+    report = next(line for line in out.splitlines() if "snrtune report --files" in line)
+    assert {m for m in re.findall(rf"{model}/sweep-eval/(\S+)\.json", report)} == trained
+
+
 def test_a_bad_config_stops_before_any_job(tmp_path):
     config = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
     config["evaluate"]["limt"] = 10

@@ -157,9 +157,11 @@ def sharding(w, input):
 
 
 def evaluated_model(w):
-    """The base model for eval/base.json, else the merged run."""
+    """The base model for eval/base.json, a merged sweep candidate for sweep-eval/, else the merged run."""
     if w.run == naming.BASE_RUN:
         return paths.fill(paths.MODEL, model=w.model)
+    if "lr" in w.keys():
+        return paths.fill(paths.SWEEP_MERGED, model=w.model, run=w.run, lr=w.lr)
     return paths.fill(paths.MERGED, model=w.model, run=w.run)
 
 

@@ -24,3 +24,15 @@ rule evaluate:
     shell:
         "{params.env}snrtune evaluate {input.model:q} --tasks {params.tasks:q} --out {output.eval:q} {params.extra} "
         "> {log:q} 2>&1"
+
+
+use rule evaluate as evaluate_candidate with:
+    output:
+        eval=paths.SWEEP_EVAL,
+    log:
+        paths.log("eval-candidate", "{run}/lr{lr}"),
+    benchmark:
+        paths.benchmark("eval-candidate", "{run}/lr{lr}")
+    wildcard_constraints:
+        run=one_of([r for r in wc.runs(config) if wc.swept(config, r)]),
+        lr=r"[0-9.e+-]+",

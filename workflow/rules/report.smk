@@ -18,4 +18,5 @@ rule report:
         paths.benchmark("report", model=None)
     shell:
         "{params.env}snrtune report --files {input.evals:q} {input.runs:q} {input.snr:q} {input.selections:q} "
+        "{input.candidates:q} "
         "{params.benchmarks} {params.flags} --out {output.report:q} > {log:q} 2>&1"

@@ -72,6 +72,7 @@ rule merge:
         merged=directory(paths.MERGED),
     params:
         env=job_env_param(OFFLINE),
+        candidate=lambda w: "--sweep-candidate" if "lr" in w.keys() else "",
         version=VERSION,
     conda:
         ENV
@@ -84,4 +85,22 @@ rule merge:
         mem_mb=mem("mem_mb"),
         runtime=runtime("runtime"),
     shell:
-        "{params.env}snrtune merge {input.run:q} --base {input.model:q} --out {output.merged:q} > {log:q} 2>&1"
+        "{params.env}snrtune merge {input.run:q} --base {input.model:q} --out {output.merged:q} {params.candidate} "
+        "> {log:q} 2>&1"
+
+
+# evaluate.sweep_candidates: every candidate is merged (its identity marked with its learning rate) and evaluated
+# too, for the report's learning–forgetting plot; only the picked run is ranked.
+use rule merge as merge_candidate with:
+    input:
+        run=paths.SWEEP_CANDIDATE,
+        model=paths.MODEL,
+    output:
+        merged=directory(paths.SWEEP_MERGED),
+    wildcard_constraints:
+        run=one_of([r for r in wc.runs(config) if wc.swept(config, r)]),
+        lr=r"[0-9.e+-]+",
+    log:
+        paths.log("merge-candidate", "{run}/lr{lr}"),
+    benchmark:
+        paths.benchmark("merge-candidate", "{run}/lr{lr}")

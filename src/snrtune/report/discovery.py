@@ -1,6 +1,8 @@
 """Finding and reading what the report reads: eval.json, metrics.json, snr.json and selection YAMLs, told apart
 by their keys (docs/artifacts.md), never by their paths; each eval.json and metrics.json validated on reading
-(one line naming the file and key)."""
+(one line naming the file and key). An eval.json whose run identity says ``sweep_candidate`` (a learning-rate
+candidate merged with `snrtune merge --sweep-candidate`) goes under "candidate", never among the evaluations
+the report ranks."""
 
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def discover(results_dir: Path) -> dict[str, list[dict]]:
 def collect(paths, strict: bool = True) -> dict[str, list[dict]]:
     """The artifacts among ``paths`` (a run directory stands for its metrics.json); with ``strict`` a path that
     is missing or no snrtune artifact is an error."""
-    found: dict[str, list[dict]] = {"eval": [], "metrics": [], "snr": [], "selection": []}
+    found: dict[str, list[dict]] = {"eval": [], "candidate": [], "metrics": [], "snr": [], "selection": []}
     for path in map(Path, paths):
         if strict and path.is_dir():
             path = path / "metrics.json"
@@ -61,17 +63,30 @@ def collect(paths, strict: bool = True) -> dict[str, list[dict]]:
             obj["_path"] = str(path)
             if kind in VALIDATE:
                 VALIDATE[kind](obj, path)
-            found[kind].append(obj)
+            found["candidate" if kind == "eval" and is_candidate(obj, path) else kind].append(obj)
         elif strict:
             raise SnrtuneError(f"--files: {str(path)!r} is not an eval.json, metrics.json, snr.json or selection "
                                f"file{'' if path.exists() else ' (it does not exist)'}")
     # a copied file must not count as another seed; two eval files of one run on different tasks are both kept
     keys = {"eval": lambda item: (item["run"]["id"], tuple(sorted(item["results"]))),
+            "candidate": lambda item: (item["run"]["id"], item["run"]["learning_rate"], tuple(sorted(item["results"]))),
             "metrics": lambda item: item["run"]["id"]}
     for kind, key in keys.items():
         unique = {key(item): item for item in reversed(found[kind])}
         found[kind] = sorted(unique.values(), key=lambda item: item["_path"])
     return found
+
+
+def is_candidate(obj: dict, path: Path) -> bool:
+    """Whether an eval.json is of a sweep candidate (its run identity's ``sweep_candidate``, with the positive
+    ``learning_rate`` it trained with)."""
+    run = obj["run"]
+    if not run.get("sweep_candidate"):
+        return False
+    lr = run.get("learning_rate")
+    if not _finite(lr) or lr <= 0:
+        _bad(path, "run.learning_rate", f"is {lr!r}: a sweep candidate's evaluation needs its positive learning rate")
+    return True
 
 
 # --- validation of what the report reads ------------------------------------------------------------------

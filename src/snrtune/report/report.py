@@ -27,9 +27,9 @@ from snrtune.errors import SnrtuneError
 from snrtune.report.comparisons import comparisons
 from snrtune.report.discovery import collect, discover
 from snrtune.report.render import comparison_frame, html_page, model_slug, summary_frame, summary_markdown
-from snrtune.report.tables import (aggregate, costs, loss_frame, per_example_index, primary_scores,
-                                   read_benchmarks, runs_table, settings_frame, summary_tasks, sweep_frame,
-                                   variant_order)
+from snrtune.report.tables import (aggregate, candidate_frame, costs, loss_frame, per_example_index,
+                                   primary_scores, read_benchmarks, runs_table, settings_frame, summary_tasks,
+                                   sweep_frame, variant_order)
 from snrtune.report.verdict import pick_retention, pick_target, verdict
 
 
@@ -79,7 +79,8 @@ def model_sections(runs: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame, co
 def analyse(found: dict[str, list[dict]], target_task: str | None = None, benchmarks: list[str] = (),
             retention_tasks: list[str] | None = None) -> dict:
     """Everything the report shows, computed from the artifacts ``found`` (collect/discover), nothing written:
-    runs, scores (agg), comparisons, costs, per-model sections, the target and retention tasks, loss curves."""
+    runs, scores (agg), comparisons, costs, per-model sections, the target and retention tasks, loss curves and
+    the sweep candidates' learning–forgetting table (never part of the ranking)."""
     runs = runs_table(found, read_benchmarks(list(benchmarks)))
     tasks = summary_tasks(found["eval"])
     target = pick_target(tasks, target_task)
@@ -92,7 +93,8 @@ def analyse(found: dict[str, list[dict]], target_task: str | None = None, benchm
     cost = costs(runs)
     sections = model_sections(runs, agg, comp, cost, target, tasks, found["metrics"], retention)
     return {"runs": runs, "agg": agg, "comparisons": comp, "cost": cost, "sections": sections, "target": target,
-            "tasks": tasks, "retention": retention, "losses": loss_frame(found)}
+            "tasks": tasks, "retention": retention, "losses": loss_frame(found),
+            "candidates": candidate_frame(found, agg, target, retention)}
 
 
 def build_report(results_dir: str | Path | None, out: str | Path, target_task: str | None = None,
@@ -113,7 +115,7 @@ def build_report(results_dir: str | Path | None, out: str | Path, target_task: s
                            f"scored model, e.g. the base model's")
     result = analyse(found, target_task, benchmarks, retention_tasks)
     runs, agg, comp, sections = result["runs"], result["agg"], result["comparisons"], result["sections"]
-    target, tasks, losses = result["target"], result["tasks"], result["losses"]
+    target, tasks, losses, candidates = result["target"], result["tasks"], result["losses"], result["candidates"]
     with atomic_dir(out) as tmp:
         runs.to_csv(tmp / RUNS_TABLE, index=False)
         agg.to_csv(tmp / SCORES_TABLE, index=False)
@@ -123,6 +125,9 @@ def build_report(results_dir: str | Path | None, out: str | Path, target_task: s
             section["images"] = plots.write_model_plots(
                 tmp, model_slug(model), section["agg"], section["cost"], losses[losses.model == model],
                 target, tasks, variant_order(section["agg"].variant))
+            section["images"] += plots.write_candidate_plot(
+                tmp, model_slug(model), candidates[candidates.model == model], target,
+                variant_order(section["agg"].variant), str(model))
             section["images"] += plots.write_heatmaps(
                 tmp, [s for s in found["snr"] if s.get("model") in (None, model)],
                 [s for s in found["selection"] if s.get("model") in (None, model)])

@@ -263,3 +263,45 @@ def sweep_frame(metrics: list[dict]) -> pd.DataFrame:
                          "validation loss": "–" if cand["eval_loss"] is None else f"{cand['eval_loss']:.4f}",
                          "chosen": "✓" if cand["chosen"] else ""})
     return pd.DataFrame(rows, columns=["model", "method", "seed", "learning rate", "validation loss", "chosen"])
+
+
+CANDIDATE_COLUMNS = ["model", "variant", "learning_rate", "n_seeds", "picked_by", "target_gain", "retention_change"]
+
+
+def candidate_frame(found: dict, agg: pd.DataFrame, target: str, retention: list[str]) -> pd.DataFrame:
+    """The learning–forgetting table of the sweep candidates' evaluations (``found["candidate"]``; never ranked):
+    per model × variant × learning rate with at least two evaluated learning rates in its variant, the target
+    gain (the candidate's primary score on ``target`` minus the base model's, averaged over the candidate's
+    seeds) and the retention change (the same difference averaged over the ``retention`` tasks), each signed so
+    that positive is better (a lower-is-better metric's difference negated). ``picked_by``: how many of its
+    seeds' runs `snrtune pick` made of this learning rate (the run's metrics.json ``config.learning_rate``).
+    A model without a base evaluation has no rows (no gain to measure)."""
+    picked = {m["run"]["id"]: (m.get("config") or {}).get("learning_rate") for m in found["metrics"]}
+    kinds = {m["run"]["id"]: selection_kind(m["run"], m) for m in found["metrics"]}
+    base = agg[agg.variant == "base"].set_index(["model", "task"])
+    rows = []
+    for ev in found.get("candidate", []):
+        run, lr = ev["run"], float(ev["run"]["learning_rate"])
+        chosen = picked.get(run["id"])
+        row = {"model": run.get("model"), "variant": variant_of(run, kinds.get(run["id"]) or selection_kind(run)),
+               "learning_rate": lr, "picked": chosen is not None and math.isclose(float(chosen), lr, rel_tol=1e-9)}
+        for task in [target, *retention]:
+            if (row["model"], task) not in base.index:
+                continue
+            ref = base.loc[(row["model"], task)]
+            score = (ev["results"].get(task) or {}).get(ref["metric"])
+            if score is not None:
+                row[task] = (1 if ref["higher_is_better"] else -1) * (score - ref["score"])
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["model", "variant", "learning_rate", "picked", target, *retention])
+    if frame.empty:
+        return pd.DataFrame(columns=CANDIDATE_COLUMNS)
+    grouped = frame.groupby(["model", "variant", "learning_rate"], sort=True)
+    out = grouped.agg(n_seeds=("picked", "size"), picked_by=("picked", "sum")).reset_index()
+    means = grouped[[target, *retention]].mean().reset_index(drop=True)  # mean of each task's change over seeds
+    out["target_gain"] = means[target].to_numpy(dtype=float)
+    out["retention_change"] = (means[retention].mean(axis=1, skipna=False).to_numpy(dtype=float) if retention
+                               else math.nan)
+    out["picked_by"] = out["picked_by"].astype(int)
+    enough = out.groupby(["model", "variant"])["learning_rate"].transform("size") >= 2
+    return out[enough & out["target_gain"].notna()][CANDIDATE_COLUMNS].reset_index(drop=True)

@@ -5,7 +5,10 @@ laser-QLoRA) are merged into the full-precision base (``merge_and_unload``), "sp
 their trained tensors overlaid on the base, "full-copy" runs are copied. The tokenizer and chat template are
 the run's own (what it trained with; the base's for a run that saved none). The run's snrtune_run.json is
 copied with ``model_form``, ``merge`` and the run's ``status`` (from its metrics.json: "finished" or "diverged")
-added, so `evaluate` records what it evaluated and skips a diverged run.
+added, so `evaluate` records what it evaluated and skips a diverged run; with ``--sweep-candidate`` (a
+learning-rate sweep candidate, not the picked run) also ``sweep_candidate: true`` and the ``learning_rate`` it
+trained with (its metrics.json ``config.learning_rate``), so its evaluation is never taken for the run
+`snrtune pick` chose.
 """
 
 from __future__ import annotations
@@ -40,11 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a finished run directory from `snrtune train`")
     parser.add_argument("--base", required=True, help="the model directory the run was trained from")
     parser.add_argument("--out", required=True, help="merged model directory to create")
+    parser.add_argument("--sweep-candidate", action="store_true",
+                        help="RUN_DIR is a learning-rate sweep candidate: record its learning rate in the identity")
     arguments.output(parser, "dir", inputs=("run_dir", "--base"))
 
 
 def run(args: argparse.Namespace) -> int:
-    identity = merge(args.run_dir, args.base, args.out)
+    identity = merge(args.run_dir, args.base, args.out, sweep_candidate=args.sweep_candidate)
     print(f"merged {identity['id']} ({identity['method']}) → {args.out}")
     return 0
 
@@ -126,11 +131,23 @@ def run_status(run_dir: Path) -> str:
     return status
 
 
-def merge(run_dir, base_dir, out) -> dict:
+def candidate_fields(run_dir: Path) -> dict:
+    """What marks a sweep candidate's identity: ``sweep_candidate`` and the learning rate it trained with."""
+    path = run_dir / METRICS_FILE
+    lr = (read_json_file(path, "run metrics").get("config") or {}).get("learning_rate")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise SnrtuneError(f"{path}: config.learning_rate is {lr!r}; expected the positive learning rate a sweep "
+                           "candidate trained with")
+    return {"sweep_candidate": True, "learning_rate": float(lr)}
+
+
+def merge(run_dir, base_dir, out, sweep_candidate: bool = False) -> dict:
     """Write MERGED_DIR; returns its snrtune_run.json."""
     run_dir, out = Path(run_dir), Path(out)
     identity = check_run_dir(run_dir)  # before any model loads: run record, metrics and weights complete
     status = run_status(run_dir)
+    if sweep_candidate:
+        identity = {**identity, **candidate_fields(run_dir)}
     spec = method_registry.get(identity["method"])
     if (run_dir / SELECTION_COPY).is_file():
         load_selection(run_dir / SELECTION_COPY, identity["method"])

@@ -17,7 +17,8 @@ from snrtune.workflow.schema import (
     check_report)
 from snrtune.workflow.plan import (
     top_percents, runs, selection_file, settings_source, LORA_SHAPE, method_settings, learning_rates, swept,
-    format_lr, sweep_candidates, evaluations, resolve_source, local_files, local_task_names, hub_tasks, hub_dataset,
+    format_lr, sweep_candidates, candidate_evaluations, evaluations, resolve_source, local_files, local_task_names,
+    hub_tasks, hub_dataset,
     train_config_path, train_config_files, run_settings, model_size, train_resources, STRATEGY_FILES, report_inputs,
     benchmarked_runs)
 from snrtune.workflow.flags import (
@@ -29,7 +30,8 @@ from snrtune.workflow.preflight import (
 __all__ = ["Path", "BASE_RUN", "format_t", "parse_run", "run_name", "validate_config", "check_eval_batch_size",
            "check_evaluate", "find_file", "load_schema", "check_method_settings", "check_report",
            "top_percents", "runs", "selection_file", "settings_source", "LORA_SHAPE", "method_settings",
-           "learning_rates", "swept", "format_lr", "sweep_candidates", "evaluations", "resolve_source",
+           "learning_rates", "swept", "format_lr", "sweep_candidates", "candidate_evaluations", "evaluations",
+           "resolve_source",
            "local_files", "local_task_names", "hub_tasks", "hub_dataset", "train_config_path",
            "train_config_files", "run_settings", "model_size", "train_resources", "STRATEGY_FILES",
            "report_inputs", "benchmarked_runs", "lm_eval_options", "report_flags", "settings_flags", "flags",

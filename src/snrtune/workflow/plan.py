@@ -87,6 +87,15 @@ def sweep_candidates(config: dict, model: str, run: str) -> list[str]:
             for lr in learning_rates(config, method)]
 
 
+def candidate_evaluations(config: dict) -> list[str]:
+    """With ``evaluate.sweep_candidates``, the eval.json of every candidate of every swept run (none otherwise)."""
+    if not config["evaluate"]["sweep_candidates"]:
+        return []
+    return [paths.fill(paths.SWEEP_EVAL, model=model, run=run, lr=format_lr(lr)) for model in config["models"]
+            for run in runs(config) if swept(config, run)
+            for lr in learning_rates(config, parse_run(run)["method"])]
+
+
 def evaluations(config: dict) -> list[str]:
     """Every eval.json the workflow produces: each run of each model, plus each base model."""
     names = ([BASE_RUN] if config["evaluate"]["base"] else []) + runs(config)
@@ -226,7 +235,8 @@ STRATEGY_FILES = {"zero2": "config/zero2.json", "zero3": "config/zero3.json",
 
 def report_inputs(config: dict) -> dict[str, list[str]]:
     """Exactly the files the current config produces, for the report: evaluations, run directories (their
-    metrics.json), the scan and selections of selection methods, and the training jobs' benchmark TSVs."""
+    metrics.json), the scan and selections of selection methods, the training jobs' benchmark TSVs and the
+    sweep candidates' evaluations (evaluate.sweep_candidates)."""
     models, runs_ = list(config["models"]), runs(config)
     selections = [selection_file(m, r) for m in models for r in runs_]
     return {
@@ -235,6 +245,7 @@ def report_inputs(config: dict) -> dict[str, list[str]]:
         "snr": [paths.fill(paths.SNR, model=m) for m in models] if any(selections) else [],
         "selections": list(dict.fromkeys(path for path in selections if path)),
         "benchmarks": [paths.benchmark("train", r, model=m) for m, r in benchmarked_runs(config)],
+        "candidates": candidate_evaluations(config),
     }
 
 
