@@ -28,18 +28,21 @@ class Throughput(transformers.TrainerCallback):
     def __init__(self, ledger: Path | None = None, is_main: bool = True, flush_s: float = 30.0):
         self.ledger, self.is_main, self.flush_s = ledger, is_main, flush_s
         self.steady = None  # after on_train_end: {steps, seconds, tokens} after the first optimizer step
+        self.end = None  # perf_counter at train end: the attempt's seconds stop there
         self.previous = read_json(ledger)["attempts"] if ledger is not None and ledger.is_file() else []
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_step, self.start_tokens = state.global_step, state.num_input_tokens_seen
         self.start = self.flushed = time.perf_counter()
+        self.end = None
         self.world_size, self.device = args.world_size, "cuda" if args.device.type == "cuda" else "cpu"
         self.seconds = 0.0
         self.warm = None  # (time, tokens) at the end of this session's first optimizer step
         self.step_ends: list[float] = []  # perf_counter at the end of each optimizer step of this session
 
     def attempts(self) -> list[dict]:
-        now = {"seconds": round(time.perf_counter() - self.start, 3), "world_size": self.world_size,
+        end = self.end if self.end is not None else time.perf_counter()  # training time stops at train end
+        now = {"seconds": round(end - self.start, 3), "world_size": self.world_size,
                "device": self.device, "start_step": self.start_step}
         return [*self.previous, now]
 
@@ -60,7 +63,7 @@ class Throughput(transformers.TrainerCallback):
         self.flush()
 
     def on_train_end(self, args, state, control, **kwargs):
-        end = time.perf_counter()
+        end = self.end = time.perf_counter()
         self.seconds = end - self.start
         self.tokens = int(state.num_input_tokens_seen - self.start_tokens)
         steady_steps = state.global_step - self.start_step - 1
