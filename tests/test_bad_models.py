@@ -408,7 +408,7 @@ def test_the_preflight_checks_the_package_of_the_evaluation_backend(absent):
 @pytest.mark.parametrize("value, ok", [("auto:0", False), ("auto:x", False), ("0", False), (0, False), ("-1", False), ("x", False),
                                        ("auto", True), ("auto:4", True), (8, True), ("8", True)])
 def test_eval_batch_size_is_checked_by_the_evaluate_rule(value, ok):
-    from snrtune.evaluation.evaluate import parse_batch_size
+    from snrtune.evaluation.options import parse_batch_size
 
     config = minimal(evaluate={"batch_size": value})
     if ok:

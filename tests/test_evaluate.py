@@ -9,7 +9,9 @@ import transformers
 
 from snrtune import cli
 from snrtune.errors import SnrtuneError
-from snrtune.evaluation.evaluate import evaluate_model, limit_argument, parse_fewshot, parse_limit, resolve_task_dir
+from snrtune.evaluation.evaluate import evaluate_model
+from snrtune.evaluation.options import limit_argument, parse_fewshot, parse_limit
+from snrtune.evaluation.task_dirs import resolve_task_dir
 
 QUESTIONS = [
     {"question": "What is the capital of France?", "choices": ["Paris", "Rome", "Oslo"], "answer": 0},
@@ -121,7 +123,7 @@ def test_per_example_scores_reproduce_the_task_scores(evaluated, tiny_lm):
 
 
 def test_per_example_keeps_only_metrics_it_can_recompute():
-    from snrtune.evaluation.evaluate import per_example_scores
+    from snrtune.evaluation.results import per_example_scores
 
     samples = {"t": [{"doc_id": 1, "filter": "none", "metrics": ["acc", "f1"], "acc": 1.0, "f1": [1, 0]},
                      {"doc_id": 0, "filter": "none", "metrics": ["acc", "f1"], "acc": 0.0, "f1": [0, 0]},
@@ -203,7 +205,7 @@ def test_bad_limits_are_one_line_errors(capsys):
 
 
 def test_shipped_tasks_resolve_to_existing_files(tmp_path):
-    from snrtune.evaluation.evaluate import SHIPPED_TASKS
+    from snrtune.evaluation.task_dirs import SHIPPED_TASKS
 
     resolved = resolve_task_dir(SHIPPED_TASKS, tmp_path / "tasks")
     for name in ("snrtune_toolcall", "snrtune_retention", "snrtune_ppl"):
@@ -239,7 +241,7 @@ def test_model_args_reach_lm_eval_and_the_record(tiny_llama, task_dir, tmp_path,
     """--model-args (k=v or JSON) is merged into lm-eval's model_args and recorded in eval.json."""
     import lm_eval
 
-    from snrtune.evaluation.evaluate import parse_model_args
+    from snrtune.evaluation.options import parse_model_args
 
     assert parse_model_args("parallelize=True,max_length=2048,device_map=auto") == {
         "parallelize": True, "max_length": 2048, "device_map": "auto"}

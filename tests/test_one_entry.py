@@ -68,5 +68,5 @@ def test_a_new_method_control_and_task_are_planned_priced_and_evaluated(tmp_path
         spectrum = wc.train_resources(gpu | {"methods": ["spectrum"]}, "m", "spectrum-t25-s0", tmp_path / "absent")
         assert plans["spectrum-lowest-t25-s0"] == spectrum  # a control costs what the method it mirrors costs
 
-    from snrtune.evaluation.evaluate import parse_fewshot
+    from snrtune.evaluation.options import parse_fewshot
     assert parse_fewshot("", ["my_qa"]) == {"my_qa": 3}

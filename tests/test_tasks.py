@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from snrtune import tasks
-from snrtune.evaluation.evaluate import parse_fewshot
+from snrtune.evaluation.options import parse_fewshot
 from snrtune.report.tables import primary_metric
 from snrtune.report.verdict import pick_target
 

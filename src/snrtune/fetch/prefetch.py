@@ -66,10 +66,10 @@ def prefetch_tasks(tasks: list[str], include_paths: list[str]) -> list[str]:
     """Load every task once (lm-eval downloads its data into the datasets cache); returns the task names."""
     import tempfile
 
-    from snrtune.evaluation import evaluate
+    from snrtune.evaluation import task_dirs
 
     with tempfile.TemporaryDirectory(prefix="snrtune-prefetch-") as work:
-        manager = evaluate.task_manager(include_paths, Path(work), tasks)
+        manager = task_dirs.task_manager(include_paths, Path(work), tasks)
         for name in tasks:
-            evaluate.load_task(manager, name, None)
+            task_dirs.load_task(manager, name, None)
     return list(tasks)

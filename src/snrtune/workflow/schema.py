@@ -71,7 +71,7 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
 def check_eval_batch_size(config: dict) -> None:
     """``evaluate.batch_size`` by `snrtune evaluate`'s own rule (parse_batch_size), so the config refuses what the
     evaluate jobs would refuse after training."""
-    from snrtune.evaluation.evaluate import parse_batch_size
+    from snrtune.evaluation.options import parse_batch_size
 
     value = config["evaluate"]["batch_size"]
     try:
