@@ -23,5 +23,5 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         paths.REPORT,
-        wc.evaluations(config),
+        workflow_config.evaluations(config),
     default_target: True

@@ -579,7 +579,7 @@ def test_the_exit_code_of_a_diverged_run(allow, code, level, tmp_path, capsys, m
 def test_non_finite_values_are_written_as_null(tmp_path):
     import numpy as np
 
-    from snrtune.artifacts import json_safe, write_json
+    from snrtune.fileio import json_safe, write_json
 
     record = {"train_loss": [[1, 2.5], [2, float("nan")]], "eval": (float("inf"), -float("inf")),
               "peak": np.float32(1.5), "bad": np.float64("nan"), "steps": 3, "ok": True, "name": "nan"}

@@ -2,7 +2,7 @@
 
 ``positive_float`` / ``positive_int`` / ``device`` are argparse ``type=`` functions; ``output`` declares a
 sub-command's output path with the inputs it must stay clear of, checked by ``check_outputs`` right after
-parsing (snrtune.artifacts.check_output).
+parsing (snrtune.fileio.check_output).
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import math
 import re
 from pathlib import Path
 
-from snrtune.artifacts import check_output
+from snrtune.fileio import check_output
 from snrtune.errors import SnrtuneError
+
 
 DEVICE = re.compile(r"(cpu|cuda|cuda:\d+|mps)")
 DEVICES = "cpu, cuda, cuda:N or mps"

@@ -4,7 +4,7 @@ are not here; a fetched model directory's own files are in snrtune.model_dir.
 """
 
 # in every directory snrtune writes (fetch, train, pick, merge, report): which command wrote it; a directory
-# without it is never removed or replaced by a snrtune command (snrtune.artifacts)
+# without it is never removed or replaced by a snrtune command (snrtune.fileio)
 OUTPUT_MARKER = "snrtune_output.json"
 
 # a run directory (from `snrtune train`) and a merged model directory (from `snrtune merge`)

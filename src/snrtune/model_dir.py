@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from snrtune.artifact_names import DELTA_FILE, METRICS_FILE, RUN_FILE
-from snrtune.artifacts import write_json
+from snrtune.fileio import write_json
 from snrtune.errors import SnrtuneError
 from snrtune.spectrum.safetensors_header import DTYPE_BITS, read_safetensors_header
+
 
 SOURCE_FILE = "snrtune_source.json"
 PARAMS_FILE = "snrtune_params.json"

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 from snrtune import method_registry
 from snrtune import naming
-from snrtune.workflow import config as wc
+from snrtune.workflow import config as workflow_config
 from snrtune.workflow import paths
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import PARAMS_FILE
@@ -17,10 +17,11 @@ from snrtune.model_dir import PARAMS_FILE
 REPO = os.path.normpath(os.path.join(workflow.current_basedir.get_path_or_uri(secret_free=True), "..", ".."))
 
 try:
-    schema = wc.load_schema(workflow.source_path("../schemas/config.schema.yaml"))
-    wc.validate_config(config, schema, workflow_dir=REPO)
+    schema = workflow_config.load_schema(workflow.source_path("../schemas/config.schema.yaml"))
+    workflow_config.validate_config(config, schema, workflow_dir=REPO)
     # training settings and data, checked before any job runs; DeepSpeed where the jobs run in this environment
-    wc.preflight(config, packages_here=DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method)
+    workflow_config.preflight(
+        config, packages_here=DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method)
 except SnrtuneError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
@@ -28,8 +29,8 @@ VERSION = snrtune.__version__  # a param of every rule: a new snrtune version re
 GROWTH = config["resources"]["growth"]
 ENV = "../../envs/snrtune.yaml"
 # Every step but the downloads on the login node runs offline, from the shared cache (docs/workflow.md).
-OFFLINE = wc.job_env(config, offline=True)
-ONLINE = wc.job_env(config, offline=False)
+OFFLINE = workflow_config.job_env(config, offline=True)
+ONLINE = workflow_config.job_env(config, offline=False)
 
 # Under --sdm conda the environment holds snrtune's dependencies; the rules run snrtune from src/.
 # (shell.prefix is formatted like a rule's command: a literal brace is written {{ in it, {{{{ in an f-string)
@@ -70,17 +71,17 @@ CEILING = {"mem_mb": config["resources"]["max_mem_mb"], "runtime": config["resou
 
 def mem(key):
     """A resource function: the model's memory request, grown with the attempt up to resources.max_mem_mb."""
-    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH, CEILING["mem_mb"])
+    return lambda wildcards, attempt: workflow_config.scaled(res(wildcards, key), attempt, GROWTH, CEILING["mem_mb"])
 
 
 def runtime(key):
     """Minutes, grown the same way up to resources.max_runtime."""
-    return lambda wildcards, attempt: wc.scaled(res(wildcards, key), attempt, GROWTH, CEILING["runtime"])
+    return lambda wildcards, attempt: workflow_config.scaled(res(wildcards, key), attempt, GROWTH, CEILING["runtime"])
 
 
 def train_config(w):
     """The model's training files, in the order `snrtune train` merges them."""
-    return wc.train_config_files(config, w.model)
+    return workflow_config.train_config_files(config, w.model)
 
 
 # The module prefix (when imported as a module), captured while the rules are parsed: the estimate reads
@@ -99,41 +100,42 @@ def train_plan(w):
 
 @functools.cache
 def _train_plan(model, run, model_dir, table_mtime):
-    return wc.train_resources(config, model, run, model_dir)
+    return workflow_config.train_resources(config, model, run, model_dir)
 
 
 def train_resource(key, grow=False):
     if grow:
-        return lambda w, attempt: wc.scaled(train_plan(w)[key], attempt, GROWTH, CEILING[key])
+        return lambda w, attempt: workflow_config.scaled(train_plan(w)[key], attempt, GROWTH, CEILING[key])
     return lambda w: train_plan(w)[key]
 
 
 def train_inputs(w):
     """The model, the data and hyperparameter files when local (a hub dataset: its prefetch record), and
     the selection of a selection method."""
-    inputs = {"model": paths.fill(paths.MODEL, model=w.model), "data": wc.local_files(config["data"]["train"])}
-    if wc.hub_dataset(config):
+    inputs = {"model": paths.fill(paths.MODEL, model=w.model), "data": workflow_config.local_files(config["data"]["train"])}
+    if workflow_config.hub_dataset(config):
         inputs["prefetched"] = paths.PREFETCH_DATA
     if train_config(w):
         inputs["config"] = train_config(w)
-    if wc.selection_file(w.model, w.run):
-        inputs["selection"] = wc.selection_file(w.model, w.run)
+    if workflow_config.selection_file(w.model, w.run):
+        inputs["selection"] = workflow_config.selection_file(w.model, w.run)
     return inputs
 
 
 def train_flags(w):
     """Flags from the wildcards and the config only (never from `input`: Snakemake does not compare params
     derived from input, so a changed value would not re-run the step)."""
-    run = wc.parse_run(w.run)
+    run = workflow_config.parse_run(w.run)
     spec = method_registry.get(run["method"])
     match = config["train"]["laser_qlora_match_params_of"] if spec.rank_matching else None
     lr = float(w.lr) if "lr" in w.keys() else None  # a sweep candidate's learning rate
-    return " ".join(part for part in [wc.flags(method=run["method"], seed=run["seed"], selection=wc.selection_file(w.model, w.run),
-                              stage=config["train"]["stage"],
-                              max_steps=config["train"]["max_steps"], match_params_of=match,
-                              resume=True,  # a requeued job continues from its last checkpoint
-                              allow_diverged=True),  # a diverged run is a result the report shows (docs/checks.md)
-                     wc.config_flags(config, w.model), wc.settings_flags(config, run["method"], lr)] if part)
+    own = workflow_config.flags(
+        method=run["method"], seed=run["seed"], selection=workflow_config.selection_file(w.model, w.run),
+        stage=config["train"]["stage"], max_steps=config["train"]["max_steps"], match_params_of=match,
+        resume=True,  # a requeued job continues from its last checkpoint
+        allow_diverged=True)  # a diverged run is a result the report shows (docs/checks.md)
+    parts = [own, workflow_config.config_flags(config, w.model), workflow_config.settings_flags(config, run["method"], lr)]
+    return " ".join(part for part in parts if part)
 
 
 def one_of(names):
@@ -143,7 +145,7 @@ def one_of(names):
 
 def launcher(w):
     """`snrtune` or `torchrun … -m snrtune.cli` (a tracked param: the number of processes sets the global batch)."""
-    return wc.launcher(train_plan(w)["gpus"])
+    return workflow_config.launcher(train_plan(w)["gpus"])
 
 
 def strategy(w):
@@ -153,7 +155,7 @@ def strategy(w):
 def sharding(w, input):
     """--deepspeed REPO/config/zero3*.json (untracked: taking `input`, so moving the clone re-runs nothing;
     the tracked `strategy` param says which)."""
-    return wc.sharding_flags(train_plan(w)["strategy"], REPO)
+    return workflow_config.sharding_flags(train_plan(w)["strategy"], REPO)
 
 
 def evaluated_model(w):
@@ -167,19 +169,20 @@ def evaluated_model(w):
 
 def evaluate_inputs(w):
     inputs = {"model": evaluated_model(w)}
-    if wc.hub_tasks(config):
+    if workflow_config.hub_tasks(config):
         inputs["prefetched"] = paths.PREFETCH_TASKS
     return inputs
 
 
 def evaluate_flags(w):
     ev, model = config["evaluate"], model_cfg(w)
-    return wc.flags(num_fewshot=wc.num_fewshot(ev["tasks"]), limit=wc.limit_flag(ev["limit"]), batch_size=ev["batch_size"],
+    return workflow_config.flags(num_fewshot=workflow_config.num_fewshot(ev["tasks"]),
+                    limit=workflow_config.limit_flag(ev["limit"]), batch_size=ev["batch_size"],
                     device=model["device"], dtype=model["dtype"], apply_chat_template=model["chat_template"],
                     include_path=ev["include_path"], log_samples=ev["log_samples"],
-                    model_args=wc.model_args_flag(model["eval_model_args"]),
+                    model_args=workflow_config.model_args_flag(model["eval_model_args"]),
                     backend=model["eval_backend"] if model["eval_backend"] != "hf" else None,
-                    **wc.lm_eval_options(ev))
+                    **workflow_config.lm_eval_options(ev))
 
 
 def job_env_param(env):

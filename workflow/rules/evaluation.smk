@@ -34,5 +34,5 @@ use rule evaluate as evaluate_candidate with:
     benchmark:
         paths.benchmark("eval-candidate", "{run}/lr{lr}")
     wildcard_constraints:
-        run=one_of([r for r in wc.runs(config) if wc.swept(config, r)]),
+        run=one_of([r for r in workflow_config.runs(config) if workflow_config.swept(config, r)]),
         lr=r"[0-9.e+-]+",

@@ -1,12 +1,12 @@
 rule fetch:
     input:
-        lambda w: wc.local_files(model_cfg(w)["source"]),
+        lambda w: workflow_config.local_files(model_cfg(w)["source"]),
     output:
         model=directory(paths.MODEL),
     params:
         env=job_env_param(ONLINE),
         source=lambda w: model_cfg(w)["source"],
-        extra=lambda w: wc.flags(revision=model_cfg(w)["revision"], allow_pickle=model_cfg(w)["allow_pickle"]),
+        extra=lambda w: workflow_config.flags(revision=model_cfg(w)["revision"], allow_pickle=model_cfg(w)["allow_pickle"]),
         version=VERSION,
     conda:
         ENV
@@ -24,7 +24,7 @@ rule prefetch_data:
         paths.PREFETCH_DATA,
     params:
         env=job_env_param(ONLINE),
-        data=lambda w: wc.hub_dataset(config),
+        data=lambda w: workflow_config.hub_dataset(config),
         version=VERSION,
     conda:
         ENV
@@ -39,8 +39,8 @@ rule prefetch_tasks:
         paths.PREFETCH_TASKS,
     params:
         env=job_env_param(ONLINE),
-        tasks=lambda w: ",".join(wc.hub_tasks(config)),
-        extra=lambda w: wc.flags(include_path=config["evaluate"]["include_path"]),
+        tasks=lambda w: ",".join(workflow_config.hub_tasks(config)),
+        extra=lambda w: workflow_config.flags(include_path=config["evaluate"]["include_path"]),
         version=VERSION,
     conda:
         ENV

@@ -1,14 +1,14 @@
 rule report:
     input:
-        **wc.report_inputs(config),
+        **workflow_config.report_inputs(config),
     output:
         report=report(directory(paths.REPORT), patterns=["{name}.png"],
                       caption="../report/report.rst", category="Comparison"),
     params:
         env=job_env_param(OFFLINE),
         # exactly the files of the current config: stale runs of an earlier config never leak in
-        benchmarks=lambda w, input: wc.benchmark_flags(config, list(input.benchmarks)),
-        flags=wc.report_flags(config),  # report.target_task, report.retention_tasks
+        benchmarks=lambda w, input: workflow_config.benchmark_flags(config, list(input.benchmarks)),
+        flags=workflow_config.report_flags(config),  # report.target_task, report.retention_tasks
         version=VERSION,
     conda:
         ENV

@@ -5,7 +5,7 @@ rule scan:
         snr=paths.SNR,
     params:
         env=job_env_param(OFFLINE),
-        extra=lambda w: wc.flags(method=config["scan"]["method"], precision=config["scan"]["precision"],
+        extra=lambda w: workflow_config.flags(method=config["scan"]["method"], precision=config["scan"]["precision"],
                                  device=model_cfg(w)["device"], batch_mib=config["scan"]["batch_mib"]),
         version=VERSION,
     conda:
@@ -30,7 +30,7 @@ rule select:
         selection=paths.SELECTION,
     params:
         env=job_env_param(OFFLINE),
-        extra=wc.flags(types=config["select"]["types"], include=config["select"]["include"],
+        extra=workflow_config.flags(types=config["select"]["types"], include=config["select"]["include"],
                        compat=config["select"]["compat"]),
         version=VERSION,
     conda:
@@ -56,7 +56,7 @@ rule select_control:
         seed=r"\d+",
     params:
         env=job_env_param(OFFLINE),
-        extra=wc.flags(types=config["select"]["types"], include=config["select"]["include"]),
+        extra=workflow_config.flags(types=config["select"]["types"], include=config["select"]["include"]),
         version=VERSION,
     conda:
         ENV

@@ -4,13 +4,13 @@ rule train:
     output:
         run=directory(paths.RUN),
     wildcard_constraints:
-        run=one_of([r for r in wc.runs(config) if not wc.swept(config, r)]),
+        run=one_of([r for r in workflow_config.runs(config) if not workflow_config.swept(config, r)]),
     params:
         env=job_env_param(OFFLINE),
         launcher=launcher,
         strategy=strategy,
         sharding=sharding,
-        data=wc.resolve_source(config["data"]["train"]),
+        data=workflow_config.resolve_source(config["data"]["train"]),
         extra=train_flags,
         version=VERSION,
     conda:
@@ -38,7 +38,7 @@ use rule train as train_candidate with:
     output:
         run=directory(paths.SWEEP_CANDIDATE),
     wildcard_constraints:
-        run=one_of([r for r in wc.runs(config) if wc.swept(config, r)]),
+        run=one_of([r for r in workflow_config.runs(config) if workflow_config.swept(config, r)]),
         lr=r"[0-9.e+-]+",
     log:
         paths.log("sweep", "{run}/lr{lr}"),
@@ -48,11 +48,11 @@ use rule train as train_candidate with:
 
 rule pick:
     input:
-        candidates=lambda w: wc.sweep_candidates(config, w.model, w.run),
+        candidates=lambda w: workflow_config.sweep_candidates(config, w.model, w.run),
     output:
         run=directory(paths.RUN),
     wildcard_constraints:
-        run=one_of([r for r in wc.runs(config) if wc.swept(config, r)]),
+        run=one_of([r for r in workflow_config.runs(config) if workflow_config.swept(config, r)]),
     params:
         env=job_env_param(OFFLINE),
         version=VERSION,
@@ -98,7 +98,7 @@ use rule merge as merge_candidate with:
     output:
         merged=directory(paths.SWEEP_MERGED),
     wildcard_constraints:
-        run=one_of([r for r in wc.runs(config) if wc.swept(config, r)]),
+        run=one_of([r for r in workflow_config.runs(config) if workflow_config.swept(config, r)]),
         lr=r"[0-9.e+-]+",
     log:
         paths.log("merge-candidate", "{run}/lr{lr}"),

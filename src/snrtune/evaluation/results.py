@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from snrtune.artifact_names import RUN_FILE
-from snrtune.artifacts import atomic_file, write_json
+from snrtune.fileio import atomic_file, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import load_source_info, read_run_record
 

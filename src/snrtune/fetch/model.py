@@ -16,9 +16,10 @@ from pathlib import Path
 
 from snrtune import hub
 from snrtune import arguments
-from snrtune.artifacts import atomic_dir
+from snrtune.fileio import atomic_dir
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import OWN_FILES, check_model_dir, write_source_info
+
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]

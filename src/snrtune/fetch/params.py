@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterable
 
-from snrtune.artifacts import read_json, write_json
+from snrtune.fileio import read_json, write_json
 from snrtune.model_dir import PARAMS_FILE
 
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 from snrtune import hub
 from snrtune import arguments
-from snrtune.artifacts import atomic_file
+from snrtune.fileio import atomic_file
 from snrtune.errors import SnrtuneError
-
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

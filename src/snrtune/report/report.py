@@ -22,14 +22,14 @@ import pandas as pd
 
 from snrtune import arguments
 from snrtune.artifact_names import COMPARISONS_TABLE, REPORT_PAGE, RUNS_TABLE, SCORES_TABLE, SUMMARY
-from snrtune.artifacts import atomic_dir
+from snrtune.fileio import atomic_dir
 from snrtune.errors import SnrtuneError
 from snrtune.report.comparisons import comparisons
 from snrtune.report.discovery import collect, discover
 from snrtune.report.render import comparison_frame, html_page, model_slug, summary_frame, summary_markdown
-from snrtune.report.tables import (aggregate, candidate_frame, costs, loss_frame, per_example_index,
-                                   primary_scores, read_benchmarks, runs_table, settings_frame, summary_tasks,
-                                   sweep_frame, variant_order)
+from snrtune.report.tables import (aggregate, candidate_frame, costs, loss_frame, per_example_index, primary_scores,
+                                   read_benchmarks, runs_table, settings_frame, summary_tasks, sweep_frame,
+                                   variant_order)
 from snrtune.report.verdict import pick_retention, pick_target, verdict
 
 

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from snrtune import __version__, arguments
-from snrtune.artifacts import json_safe, write_json
+from snrtune.fileio import json_safe, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import check_model_dir, load_source_info, weight_files
 from snrtune.naming import module_name
@@ -32,6 +32,7 @@ from snrtune.record import Stopwatch, run_record
 from snrtune.spectrum.safetensors_header import read_safetensors_header
 from snrtune.spectrum.selection_file import load_scan  # noqa: F401 (snr.json's loader, kept importable here)
 from snrtune.spectrum.snr import fast_singular_values, module_type, snr_from_singular_values, svd_singular_values
+
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 DEFAULT_BATCH_MIB = 64.0  # SmolLM2: as fast as 128, 0.41× instead of 0.48× the naive scan's peak memory

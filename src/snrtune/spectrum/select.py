@@ -23,11 +23,12 @@ from collections import Counter, defaultdict
 from snrtune import __version__
 from snrtune.artifact_names import COMPAT_STATS_SUFFIX
 from snrtune import arguments
-from snrtune.artifacts import atomic_file, write_json, write_yaml
+from snrtune.fileio import atomic_file, write_json, write_yaml
 from snrtune.errors import SnrtuneError
 from snrtune.naming import module_name, t_value
 from snrtune.spectrum.selection_file import load_scan
 from snrtune.spectrum.snr import module_type
+
 
 UNRANKED = {"nonfinite": "with non-finite weights", "nonfinite_snr": "with a non-finite SNR (try --precision float64)",
             "empty": "empty", "snr_missing": "without an SNR"}

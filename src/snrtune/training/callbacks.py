@@ -11,7 +11,7 @@ from typing import Any
 
 import transformers
 
-from snrtune.artifacts import read_json, write_json
+from snrtune.fileio import read_json, write_json
 
 
 def interactive() -> bool:

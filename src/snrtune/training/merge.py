@@ -20,10 +20,11 @@ from pathlib import Path
 from snrtune import method_registry
 from snrtune.artifact_names import DELTA_FILE, METRICS_FILE, RUN_FILE, SELECTION_COPY
 from snrtune import arguments
-from snrtune.artifacts import atomic_dir, write_json
+from snrtune.fileio import atomic_dir, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import SOURCE_FILE, check_model_dir, check_run_dir, read_json_file, weights_fingerprint
 from snrtune.spectrum.selection_file import load_selection
+
 
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json")
 

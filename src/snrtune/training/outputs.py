@@ -10,7 +10,7 @@ from typing import Any
 from snrtune import method_registry
 from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, DELTA_FILE, METRICS_FILE, ROWS_DIR, RUN_FILE,
                                     SELECTION_COPY, TRAINER_PICKLE)
-from snrtune.artifacts import atomic_dir, json_safe, write_json
+from snrtune.fileio import atomic_dir, json_safe, write_json
 from snrtune.training.resume import FINGERPRINT
 
 

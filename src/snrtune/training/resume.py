@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from snrtune import __version__
-from snrtune.artifacts import write_json
+from snrtune.fileio import write_json
 from snrtune.errors import SnrtuneError
 from snrtune.spectrum.safetensors_header import read_safetensors_header
+
 
 FINGERPRINT = "fingerprint.json"
 NOT_DEFINING = ("save_steps", "save_total_limit")  # where and how often checkpoints go, not what trains

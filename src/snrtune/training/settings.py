@@ -32,6 +32,7 @@ import yaml
 
 from snrtune.errors import SnrtuneError
 
+
 DEFAULTS = "src/snrtune/data/train_defaults.yaml"
 FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -386,7 +387,7 @@ def config_paths(path: "str | os.PathLike | list[str] | tuple[str, ...] | None")
 
 def read_config(path: str) -> dict[str, Any]:
     """One training YAML (empty -> {}); a missing or unreadable file is a one-line error naming it."""
-    from snrtune.artifacts import read_yaml
+    from snrtune.fileio import read_yaml
 
     try:
         values = read_yaml(path)

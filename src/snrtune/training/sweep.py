@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from snrtune import arguments
-from snrtune.artifacts import atomic_dir, read_json, write_json
+from snrtune.fileio import atomic_dir, read_json, write_json
 from snrtune.errors import SnrtuneError
+
 
 SWEEP_FILE = "sweep.json"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import transformers
 
-from snrtune.artifacts import read_yaml
+from snrtune.fileio import read_yaml
 from snrtune.errors import SnrtuneError
 from snrtune.training import methods
 from snrtune.training.callbacks import ProgressLines, QuietProgress, interactive
