@@ -1,6 +1,6 @@
 """The fixed file names of snrtune's artifacts (docs/artifacts.md), read and written by train, merge,
 evaluate and report. Files whose names the user or the workflow chooses (snr.json, sel.yaml, eval.json)
-are not here; a fetched model directory's own files are in snrtune.model_dir.
+are not here; a model directory's own files (snrtune's and the Hugging Face ones it checks) are in snrtune.model_dir.
 """
 
 # in every directory snrtune writes (fetch, train, pick, merge, report): which command wrote it; a directory
@@ -14,12 +14,16 @@ DELTA_FILE = "spectrum_delta.safetensors"  # the trained tensors of a "spectrum-
 SELECTION_COPY = "selection.yaml"  # the selection a "spectrum-delta" run trained
 CHECKPOINTS_DIR = "checkpoints"  # inside RUN_DIR.partial, for --resume
 ROWS_DIR = "rows"  # inside RUN_DIR.partial: the training rows and their tokenization cache
+FINGERPRINT_FILE = "fingerprint.json"  # inside RUN_DIR.partial: what the run is, for --resume (docs/checks.md)
 ATTEMPTS_FILE = "attempts.json"  # inside RUN_DIR.partial: training seconds of every attempt (GPU-hours)
 PARTIAL_SUFFIX = ".partial"  # RUN_DIR.partial: a run being built
 TRAINER_PICKLE = "training_args.bin"  # written by transformers' Trainer; removed (the settings are in metrics.json)
 
 # beside a `snrtune select --compat spectrum` YAML: the counts the reference format has no place for
 COMPAT_STATS_SUFFIX = ".stats.json"
+
+# a run directory made by `snrtune pick` from the learning-rate sweep's candidates
+SWEEP_FILE = "sweep.json"  # the candidates, their validation losses and the pick
 
 # the report directory (from `snrtune report`)
 RUNS_TABLE = "runs.csv"

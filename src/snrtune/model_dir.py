@@ -43,9 +43,10 @@ def load_source_info(model_dir: str | os.PathLike) -> dict:
 # ---------------------------------------------------------------- validation (fetch, scan, train, merge, evaluate)
 
 CONFIG_FILE = "config.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
 INDEX_FILE = "model.safetensors.index.json"
 # JSON files transformers reads from a model directory: each must parse where present
-JSON_FILES = (CONFIG_FILE, INDEX_FILE, "generation_config.json", "tokenizer_config.json", "tokenizer.json",
+JSON_FILES = (CONFIG_FILE, INDEX_FILE, "generation_config.json", TOKENIZER_CONFIG, "tokenizer.json",
               "special_tokens_map.json", "adapter_config.json")
 # a tokenizer is one of these (fast tokenizer.json, sentencepiece, BPE vocab, WordPiece vocab, tiktoken), or any
 # other *.model (sentencepiece) or *.tiktoken file

@@ -18,7 +18,7 @@ from snrtune import hub
 from snrtune import arguments
 from snrtune.fileio import atomic_dir
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import OWN_FILES, check_model_dir, write_source_info
+from snrtune.model_dir import CONFIG_FILE, OWN_FILES, check_model_dir, write_source_info
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -73,7 +73,7 @@ def classify(source: str) -> tuple[str, Path | str]:
             if path.suffix.lower() == ".gguf":
                 return "gguf", path
             raise SnrtuneError(f"unsupported model file {str(path)!r}: expected a .gguf file or a model directory")
-        if not (path / "config.json").is_file():
+        if not (path / CONFIG_FILE).is_file():
             raise SnrtuneError(f"{str(path)!r} is not a model directory: it has no config.json")
         return "local", path
     if not source.startswith("pkg://") and HUB_ID.match(source) and not source.startswith((".", "/")):

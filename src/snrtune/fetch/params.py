@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 from snrtune.fileio import read_json, write_json
-from snrtune.model_dir import PARAMS_FILE
+from snrtune.model_dir import CONFIG_FILE, PARAMS_FILE
 
 
 def _transformers_version() -> str | None:
@@ -27,7 +27,7 @@ def _transformers_version() -> str | None:
 
 
 def _config_digest(model_dir: Path) -> str | None:
-    config = model_dir / "config.json"
+    config = model_dir / CONFIG_FILE
     return hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None
 
 

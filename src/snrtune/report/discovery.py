@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from snrtune.artifact_names import METRICS_FILE
 from snrtune.errors import SnrtuneError
 from snrtune.spectrum import selection_file
+
 
 MAX_BYTES = 200 * 1024 * 1024
 
@@ -57,7 +59,7 @@ def collect(paths, strict: bool = True) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {"eval": [], "candidate": [], "metrics": [], "snr": [], "selection": []}
     for path in map(Path, paths):
         if strict and path.is_dir():
-            path = path / "metrics.json"
+            path = path / METRICS_FILE
         kind, obj = read_artifact(path)
         if kind:
             obj["_path"] = str(path)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from snrtune.artifact_names import COMPARISONS_TABLE, RUNS_TABLE, SCORES_TABLE
 from snrtune.report.cost import FAILED, compute_hours
 from snrtune.report.tables import variant_order
 
@@ -201,7 +202,7 @@ section{{border-top:2px solid #3a6ea5;margin-top:2em}}
 </style></head><body><h1>snrtune report</h1>
 <p>Results per model (runs of different models are never pooled). Target task: {html.escape(target)}.</p>
 {''.join(blocks)}
-<p>{html.escape(CI_NOTE)} Every row of every run: <a href="runs.csv">runs.csv</a>; scores with intervals:
-<a href="scores.csv">scores.csv</a>; comparisons: <a href="comparisons.csv">comparisons.csv</a>.</p>
+<p>{html.escape(CI_NOTE)} Every row of every run: <a href="{RUNS_TABLE}">{RUNS_TABLE}</a>; scores with intervals:
+<a href="{SCORES_TABLE}">{SCORES_TABLE}</a>; comparisons: <a href="{COMPARISONS_TABLE}">{COMPARISONS_TABLE}</a>.</p>
 </body></html>
 """

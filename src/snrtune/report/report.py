@@ -140,5 +140,5 @@ def run(args) -> int:
     out = build_report(args.results_dir, args.out, args.target_task, files=args.files, benchmarks=args.benchmark,
                        retention_tasks=args.retention_tasks)
     print(f"wrote {out}/report.html, summary.md, runs.csv, scores.csv, comparisons.csv and plots")
-    print((out / "summary.md").read_text(encoding="utf-8"))
+    print((out / SUMMARY).read_text(encoding="utf-8"))
     return 0

@@ -22,11 +22,12 @@ from snrtune.artifact_names import DELTA_FILE, METRICS_FILE, RUN_FILE, SELECTION
 from snrtune import arguments
 from snrtune.fileio import atomic_dir, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import SOURCE_FILE, check_model_dir, check_run_dir, read_json_file, weights_fingerprint
+from snrtune.model_dir import (CONFIG_FILE, INDEX_FILE, SOURCE_FILE, TOKENIZER_CONFIG, check_model_dir, check_run_dir,
+                               read_json_file, weights_fingerprint)
 from snrtune.spectrum.selection_file import load_selection
 
 
-MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json")
+MODEL_FILES = (CONFIG_FILE, "generation_config.json", "model.safetensors", INDEX_FILE)
 
 
 def merge_description(spec: method_registry.MethodSpec) -> str:
@@ -97,7 +98,7 @@ def copy_full(run_dir: Path, out: Path) -> None:
 
 def tokenizer_source(run_dir: Path, base_dir):
     """The run's own tokenizer (with the chat template it trained with); the base's for runs without one."""
-    return run_dir if (run_dir / "tokenizer_config.json").is_file() else base_dir
+    return run_dir if (run_dir / TOKENIZER_CONFIG).is_file() else base_dir
 
 
 def copy_tokenizer(src, out: Path) -> None:
@@ -152,7 +153,7 @@ def merge(run_dir, base_dir, out, sweep_candidate: bool = False) -> dict:
     spec = method_registry.get(identity["method"])
     if (run_dir / SELECTION_COPY).is_file():
         load_selection(run_dir / SELECTION_COPY, identity["method"])
-    check_model_dir(base_dir, tokenizer=not (run_dir / "tokenizer_config.json").is_file())
+    check_model_dir(base_dir, tokenizer=not (run_dir / TOKENIZER_CONFIG).is_file())
     check_base(identity, run_dir, base_dir)
     with atomic_dir(out) as tmp:
         if spec.merge == "spectrum-delta":

@@ -25,16 +25,17 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from snrtune.artifact_names import FINGERPRINT_FILE, RUN_FILE
+from snrtune.model_dir import CONFIG_FILE, INDEX_FILE, SOURCE_FILE
 from snrtune import __version__
 from snrtune.fileio import write_json
 from snrtune.errors import SnrtuneError
 from snrtune.spectrum.safetensors_header import read_safetensors_header
 
 
-FINGERPRINT = "fingerprint.json"
+FINGERPRINT = FINGERPRINT_FILE
 NOT_DEFINING = ("save_steps", "save_total_limit")  # where and how often checkpoints go, not what trains
-MODEL_FILES = ("config.json", "snrtune_source.json", "snrtune_run.json", "model.safetensors.index.json",
-               "pytorch_model.bin.index.json")
+MODEL_FILES = (CONFIG_FILE, SOURCE_FILE, RUN_FILE, INDEX_FILE, "pytorch_model.bin.index.json")
 PARTS = ("settings", "data", "selection", "model", "snrtune")
 
 

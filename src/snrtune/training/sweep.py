@@ -17,12 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from snrtune.artifact_names import METRICS_FILE, SWEEP_FILE
 from snrtune import arguments
 from snrtune.fileio import atomic_dir, read_json, write_json
 from snrtune.errors import SnrtuneError
-
-
-SWEEP_FILE = "sweep.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +52,7 @@ def final_eval_loss(metrics: dict) -> float | None:
 
 
 def candidate_row(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "metrics.json"
+    path = run_dir / METRICS_FILE
     if not path.is_file():
         raise SnrtuneError(f"sweep candidate {run_dir} has no metrics.json; expected a finished `snrtune train` run")
     metrics = read_json(path)
