@@ -70,3 +70,52 @@ def test_a_new_method_control_and_task_are_planned_priced_and_evaluated(tmp_path
 
     from snrtune.evaluation.options import parse_fewshot
     assert parse_fewshot("", ["my_qa"]) == {"my_qa": 3}
+
+
+def _renamed_task(path: Path, old: str, new: str, old_metric: str, new_metric: str) -> None:
+    """An eval.json of the report fixture with one task renamed (its metric too): a task no table entry but ours
+    knows, scored by a metric the fallback order would not pick first."""
+    import json
+
+    record = json.loads(path.read_text())
+    record["results"][new] = {k.replace(old_metric, new_metric): v for k, v in record["results"].pop(old).items()}
+    record["higher_is_better"][new] = {new_metric: True}
+    del record["higher_is_better"][old]
+    per_example = record["per_example"].pop(old)
+    per_example["metrics"] = {new_metric: per_example["metrics"][old_metric]}
+    record["per_example"][new] = per_example
+    path.write_text(json.dumps(record))
+
+
+def test_the_report_reads_the_new_method_and_task_by_their_entries(tmp_path, monkeypatch):
+    """Rendered end to end (tables, plots, report.html): the new method gets its label and is compared, the new
+    task is the target by its role and is ranked by its table metric (f1, though the eval also reports acc)."""
+    import json
+
+    import pandas as pd
+
+    from report_fixture import Results, bernoulli
+    from snrtune.report import report
+
+    monkeypatch.setattr(tasks, "_TABLE", {**tasks._TABLE, MY_TASK.name: MY_TASK})
+    results = Results(tmp_path / "results")
+    with registered(LORA_WIDE):
+        results.add("m", "base", bernoulli(0.05, 60, 1), seed=None)
+        results.add("m", "full", bernoulli(0.6, 60, 2), seed=0)
+        results.add("m", "lora-wide", bernoulli(0.95, 60, 3), seed=0)
+        for eval_json in (tmp_path / "results").glob("x*/a.json"):
+            _renamed_task(eval_json, "snrtune_toolcall", "my_qa", "acc", "f1")
+            record = json.loads(eval_json.read_text())
+            record["results"]["my_qa"]["acc"] = 0.0  # a decoy: ranking by acc (first in the fallback) ties all
+            values = record["per_example"]["my_qa"]["metrics"]["f1"]["values"]
+            record["per_example"]["my_qa"]["metrics"]["acc"] = {"aggregation": "mean", "values": [0.0] * len(values)}
+            record["higher_is_better"]["my_qa"]["acc"] = True
+            eval_json.write_text(json.dumps(record))
+        out = report.build_report(tmp_path / "results", tmp_path / "report")
+    scores = pd.read_csv(out / "scores.csv")
+    target = scores[scores["task"] == "my_qa"]
+    assert set(target["metric"]) == {"f1"}
+    assert set(target["variant"]) >= {"base", "full", "lora-wide"}
+    summary = (out / "summary.md").read_text()
+    assert "my_qa" in summary and "lora-wide" in summary
+    assert "lora-wide" in (out / "report.html").read_text()
