@@ -25,6 +25,24 @@ from snrtune.artifact_names import OUTPUT_MARKER
 from snrtune.errors import SnrtuneError
 
 
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A user-given file's UTF-8 text, or a one-line SnrtuneError naming it (a directory, missing, unreadable,
+    not UTF-8)."""
+    path = Path(path)
+    if path.is_dir():
+        raise SnrtuneError(f"{what} {str(path)!r} is a directory; expected a file")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SnrtuneError(f"{what} {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise SnrtuneError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SnrtuneError(f"{what} {str(path)!r} is not UTF-8: byte {exc.start} is {raw[exc.start]:02x}") from None
+
+
 def _umask_mode(mode: int) -> int:
     umask = os.umask(0)
     os.umask(umask)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from snrtune.artifact_names import DELTA_FILE, METRICS_FILE, RUN_FILE
-from snrtune.fileio import write_json
+from snrtune.fileio import read_text, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.spectrum.safetensors_header import DTYPE_BITS, read_safetensors_header
 
@@ -60,16 +60,7 @@ WEIGHT_SUFFIXES = (".weight", ".bias")
 def read_json_file(path: str | os.PathLike, what: str = "file") -> Any:
     """A JSON file's content, or a one-line SnrtuneError naming the file (missing, not UTF-8, not JSON)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SnrtuneError(f"{what} {str(path)!r} does not exist") from None
-    except OSError as exc:
-        raise SnrtuneError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SnrtuneError(f"{what} {str(path)!r} is not UTF-8: byte {exc.start} is {raw[exc.start]:02x}") from None
+    text = read_text(path, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -25,6 +25,7 @@ import yaml
 from snrtune import method_registry
 from snrtune.artifact_names import COMPAT_STATS_SUFFIX
 from snrtune.errors import SnrtuneError
+from snrtune.fileio import read_text
 from snrtune.model_dir import read_json_file
 
 _STRINGS = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
@@ -94,21 +95,6 @@ def _validate(data: Any, schema: dict, what: str) -> None:
         raise SnrtuneError(f"{what}: key {_key(path)!r}: {message}")
 
 
-def _read_text(path: Path, what: str) -> str:
-    if path.is_dir():
-        raise SnrtuneError(f"{what} {str(path)!r} is a directory; expected a file")
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SnrtuneError(f"{what} {str(path)!r} does not exist") from None
-    except OSError as exc:
-        raise SnrtuneError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SnrtuneError(f"{what} {str(path)!r} is not UTF-8: byte {exc.start} is {raw[exc.start]:02x}") from None
-
-
 def selection_schema(method: str | None = None) -> dict:
     """SELECTION_SCHEMA with the fields ``method`` needs."""
     spec = method_registry.get(method) if method else None
@@ -128,7 +114,7 @@ def load_selection(path: str | os.PathLike | None, method: str | None = None) ->
     what = f"selection file {str(path)!r}"
     if not path.exists():
         raise SnrtuneError(f"{what} does not exist; expected a sel.yaml from `snrtune select`")
-    text = _read_text(path, "selection file")
+    text = read_text(path, "selection file")
     try:
         sel = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -170,7 +156,7 @@ def load_scan(path: str | os.PathLike) -> dict:
     if not path.exists():
         raise SnrtuneError(f"{what} not found (run `snrtune scan` first)")
     try:
-        data = json.loads(_read_text(path, "SNR file"))
+        data = json.loads(read_text(path, "SNR file"))
     except json.JSONDecodeError as exc:
         raise SnrtuneError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or "modules" not in data or "parameters" not in data:
