@@ -263,9 +263,13 @@ def test_model_args_reach_lm_eval_and_the_record(tiny_llama, task_dir, tmp_path,
     assert cli.main(["evaluate", str(tiny_llama), "--tasks", "tiny_mc", "--out", str(out), "--limit", "1",
                      "--include-path", str(task_dir), "--model-args", "max_length=64,trust_remote_code=False"]) == 0
     expected = {"pretrained": str(tiny_llama), "dtype": "float32", "max_length": 64, "trust_remote_code": False}
-    assert seen == {"model": "hf", "model_args": expected}
+    assert seen == {"model": "snrtune-hf", "model_args": expected}  # lm-eval's hf, sharing contexts on a CPU
     record = json.loads(out.read_text())
     assert record["config"]["model_args"] == expected and record["config"]["backend"] == "hf"
+    plain = tmp_path / "plain.json"
+    assert cli.main(["evaluate", str(tiny_llama), "--tasks", "tiny_mc", "--out", str(plain), "--limit", "1",
+                     "--include-path", str(task_dir), "--no-share-context"]) == 0
+    assert seen["model"] == "hf" and json.loads(plain.read_text())["config"]["share_context"] is False
 
 
 def test_vllm_backend_without_vllm_is_a_clear_error(tiny_llama, tmp_path, capsys):

@@ -24,6 +24,7 @@ from snrtune.evaluation.options import (BACKENDS, leaf_tasks, check_backend, che
                                         parse_model_args, parse_tasks, per_task_samples, prompt_options)
 from snrtune.evaluation.results import (jsonable, per_example_scores, run_identity, samples_path, tidy_results,
                                         write_eval)
+from snrtune.evaluation.shared_context import model_name, use_shared_context
 from snrtune.evaluation.task_dirs import load_task, task_manager
 
 
@@ -75,6 +76,10 @@ def add_arguments(parser) -> None:
                         "(split a large model across the visible GPUs) or tensor_parallel_size=4 (vllm)")
     parser.add_argument("--backend", default="hf", choices=BACKENDS,
                         help="lm-eval model type: hf (transformers), or vllm where the vllm package is installed")
+    parser.add_argument("--share-context", action=argparse.BooleanOptionalAction, default=None,
+                        help="hf backend: score all continuations of one context (a question's choices) from one "
+                             "pass over the context, not one pass per choice (default: on with --device cpu, off "
+                             "on a GPU, where lm-eval's wide batches can be faster; docs/evaluation.md)")
     arguments.output(parser, "file", inputs=("model_dir", "--run-json", "--include-path"))
 
 
@@ -84,10 +89,12 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
                    log_samples: bool = False, run_json: str | None = None, seed: int = 1234,
                    model_args: str | dict | None = None, backend: str = "hf",
                    fewshot_as_multiturn: bool | None = None, system_instruction: str | None = None,
-                   gen_kwargs: str | dict | None = None, max_batch_size: int | None = None) -> dict:
+                   gen_kwargs: str | dict | None = None, max_batch_size: int | None = None,
+                   share_context: bool | None = None) -> dict:
     """Evaluate ``model_dir`` on ``tasks``; returns the eval.json record (see docs/artifacts.md), with
     ``log_samples`` also ``per_example`` and lm-eval's full ``samples`` (which write_eval puts beside it). A run
-    whose snrtune_run.json says ``"status": "diverged"`` is not loaded: its record has that status, no results."""
+    whose snrtune_run.json says ``"status": "diverged"`` is not loaded: its record has that status, no results.
+    ``share_context`` None: on for the hf backend on a CPU (snrtune.evaluation.shared_context)."""
     stopwatch = Stopwatch()
     model_dir = Path(model_dir)
     check_model_dir(model_dir, tokenizer=True)  # before lm-eval loads it: complete weights, a tokenizer
@@ -105,6 +112,7 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
         "system_instruction": system_instruction, "gen_kwargs": generation, "max_batch_size": max_batch_size,
         "seed": seed, "bootstrap_iters": BOOTSTRAP_ITERS,
         "backend": backend, "model_args": lm_args,
+        "share_context": use_shared_context(share_context, device, backend),
         "include_paths": [str(p) for p in include_paths],
     }
     if run.get("status") == "diverged":  # NaN weights: nothing to score (docs/checks.md, "Diverged runs")
@@ -122,7 +130,7 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
         samples = per_task_samples({t: [leaf for obj in objs for leaf in leaf_tasks(obj)]
                                     for t, objs in loaded.items()}, per_task) if per_task else None
         raw = lm_eval.simple_evaluate(
-            model=backend,
+            model=model_name(config["share_context"], backend),
             model_args=lm_args,
             tasks=task_objs, batch_size=batch_size, max_batch_size=max_batch_size, device=device,
             limit=None if per_task else limit, samples=samples,
@@ -155,6 +163,7 @@ def run(args) -> int:
         log_samples=args.log_samples, run_json=args.run_json, seed=args.seed,
         model_args=args.model_args, backend=args.backend, fewshot_as_multiturn=args.fewshot_as_multiturn,
         system_instruction=args.system_instruction, gen_kwargs=args.gen_kwargs, max_batch_size=args.max_batch_size,
+        share_context=args.share_context,
     )
     write_eval(args.out, record)
     if record["status"] == "diverged":
