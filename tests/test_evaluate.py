@@ -122,6 +122,19 @@ def test_per_example_scores_reproduce_the_task_scores(evaluated, tiny_lm):
         evaluated["results"]["tiny_ppl"]["word_perplexity"], rel=1e-9)
 
 
+def test_shared_context_default_on_cpu_scores_as_lm_eval_s_own_pass(evaluated, tiny_llama, task_dir):
+    """``evaluated`` shares each question's context (the CPU default); lm-eval's own pass gives the same scores."""
+    plain = evaluate_model(tiny_llama, ["tiny_mc", "tiny_ppl"], include_paths=[str(task_dir)], log_samples=True,
+                           batch_size=4, share_context=False)
+    assert (evaluated["config"]["share_context"], plain["config"]["share_context"]) == (True, False)
+    assert evaluated["results"]["tiny_mc"] == plain["results"]["tiny_mc"]
+    assert evaluated["results"]["tiny_ppl"]["word_perplexity"] == pytest.approx(
+        plain["results"]["tiny_ppl"]["word_perplexity"], rel=1e-6)
+    for mine, theirs in zip(*(sorted(r["samples"]["tiny_mc"], key=lambda s: s["doc_id"]) for r in (evaluated, plain))):
+        assert [x[0] for x in mine["filtered_resps"]] == pytest.approx([x[0] for x in theirs["filtered_resps"]],
+                                                                       abs=1e-5)
+
+
 def test_per_example_keeps_only_metrics_it_can_recompute():
     from snrtune.evaluation.results import per_example_scores
 

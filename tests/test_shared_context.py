@@ -1,13 +1,10 @@
 """snrtune's lm-eval model that runs a shared context once (snrtune.evaluation.shared_context): the same
 log-likelihoods and greedy flags as lm-eval's own HFLM pass, in fewer model passes, on every tiny architecture."""
 
-import json
-
 import pytest
 import torch
 
 from snrtune.errors import SnrtuneError
-from snrtune.evaluation.evaluate import evaluate_model
 from snrtune.evaluation.shared_context import (equal_length_batches, shared_context_class, shared_groups,
                                                use_shared_context)
 from tiny import ARCHITECTURES
@@ -73,29 +70,6 @@ def test_hand_computed_loglikelihood_of_a_shared_context(tiny_llama):
         rows = range(len(ctx) - 1, len(ctx) + len(cont) - 1)
         assert logprob == pytest.approx(sum(logp[r, t].item() for r, t in zip(rows, cont)), abs=1e-5)
         assert greedy == all(int(logp[r].argmax()) == t for r, t in zip(rows, cont))
-
-
-def test_evaluate_shares_contexts_on_cpu_by_default_and_scores_as_lm_eval(tiny_llama, tmp_path):
-    root = tmp_path / "tasks"
-    root.mkdir()
-    (root / "mc.jsonl").write_text("".join(json.dumps(q) + "\n" for q in [
-        {"question": "What is the capital of France?", "choices": ["Paris", "Rome", "Oslo"], "answer": 0},
-        {"question": "Call the weather tool", "choices": ["get_weather", "Italy", "answer", "x"], "answer": 0},
-        {"question": "0 1 2 3", "choices": ["4", "abc", "JSON"], "answer": 2}]))
-    (root / "tiny_mc.yaml").write_text(
-        "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: mc.jsonl\n"
-        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"Question: {{question}}\\nAnswer:\"\n"
-        "doc_to_choice: \"{{choices}}\"\ndoc_to_target: answer\nmetric_list:\n  - metric: acc\n")
-    shared = evaluate_model(tiny_llama, ["tiny_mc"], include_paths=[str(root)], log_samples=True)
-    plain = evaluate_model(tiny_llama, ["tiny_mc"], include_paths=[str(root)], log_samples=True,
-                           share_context=False)
-    assert (shared["config"]["share_context"], plain["config"]["share_context"]) == (True, False)
-    assert shared["results"] == plain["results"]
-    resps = {r["config"]["share_context"]: [s["filtered_resps"] for s in sorted(r["samples"]["tiny_mc"],
-                                                                            key=lambda s: s["doc_id"])]
-             for r in (shared, plain)}
-    for a, b in zip(resps[True], resps[False]):
-        assert [x[0] for x in a] == pytest.approx([x[0] for x in b], abs=1e-5)
 
 
 def test_share_context_is_the_cpu_default_of_the_hf_backend_only():

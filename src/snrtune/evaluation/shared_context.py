@@ -5,17 +5,21 @@ model runs prompt + choice once per choice, so the prompt is computed as many ti
 (snrtune_retention: 4 per question; MMLU, ARC, HellaSwag alike). Here the requests that share a tokenized context
 run it once, keep its key/value cache, and score every continuation on a copy of that cache: the same tokens,
 the same positions and the same causal attention as lm-eval's pass, so the same log-probabilities up to float
-rounding (tests/test_evaluate.py compares both on several architectures).
+rounding (tests/test_shared_context.py compares both on the six tiny architectures).
 
 It is lm-eval's ``HFLM`` with one method replaced (``_loglikelihood_tokens``); requests without a shared context
 (a tool call's single target, perplexity windows), seq2seq models and requests lm-eval would truncate go through
-lm-eval's own code unchanged. The batches here are one context and its continuations, so on a CPU, where a pass
-costs in proportion to its tokens, a 4-choice question costs about a third of lm-eval's four passes; on a GPU
-lm-eval's wide batches can be faster, so it is on by default on the CPU only (``snrtune evaluate
---share-context``).
+lm-eval's own code unchanged. A pass takes up to ``batch_size`` contexts of one length (no padding), then their
+continuations as one batch, so on a CPU, where a pass costs in proportion to its tokens, a 4-choice question
+costs about a third of lm-eval's four rows; on a GPU lm-eval's wide batches of mixed lengths can be faster, so it
+is on by default on the CPU only (``snrtune evaluate --share-context``).
 """
 
 from __future__ import annotations
+
+from functools import cached_property
+
+from snrtune.errors import SnrtuneError
 
 MODEL_NAME = "snrtune-hf"  # the lm-eval registry name of the model class below
 
@@ -24,8 +28,6 @@ def use_shared_context(choice: bool | None, device: str, backend: str) -> bool:
     """--share-context / --no-share-context, or by default on for the hf backend on a CPU."""
     if backend != "hf":
         if choice:
-            from snrtune.errors import SnrtuneError
-
             raise SnrtuneError(f"--share-context works with --backend hf, not {backend}; expected --backend hf or "
                                "no --share-context")
         return False
@@ -53,7 +55,7 @@ def shared_groups(requests) -> tuple[dict[tuple, list[int]], list[int]]:
     for index, (_, context, _) in enumerate(requests):
         by_context.setdefault(tuple(context), []).append(index)
     shared = {ctx: idx for ctx, idx in by_context.items() if len(idx) > 1}
-    alone = sorted(i for idx in by_context.values() if len(idx) == 1 for i in idx)
+    alone = [idx[0] for idx in by_context.values() if len(idx) == 1]
     return shared, alone
 
 
@@ -63,8 +65,11 @@ def equal_length_batches(contexts: list[tuple], size: int) -> list[list[tuple]]:
     by_length: dict[int, list[tuple]] = {}
     for ctx in contexts:
         by_length.setdefault(len(ctx), []).append(ctx)
-    return [same[i:i + size] for length in sorted(by_length, reverse=True)
-            for same in [by_length[length]] for i in range(0, len(same), size)]
+    batches = []
+    for length in sorted(by_length, reverse=True):
+        same = by_length[length]
+        batches.extend(same[i:i + size] for i in range(0, len(same), size))
+    return batches
 
 
 def shared_context_class():
@@ -108,6 +113,14 @@ def shared_context_class():
         def _log_softmax(self, logits):  # as lm-eval's pass takes it
             return F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
 
+        @cached_property
+        def _forward_options(self) -> tuple[dict, str]:
+            """Logits of the last position only where the model offers it, and its cache argument's name
+            (transformers renamed ``past_key_values`` to ``cache`` in 5.x)."""
+            params = inspect.signature(self.model.forward).parameters
+            return ({"logits_to_keep": 1} if "logits_to_keep" in params else {},
+                    "cache" if "cache" in params else "past_key_values")
+
         def _score_contexts(self, contexts: list[list[int]], continuations: list[list[list[int]]]):
             """Per context, (log p(continuation | context), greedy) per continuation, from one pass over the
             contexts (all of one length).
@@ -115,9 +128,7 @@ def shared_context_class():
             The context's last position predicts each of its continuations' first token; the continuations'
             tokens but the last then run as one right-padded batch, each row on a copy of its context's cache
             (padding after a row's tokens is never attended to by them)."""
-            params = inspect.signature(self.model.forward).parameters
-            last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-            cache_key = "cache" if "cache" in params else "past_key_values"  # transformers renamed it in 5.x
+            last_only, cache_key = self._forward_options
             device = self.device
             with torch.no_grad(), torch.autocast(device_type=device.type, dtype=self.mixed_precision_dtype,
                                                  enabled=self.mixed_precision_dtype is not None):
@@ -128,12 +139,11 @@ def shared_context_class():
                 rest = [cont[:-1] for _, cont in rows]
                 width = max(map(len, rest))
                 later = None
-                if width and cache is None:
-                    from snrtune.errors import SnrtuneError
-
-                    raise SnrtuneError(f"{type(self.model).__name__} returns no key/value cache, which "
-                                       "--share-context needs; expected a cache-capable model or --no-share-context")
                 if width:
+                    if cache is None:
+                        raise SnrtuneError(f"{type(self.model).__name__} returns no key/value cache, which "
+                                           "--share-context needs; expected a cache-capable model or "
+                                           "--no-share-context")
                     cache.batch_select_indices(torch.tensor([c for c, _ in rows], device=device))
                     batch = torch.tensor([r + [contexts[c][-1]] * (width - len(r)) for r, (c, _) in zip(rest, rows)],
                                          device=device)
