@@ -9,6 +9,7 @@ min_version("9.0")
 
 # A --configfile replaces the embedded default instead of being merged into it.
 if not workflow.overwrite_configfiles:
+
     configfile: workflow.source_path("config/config.yaml")
 
 
@@ -21,7 +22,7 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         paths.REPORT,
         workflow_config.evaluations(config),
-    default_target: True

@@ -3,7 +3,7 @@
 # budget is spent is reported as skipped, and each is capped), from the repository root:
 #
 #   bash benchmarks/gpu_check.sh                    # on the GPU (--device cuda)
-#   bash benchmarks/gpu_check.sh --device cpu       # smoke mode: tiny model and sizes, CPU only (tests/test_benchmarks.py)
+#   bash benchmarks/gpu_check.sh --device cpu       # smoke mode: tiny model and sizes, CPU only (tests/core/test_benchmarks.py)
 #   bash benchmarks/gpu_check.sh --work DIR         # keep the logs and runs in DIR (default: a temporary directory)
 #
 # 1. scan: `snrtune scan --device cuda` against float32 torch.linalg.svdvals on the same GPU

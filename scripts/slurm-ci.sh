@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real single-node SLURM cluster on this machine, for tests/test_slurm.py (and by hand):
+# A real single-node SLURM cluster on this machine, for tests/workflow/test_slurm.py (and by hand):
 #   bash scripts/slurm-ci.sh start DIR    # installs Debian's Slurm + MariaDB if missing (apt-get; needs root)
 #   export SLURM_CONF=DIR/etc/slurm.conf  # then sbatch/sinfo/sacct/scontrol talk to it
 #   bash scripts/slurm-ci.sh stop DIR     # stops the daemons it started (by their PIDs)

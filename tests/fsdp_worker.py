@@ -1,4 +1,4 @@
-"""One rank of the FSDP2 CPU check (tests/test_ddp.py): shard a Spectrum-prepared model the way config/fsdp.yaml
+"""One rank of the FSDP2 CPU check (tests/training/test_ddp.py): shard a Spectrum-prepared model the way config/fsdp.yaml
 asks, train a few AdamW steps on this rank's half of a fixed batch, and write what the test compares.
 
     torchrun --nproc_per_node 2 tests/fsdp_worker.py MODEL_DIR SEL_YAML FSDP_YAML STEPS OUT_DIR

@@ -14,18 +14,27 @@ from snrtune.model_dir import PARAMS_FILE
 
 # Paths of the workflow's own files through Snakemake's source-path mechanism (relative to this rule file),
 # so they are found when the workflow is imported as a module into another one.
-REPO = os.path.normpath(os.path.join(workflow.current_basedir.get_path_or_uri(secret_free=True), "..", ".."))
+REPO = os.path.normpath(
+    os.path.join(workflow.current_basedir.get_path_or_uri(secret_free=True), "..", "..")
+)
 
 try:
-    schema = workflow_config.load_schema(workflow.source_path("../schemas/config.schema.yaml"))
+    schema = workflow_config.load_schema(
+        workflow.source_path("../schemas/config.schema.yaml")
+    )
     workflow_config.validate_config(config, schema, workflow_dir=REPO)
     # training settings and data, checked before any job runs; DeepSpeed where the jobs run in this environment
     workflow_config.preflight(
-        config, packages_here=DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method)
+        config,
+        packages_here=DeploymentMethod.CONDA
+        not in workflow.deployment_settings.deployment_method,
+    )
 except SnrtuneError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
-VERSION = snrtune.__version__  # a param of every rule: a new snrtune version re-runs the steps
+VERSION = (
+    snrtune.__version__
+)  # a param of every rule: a new snrtune version re-runs the steps
 GROWTH = config["resources"]["growth"]
 ENV = "../../envs/snrtune.yaml"
 # Every step but the downloads on the login node runs offline, from the shared cache (docs/workflow.md).
@@ -36,8 +45,10 @@ ONLINE = workflow_config.job_env(config, offline=False)
 # (shell.prefix is formatted like a rule's command: a literal brace is written {{ in it, {{{{ in an f-string)
 if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
     SRC = shlex.quote(os.path.join(REPO, "src"))
-    shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
-                 f'snrtune() {{{{ python -m snrtune.cli "$@"; }}}}; ')
+    shell.prefix(
+        f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+        f'snrtune() {{{{ python -m snrtune.cli "$@"; }}}}; '
+    )
 
 
 wildcard_constraints:
@@ -66,17 +77,24 @@ def res(wildcards, key):
     return config["models"][wildcards.model]["resources"][key]
 
 
-CEILING = {"mem_mb": config["resources"]["max_mem_mb"], "runtime": config["resources"]["max_runtime"]}
+CEILING = {
+    "mem_mb": config["resources"]["max_mem_mb"],
+    "runtime": config["resources"]["max_runtime"],
+}
 
 
 def mem(key):
     """A resource function: the model's memory request, grown with the attempt up to resources.max_mem_mb."""
-    return lambda wildcards, attempt: workflow_config.scaled(res(wildcards, key), attempt, GROWTH, CEILING["mem_mb"])
+    return lambda wildcards, attempt: workflow_config.scaled(
+        res(wildcards, key), attempt, GROWTH, CEILING["mem_mb"]
+    )
 
 
 def runtime(key):
     """Minutes, grown the same way up to resources.max_runtime."""
-    return lambda wildcards, attempt: workflow_config.scaled(res(wildcards, key), attempt, GROWTH, CEILING["runtime"])
+    return lambda wildcards, attempt: workflow_config.scaled(
+        res(wildcards, key), attempt, GROWTH, CEILING["runtime"]
+    )
 
 
 def train_config(w):
@@ -92,10 +110,18 @@ PATHS = workflow.modifier.path_modifier
 def train_plan(w):
     """GPUs, memory, runtime and sharding of a training job: overrides from the config, else the estimate
     (snrtune.workflow.resources) from the fetched parameter table or the config's params_b. Computed once per
-    job and state of the fetched model (the rule's params and resources all ask; the fetch may land between)."""
-    model_dir = str(PATHS.replace_prefix(paths.fill(paths.MODEL, model=w.model), "input"))
+    job and state of the fetched model (the rule's params and resources all ask; the fetch may land between).
+    """
+    model_dir = str(
+        PATHS.replace_prefix(paths.fill(paths.MODEL, model=w.model), "input")
+    )
     table = os.path.join(model_dir, PARAMS_FILE)
-    return _train_plan(w.model, w.run, model_dir, os.path.getmtime(table) if os.path.exists(table) else None)
+    return _train_plan(
+        w.model,
+        w.run,
+        model_dir,
+        os.path.getmtime(table) if os.path.exists(table) else None,
+    )
 
 
 @functools.cache
@@ -105,14 +131,19 @@ def _train_plan(model, run, model_dir, table_mtime):
 
 def train_resource(key, grow=False):
     if grow:
-        return lambda w, attempt: workflow_config.scaled(train_plan(w)[key], attempt, GROWTH, CEILING[key])
+        return lambda w, attempt: workflow_config.scaled(
+            train_plan(w)[key], attempt, GROWTH, CEILING[key]
+        )
     return lambda w: train_plan(w)[key]
 
 
 def train_inputs(w):
     """The model, the data and hyperparameter files when local (a hub dataset: its prefetch record), and
     the selection of a selection method."""
-    inputs = {"model": paths.fill(paths.MODEL, model=w.model), "data": workflow_config.local_files(config["data"]["train"])}
+    inputs = {
+        "model": paths.fill(paths.MODEL, model=w.model),
+        "data": workflow_config.local_files(config["data"]["train"]),
+    }
     if workflow_config.hub_dataset(config):
         inputs["prefetched"] = paths.PREFETCH_DATA
     if train_config(w):
@@ -127,14 +158,25 @@ def train_flags(w):
     derived from input, so a changed value would not re-run the step)."""
     run = workflow_config.parse_run(w.run)
     spec = method_registry.get(run["method"])
-    match = config["train"]["laser_qlora_match_params_of"] if spec.rank_matching else None
+    match = (
+        config["train"]["laser_qlora_match_params_of"] if spec.rank_matching else None
+    )
     lr = float(w.lr) if "lr" in w.keys() else None  # a sweep candidate's learning rate
     own = workflow_config.flags(
-        method=run["method"], seed=run["seed"], selection=workflow_config.selection_file(w.model, w.run),
-        stage=config["train"]["stage"], max_steps=config["train"]["max_steps"], match_params_of=match,
+        method=run["method"],
+        seed=run["seed"],
+        selection=workflow_config.selection_file(w.model, w.run),
+        stage=config["train"]["stage"],
+        max_steps=config["train"]["max_steps"],
+        match_params_of=match,
         resume=True,  # a requeued job continues from its last checkpoint
-        allow_diverged=True)  # a diverged run is a result the report shows (docs/checks.md)
-    parts = [own, workflow_config.config_flags(config, w.model), workflow_config.settings_flags(config, run["method"], lr)]
+        allow_diverged=True,
+    )  # a diverged run is a result the report shows (docs/checks.md)
+    parts = [
+        own,
+        workflow_config.config_flags(config, w.model),
+        workflow_config.settings_flags(config, run["method"], lr),
+    ]
     return " ".join(part for part in parts if part)
 
 
@@ -176,16 +218,23 @@ def evaluate_inputs(w):
 
 def evaluate_flags(w):
     ev, model = config["evaluate"], model_cfg(w)
-    return workflow_config.flags(num_fewshot=workflow_config.num_fewshot(ev["tasks"]),
-                    limit=workflow_config.limit_flag(ev["limit"]), batch_size=ev["batch_size"],
-                    device=model["device"], dtype=model["dtype"], apply_chat_template=model["chat_template"],
-                    include_path=ev["include_path"], log_samples=ev["log_samples"],
-                    model_args=workflow_config.model_args_flag(model["eval_model_args"]),
-                    backend=model["eval_backend"] if model["eval_backend"] != "hf" else None,
-                    **workflow_config.lm_eval_options(ev))
+    return workflow_config.flags(
+        num_fewshot=workflow_config.num_fewshot(ev["tasks"]),
+        limit=workflow_config.limit_flag(ev["limit"]),
+        batch_size=ev["batch_size"],
+        device=model["device"],
+        dtype=model["dtype"],
+        apply_chat_template=model["chat_template"],
+        include_path=ev["include_path"],
+        log_samples=ev["log_samples"],
+        model_args=workflow_config.model_args_flag(model["eval_model_args"]),
+        backend=model["eval_backend"] if model["eval_backend"] != "hf" else None,
+        **workflow_config.lm_eval_options(ev),
+    )
 
 
 def job_env_param(env):
     """A param holding the shell prefix of a step (HF_HOME, offline switches). It takes `input`, so Snakemake
-    does not track it: the environment does not change a step's result, and a new cache path re-runs nothing."""
+    does not track it: the environment does not change a step's result, and a new cache path re-runs nothing.
+    """
     return lambda wildcards, input: env

@@ -3,24 +3,24 @@ rule evaluate:
         unpack(evaluate_inputs),
     output:
         eval=paths.EVAL,
-    params:
-        env=job_env_param(OFFLINE),
-        tasks=",".join(t["name"] for t in config["evaluate"]["tasks"]),
-        extra=evaluate_flags,
-        version=VERSION,
-    conda:
-        ENV
     log:
         paths.log("eval", "{run}"),
     benchmark:
         paths.benchmark("eval", "{run}")
     wildcard_constraints:
         run=f"{naming.BASE_RUN}|{naming.RUN_PATTERN}",
+    conda:
+        ENV
     threads: lambda w: res(w, "threads")
     resources:
         gpu=lambda w: res(w, "gpus"),
         mem_mb=mem("mem_mb"),
         runtime=runtime("runtime"),
+    params:
+        env=job_env_param(OFFLINE),
+        tasks=",".join(t["name"] for t in config["evaluate"]["tasks"]),
+        extra=evaluate_flags,
+        version=VERSION,
     shell:
         "{params.env}snrtune evaluate {input.model:q} --tasks {params.tasks:q} --out {output.eval:q} {params.extra} "
         "> {log:q} 2>&1"
@@ -34,5 +34,11 @@ use rule evaluate as evaluate_candidate with:
     benchmark:
         paths.benchmark("eval-candidate", "{run}/lr{lr}")
     wildcard_constraints:
-        run=one_of([r for r in workflow_config.runs(config) if workflow_config.swept(config, r)]),
+        run=one_of(
+            [
+                r
+                for r in workflow_config.runs(config)
+                if workflow_config.swept(config, r)
+            ]
+        ),
         lr=r"[0-9.e+-]+",

@@ -3,8 +3,26 @@ rule train:
         unpack(train_inputs),
     output:
         run=directory(paths.RUN),
+    log:
+        paths.log("train", "{run}"),
+    benchmark:
+        paths.benchmark("train", "{run}")
     wildcard_constraints:
-        run=one_of([r for r in workflow_config.runs(config) if not workflow_config.swept(config, r)]),
+        run=one_of(
+            [
+                r
+                for r in workflow_config.runs(config)
+                if not workflow_config.swept(config, r)
+            ]
+        ),
+    conda:
+        ENV
+    threads: train_resource("threads")
+    resources:
+        gpu=train_resource("gpus"),
+        nodes=1,  # torchrun --standalone: every GPU of a job on one node (the pre-flight caps train_gpus)
+        mem_mb=train_resource("mem_mb", grow=True),
+        runtime=train_resource("runtime", grow=True),
     params:
         env=job_env_param(OFFLINE),
         launcher=launcher,
@@ -13,18 +31,6 @@ rule train:
         data=workflow_config.resolve_source(config["data"]["train"]),
         extra=train_flags,
         version=VERSION,
-    conda:
-        ENV
-    log:
-        paths.log("train", "{run}"),
-    benchmark:
-        paths.benchmark("train", "{run}")
-    threads: train_resource("threads")
-    resources:
-        gpu=train_resource("gpus"),
-        nodes=1,  # torchrun --standalone: every GPU of a job on one node (the pre-flight caps train_gpus)
-        mem_mb=train_resource("mem_mb", grow=True),
-        runtime=train_resource("runtime", grow=True),
     # Snakemake empties the log before every attempt; LOG.attempts (not a declared file) keeps the output of all
     # of them, a requeued or retried job's first one included (unbuffered: a killed attempt's last lines too).
     shell:
@@ -37,13 +43,19 @@ rule train:
 use rule train as train_candidate with:
     output:
         run=directory(paths.SWEEP_CANDIDATE),
-    wildcard_constraints:
-        run=one_of([r for r in workflow_config.runs(config) if workflow_config.swept(config, r)]),
-        lr=r"[0-9.e+-]+",
     log:
         paths.log("sweep", "{run}/lr{lr}"),
     benchmark:
         paths.benchmark("sweep", "{run}/lr{lr}")
+    wildcard_constraints:
+        run=one_of(
+            [
+                r
+                for r in workflow_config.runs(config)
+                if workflow_config.swept(config, r)
+            ]
+        ),
+        lr=r"[0-9.e+-]+",
 
 
 rule pick:
@@ -51,15 +63,21 @@ rule pick:
         candidates=lambda w: workflow_config.sweep_candidates(config, w.model, w.run),
     output:
         run=directory(paths.RUN),
+    log:
+        paths.log("pick", "{run}"),
     wildcard_constraints:
-        run=one_of([r for r in workflow_config.runs(config) if workflow_config.swept(config, r)]),
+        run=one_of(
+            [
+                r
+                for r in workflow_config.runs(config)
+                if workflow_config.swept(config, r)
+            ]
+        ),
+    conda:
+        ENV
     params:
         env=job_env_param(OFFLINE),
         version=VERSION,
-    conda:
-        ENV
-    log:
-        paths.log("pick", "{run}"),
     shell:
         "{params.env}snrtune pick {input.candidates:q} --out {output.run:q} > {log:q} 2>&1"
 
@@ -70,20 +88,20 @@ rule merge:
         model=paths.MODEL,
     output:
         merged=directory(paths.MERGED),
-    params:
-        env=job_env_param(OFFLINE),
-        candidate=lambda w: "--sweep-candidate" if "lr" in w.keys() else "",
-        version=VERSION,
-    conda:
-        ENV
     log:
         paths.log("merge", "{run}"),
     benchmark:
         paths.benchmark("merge", "{run}")
+    conda:
+        ENV
     threads: lambda w: res(w, "threads")
     resources:
         mem_mb=mem("mem_mb"),
         runtime=runtime("runtime"),
+    params:
+        env=job_env_param(OFFLINE),
+        candidate=lambda w: "--sweep-candidate" if "lr" in w.keys() else "",
+        version=VERSION,
     shell:
         "{params.env}snrtune merge {input.run:q} --base {input.model:q} --out {output.merged:q} {params.candidate} "
         "> {log:q} 2>&1"
@@ -97,10 +115,16 @@ use rule merge as merge_candidate with:
         model=paths.MODEL,
     output:
         merged=directory(paths.SWEEP_MERGED),
-    wildcard_constraints:
-        run=one_of([r for r in workflow_config.runs(config) if workflow_config.swept(config, r)]),
-        lr=r"[0-9.e+-]+",
     log:
         paths.log("merge-candidate", "{run}/lr{lr}"),
     benchmark:
         paths.benchmark("merge-candidate", "{run}/lr{lr}")
+    wildcard_constraints:
+        run=one_of(
+            [
+                r
+                for r in workflow_config.runs(config)
+                if workflow_config.swept(config, r)
+            ]
+        ),
+        lr=r"[0-9.e+-]+",

@@ -5,7 +5,7 @@ model runs prompt + choice once per choice, so the prompt is computed as many ti
 (snrtune_retention: 4 per question; MMLU, ARC, HellaSwag alike). Here the requests that share a tokenized context
 run it once, keep its key/value cache, and score every continuation on a copy of that cache: the same tokens,
 the same positions and the same causal attention as lm-eval's pass, so the same log-probabilities up to float
-rounding (tests/test_shared_context.py compares both on the six tiny architectures).
+rounding (tests/evaluation/test_shared_context.py compares both on the six tiny architectures).
 
 It is lm-eval's ``HFLM`` with one method replaced (``_loglikelihood_tokens``); requests without a shared context
 (a tool call's single target, perplexity windows), seq2seq models and requests lm-eval would truncate go through

@@ -13,7 +13,7 @@ import yaml
 from snrtune.workflow import config as wc
 from snrtune.errors import SnrtuneError
 from snrtune.training.settings import parse_assignments
-from test_workflow import SCHEMA, job_counts, minimal, snakemake
+from workflow_project import SCHEMA, job_counts, minimal, snakemake
 
 
 def config_with(**extra):
@@ -186,7 +186,7 @@ def test_eval_model_args_reach_lm_eval_through_the_evaluate_command(tmp_path):
 
 # ------------------------------------------------------------- budgets, training file lists, report, overlays
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_preflight_refuses_a_batch_the_planned_gpus_do_not_divide(tmp_path):

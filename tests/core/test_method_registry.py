@@ -21,7 +21,7 @@ from snrtune.training.train import load_config, train
 
 torch.set_num_threads(1)  # two threads on a shared 2-core machine spin-wait: 100x slower small matmuls
 
-SCHEMA = Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def prepare_norms_only(model, settings, selection, match_params_of):

@@ -24,9 +24,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from test_workflow import SNAKEFILE, VENV_BIN, tiny_project
+from workflow_project import SNAKEFILE, VENV_BIN, tiny_project
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "slurm-ci.sh"
 RUN = "lora-s0"
 STEPS, SAVE_STEPS = 60, 5

@@ -12,7 +12,7 @@ import pytest
 
 from snrtune.cli import COMMANDS
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "artifacts.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "artifacts.md"
 
 
 def documented() -> dict[str, str]:

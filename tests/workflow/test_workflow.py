@@ -15,33 +15,8 @@ import yaml
 from snrtune.workflow import config as wc
 from snrtune.errors import SnrtuneError
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = ROOT / "Snakefile"
-SCHEMA = wc.load_schema(ROOT / "workflow/schemas/config.schema.yaml")
-FAKE_SLURM = Path(__file__).parent / "fake_slurm"
-VENV_BIN = Path(sys.executable).parent
-
-
-def snakemake(*args, cwd, path_first=(), env=None, check=True):
-    """Run `python -m snakemake -s Snakefile ARGS` in ``cwd`` with the venv's bin first on PATH."""
-    path = os.pathsep.join([*map(str, path_first), str(VENV_BIN), os.environ["PATH"]])
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *map(str, args)],
-                          cwd=cwd, env={**os.environ, "PATH": path, **(env or {})}, text=True,
-                          capture_output=True, timeout=1200)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(map(str, args))} failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-8000:]}")
-    return proc
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a (dry) run: {rule: count}."""
-    table = output[output.index("Job stats:"):]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
-
-
-def minimal(**extra) -> dict:
-    return {"models": {"m": {"source": "org/model"}}, **extra}
-
+from workflow_project import (FAKE_SLURM, ROOT, SCHEMA, SNAKEFILE, TINY_TRAIN, VENV_BIN, job_counts, minimal,
+                              snakemake, tiny_project, tiny_task)
 
 # ------------------------------------------------------------------------------------ config logic
 
@@ -125,6 +100,13 @@ def test_lint_is_clean(tmp_path):
     assert "Congratulations, your workflow is in a good condition!" in out.stdout + out.stderr
 
 
+def test_the_rule_files_are_formatted_as_snakefmt_formats_them():
+    """The Snakefile and every rule file as `snakefmt` (the snakemake-workflows template's formatter) leaves them."""
+    proc = subprocess.run([str(VENV_BIN / "snakefmt"), "--check", "--diff", "Snakefile", "workflow"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 def test_paper_dry_run_builds_the_full_comparison(tmp_path):
     out = snakemake("-n", "-p", "--configfile", ROOT / "config/paper.yaml", "--directory", tmp_path, cwd=ROOT)
     # 2 models: scan shared by both t values; spectrum ×2 t, full, qlora, each swept over 3 learning rates and
@@ -185,60 +167,6 @@ def test_a_bad_config_stops_before_any_job(tmp_path):
 
 # ------------------------------------------------------------------ end to end on a tiny model (slow)
 
-TINY_TRAIN = {"max_steps": 2, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2,
-              "gradient_accumulation_steps": 1, "warmup_steps": 0, "max_seq_length": 64, "val_fraction": 0.25,
-              "save_steps": 1000, "lora_r": 4, "lora_alpha": 8}
-
-
-def tiny_task(directory: Path) -> Path:
-    """An lm-eval task directory with one multiple-choice task, tiny_sums."""
-    directory.mkdir(parents=True, exist_ok=True)
-    docs = [{"question": f"{i} plus {i} is", "choices": [str(2 * i), str(2 * i + 1)], "answer": 0} for i in range(4)]
-    (directory / "sums.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    (directory / "tiny_sums.yaml").write_text(
-        "task: tiny_sums\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: sums.jsonl\n"
-        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\n"
-        "doc_to_choice: '{{choices}}'\ndoc_to_target: '{{answer}}'\nmetric_list:\n  - metric: acc\n")
-    return directory
-
-
-def tiny_project(root: Path, model_dir: Path, name: str = "config.yaml", **overrides) -> Path:
-    """A working directory with tiny data, tiny training hyperparameters and a config ``name`` for the tiny model.
-
-    The data, hyperparameter and task files are written once (a rewrite would make every job out of date).
-    """
-    config_file = root / name
-    if (root / "train.jsonl").exists():
-        config = yaml.safe_load((root / "config.yaml").read_text())
-        config.update(overrides)
-        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        return config_file
-    root.mkdir(parents=True, exist_ok=True)
-    chats = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
-                           {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]} for i in range(8)]
-    (root / "train.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats))
-    (root / "train.yaml").write_text(yaml.safe_dump(TINY_TRAIN))
-    config = {
-        "models": {"tiny": {"source": str(model_dir), "dtype": "float32", "chat_template": True, "device": "cpu",
-                            "resources": {"threads": 1, "mem_mb": 1000, "train_mem_mb": 2000,
-                                          "runtime": 10, "train_runtime": 20}}},
-        "methods": ["spectrum", "qlora", "laser-qlora", "lora", "full"],
-        "top_percent": [50],
-        "seeds": [0],
-        "data": {"train": str(root / "train.jsonl")},
-        "train": {"config": str(root / "train.yaml"), "laser_qlora_match_params_of": "qlora"},
-        # two shipped tasks and a local one (include_path); snrtune_ppl is left out: the word perplexity
-        # of a random tiny model overflows lm-eval's bootstrap stderr
-        "evaluate": {"tasks": [{"name": "snrtune_toolcall", "num_fewshot": 0}, {"name": "snrtune_retention"},
-                               {"name": "tiny_sums"}],
-                     "limit": 2, "batch_size": 2, "include_path": str(tiny_task(root / "tasks"))},
-    }
-    for key, value in overrides.items():
-        config[key] = value
-    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    return config_file
-
-
 @pytest.fixture(scope="module")
 def finished_project(tmp_path_factory, tiny_llama):
     """The whole DAG run once on the tiny model (every method, t = 50, the base model, the report)."""
@@ -272,7 +200,7 @@ def test_end_to_end_on_a_tiny_model(finished_project):
 
 @pytest.mark.slow
 def test_a_diverged_method_reaches_the_report_as_diverged(tmp_path, tiny_llama):
-    """lora at learning rate 1e30 without clipping diverges at step 2 (tests/test_bad_inputs.py); the workflow
+    """lora at learning rate 1e30 without clipping diverges at step 2 (tests/bad_inputs/test_bad_inputs.py); the workflow
     keeps the run, merge and evaluate pass its status on (no lm-eval on the NaN weights), and the report is built
     with lora shown as diverged and full, the one method left, as the only one ranked."""
     diverge = {**TINY_TRAIN, "max_grad_norm": 0, "logging_steps": 1}
@@ -375,7 +303,7 @@ def test_slurm_profile_submits_gpus_memory_time_and_partition(tmp_path, tiny_lla
 
 # ------------------------------------------------------- the DAG with a fake snrtune (fast, no model)
 
-FAKE_SNRTUNE = Path(__file__).parent / "fake_snrtune"
+FAKE_SNRTUNE = Path(__file__).parents[1] / "fake_snrtune"
 
 
 def fake_project(root: Path, **overrides) -> Path:

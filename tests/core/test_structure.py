@@ -101,7 +101,7 @@ def test_the_conda_environment_pins_what_pyproject_requires():
 
     import yaml
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     required = project["dependencies"] + [spec for extra in project["optional-dependencies"].values() for spec in extra]
     env = yaml.safe_load((root / "envs" / "snrtune.yaml").read_text())
@@ -125,7 +125,7 @@ def rule_commands() -> dict[str, set[str]]:
     """The `snrtune COMMAND` (or `{params.launcher} COMMAND`) each rule file's shell lines run."""
     import re
 
-    rules = Path(__file__).resolve().parents[1] / "workflow" / "rules"
+    rules = Path(__file__).resolve().parents[2] / "workflow" / "rules"
     found: dict[str, set[str]] = {}
     for smk in sorted(rules.glob("*.smk")):
         found[smk.stem] = set(re.findall(r"\{params\.env\}(?:snrtune|\{params\.launcher\}) ([a-z]+)", smk.read_text()))
@@ -152,7 +152,7 @@ def test_the_rules_spell_no_results_path_of_their_own():
     the same ones), so a path cannot be renamed in one place and not the other."""
     import re
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     sources = [root / "Snakefile", *sorted((root / "workflow" / "rules").glob("*.smk")),
                *sorted((PACKAGE / "workflow").glob("*.py"))]
     spelled = [(path.name, m.group(0)) for path in sources if path.name != "paths.py"

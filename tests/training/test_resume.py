@@ -1,5 +1,5 @@
 """Which partial run `snrtune train --resume` continues: fingerprints and complete checkpoints (no training here;
-the training scenarios are in tests/test_train.py)."""
+the training scenarios are in tests/training/test_train.py)."""
 
 from __future__ import annotations
 

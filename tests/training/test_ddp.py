@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from train_data import SELECTED_MODULES, SELECTED_PARAMS, write_alpaca, write_config, write_selection
 
-FSDP_YAML = Path(__file__).parents[1] / "config" / "fsdp.yaml"
+FSDP_YAML = Path(__file__).parents[2] / "config" / "fsdp.yaml"
 
 
 def torchrun_spectrum(model_dir, data, config, selection, out, timeout, processes=2):
@@ -72,7 +72,7 @@ def test_fsdp_on_cpu_processes_is_a_clear_error_not_a_silent_ddp_run(tiny_llama,
     assert not out.exists()
 
 
-FSDP_WORKER = Path(__file__).parent / "fsdp_worker.py"
+FSDP_WORKER = Path(__file__).parents[1] / "fsdp_worker.py"
 
 
 def reference_steps(model_dir, selection, steps):

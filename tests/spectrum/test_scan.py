@@ -215,7 +215,7 @@ def test_a_valid_hand_made_file_reads_as_the_safetensors_library_reads_it(tmp_pa
 @pytest.mark.parametrize("case", sorted(__import__("safetensors_files").CORRUPT))
 def test_corrupt_headers_are_refused_as_the_safetensors_library_refuses_them(case, tmp_path):
     """Each hand-made corrupt file is refused by the safetensors library too; scan's one-line error names the
-    file and what is wrong (the command-line behaviour is in tests/test_bad_inputs.py)."""
+    file and what is wrong (the command-line behaviour is in tests/bad_inputs/test_bad_inputs.py)."""
     from safetensors import safe_open
     from safetensors_files import CORRUPT, write_corrupt
 

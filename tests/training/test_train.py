@@ -394,7 +394,7 @@ def test_training_arguments_are_built_before_the_model_is_loaded(tiny_llama, inp
 
     monkeypatch.delenv("FSDP_CPU_RAM_EFFICIENT_LOADING", raising=False)
     monkeypatch.setattr(methods, "prepare", prepare)
-    fsdp_yaml = Path(__file__).parents[1] / "config" / "fsdp.yaml"
+    fsdp_yaml = Path(__file__).parents[2] / "config" / "fsdp.yaml"
     cfg = write_config(tmp_path / "c.yaml", fsdp=True, fsdp_config=str(fsdp_yaml))
     with pytest.raises(Loaded):
         train(tiny_llama, "full", inputs["data"], tmp_path / "r", config=cfg)
@@ -445,7 +445,7 @@ def test_zero3_partitioned_loading_is_on_when_the_model_loads(tiny_llama, inputs
         raise Loaded
 
     monkeypatch.setattr(methods, "prepare", prepare)
-    zero3 = Path(__file__).parents[1] / "config" / "zero3.json"
+    zero3 = Path(__file__).parents[2] / "config" / "zero3.json"
     cfg = write_config(tmp_path / "c.yaml", deepspeed=str(zero3))
     assert not is_deepspeed_zero3_enabled()
     try:

@@ -21,7 +21,7 @@ from snrtune.cli import main
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import check_model_dir, weights_fingerprint
 from snrtune.workflow import config as wc
-from test_workflow import SCHEMA, minimal
+from workflow_project import SCHEMA, minimal
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,7 @@ import yaml
 from snrtune.errors import SnrtuneError
 from snrtune.workflow import config as wc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = wc.load_schema(ROOT / "workflow/schemas/config.schema.yaml")
 
 

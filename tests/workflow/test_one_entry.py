@@ -15,7 +15,7 @@ from snrtune import tasks
 from snrtune.method_registry import MethodSpec, registered
 from snrtune.workflow import config as wc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # a new method: LoRA on every linear layer, under its own name (only its table entry says what it is)
 LORA_WIDE = MethodSpec("lora-wide", selection_kind=None, four_bit=False, is_adapter=True, merge="adapter",

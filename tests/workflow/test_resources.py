@@ -45,7 +45,7 @@ def test_published_bytes_per_parameter():
 
 
 def test_full_fine_tuning_estimate_by_hand(monkeypatch):
-    monkeypatch.setattr(r, "deepspeed_estimators", lambda: None)  # the formula (DeepSpeed's: tests/test_deepspeed.py)
+    monkeypatch.setattr(r, "deepspeed_estimators", lambda: None)  # the formula (DeepSpeed's: tests/training/test_deepspeed.py)
     size = r.ModelSize(total=10**9, linear=8 * 10**8, lora_per_rank=10**6, hidden=1000, layers=10, vocab=32000,
                        largest=32000 * 1000)
     s = r.TrainingJob("full", seq_len=1000, micro_batch=1, max_steps=100)
@@ -75,7 +75,7 @@ def test_gradient_checkpointing_keeps_one_input_per_layer():
 
 
 def test_70b_full_fine_tuning_needs_a_node_with_offload_and_qlora_one_gpu(monkeypatch):
-    monkeypatch.setattr(r, "deepspeed_estimators", lambda: None)  # the formula (DeepSpeed's: tests/test_deepspeed.py)
+    monkeypatch.setattr(r, "deepspeed_estimators", lambda: None)  # the formula (DeepSpeed's: tests/training/test_deepspeed.py)
     size = r.size_from_count(70.6)
     full = r.estimate(size, r.TrainingJob("full", seq_len=4096, micro_batch=1, gradient_checkpointing=True))
     assert (full.gpus, full.strategy) == (8, "zero3_offload") and not any("does not fit" in n for n in full.notes)
@@ -94,7 +94,7 @@ def test_cpu_runs_ask_for_no_gpu():
 
 
 def test_workflow_overrides_win_over_the_estimate(tmp_path):
-    schema = wc.load_schema(wc.Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml")
+    schema = wc.load_schema(wc.Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml")
     config = wc.validate_config({"models": {"m": {"source": "org/m", "params_b": 8.03, "device": "cuda",
                                                   "resources": {"per_method": {"qlora": {"gpus": 2, "runtime": 99}},
                                                                 "train_mem_mb": 50000}}},
@@ -110,7 +110,7 @@ def test_workflow_overrides_win_over_the_estimate(tmp_path):
 
 def test_a_strategy_override_gets_the_host_memory_of_that_strategy(tmp_path):
     """train_strategy: zero2 on 8 GPUs: every process loads a 16-bit copy (8 × 2 bytes × 1.2), not ZeRO-3's one."""
-    schema = wc.load_schema(wc.Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml")
+    schema = wc.load_schema(wc.Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml")
     config = wc.validate_config({"models": {"m": {"source": "org/m", "params_b": 8.03, "device": "cuda",
                                                   "resources": {"train_strategy": "zero2"}}},
                                  "methods": ["full"]}, schema)

@@ -31,7 +31,7 @@ from snrtune.training.train import train
 from snrtune.workflow import config as wc
 from snrtune.workflow import resources as r
 
-CONFIG_DIR = Path(__file__).parents[1] / "config"
+CONFIG_DIR = Path(__file__).parents[2] / "config"
 # the tiny Llama (tests/tiny.py): tied embedding 320·64; per layer q 64·64, k 64·32, v 64·32, o 64·64,
 # gate 64·128, up 64·128, down 128·64 and two norms of 64; 4 layers; the final norm 64
 TOTAL_PARAMS = 320 * 64 + 4 * (4096 + 2048 + 2048 + 4096 + 3 * 8192 + 2 * 64) + 64
