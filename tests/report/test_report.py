@@ -151,8 +151,9 @@ def test_verdict_names_no_winner_inside_the_noise_and_skips_runs_that_did_not_le
 
 def test_every_plot_written_and_embedded(report):
     pngs = sorted(p.name for p in report.glob("*.png"))
-    assert pngs == ["gain_vs_forgetting_tiny.png", "loss_curves_tiny.png", "quality_vs_cost_tiny.png",
-                    "scores_tiny.png", "snr_heatmap_tiny_t25.png", "snr_heatmap_tiny_t25_random-s0.png"]
+    assert pngs == ["criteria_overlap_tiny_t25.png", "gain_vs_forgetting_tiny.png", "loss_curves_tiny.png",
+                    "quality_vs_cost_tiny.png", "scores_tiny.png", "snr_heatmap_tiny_t25.png",
+                    "snr_heatmap_tiny_t25_random-s0.png"]
     for name in pngs:
         data = (report / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -157,6 +157,8 @@ def summary_markdown(sections: list[dict], target: str) -> str:
         parts.append(f"## {s['model']}\n\n{s['verdict']}\n\n{markdown_table(s['table'], s['best'])}\n")
         if not s["comparisons"].empty:
             parts.append(f"{COMPARISON_NOTE}\n\n{comparison_markdown(s['comparisons'])}\n")
+        if s.get("criteria_md"):  # the selection criteria against the SNR selection (snrtune.report.criteria)
+            parts.append(s["criteria_md"])
         if not s["settings"].empty:
             parts.append(f"{SETTINGS_NOTE}\n\n{markdown_table(s['settings'], {})}\n")
         if not s["sweep"].empty:
@@ -186,6 +188,7 @@ def html_page(sections: list[dict], target: str, folder: Path) -> str:
         if not s["comparisons"].empty:
             comp = (f"<h3>Paired comparisons</h3><p>{html.escape(COMPARISON_NOTE)}</p>"
                     + _html_table(s["comparisons"].set_index("method"), {}, "method"))
+        comp += s.get("criteria_html", "")  # the selection criteria (snrtune.report.criteria)
         for key, title, note in (("settings", "Training settings", SETTINGS_NOTE),
                                  ("sweep", "Learning-rate sweep", SWEEP_NOTE)):
             if not s[key].empty:

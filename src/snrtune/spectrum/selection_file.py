@@ -22,7 +22,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from snrtune import method_registry
+from snrtune import criteria, method_registry
 from snrtune.artifact_names import COMPAT_STATS_SUFFIX
 from snrtune.errors import SnrtuneError
 from snrtune.fileio import read_text
@@ -41,7 +41,7 @@ SELECTION_SCHEMA: dict[str, Any] = {
         "top_percent": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 100},
         "budget_params": {"type": ["integer", "null"], "minimum": 1},
         "model": {"type": ["string", "null"]},
-        "selection": {"enum": ["snr", "random", "lowest"]},
+        "selection": {"type": "string"},  # a criterion of snrtune.criteria: checked in check_selection
         "seed": {"type": ["integer", "null"]},
         "types": {"type": "array", "items": {"type": "string"}},
         "modules": {"type": "array", "items": {"type": "object"}},
@@ -132,8 +132,14 @@ def load_selection(path: str | os.PathLike | None, method: str | None = None) ->
 
 
 def check_selection(sel: Any, path, method: str | None = None) -> dict:
-    """A parsed selection checked against the schema (the fields ``method`` needs included)."""
+    """A parsed selection checked against the schema (the fields ``method`` needs included) and its criterion
+    against snrtune.criteria (``lowest``, an older name, reads as lowest-snr)."""
     _validate(sel, selection_schema(method), f"selection file {str(path)!r}")
+    if "selection" in sel:
+        if criteria.find(sel["selection"]) is None:
+            raise SnrtuneError(f"selection file {str(path)!r}: key 'selection': {sel['selection']!r} is not one of "
+                               f"{', '.join(criteria.names())}")
+        sel["selection"] = criteria.canonical(sel["selection"])
     return sel
 
 
