@@ -25,7 +25,7 @@ def top_percents(config: dict, method: str) -> list:
     return list(config["top_percent"])
 
 
-def methods(config: dict) -> list[str]:
+def trained_methods(config: dict) -> list[str]:
     """The methods the config trains: ``methods``, each followed by its controls of ``selection.criteria``
     (spectrum-CRITERION for each criterion beyond snr, when spectrum is listed), each once."""
     out: list[str] = []
@@ -39,7 +39,7 @@ def methods(config: dict) -> list[str]:
 
 def runs(config: dict) -> list[str]:
     """Every training run the config asks for: method × t (selection methods only) × seed (snrtune.naming)."""
-    return [run_name(method, t, seed) for method in methods(config) for t in top_percents(config, method)
+    return [run_name(method, t, seed) for method in trained_methods(config) for t in top_percents(config, method)
             for seed in config["seeds"]]
 
 
