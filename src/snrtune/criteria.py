@@ -25,8 +25,9 @@ import math
 import random
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
+from snrtune import entries
 from snrtune.errors import SnrtuneError
 
 DIRECTIONS = ("highest", "lowest")
@@ -180,26 +181,18 @@ def find(name: str | None) -> Criterion | None:
 
 def register(criterion: Criterion) -> Criterion:
     """Add a criterion (a name already registered is an error; a ``ranks_by`` must name a registered one)."""
-    if criterion.name in _TABLE:
-        raise ValueError(f"criterion {criterion.name!r} is already registered")
     if criterion.ranks_by is not None and criterion.ranks_by not in _TABLE:
         raise ValueError(f"criterion {criterion.name!r} ranks by {criterion.ranks_by!r}, which is not registered")
-    _TABLE[criterion.name] = criterion
-    return criterion
+    return entries.add(_TABLE, criterion, "criterion")
 
 
 def unregister(name: str) -> None:
     _TABLE.pop(name)
 
 
-@contextlib.contextmanager
-def registered(criterion: Criterion) -> Iterator[Criterion]:
+def registered(criterion: Criterion) -> contextlib.AbstractContextManager[Criterion]:
     """``with registered(Criterion(...)):`` the criterion exists inside the block only (for tests)."""
-    register(criterion)
-    try:
-        yield criterion
-    finally:
-        unregister(criterion.name)
+    return entries.temporarily(register, unregister, criterion)
 
 
 def score_of(module: dict, criterion: Criterion, seed: int = 0) -> float | None:

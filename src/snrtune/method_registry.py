@@ -20,9 +20,10 @@ import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 from snrtune import criteria
+from snrtune import entries
 from snrtune.errors import SnrtuneError
 
 MERGE_STRATEGIES = ("adapter", "spectrum-delta", "full-copy")
@@ -182,21 +183,13 @@ def find(name: str) -> MethodSpec | None:
 
 def register(spec: MethodSpec) -> MethodSpec:
     """Add a method (a name already registered, or derived as a control, is an error)."""
-    if spec.name in _all():
-        raise ValueError(f"method {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return entries.add(_REGISTRY, spec, "method", taken=_controls())
 
 
 def unregister(name: str) -> None:
     _REGISTRY.pop(name)
 
 
-@contextlib.contextmanager
-def registered(spec: MethodSpec) -> Iterator[MethodSpec]:
+def registered(spec: MethodSpec) -> contextlib.AbstractContextManager[MethodSpec]:
     """``with registered(MethodSpec(...)):`` the method exists inside the block only (for tests)."""
-    register(spec)
-    try:
-        yield spec
-    finally:
-        unregister(spec.name)
+    return entries.temporarily(register, unregister, spec)
