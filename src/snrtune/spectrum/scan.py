@@ -31,7 +31,8 @@ from snrtune.fetch.params import parameter_table
 from snrtune.record import Stopwatch, run_record
 from snrtune.spectrum.safetensors_header import read_safetensors_header
 from snrtune.spectrum.selection_file import load_scan  # noqa: F401 (snr.json's loader, kept importable here)
-from snrtune.spectrum.snr import exact_singular_values, module_type, snr_from_singular_values, svd_singular_values
+from snrtune.spectrum.snr import (exact_singular_values, module_type, one_thread, snr_from_singular_values,
+                                  svd_singular_values)
 
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
@@ -207,8 +208,9 @@ def compute_group(weights: torch.Tensor, method: str, dtype: torch.dtype, device
             singular = svd_singular_values(good, dtype)
             computed_in = [str(dtype).removeprefix("torch.")] * good.shape[0]
         singular = singular.double().cpu()
-        parts = {k: v for k, v in snr_from_singular_values(singular, n, m).items() if k != "sigma"}
-        scores = {c.name: c.function()(singular, n, m).double() for c in scored}
+        with one_thread():
+            parts = {k: v for k, v in snr_from_singular_values(singular, n, m).items() if k != "sigma"}
+            scores = {c.name: c.function()(singular, n, m).double() for c in scored}
         for j, index in enumerate(torch.nonzero(finite).flatten().tolist()):
             values = {k: float(v[j]) for k, v in parts.items()}
             if all(math.isfinite(value) for value in values.values()):
