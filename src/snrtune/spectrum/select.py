@@ -282,8 +282,9 @@ def candidates_by_type(modules: list[dict], types: list[str]) -> dict[str, list[
 
 
 def selection_record(scan: dict, chosen: list[dict], notes: list[str], top_percent: float | None,
-                     budget_params: int | None, types: list[str], snr_file: str | None) -> dict:
-    """The sel.yaml dict for the ``chosen`` modules: patterns, exact counts, exports."""
+                     budget_params: int | None, types: list[str], snr_file: str | None,
+                     criterion: str = criteria.REFERENCE) -> dict:
+    """The sel.yaml dict for the ``chosen`` modules (by ``criterion``): patterns, exact counts, exports."""
     parameters, tied = scan["parameters"], scan.get("tied", {})
     patterns = patterns_for(chosen, parameters, tied)
     trainable = sum(matched_parameters(patterns, parameters).values())
@@ -293,7 +294,7 @@ def selection_record(scan: dict, chosen: list[dict], notes: list[str], top_perce
     return {
         "snrtune_version": __version__,
         "model": scan.get("model"),
-        "selection": criteria.REFERENCE,
+        "selection": criterion,
         "snr_file": str(snr_file) if snr_file else None,
         "top_percent": top_percent,
         "budget_params": budget_params,
@@ -305,7 +306,7 @@ def selection_record(scan: dict, chosen: list[dict], notes: list[str], top_perce
         "total_params": total,
         "trainable_fraction": trainable / total,
         "notes": notes,
-        "exports": exports(criteria.REFERENCE, axolotl_patterns(chosen, parameters, tied), lora_modules),
+        "exports": exports(criterion, axolotl_patterns(chosen, parameters, tied), lora_modules),
     }
 
 
@@ -351,7 +352,8 @@ def criterion_selection(scan: dict, reference: dict, criterion: criteria.Criteri
     notes = [f"criterion {criterion.name} ({what}): per type as many modules as the SNR selection "
              f"({', '.join(f'{t} {n}' for t, n in sorted(counts.items()))})"]
     record = selection_record(scan, chosen, notes, top_percent=reference["top_percent"],
-                              budget_params=reference["budget_params"], types=types, snr_file=reference["snr_file"])
+                              budget_params=reference["budget_params"], types=types, snr_file=reference["snr_file"],
+                              criterion=criterion.name)
     target = reference["trainable_params"]
     if abs(record["trainable_params"] - target) > CONTROL_TOLERANCE * target:
         if not fused_slices(chosen, scan["parameters"]):
@@ -361,13 +363,9 @@ def criterion_selection(scan: dict, reference: dict, criterion: criteria.Criteri
         record["notes"].append(f"fused 3-D expert tensors are unfrozen whole: it trains "
                                f"{record['trainable_params']:,} parameters against the SNR selection's {target:,} "
                                "(the same number of expert slices per type, in other fused tensors)")
-    record["selection"] = criterion.name
     record["seed"] = seed if criterion.seeded else None
     for module, entry in zip(chosen, record["modules"]):
-        entry[criterion.key] = module.get(criterion.key) if criterion.takes == "spectrum" else \
-            criteria.score_of(module, criterion, seed)
-    record["exports"] = exports(criterion.name, record["exports"]["axolotl"]["unfrozen_parameters"],
-                                record["exports"]["peft"]["target_modules"])
+        entry[criterion.key] = criteria.score_of(module, criterion, seed)
     record["mirrors"] = {"selection": criteria.REFERENCE, "top_percent": reference["top_percent"],
                          "budget_params": reference["budget_params"], "trainable_params": target,
                          "modules": [m["name"] for m in reference["modules"]]}
