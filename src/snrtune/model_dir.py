@@ -36,7 +36,11 @@ def load_source_info(model_dir: str | os.PathLike) -> dict:
     """The ``snrtune_source.json`` of a model directory, or one derived from its name."""
     path = Path(model_dir) / SOURCE_FILE
     if path.is_file():
-        return json.loads(path.read_text())
+        info = read_json_file(path, "model source record")
+        if not isinstance(info, dict) or not isinstance(info.get("name"), str) or not info["name"]:
+            raise SnrtuneError(f"model source record {str(path)!r}: key 'name' is missing or not a string; expected "
+                               f"the {SOURCE_FILE} `snrtune fetch` writes")
+        return info
     return {"name": Path(model_dir).resolve().name, "source": str(model_dir), "kind": "local", "revision": None}
 
 

@@ -60,7 +60,6 @@ def results(tmp_path_factory):
     (root / "misc" / "sel25.yaml").write_text(yaml.safe_dump(_selection(25)))
     (root / "misc" / "sel25r.yaml").write_text(yaml.safe_dump(_selection(25, "random", 0)))
     (root / "misc" / "config.json").write_text(json.dumps({"hidden_size": 8}))  # not an artifact: ignored
-    (root / "misc" / "broken.json").write_text("{not json")
     (root / "misc" / "copy.json").write_text((root / "x2" / "a.json").read_text())  # same run: not another seed
     return root
 

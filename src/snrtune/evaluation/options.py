@@ -164,3 +164,20 @@ def per_task_samples(leaves: dict[str, list], limits: dict[str, int | float]) ->
     of a group each get the group's limit), the same documents a single ``limit`` would take."""
     return {leaf.config.task: range(sample_size(len(leaf.eval_docs), limits[name]))
             for name, tasks in leaves.items() if name in limits for leaf in tasks}
+
+
+def check_limit_documents(leaves: dict[str, list], limit: int | float | dict | None) -> None:
+    """Every task evaluated has documents and keeps at least one under ``limit``: a fraction smaller than one
+    document of a task (lm-eval would round it up to a single document and report its score as the task's) or a
+    task with no documents is an error naming the task."""
+    for name, tasks in leaves.items():
+        task_limit = limit.get(name) if isinstance(limit, dict) else limit
+        for leaf in tasks:
+            n_docs = len(leaf.eval_docs)
+            label = leaf.config.task
+            if n_docs == 0:
+                raise SnrtuneError(f"task {label!r} has no documents to evaluate; expected a task with test data")
+            if task_limit is not None and task_limit < 1 and n_docs * task_limit < 1:
+                raise SnrtuneError(f"--limit {task_limit:g} of task {label!r}'s {n_docs} documents is "
+                                   f"{n_docs * task_limit:.3g} documents: it leaves none to score; expected a limit "
+                                   f"of at least {1 / n_docs:.3g} (or a count, e.g. --limit 10)")

@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from snrtune.artifact_names import RUN_FILE
-from snrtune.fileio import atomic_file, write_json
+from snrtune.fileio import Owner, atomic_file, mark_line, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import load_source_info, read_run_record
+from snrtune.model_dir import SOURCE_FILE, load_source_info, read_run_record
+
+SAMPLES_SUFFIX = ".samples.jsonl"
+OWNER = Owner("evaluate")
 
 
 def run_identity(model_dir: Path, run_json: str | None) -> tuple[dict, str]:
@@ -21,6 +24,10 @@ def run_identity(model_dir: Path, run_json: str | None) -> tuple[dict, str]:
         raise SnrtuneError(f"--run-json {run_json!r} does not exist")
     if path.is_file():
         run = read_run_record(path)
+        if run_json and (model_dir / SOURCE_FILE).is_file() and run["model"] != load_source_info(model_dir)["name"]:
+            raise SnrtuneError(f"--run-json {run_json!r} is run {run['id']!r} of model {run['model']!r}, but "
+                               f"{str(model_dir)!r} is model {load_source_info(model_dir)['name']!r} (its "
+                               f"{SOURCE_FILE}); expected the run record of the model evaluated")
         return run, run.get("model_form", "merged-full-precision")
     name = load_source_info(model_dir)["name"]
     return {"id": f"{name}/base", "model": name, "method": "base", "top_percent": None, "seed": None}, "base"
@@ -118,17 +125,20 @@ def per_example_scores(samples: dict, results: dict) -> dict:
 def samples_path(out: str | os.PathLike) -> Path:
     """Where --log-samples puts lm-eval's full records: eval.json → eval.samples.jsonl."""
     out = Path(out)
-    return out.with_name((out.name[: -len(out.suffix)] if out.suffix else out.name) + ".samples.jsonl")
+    return out.with_name((out.name[: -len(out.suffix)] if out.suffix else out.name) + SAMPLES_SUFFIX)
 
 
-def write_eval(out: str | os.PathLike, record: dict) -> None:
-    """eval.json (without the full samples) and, when the record has them, the .samples.jsonl sibling (one
-    line per task × document: {"task": …, lm-eval's record}); both atomically."""
+def write_eval(out: str | os.PathLike, record: dict, force: bool = False) -> None:
+    """eval.json (without the full samples) and, when the record has them, the .samples.jsonl sibling (a first
+    line with evaluate's mark, then one line per task × document: {"task": …, lm-eval's record}); both atomically.
+    ``force`` replaces an ``out`` this step did not write (never the samples file: it must be evaluate's own)."""
     record = dict(record)
     samples = record.pop("samples", None)
     if samples is not None:
-        with atomic_file(samples_path(out)) as handle:
+        owner = OWNER.sibling(SAMPLES_SUFFIX)
+        with atomic_file(samples_path(out), owner=owner) as handle:
+            handle.write(mark_line(owner))
             for task, records in samples.items():
                 for rec in records:
                     handle.write(json.dumps({"task": task, **rec}, allow_nan=False) + "\n")
-    write_json(out, record)
+    write_json(out, record, owner=OWNER, force=force)

@@ -16,9 +16,12 @@ from pathlib import Path
 
 from snrtune import hub
 from snrtune import arguments
-from snrtune.fileio import atomic_dir
+from snrtune.artifact_names import OUTPUT_MARKER
+from snrtune.fileio import Owner, atomic_dir
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import CONFIG_FILE, OWN_FILES, check_model_dir, write_source_info
+from snrtune.fetch.model_check import check_model
+from snrtune.model_dir import CONFIG_FILE, OWN_FILES, write_source_info
+from snrtune.naming import check_model_name, model_slug
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -83,23 +86,29 @@ def classify(source: str) -> tuple[str, Path | str]:
 
 
 def default_name(kind: str, resolved: Path | str) -> str:
+    """The short name of a source (its hub name, file stem or directory name), as a valid model name."""
     if kind == "hub":
-        return str(resolved).split("/")[-1]
+        return model_slug(str(resolved).split("/")[-1])
     path = Path(resolved)
     if kind == "gguf":
         # SmolLM2-135M-Instruct.Q4_1.gguf -> SmolLM2-135M-Instruct
-        return re.sub(r"[.-](Q\d\w*|F16|F32|BF16|IQ\d\w*)$", "", path.stem, flags=re.IGNORECASE)
-    return path.name
+        return model_slug(re.sub(r"[.-](Q\d\w*|F16|F32|BF16|IQ\d\w*)$", "", path.stem, flags=re.IGNORECASE))
+    return model_slug(path.name)
 
 
 def fetch(source: str, out: str | os.PathLike, revision: str | None = None, allow_pickle: bool = False,
           name: str | None = None, copy: bool = False) -> Path:
     """Materialize ``source`` as a model directory at ``out``; nothing is left at ``out`` on failure."""
     kind, resolved = classify(source)
+    if revision is not None and kind != "hub":
+        raise SnrtuneError(f"--revision {revision!r} applies to a hub id, but {source!r} is a local {kind} source; "
+                           f"expected no --revision (a local source has no revisions)")
+    if name is not None:
+        check_model_name(name, "--name")
     out = Path(out)
     if kind == "local" and any(Path(resolved).glob("*.safetensors")):
-        check_model_dir(resolved, tokenizer=True)  # errors name the source's own files
-    with atomic_dir(out) as tmp:
+        check_model(resolved, tokenizer=True, strict=False)  # errors name the source's own files
+    with atomic_dir(out, Owner("fetch")) as tmp:
         if kind == "gguf":
             gguf_to_hf(Path(resolved), tmp)
         elif kind == "local":
@@ -108,7 +117,8 @@ def fetch(source: str, out: str | os.PathLike, revision: str | None = None, allo
             download_hub(str(resolved), tmp, revision=revision, allow_pickle=allow_pickle)
         if not list(tmp.glob("*.safetensors")):
             raise SnrtuneError(f"{source!r} yielded no safetensors weights")
-        check_model_dir(tmp, tokenizer=True)  # complete shards, valid headers, float weights, a tokenizer
+        check_model(tmp, tokenizer=True, strict=False)  # complete shards, valid headers, float weights, the
+        # weights its config.json describes, a tokenizer that loads with a chat template that compiles
         write_source_info(tmp, name or default_name(kind, resolved), source, kind, revision)
         record_parameter_table(tmp)
     return out
@@ -172,7 +182,7 @@ def link_local(src: Path, out: Path, allow_pickle: bool, copy: bool) -> None:
         resave_as_safetensors(src, out)
         return
     for item in sorted(src.iterdir()):
-        ours = item.name in OWN_FILES  # written afresh for the new directory
+        ours = item.name in OWN_FILES or item.name == OUTPUT_MARKER  # written afresh for the new directory
         if ours or item.name.startswith(".") or item.suffix == ".bin" or item.is_dir():
             continue
         if copy:

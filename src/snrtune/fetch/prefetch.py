@@ -9,13 +9,12 @@ need no network and are only checked. Writes a small JSON record of what is cach
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 from snrtune import hub
 from snrtune import arguments
-from snrtune.fileio import atomic_file
+from snrtune.fileio import Owner, write_json
 from snrtune.errors import SnrtuneError
 
 
@@ -25,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", help="comma-separated lm-eval tasks whose data to download")
     parser.add_argument("--include-path", action="append", default=[], help="extra lm-eval task directory")
     parser.add_argument("--out", required=True, help="JSON record of what was prefetched")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --out file that snrtune prefetch did not write")
     arguments.output(parser, "file", inputs=("--data", "--include-path"))
 
 
@@ -34,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
         record["data"] = prefetch_dataset(args.data, args.split)
     if args.tasks:
         record["tasks"] = prefetch_tasks([t for t in args.tasks.split(",") if t], args.include_path)
-    with atomic_file(args.out) as handle:
-        json.dump(record, handle, indent=1)
+    write_json(args.out, record, owner=Owner("prefetch"), force=args.force)
     print(f"prefetched into {record['hf_home'] or 'the default Hugging Face cache'}: "
           f"data {record['data']['source'] if record['data'] else '-'}, tasks {','.join(record['tasks']) or '-'}")
     return 0

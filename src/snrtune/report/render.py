@@ -146,10 +146,6 @@ def comparison_markdown(frame: pd.DataFrame) -> str:
     return markdown_table(frame.set_index("method"), {})
 
 
-def model_slug(model: str | None) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in str(model or "model"))
-
-
 def summary_markdown(sections: list[dict], target: str) -> str:
     parts = ["# snrtune report\n",
              f"Results per model (runs of different models are never pooled). Target task: {target}.\n"]

@@ -22,11 +22,12 @@ import pandas as pd
 
 from snrtune import arguments
 from snrtune.artifact_names import COMPARISONS_TABLE, REPORT_PAGE, RUNS_TABLE, SCORES_TABLE, SUMMARY
-from snrtune.fileio import atomic_dir
+from snrtune.fileio import Owner, atomic_dir
 from snrtune.errors import SnrtuneError
 from snrtune.report.comparisons import comparisons
 from snrtune.report.discovery import collect, discover
-from snrtune.report.render import comparison_frame, html_page, model_slug, summary_frame, summary_markdown
+from snrtune.naming import model_slug
+from snrtune.report.render import comparison_frame, html_page, summary_frame, summary_markdown
 from snrtune.report.tables import (aggregate, candidate_frame, costs, loss_frame, per_example_index, primary_scores,
                                    read_benchmarks, runs_table, settings_frame, summary_tasks, sweep_frame,
                                    variant_order)
@@ -41,7 +42,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--benchmark", action="append", default=[], metavar="RUN_ID=TSV",
                         help="Snakemake benchmark TSV of a training job, e.g. smollm2/full-s0=results/…/full-s0.tsv")
     parser.add_argument("--out", required=True, help="the report directory to write")
-    arguments.output(parser, "dir", inputs=("results_dir", "--files"), inside_ok=("results_dir",))
+    arguments.output(parser, "dir", inputs=("results_dir", "--files", "--benchmark"), inside_ok=("results_dir",),
+                     pairs=("--benchmark",))
     parser.add_argument("--target-task", default=None,
                         help="the task fine-tuning aims at (default: the first evaluated task whose role is 'target' in "
                              "snrtune.tasks, else the first task); "
@@ -116,7 +118,7 @@ def build_report(results_dir: str | Path | None, out: str | Path, target_task: s
     result = analyse(found, target_task, benchmarks, retention_tasks)
     runs, agg, comp, sections = result["runs"], result["agg"], result["comparisons"], result["sections"]
     target, tasks, losses, candidates = result["target"], result["tasks"], result["losses"], result["candidates"]
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, Owner("report")) as tmp:
         runs.to_csv(tmp / RUNS_TABLE, index=False)
         agg.to_csv(tmp / SCORES_TABLE, index=False)
         comp.to_csv(tmp / COMPARISONS_TABLE, index=False)

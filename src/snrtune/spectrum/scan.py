@@ -23,9 +23,10 @@ import torch
 from tqdm import tqdm
 
 from snrtune import __version__, arguments
-from snrtune.fileio import json_safe, write_json
+from snrtune.fileio import OWNER_KEY, Owner, atomic_file, json_safe, open_sibling_log, sibling_refusal, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import check_model_dir, load_source_info, weight_files
+from snrtune.fetch.model_check import check_model
+from snrtune.model_dir import load_source_info, weight_files
 from snrtune.naming import module_name
 from snrtune.fetch.params import parameter_table
 from snrtune.record import Stopwatch, run_record
@@ -57,14 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="reuse the matrices finished by an interrupted scan")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow the model's own code when reading its parameter names (off by default)")
-    arguments.output(parser, "file", inputs=("model_dir",))
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --out (or --spectrum-json) file that this step did not write")
+    arguments.output(parser, "file", inputs=("model_dir",),
+                     siblings=lambda args, out: [(_partial_path(Path(out)), "file", PARTIAL_SUFFIX)])
     arguments.output(parser, "file", inputs=("model_dir", "--out"), dest="spectrum_json")
 
 
 def run(args: argparse.Namespace) -> int:
     result = scan(args.model_dir, args.out, method=args.method, precision=args.precision, device=args.device,
                   batch_mib=args.batch_mib, resume=args.resume, spectrum_json=args.spectrum_json,
-                  trust_remote_code=args.trust_remote_code)
+                  trust_remote_code=args.trust_remote_code, force=args.force)
     statuses = Counter(module["status"] for module in result["modules"])
     ok = statuses.pop("ok", 0)
     unranked = "".join(f", {count} {status}" for status, count in sorted(statuses.items()))
@@ -227,8 +231,12 @@ def entry_for(matrix: Matrix, values: dict, to_runtime) -> dict:
     return entry
 
 
+PARTIAL_SUFFIX = ".partial.jsonl"
+OWNER = Owner("scan")
+
+
 def _partial_path(out: Path) -> Path:
-    return out.with_name(out.name + ".partial.jsonl")
+    return out.with_name(out.name + PARTIAL_SUFFIX)
 
 
 def _partial_entry(line: str) -> tuple[tuple[str, int | None], dict]:
@@ -253,7 +261,7 @@ def _load_partial(path: Path, settings: dict) -> dict[tuple[str, int | None], di
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         print(f"note: --resume: {path} is not a scan resume file ({type(exc).__name__} in line 1); starting afresh")
         return {}
-    if header != settings:
+    if not isinstance(header, dict) or {k: v for k, v in header.items() if k != OWNER_KEY} != settings:
         print(f"note: {path} was made with other settings; starting afresh")
         return {}
     done = {}
@@ -272,27 +280,31 @@ def _load_partial(path: Path, settings: dict) -> dict[tuple[str, int | None], di
 
 def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gram", precision: str = "float32",
          device: str = "cpu", batch_mib: float = DEFAULT_BATCH_MIB, resume: bool = False, spectrum_json: str | None = None,
-         trust_remote_code: bool = False) -> dict:
-    """Scan every matrix of ``model_dir`` and write ``out`` (see docs/artifacts.md for the format)."""
+         trust_remote_code: bool = False, force: bool = False) -> dict:
+    """Scan every matrix of ``model_dir`` and write ``out`` (see docs/artifacts.md for the format); ``force``
+    replaces an ``out`` (or ``spectrum_json``) file this step did not write."""
     if method not in ("gram", "svd"):
         raise SnrtuneError(f"unknown scan method {method!r}: expected gram or svd")
     if precision not in PRECISIONS:
         raise SnrtuneError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SnrtuneError(f"device {device!r} requested but no CUDA GPU is available: use --device cpu")
+    arguments.check_device_present(device)
     stopwatch = Stopwatch()
     model_dir, out = Path(model_dir), Path(out)
-    check_model_dir(model_dir, config=False)  # every shard the index names, valid headers, float weights
+    partial = _partial_path(out)
+    reason = sibling_refusal(partial, "file", OWNER.sibling(PARTIAL_SUFFIX), "--out's resume file")
+    if reason:
+        raise SnrtuneError(reason)
+    # every shard the index names, valid headers, float weights, the weights its config.json describes (from the
+    # recorded parameter table while it is current: no transformers import)
+    check_model(model_dir, config=False, trust_remote_code=trust_remote_code, strict=False)
+    source = load_source_info(model_dir)
     shapes = checkpoint_shapes(weight_files(model_dir))
     matrices, skipped = plan_matrices(shapes)
     dtype = PRECISIONS[precision]
 
     settings = {"model_dir": str(model_dir.resolve()), "method": method, "precision": precision}
-    partial = _partial_path(out)
     done = _load_partial(partial, settings) if resume else {}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(partial, "w", encoding="utf-8") as log:
-        log.write(json.dumps(settings) + "\n")
+    with open_sibling_log(partial, OWNER.sibling(PARTIAL_SUFFIX), settings) as log:
         for (key, index), values in done.items():
             log.write(json.dumps({"key": key, "slice": index, "values": values}) + "\n")
         for matrix in matrices:
@@ -324,7 +336,6 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
                               "shape": item["shape"], "reason": item["reason"]})
     if params is None:
         params = {key: info.shape for key, info in shapes.items()}
-    source = load_source_info(model_dir)
     result = run_record(
         stopwatch,
         model=source["name"], model_dir=str(model_dir), method=method, precision=precision, device=device,
@@ -336,9 +347,9 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
         modules=modules,
         not_scannable=not_scannable,
     )
-    write_json(out, json_safe(result))
+    write_json(out, json_safe(result), owner=OWNER, force=force)
     if spectrum_json:
-        write_spectrum_json(spectrum_json, modules, not_scannable)
+        write_spectrum_json(spectrum_json, modules, not_scannable, force=force)
     partial.unlink(missing_ok=True)
     return result
 
@@ -365,9 +376,11 @@ def tied_aliases(modules: list[dict], tied: dict[str, str], shapes: dict) -> lis
     return aliases
 
 
-def write_spectrum_json(path: str | os.PathLike, modules: list[dict], not_scannable: list[dict]) -> None:
+def write_spectrum_json(path: str | os.PathLike, modules: list[dict], not_scannable: list[dict],
+                        force: bool = False) -> None:
     """The reference spectrum tool's format: {module_name: {"snr": float, "type": str}}; 1-D weights score 1.0
-    (as the reference computes them). Expert slices of fused 3-D tensors are named ``tensor.EXPERT``."""
+    (as the reference computes them). Expert slices of fused 3-D tensors are named ``tensor.EXPERT``. The format
+    has no room for snrtune's mark, so an existing file is replaced only with ``force``."""
     data = {}
     for entry in modules:
         if entry["status"] != "ok":
@@ -377,6 +390,9 @@ def write_spectrum_json(path: str | os.PathLike, modules: list[dict], not_scanna
         data[name] = {"snr": entry["snr"], "type": entry["type"]}
     for entry in not_scannable:
         data[entry["name"]] = {"snr": 1.0, "type": entry["type"]}
-    write_json(path, dict(sorted(data.items(), key=lambda item: item[1]["type"])))
+    with atomic_file(path, owner=Owner("scan", "--spectrum-json"),
+                     force=force) as handle:
+        json.dump(dict(sorted(data.items(), key=lambda item: item[1]["type"])), handle, indent=2, allow_nan=False)
+        handle.write("\n")
 
 

@@ -13,8 +13,10 @@ check before any job runs. What it checks, for a local ``.jsonl`` / ``.json`` / 
   alpaca      ``instruction`` (string), ``output`` (non-empty string); ``input``, ``system``: string or null
   sharegpt    ``conversations``: turns ``{from, value}``, a known ``from``, a string ``value``; one of them a
               response (gpt/assistant) with text
-  messages    ``messages``: ``{role, content}``, both strings; one of them an ``assistant`` turn with text
-  preference  (``stage="dpo"``) ``prompt``, ``chosen``, ``rejected``: non-empty strings or message lists
+  messages    ``messages``: ``{role, content}``, both strings, the role one of system, user, assistant, tool; one of
+              them an ``assistant`` turn with text
+  preference  (``stage="dpo"``) ``prompt``, ``chosen``, ``rejected``: non-empty strings or message lists; chosen
+              and rejected differ
 
 A hub dataset id is not checked here (nothing is downloaded before the job): its rows get the same
 content check with ``check_records`` once loaded.
@@ -37,6 +39,7 @@ LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
 UNCHECKED = object()  # a row past max_rows: its structure was checked, its content was not
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant"}
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")  # the roles chat templates render
 
 
 @dataclass(frozen=True)
@@ -297,6 +300,9 @@ def _messages(row: dict, key: str, where: str, need_assistant: bool) -> None:
     turns = _turns(row, key, where)
     for i, turn in enumerate(turns):
         _string(turn, "role", where, f"{key}[{i}].role", what="the speaker")
+        if turn["role"] not in MESSAGE_ROLES:
+            raise SnrtuneError(f"{where}: field '{key}[{i}].role' is {_show(turn['role'])}; expected one of "
+                               f"{', '.join(MESSAGE_ROLES)}")
         _string(turn, "content", where, f"{key}[{i}].content", what="the message")
     if need_assistant and not any(t["role"] == "assistant" and t["content"].strip() for t in turns):
         raise SnrtuneError(f"{where}: field {key!r} has no assistant turn with text; expected a response to learn")
@@ -329,6 +335,9 @@ def check_row(row: Any, fmt: str, where: str) -> None:
                 _messages(row, key, where, need_assistant=False)
             else:
                 _string(row, key, where, nonempty=True, what=f"the {key} text or messages")
+        if row["chosen"] == row["rejected"]:
+            raise SnrtuneError(f"{where}: fields 'chosen' and 'rejected' are the same; expected a preferred and a "
+                               f"rejected response that differ (an equal pair teaches nothing)")
     else:
         raise SnrtuneError(f"data format {fmt!r} is not one of {', '.join(FORMATS)}")
 

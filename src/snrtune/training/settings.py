@@ -43,10 +43,11 @@ class _Invalid(Exception):
 
 # --- checks: each takes the value and returns it (converted) or raises _Invalid("expected …") ---------------
 
-def _integer(minimum: int) -> Callable[[Any], int]:
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     def check(value):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise _Invalid(f"expected an integer >= {minimum}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
+                maximum is not None and value > maximum):
+            raise _Invalid(f"expected an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else ""))
         return value
     return check
 
@@ -120,10 +121,42 @@ def _fsdp(value):
 
 
 def _report_to(value):
-    """transformers' report_to: a name (none, all, tensorboard, wandb, …) or a list of names."""
+    """transformers' report_to: a name (none, all, tensorboard, wandb, …) or a list of names, each one transformers
+    knows."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
     names = value if isinstance(value, list) else [value]
     if not names or not all(isinstance(n, str) and n.strip() for n in names):
         raise _Invalid("expected a name (none, tensorboard, wandb, trackio, …) or a list of names")
+    known = ("none", "all", *INTEGRATION_TO_CALLBACK)
+    if any(name not in known for name in names):
+        raise _Invalid(f"expected one or a list of {', '.join(known)}")
+    return value
+
+
+def _ddp_backend(value):
+    """A torch.distributed backend TrainingArguments takes (its ``ddp_backend`` choices)."""
+    from transformers import TrainingArguments
+
+    field = next(f for f in dataclasses.fields(TrainingArguments) if f.name == "ddp_backend")
+    return _choice(*field.metadata.get("choices", ()))(value)
+
+
+def _deepspeed_config(value):
+    """A DeepSpeed config: a mapping, or the path of an existing JSON file holding one."""
+    value = _path_or_mapping(value)
+    if isinstance(value, str):
+        import json
+        from pathlib import Path
+
+        try:
+            content = json.loads(Path(value).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise _Invalid("expected null, a mapping or an existing DeepSpeed JSON file (it does not exist)") from None
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise _Invalid("expected null, a mapping or a DeepSpeed JSON file (it is not JSON)") from None
+        if not isinstance(content, dict):
+            raise _Invalid("expected null, a mapping or a DeepSpeed JSON file holding an object")
     return value
 
 
@@ -164,7 +197,7 @@ class TrainingSettings:
     gradient_accumulation_steps: int = _field(_integer(1))
     num_epochs: float = _field(_positive())
     max_steps: int | None = _field(_optional(_integer(1)))
-    seed: int = _field(_integer(0))
+    seed: int = _field(_integer(0, 2**32 - 1))
     gradient_checkpointing: bool = _field(_boolean)
     attn_implementation: str | None = _field(_optional(_choice("eager", "sdpa", "flash_attention_2",
                                                                 "flash_attention_3", "flex_attention")))
@@ -192,8 +225,8 @@ class TrainingSettings:
     # DPO
     dpo_beta: float = _field(_positive())
     # multi-GPU
-    ddp_backend: str | None = _field(_optional(_text))
-    deepspeed: str | dict | None = _field(_path_or_mapping)
+    ddp_backend: str | None = _field(_optional(_ddp_backend))
+    deepspeed: str | dict | None = _field(_deepspeed_config)
     fsdp: str | bool | None = _field(_fsdp)
     fsdp_config: str | dict | None = _field(_path_or_mapping)
 
@@ -229,6 +262,9 @@ def check_packages(settings: "TrainingSettings", where: str, method: str | None 
     a 4-bit method, DeepSpeed for ``deepspeed`` (require_deepspeed). `snrtune train` and the workflow's
     pre-flight call it when they read the settings."""
     require_deepspeed(settings, where)
+    from snrtune.training.packages import check_setting_packages
+
+    check_setting_packages(settings, where, installed)  # optim, report_to, ddp_backend
     for (key, value), (module, install) in OPTIONAL_PACKAGES.items():
         if getattr(settings, key) == value and not installed(module):
             raise SnrtuneError(f"{where}: key {key!r}: {value!r} needs the {module} package, which is not "
@@ -389,12 +425,9 @@ def read_config(path: str) -> dict[str, Any]:
     """One training YAML (empty -> {}); a missing or unreadable file is a one-line error naming it."""
     from snrtune.fileio import read_yaml
 
-    try:
-        values = read_yaml(path)
-    except FileNotFoundError:
-        raise SnrtuneError(f"training config {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise SnrtuneError(f"training config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not os.path.lexists(path):
+        raise SnrtuneError(f"training config {path} does not exist")
+    values = read_yaml(path, "training config")  # UTF-8, valid YAML, every key once; one line naming the file
     return {} if values is None else values
 
 

@@ -19,22 +19,31 @@ def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS, packages_here
     that need flash-attention, bitsandbytes or vllm (check_optional_packages). Raises
     SnrtuneError with the one line `snrtune train` would print."""
     from snrtune.training import data_check
+    from snrtune.training.settings_fit import check_settings_fit
+    from snrtune.training.sft_data import split_validation
 
     check_placement(config)
-    formats = set()
+    jobs = []  # (model, settings, processes) of every training job
     for model in config["models"]:
         for run in runs(config):
             method = parse_run(run)["method"]
             processes = max(1, train_resources(config, model, run, paths.fill(paths.MODEL, model=model))["gpus"])
-            formats |= {run_settings(config, model, method, lr, processes).dataset_format
-                        for lr in learning_rates(config, method) or [None]}
+            jobs += [(model, run_settings(config, model, method, lr, processes), processes)
+                     for lr in learning_rates(config, method) or [None]]
     if packages_here:
         require_deepspeed_for_plans(config)
         check_optional_packages(config)
     data = resolve_source(config["data"]["train"])
-    if data_check.data_kind(data) == "local":
-        for dataset_format in sorted(formats):  # one per training file that sets its own
-            data_check.check_training_data(data, dataset_format, config["train"]["stage"], max_rows=max_rows)
+    local = data_check.data_kind(data) == "local"
+    rows = None
+    if local:
+        for dataset_format in sorted({cfg.dataset_format for _, cfg, _ in jobs}):  # one per training file's own
+            rows = data_check.check_training_data(data, dataset_format, config["train"]["stage"],
+                                                  max_rows=max_rows).rows
+    for model, cfg, processes in jobs:  # where the settings meet the data (the machine is the job's, not known here)
+        train_rows = None if rows is None else len(split_validation(range(rows), cfg.val_fraction, cfg.seed)[0])
+        check_settings_fit(cfg, f"training config {' and '.join(train_config_files(config, model)) or '(defaults)'}",
+                           data_local=local, train_rows=train_rows, world_size=processes)
 
 
 def check_optional_packages(config: dict) -> None:
