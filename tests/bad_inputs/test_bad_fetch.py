@@ -64,7 +64,7 @@ def test_a_local_directory_gets_a_valid_default_name(tiny_llama, tmp_path, capsy
 
 def test_a_revision_of_a_local_source(tiny_llama, tmp_path, capsys):
     refused(["fetch", tiny_llama, "--out", tmp_path / "m", "--revision", "v2"], capsys,
-            "--revision 'v2' applies to a hub id", "local local source")
+            "--revision 'v2' applies to a hub id", "is a local directory; expected no --revision")
     assert_nothing_finished(tmp_path / "m")
 
 

@@ -7,10 +7,12 @@ import pytest
 import torch
 import transformers
 
+import snrtune
 from snrtune import cli
 from snrtune.errors import SnrtuneError
 from snrtune.evaluation.evaluate import evaluate_model
 from snrtune.evaluation.options import limit_argument, parse_fewshot, parse_limit
+from snrtune.evaluation.results import read_samples
 from snrtune.evaluation.task_dirs import resolve_task_dir
 
 QUESTIONS = [
@@ -183,7 +185,10 @@ def test_cli_log_samples_writes_compact_scores_and_a_samples_file(tiny_llama, ta
     assert "samples" not in record
     assert record["per_example"]["tiny_mc"]["doc_ids"] == [0, 1]
     assert len(record["per_example"]["tiny_mc"]["metrics"]["acc"]["values"]) == 2
-    lines = [json.loads(line) for line in (tmp_path / "base.samples.jsonl").read_text().splitlines()]
+    assert json.loads((tmp_path / "base.samples.jsonl").read_text().splitlines()[0])["snrtune_output"] == {
+        "written_by": "snrtune", "snrtune_version": snrtune.__version__, "step": "evaluate",
+        "output": "--out .samples.jsonl"}  # the first line: evaluate's mark
+    lines = read_samples(tmp_path / "base.samples.jsonl")
     assert [(line["task"], line["doc_id"]) for line in sorted(lines, key=lambda x: x["doc_id"])] == [
         ("tiny_mc", 0), ("tiny_mc", 1)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base.json", "base.samples.jsonl"]
@@ -297,7 +302,7 @@ def test_vllm_backend_without_vllm_is_a_clear_error(tiny_llama, tmp_path, capsys
 
 
 def _prompts(samples_file) -> list:
-    lines = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    lines = read_samples(samples_file)
     return [line["arguments"][0] for line in lines]  # one [prompt, generation settings] pair per document
 
 

@@ -55,7 +55,7 @@ def test_negative_learning_rate_is_one_line_naming_file_and_key(tmp_path):
     ("packing: 1", "packing", "expected true or false, got '1'"),
     ("lr_scheduler_type: cosin", "lr_scheduler_type", "expected one of linear, cosine"),
     ("optim: adamw", "optim", "expected one of adamw_torch"),
-    ("seed: -3", "seed", "expected an integer >= 0, got '-3'"),
+    ("seed: -3", "seed", "expected an integer >= 0 and <= 4294967295, got '-3'"),
 ])
 def test_wrong_types_and_ranges_are_rejected(tmp_path, text, key, expected):
     path = write(tmp_path, text + "\n")

@@ -312,11 +312,12 @@ def fake_project(root: Path, **overrides) -> Path:
         (root / "model").mkdir(parents=True)
         (root / "model" / "config.json").write_text("{}")
         # rows valid for both stages (SFT reads instruction/output, DPO prompt/chosen/rejected), so changing
-        # train.stage alone passes the workflow's pre-flight data check
+        # train.stage alone passes the workflow's pre-flight data check; 40 of them: the pre-flight checks that the
+        # default batch (16 examples per optimizer step) has a full step of training rows
         (root / "train.jsonl").write_text('{"instruction": "a", "output": "b", "prompt": "a", "chosen": "b", '
-                                          '"rejected": "c"}\n')
+                                          '"rejected": "c"}\n' * 40)
         (root / "other.jsonl").write_text('{"instruction": "c", "output": "d", "prompt": "c", "chosen": "d", '
-                                          '"rejected": "e"}\n')
+                                          '"rejected": "e"}\n' * 40)
         (root / "train.yaml").write_text("max_steps: 2\n")
     config = {"models": {"m": {"source": str(root / "model"), "resources": {"threads": 1, "mem_mb": 100,
                                                                              "runtime": 5}}},

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from snrtune.artifact_names import RUN_FILE
-from snrtune.fileio import Owner, atomic_file, mark_line, write_json
+from snrtune.fileio import OWNER_KEY, Owner, atomic_file, mark_line, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import SOURCE_FILE, load_source_info, read_run_record
 
@@ -126,6 +126,12 @@ def samples_path(out: str | os.PathLike) -> Path:
     """Where --log-samples puts lm-eval's full records: eval.json → eval.samples.jsonl."""
     out = Path(out)
     return out.with_name((out.name[: -len(out.suffix)] if out.suffix else out.name) + SAMPLES_SUFFIX)
+
+
+def read_samples(path: str | os.PathLike) -> list[dict]:
+    """The records of a .samples.jsonl file (write_eval), its first line (evaluate's mark) left out."""
+    lines = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line for line in lines if OWNER_KEY not in line]
 
 
 def write_eval(out: str | os.PathLike, record: dict, force: bool = False) -> None:

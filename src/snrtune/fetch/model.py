@@ -101,8 +101,9 @@ def fetch(source: str, out: str | os.PathLike, revision: str | None = None, allo
     """Materialize ``source`` as a model directory at ``out``; nothing is left at ``out`` on failure."""
     kind, resolved = classify(source)
     if revision is not None and kind != "hub":
-        raise SnrtuneError(f"--revision {revision!r} applies to a hub id, but {source!r} is a local {kind} source; "
-                           f"expected no --revision (a local source has no revisions)")
+        what = "a local directory" if kind == "local" else "a GGUF file"
+        raise SnrtuneError(f"--revision {revision!r} applies to a hub id, but {source!r} is {what}; expected no "
+                           f"--revision (a local source has no revisions)")
     if name is not None:
         check_model_name(name, "--name")
     out = Path(out)
