@@ -283,6 +283,24 @@ def test_a_quoted_tilde_is_expanded_once(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
 
 
+def test_a_stop_signal_mid_write_leaves_nothing(tmp_path):
+    """SIGTERM (Slurm's or Snakemake's stop) while a step writes its output: the command exits 143 through its
+    cleanup, so no half-written hidden .m.tmp-* directory is left (a SIGKILL's leftover: the next run removes it,
+    test_bad_fetch.py)."""
+    import signal
+
+    from snrtune.cli import terminated_as_exit
+    from snrtune.fileio import atomic_dir
+
+    with pytest.raises(SystemExit) as stopped, terminated_as_exit():
+        with atomic_dir(tmp_path / "m", Owner("fetch")) as tmp:
+            (tmp / "model.safetensors").write_bytes(b"half of it")
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10**6):  # the handler runs between two bytecodes
+                pass
+    assert stopped.value.code == 143 and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("command", ["scan", "train"])
 def test_a_second_writer_of_one_output_fails(command, tiny_llama, tmp_path, capsys):
     """Two `snrtune scan` (or train) on one --out at once: the second fails in one line, naming the first's pid,

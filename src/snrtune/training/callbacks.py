@@ -108,7 +108,8 @@ def overflowing_parameter(model) -> tuple[str, str] | None:
         for name, param in model.named_parameters():
             if not param.requires_grad or not param.numel() or not param.dtype.is_floating_point:
                 continue
-            largest = float(param.detach().abs().max())
+            low, high = torch.aminmax(param.detach())  # no copy of the parameter (a NaN propagates to both)
+            largest = max(abs(float(low)), abs(float(high)))
             if not math.isfinite(largest):
                 return name, "nan" if bool(torch.isnan(param).any()) else "inf"
             if largest > math.sqrt(torch.finfo(param.dtype).max):

@@ -8,9 +8,8 @@ processes; not the machine the job will run on).
 from __future__ import annotations
 
 from snrtune.errors import SnrtuneError
-from snrtune.training.settings import TrainingSettings, examples_per_step
+from snrtune.training.settings import TrainingSettings, default_values, examples_per_step
 
-HUB_ONLY_SPLIT_DEFAULT = "train"  # train_defaults.yaml's dataset_split: a local file is read whole, as this split
 NEEDS_CUDA = ("flex_attention", "flash_attention_2", "flash_attention_3")
 
 
@@ -32,10 +31,11 @@ def check_settings_fit(cfg: TrainingSettings, where: str, *, data_local: bool | 
         raise SnrtuneError(f"{where}: key 'lr_scheduler_type': reduce_lr_on_plateau lowers the learning rate when "
                            f"the validation loss stops falling, but {missing}; expected eval_steps: N and "
                            f"val_fraction > 0, or another scheduler")
-    if data_local and cfg.dataset_split != HUB_ONLY_SPLIT_DEFAULT:
+    whole_file = default_values()["dataset_split"]  # what a local file is read as: the default split, the whole file
+    if data_local and cfg.dataset_split != whole_file:
         raise SnrtuneError(f"{where}: key 'dataset_split': {cfg.dataset_split!r} names a split of a hub dataset, but "
                            f"the training data is a local file, which has none; expected dataset_split: "
-                           f"{HUB_ONLY_SPLIT_DEFAULT} (the whole file), or a hub dataset id")
+                           f"{whole_file} (the whole file, the default), or a hub dataset id")
     if train_rows is not None:
         per_step = examples_per_step(cfg, world_size)
         step_words = (f"per_device_train_batch_size × gradient_accumulation_steps"
