@@ -148,7 +148,9 @@ def comparison_frame(comp: pd.DataFrame) -> pd.DataFrame:
                                                               f"{_fmt(r.ci_high)}]{level}",
                      "p": _p(r.p_value), "adjusted p": _p(r.p_adjusted), "outcome": outcome,
                      "power at observed": "–" if r.significant or math.isnan(r.power) else f"{r.power:.2f}",
-                     "examples to settle": "–" if r.significant else _needed(r.examples_needed, r.difference)})
+                     "examples to settle": "–" if r.significant else
+                     "– (further behind than the margin)" if r.family.startswith("cost") and math.isinf(r.examples_needed)
+                     else _needed(r.examples_needed, r.difference)})
     return pd.DataFrame(rows)
 
 

@@ -100,12 +100,10 @@ def _winner_line(result: ModelResult, sub: pd.DataFrame, target: str, metric: st
         return (f"No winner on {target}: {top} ranks first but its paired difference is not in its favour against "
                 + ", ".join(f"{r.reference} ({_diff(r)})" for r in against) + f"{about}.")
     open_ = [r for r in primary if not r.significant]
-    need = max(open_, key=lambda r: r.examples_needed)
-    more = ("; more seeds would help more than examples" if math.isinf(need.examples_needed) and need.difference
-            else f"; {_needed(need.examples_needed, need.difference)} examples per seed would separate "
-                 f"{top} from {need.reference} at the observed difference")
+    need = ", ".join(f"{r.reference} {_needed(r.examples_needed, r.difference)}" for r in open_)
     return (f"No winner on {target}: {top} has the best {score} but is not significantly ahead of "
-            + ", ".join(f"{r.reference} ({_diff(r)})" for r in open_) + f"{more}{about}.")
+            + ", ".join(f"{r.reference} ({_diff(r)})" for r in open_)
+            + f"; examples per seed that would separate them at the observed differences: {need}{about}.")
 
 
 def _cost_line(result: ModelResult, cost: pd.DataFrame, metric: str) -> str | None:
@@ -119,29 +117,27 @@ def _cost_line(result: ModelResult, cost: pd.DataFrame, metric: str) -> str | No
     memory, memory_label = peak_memory(cost) if not cost.empty else (pd.Series(dtype=float), "peak memory")
     hours, hours_label = compute_hours(cost) if not cost.empty else (pd.Series(dtype=float), "GPU-hours")
     table = {v: {"memory": memory.get(v, math.nan), "hours": hours.get(v, math.nan)} for v in d.contenders}
-    named = cheapest(d, table, ("memory", "hours"))
-    if named:
+    cheaper = [v for v in d.within_margin if v != d.top]
+    if cheaper:
+        named = cheapest(d, table, ("memory", "hours"))
         said = []
         if "memory" in named:
             said.append(f"in {memory_label} {named['memory']} ({_human(table[named['memory']]['memory'])}B)")
         if "hours" in named:
             said.append(f"in {hours_label.split(' (')[0]} {named['hours']} ({table[named['hours']]['hours']:.3g})")
-        shown = ", ".join(d.within_margin)
-        return (f"Cheapest shown within {margin} of the best (non-inferiority, one-sided at α/{len(d.contenders)}; "
-                f"shown: {shown}): " + "; ".join(said) + ".")
-    margin_rows = [r for r in d.family(MARGIN) if r.variant != d.top]
-    if d.within_margin:
-        return f"Only {', '.join(d.within_margin)} is shown within {margin} of the best; no cheaper method is."
-    closest = min(margin_rows, key=lambda r: r.examples_needed) if margin_rows else None
-    hint = ""
+        return (f"Shown within {margin} of the best (non-inferiority, one-sided at α/{len(d.contenders)}): "
+                f"{', '.join(d.within_margin)}; the cheapest of them " + ("; ".join(said) or "–") + ".")
+    others = [r for r in d.family(MARGIN) if r.variant != d.top]
+    closest = min(others, key=lambda r: r.examples_needed) if others else None
     if closest is not None and math.isfinite(closest.examples_needed):
-        hint = (f" (the closest, {closest.variant}, would need {_needed(closest.examples_needed)} examples per seed "
-                "at the observed difference)")
-    elif closest is not None:
-        hint = f" (every other method is further behind than {margin} at the observed differences)"
-    n = d.family(PRIMARY)[0].comparison.n_examples if d.family(PRIMARY) else None
-    return (f"No method is shown within {margin} of the best at {n} examples{hint}; a non-significant difference "
-            "is not evidence that two methods are as good.")
+        hint = (f"; the closest, {closest.variant}, would need {_needed(closest.examples_needed)} examples per seed "
+                "at the observed difference")
+    else:
+        hint = f"; every other method is further behind than {margin} at the observed differences"
+    n = d.family(MARGIN)[0].comparison.n_examples if d.family(MARGIN) else None
+    best = f"only the best, {d.top}, is" if d.within_margin else "none is"
+    return (f"No cheaper method is shown within {margin} of the best at {n} examples ({best} shown){hint}; a "
+            "difference that is not significant is not evidence that two methods are as good.")
 
 
 def _control_line(result: ModelResult) -> str | None:
@@ -173,7 +169,7 @@ def _retention_line(comp: pd.DataFrame, retention: list[str], higher_is_better: 
         same = t[~t.significant.astype(bool)]
         if len(worse) == len(t):
             least = worse.loc[worse.difference.abs().idxmin()]
-            parts.append(f"{task} lost by every method (least: {least.variant} {least.difference:+.3g})")
+            parts.append(f"{task}: lost by every method (least: {least.variant} {least.difference:+.3g})")
             continue
         bits = []
         if not worse.empty:
@@ -182,7 +178,7 @@ def _retention_line(comp: pd.DataFrame, retention: list[str], higher_is_better: 
             bits.append("gained by " + ", ".join(f"{r.variant} {r.difference:+.3g}" for r in better.itertuples()))
         if not same.empty:
             bits.append("no significant change for " + ", ".join(same.variant))
-        parts.append(f"{task} " + "; ".join(bits))
+        parts.append(f"{task}: " + "; ".join(bits))
     size = int(comp.loc[comp.family == GAIN, "family_size"].iloc[0])
     return f"Retention against the base model (Bonferroni over the {size} gain and retention tests): " + \
         ". ".join(parts) + "."
