@@ -219,7 +219,7 @@ def test_a_diverged_method_reaches_the_report_as_diverged(tmp_path, tiny_llama):
     assert json.loads((results / "tiny/eval/full-s0.json").read_text())["status"] == "finished"
     summary = (results / "report/summary.md").read_text()
     assert "Not ranked: lora (diverged, not evaluated)." in summary
-    assert "**full** is the only method that can be ranked" in summary
+    assert "full is the only method that can be ranked on tiny_sums" in summary
     assert "| lora (diverged) | – |" in summary
 
 
