@@ -115,8 +115,8 @@ def card_body(identity: dict, metrics: dict, source: dict | None, evaluation: st
              f"stage {identity.get('stage', 'sft')}) by snrtune {snrtune.__version__}, "
              "which compares fine-tuning methods on equal data and budget.\n"]
     if status != "finished":
-        parts.append(f"**This run {status}**: its training loss became non-finite, so it was not evaluated. "
-                     "Do not publish it as a working model.\n")
+        parts.append(f"**This run {status}**: a logged training or validation loss became non-finite, so it was "
+                     "not evaluated. Do not publish it as a working model.\n")
     if identity.get("sweep_candidate"):
         parts.append(f"A learning-rate sweep candidate (learning rate {identity.get('learning_rate')}), not the run "
                      "the sweep picked.\n")
@@ -134,8 +134,9 @@ def card_body(identity: dict, metrics: dict, source: dict | None, evaluation: st
     if training:
         parts.append("## Training\n")
         parts.append("\n".join(training) + "\n")
+    if metrics.get("config"):
         parts.append("Every training setting, as recorded in the run's metrics.json (`config`):\n")
-        parts.append("```yaml\n" + yaml.safe_dump(metrics.get("config") or {}, sort_keys=False) + "```\n")
+        parts.append("```yaml\n" + yaml.safe_dump(metrics["config"], sort_keys=False) + "```\n")
     parts.append(evaluation or "## Evaluation\n\nNot in this card: `snrtune report` writes this card with the "
                  "model's scores, their 95 % intervals and its paired comparisons into its own directory "
                  "(REPORT_DIR/model_cards/; docs/artifacts.md).\n")
