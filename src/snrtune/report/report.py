@@ -8,7 +8,7 @@ HTML page over the runs — the entry point; the work is split by job:
 - snrtune.report.comparisons: every paired test of a model (snrtune.report.decision: the winner, the secondary
   families, the cost answer; snrtune.report.stats: the statistics);
 - snrtune.report.verdict: one model's verdict; snrtune.report.render: summary.md and report.html;
-- snrtune.report.plots: the figures.
+- snrtune.report.plots: the figures; snrtune.report.cards: each merged model's card with its scores.
 
 Everything is per model: runs of different models are never pooled as if they were seeds
 (docs/evaluation.md, "How the report decides").
@@ -25,6 +25,7 @@ from snrtune import arguments
 from snrtune.artifact_names import COMPARISONS_TABLE, REPORT_PAGE, RUNS_TABLE, SCORES_TABLE, SUMMARY
 from snrtune.fileio import atomic_dir
 from snrtune.errors import SnrtuneError
+from snrtune.report.cards import write_model_cards
 from snrtune.report.comparisons import comparisons
 from snrtune.report.discovery import collect, discover
 from snrtune.report.render import comparison_frame, html_page, model_slug, summary_frame, summary_markdown
@@ -162,12 +163,13 @@ def build_report(results_dir: str | Path | None, out: str | Path, target_task: s
                 [s for s in found["selection"] if s.get("model") in (None, model)])
         (tmp / SUMMARY).write_text(summary_markdown(sections, target), encoding="utf-8")
         (tmp / REPORT_PAGE).write_text(html_page(sections, target, tmp), encoding="utf-8")
+        write_model_cards(tmp, found, runs, agg, comp)  # model_cards/MODEL/RUN/README.md, with the scores
     return Path(out)
 
 
 def run(args) -> int:
     out = build_report(args.results_dir, args.out, args.target_task, files=args.files, benchmarks=args.benchmark,
                        retention_tasks=args.retention_tasks, margin=args.margin, margin_of_gain=args.margin_of_gain)
-    print(f"wrote {out}/report.html, summary.md, runs.csv, scores.csv, comparisons.csv and plots")
+    print(f"wrote {out}/report.html, summary.md, runs.csv, scores.csv, comparisons.csv, plots and model_cards/")
     print((out / SUMMARY).read_text(encoding="utf-8"))
     return 0
