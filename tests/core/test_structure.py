@@ -153,7 +153,7 @@ def test_the_rules_spell_no_results_path_of_their_own():
     import re
 
     root = Path(__file__).resolve().parents[2]
-    sources = [root / "Snakefile", *sorted((root / "workflow" / "rules").glob("*.smk")),
+    sources = [root / "workflow" / "Snakefile", *sorted((root / "workflow" / "rules").glob("*.smk")),
                *sorted((PACKAGE / "workflow").glob("*.py"))]
     spelled = [(path.name, m.group(0)) for path in sources if path.name != "paths.py"
                for m in re.finditer(r"[\"'](results|logs)/[^\"']*", path.read_text())]
