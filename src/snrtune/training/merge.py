@@ -22,12 +22,9 @@ from snrtune.artifact_names import DELTA_FILE, METRICS_FILE, RUN_FILE, SELECTION
 from snrtune import arguments
 from snrtune.fileio import atomic_dir, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import (CONFIG_FILE, INDEX_FILE, SOURCE_FILE, TOKENIZER_CONFIG, check_model_dir, check_run_dir,
+from snrtune.model_dir import (MODEL_FILES, SOURCE_FILE, TOKENIZER_CONFIG, check_model_dir, check_run_dir,
                                read_json_file, weights_fingerprint)
 from snrtune.spectrum.selection_file import load_selection
-
-
-MODEL_FILES = (CONFIG_FILE, "generation_config.json", "model.safetensors", INDEX_FILE)
 
 
 def merge_description(spec: method_registry.MethodSpec) -> str:
