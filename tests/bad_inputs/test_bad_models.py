@@ -20,7 +20,8 @@ from train_data import write_alpaca, write_config, write_selection
 from snrtune.cli import main
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import check_model_dir, weights_fingerprint
-from snrtune.workflow import config as wc
+from snrtune.workflow.preflight import preflight
+from snrtune.workflow.schema import validate_config
 from workflow_project import SCHEMA, minimal
 
 torch.set_num_threads(1)
@@ -372,7 +373,7 @@ def test_a_setting_whose_package_is_missing(case, absent, tiny_llama, inputs, tm
         assert word in err, err
     assert not out.exists() and not out.with_name("run.partial").exists()
     with pytest.raises(SnrtuneError) as raised:  # the workflow's pre-flight, before any job
-        wc.preflight(wc.validate_config(minimal(methods=[method], train={"config": str(config)}), SCHEMA))
+        preflight(validate_config(minimal(methods=[method], train={"config": str(config)}), SCHEMA))
     for word in words:
         assert word in str(raised.value)
 
@@ -396,11 +397,11 @@ def test_bitsandbytes_without_kernels_for_the_gpu(monkeypatch, tiny_llama, input
 
 def test_the_preflight_checks_the_package_of_the_evaluation_backend(absent):
     absent("vllm")
-    config = wc.validate_config({"models": {"m": {"source": "org/model", "eval_backend": "vllm"}},
+    config = validate_config({"models": {"m": {"source": "org/model", "eval_backend": "vllm"}},
                                  "methods": ["full"]}, SCHEMA)
     with pytest.raises(SnrtuneError, match=r"'models.m.eval_backend': vllm needs the vllm package.*pip install vllm"):
-        wc.preflight(config)
-    wc.preflight(config, packages_here=False)  # under --sdm conda the jobs' environment is another one
+        preflight(config)
+    preflight(config, packages_here=False)  # under --sdm conda the jobs' environment is another one
 
 
 # ---------------------------------------------------------------- the workflow's evaluate.batch_size
@@ -412,11 +413,11 @@ def test_eval_batch_size_is_checked_by_the_evaluate_rule(value, ok):
 
     config = minimal(evaluate={"batch_size": value})
     if ok:
-        wc.validate_config(config, SCHEMA)
+        validate_config(config, SCHEMA)
         parse_batch_size(str(value))
         return
     with pytest.raises(SnrtuneError, match="config key 'evaluate.batch_size'"):
-        wc.validate_config(config, SCHEMA)
+        validate_config(config, SCHEMA)
     with pytest.raises(SnrtuneError, match="--batch-size"):
         parse_batch_size(str(value))
 

@@ -16,13 +16,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from snrtune.training.settings import default_values
+from snrtune.workflow.schema import load_schema
 
 ROOT = Path(__file__).parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+SCHEMA = load_schema(ROOT / "workflow" / "schemas" / "config.schema.yaml")  # with the filled-in $defs
 
 
 def tracked_top_level() -> set[str]:
