@@ -139,7 +139,7 @@ def test_the_rules_one_import_gathers_only_what_the_rules_call():
     from snrtune.workflow import config
 
     root = PACKAGE.parents[1]
-    rules = [root / "Snakefile", *sorted((root / "workflow" / "rules").glob("*.smk"))]
+    rules = [root / "workflow" / "Snakefile", *sorted((root / "workflow" / "rules").glob("*.smk"))]
     called = {m for path in rules for m in re.findall(r"\bworkflow_config\.(\w+)", path.read_text())}
     assert sorted(config.__all__) == sorted(called)
     assert all(getattr(config, name) is not None for name in config.__all__)
@@ -217,7 +217,7 @@ def test_the_rules_spell_no_results_path_of_their_own():
     """Every results/ and logs/ path is a template of snrtune.workflow.paths (the rules and the config code fill
     the same ones), so a path cannot be renamed in one place and not the other."""
     root = Path(__file__).resolve().parents[2]
-    sources = [root / "Snakefile", *sorted((root / "workflow" / "rules").glob("*.smk")),
+    sources = [root / "workflow" / "Snakefile", *sorted((root / "workflow" / "rules").glob("*.smk")),
                *sorted((PACKAGE / "workflow").glob("*.py"))]
     spelled = [(path.name, m.group(0)) for path in sources if path.name != "paths.py"
                for m in re.finditer(r"[\"'](results|logs)/[^\"']*", path.read_text())]

@@ -34,7 +34,7 @@ def dry_run(config: dict, workdir: Path, capsys) -> str:
 
     (workdir / "c.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(SystemExit) as exit_info:
-        main(["-n", "-p", "--cores", "1", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+        main(["-n", "-p", "--cores", "1", "-s", str(ROOT / "workflow" / "Snakefile"), "-d", str(workdir),
               "--configfile", str(workdir / "c.yaml")])
     out = capsys.readouterr()
     assert exit_info.value.code == 0, out.err[-4000:]

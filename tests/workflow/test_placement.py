@@ -75,7 +75,7 @@ def test_dry_run_requests_respect_the_ceilings_and_keep_training_on_one_node(tmp
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-s", str(ROOT / "Snakefile"), "--configfile",
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-s", str(ROOT / "workflow" / "Snakefile"), "--configfile",
                           str(path), "-d", str(tmp_path), "--cores", "1", "results/m/runs/full-s0"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -90,7 +90,7 @@ def test_a_config_over_the_node_stops_before_any_job(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-s", str(ROOT / "Snakefile"), "--configfile",
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-s", str(ROOT / "workflow" / "Snakefile"), "--configfile",
                           str(path), "-d", str(tmp_path), "--cores", "1"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert out.returncode != 0

@@ -258,6 +258,12 @@ def test_the_report_section_becomes_snrtune_report_flags_and_names_a_bad_task():
                                                                                         "snrtune_ppl"]})
     assert report_flags(config) == "--target-task snrtune_toolcall --retention-tasks snrtune_retention,snrtune_ppl"
     assert report_flags(config_with()) == ""  # snrtune report's own defaults
+    assert report_flags(config_with(report={"margin": 0.03})) == "--margin 0.03"
+    assert report_flags(config_with(report={"margin_of_gain": 0.2})) == "--margin-of-gain 0.2"
+    with pytest.raises(SnrtuneError, match=r"^config key 'report.margin_of_gain': set together with report.margin"):
+        config_with(report={"margin": 0.03, "margin_of_gain": 0.2})
+    with pytest.raises(SnrtuneError, match=r"^config key 'report.margin_of_gain': 1.5 is greater than"):
+        config_with(report={"margin_of_gain": 1.5})
     with pytest.raises(SnrtuneError, match=r"^config key 'report.target_task': 'arc_easy' is not in evaluate.tasks"):
         config_with(report={"target_task": "arc_easy"})
     with pytest.raises(SnrtuneError, match=r"^config key 'report.retention_tasks': 'snrtune_toolcall' is the target"):

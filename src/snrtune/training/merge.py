@@ -8,7 +8,8 @@ copied with ``model_form``, ``merge`` and the run's ``status`` (from its metrics
 added, so `evaluate` records what it evaluated and skips a diverged run; with ``--sweep-candidate`` (a
 learning-rate sweep candidate, not the picked run) also ``sweep_candidate: true`` and the ``learning_rate`` it
 trained with (its metrics.json ``config.learning_rate``), so its evaluation is never taken for the run
-`snrtune pick` chose.
+`snrtune pick` chose. The model card README.md (snrtune.training.card) says what the model is; ``base_source`` in
+snrtune_run.json (the base's snrtune_source.json) carries where its base came from to the report's completed card.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import shutil
 from pathlib import Path
 
 from snrtune import method_registry
-from snrtune.artifact_names import DELTA_FILE, METRICS_FILE, RUN_FILE, SELECTION_COPY
+from snrtune.artifact_names import DELTA_FILE, METRICS_FILE, MODEL_CARD, RUN_FILE, SELECTION_COPY
 from snrtune import arguments
 from snrtune.fileio import atomic_dir, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import (MODEL_FILES, SOURCE_FILE, TOKENIZER_CONFIG, check_model_dir, check_run_dir,
-                               read_json_file, weights_fingerprint)
+                               load_source_info, read_json_file, weights_fingerprint)
 from snrtune.spectrum.selection_file import load_selection
+from snrtune.training.card import write_card
 
 
 def merge_description(spec: method_registry.MethodSpec) -> str:
@@ -163,6 +165,8 @@ def merge(run_dir, base_dir, out, sweep_candidate: bool = False) -> dict:
         if (Path(base_dir) / SOURCE_FILE).is_file():
             shutil.copy2(Path(base_dir) / SOURCE_FILE, tmp / SOURCE_FILE)
         identity = {**identity, "model_form": "merged-full-precision", "merge": merge_description(spec),
-                    "status": status}
+                    "status": status, "base_source": load_source_info(base_dir)}
         write_json(tmp / RUN_FILE, identity)
+        write_card(tmp / MODEL_CARD, identity, read_json_file(run_dir / METRICS_FILE, "run metrics"),
+                   identity["base_source"])
     return identity

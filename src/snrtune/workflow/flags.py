@@ -17,8 +17,11 @@ def lm_eval_options(evaluate: dict) -> dict[str, Any]:
 
 
 def report_flags(config: dict) -> str:
-    """``--target-task X --retention-tasks A,B`` of `snrtune report`, from the config's report section."""
-    return flags(target_task=config["report"]["target_task"], retention_tasks=config["report"]["retention_tasks"])
+    """``--target-task X --retention-tasks A,B --margin D`` (or ``--margin-of-gain F``) of `snrtune report`, from the
+    config's report section."""
+    report = config["report"]
+    return flags(target_task=report["target_task"], retention_tasks=report["retention_tasks"],
+                 margin=report["margin"], margin_of_gain=report["margin_of_gain"])
 
 
 def set_flags(values: dict[str, Any]) -> str:

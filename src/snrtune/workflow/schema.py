@@ -162,8 +162,11 @@ def check_method_settings(config: dict) -> None:
 
 
 def check_report(config: dict) -> None:
-    """report.target_task and report.retention_tasks name evaluated tasks, and the target is not also retention."""
+    """report.target_task and report.retention_tasks name evaluated tasks, the target is not also retention, and
+    at most one margin is set."""
     names = [task["name"] for task in config["evaluate"]["tasks"]]
+    if config["report"]["margin"] is not None and config["report"]["margin_of_gain"] is not None:
+        raise SnrtuneError("config key 'report.margin_of_gain': set together with report.margin; expected one of them")
     target, retention = config["report"]["target_task"], config["report"]["retention_tasks"]
     if target is not None and target not in names:
         raise SnrtuneError(f"config key 'report.target_task': {target!r} is not in evaluate.tasks; expected one of "
