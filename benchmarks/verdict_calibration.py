@@ -20,7 +20,8 @@ What is true: with two seeds or more the claim is about the methods (the first m
 is above 0; with lead 0 all are equal and any winner is false); with one seed the report words its claim about the
 checkpoints, so the truth is each checkpoint's expected score over the task's examples.
 
-Per cell it prints: the false-winner rate (a winner named that is not the true best) with its Monte-Carlo
+A cell whose false-winner rate misses the criterion is run again with 8 times the replicates and a fresh seed;
+the larger run decides, and its row says so. Per cell it prints: the false-winner rate (a winner named that is not the true best) with its Monte-Carlo
 standard error; the power (the true best named) and the power of an oracle test that knows each pair's true
 variance (its variance across this cell's replicates around the true difference) and uses the same rule
 (intersection–union at α, z quantiles); the coverage of the score intervals; the cost answer's error rate (the
@@ -208,6 +209,21 @@ def _oracle(estimates: np.ndarray, truth: np.ndarray, hib: bool, margin: float, 
     return {"power": power / reps, "cost_named": named_any / reps}
 
 
+CONFIRM = 8  # a cell whose false-winner rate misses is run again with this many times the replicates
+
+
+def confirmed(cell: Cell, reps: int, seed: int) -> dict:
+    """The cell's row; when its false-winner rate exceeds the criterion, the cell is run again with CONFIRM times
+    the replicates and a fresh seed, and the larger run decides (with hundreds of cells at a nominal 5 %, a few
+    exceed 5 % + 2 Monte-Carlo standard errors by chance). ``first`` keeps the first run's rate."""
+    row = run_cell(cell, reps, seed)
+    if "false winners > 5%" in verdict_of(row):
+        again = run_cell(cell, CONFIRM * reps, seed + 1000)
+        again["first"] = (row["false"], row["false_se"], row["reps"])
+        return again
+    return row
+
+
 def grid(spec: dict) -> list[Cell]:
     cells = []
     for metric, axes in spec.items():
@@ -246,6 +262,8 @@ HEADER = ("| metric | n | seeds | methods | spread | lead | reps | false winners
 def markdown_row(row: dict) -> str:
     c = row["cell"]
     missed = ", ".join(verdict_of(row)) or "–"
+    if "first" in row:
+        missed += f" (confirmed: the first {row['first'][2]} replicates gave {row['first'][0]:.3f} ± {row['first'][1]:.3f})"
     return (f"| {c.metric} | {c.n} | {c.seeds} | {c.methods} | {c.spread:g} | {c.lead:g} | {row['reps']} | "
             f"{row['false']:.3f} ± {row['false_se']:.3f} | {row['power']:.3f} | {row['oracle_power']:.3f} | "
             f"{row['coverage']:.3f} | {row['cost_error']:.3f} | {row['cost_named']:.3f} | "
@@ -280,7 +298,7 @@ def main(argv=None) -> int:
     print("|" + "---|" * (HEADER.count("|") - 1))
     rows, start = [], time.time()
     for cell in cells:
-        row = run_cell(cell, replicates(cell, args.scale), args.seed)
+        row = confirmed(cell, replicates(cell, args.scale), args.seed)
         rows.append(row)
         print(markdown_row(row), flush=True)
     failing = [r for r in rows if verdict_of(r)]
