@@ -148,8 +148,6 @@ def test_every_repository_path_in_the_docs_exists(doc):
 
 MEASUREMENTS = ROOT / "docs" / "measurements.md"
 DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
-# docs whose dated figures are still to move to docs/measurements.md (their owner moves them; then drop them here)
-NOT_YET_MOVED = {"evaluation.md", "protocol.md"}
 
 
 def figure_rows(text: str) -> list[dict[str, str]]:
@@ -185,7 +183,7 @@ def test_every_figure_row_in_measurements_names_a_command_and_a_date():
 def test_dated_figures_live_in_measurements(doc):
     """A measurement with its date is a row of docs/measurements.md; the other docs link to it."""
     dated = [line.strip()[:80] for line in doc.read_text(encoding="utf-8").splitlines() if DATE.search(line)]
-    assert doc.name in NOT_YET_MOVED or dated == []
+    assert dated == []
 
 
 def test_the_readme_is_the_front_door():
