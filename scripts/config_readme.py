@@ -3,8 +3,9 @@
     python scripts/config_readme.py            # rewrite config/README.md
     python scripts/config_readme.py --check    # exit 1 when config/README.md is not what this script writes
 
-The key table comes from workflow/schemas/config.schema.yaml as snrtune.workflow.config.load_schema loads it (the
-method names filled in from snrtune.method_registry), the list of shipped files from each file's own first
+The key table comes from workflow/schemas/config.schema.yaml as snrtune.workflow.schema.load_schema loads it (the
+method names and default methods filled in from snrtune.method_registry, the per-method training settings from
+TrainingSettings' fields), the list of shipped files from each file's own first
 comment sentence, so neither is written twice. tests/workflow/test_publish.py fails when the committed file is
 out of date.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from snrtune.workflow import config as wc  # noqa: E402
+from snrtune.workflow.schema import load_schema  # noqa: E402
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 README = ROOT / "config" / "README.md"
@@ -160,7 +161,7 @@ def below(node: dict, defs: dict, path: str) -> list[str]:
 
 
 def render() -> str:
-    schema = wc.load_schema(SCHEMA)
+    schema = load_schema(SCHEMA)
     defs = schema["$defs"]
     methods = ", ".join(f"`{m}`" for m in defs["method"]["enum"])
     return INTRO.format(command=COMMAND, files=files_table(README.parent), methods=methods,

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import yaml
 
-from snrtune.workflow import config as wc
+from snrtune.workflow.schema import load_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
-SCHEMA = wc.load_schema(ROOT / "workflow/schemas/config.schema.yaml")
+SCHEMA = load_schema(ROOT / "workflow/schemas/config.schema.yaml")
 FAKE_SLURM = Path(__file__).parent / "fake_slurm"
 VENV_BIN = Path(sys.executable).parent
 

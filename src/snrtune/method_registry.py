@@ -2,7 +2,7 @@
 
 Training (CLI choices, model preparation, what a run directory holds), merge (its strategy), the workflow
 (run names, which runs have a t value), the report (variant labels) and the config schema (its method
-enums and per-method keys are filled from this table when ``snrtune.workflow.config.load_schema`` reads it)
+enums and per-method keys are filled from this table when ``snrtune.workflow.schema.load_schema`` reads it)
 all look a method up here. Adding a method is one ``MethodSpec`` in BUILTIN plus its prepare function.
 
 This module stays light (no torch, no transformers): Snakemake imports it through
@@ -49,6 +49,8 @@ class MethodSpec:
     mirrors:          for a control (selection_kind random or lowest): the SNR-selection method it is compared with at
                       equal parameters; it trains with that method's settings (the workflow's method_settings
                       and learning-rate candidates of ``mirrors`` apply to it unless it has its own).
+    reference:        the report compares every other method with this one (``reference()``); exactly one
+                      registered method is the reference.
     """
 
     name: str
@@ -61,6 +63,7 @@ class MethodSpec:
     matches_params_of: tuple[str, ...] = ()
     train_overrides: Mapping[str, Any] = field(default_factory=dict)
     mirrors: str | None = None
+    reference: bool = False
 
     def __post_init__(self):
         if self.merge not in MERGE_STRATEGIES:
@@ -97,7 +100,7 @@ BUILTIN = (
     MethodSpec("spectrum", selection_kind="snr", four_bit=False, is_adapter=False, merge="spectrum-delta",
                label="spectrum", prepare="snrtune.training.methods:prepare_spectrum"),
     MethodSpec("full", selection_kind=None, four_bit=False, is_adapter=False, merge="full-copy",
-               label="full", prepare="snrtune.training.methods:prepare_full"),
+               label="full", prepare="snrtune.training.methods:prepare_full", reference=True),
     MethodSpec("lora", selection_kind=None, four_bit=False, is_adapter=True, merge="adapter",
                label="lora", prepare="snrtune.training.methods:prepare_lora"),
     MethodSpec("qlora", selection_kind=None, four_bit=True, is_adapter=True, merge="adapter",
@@ -120,6 +123,21 @@ _REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in BUILTIN}
 def names() -> tuple[str, ...]:
     """Every registered method name, in registration order."""
     return tuple(_REGISTRY)
+
+
+def default_methods() -> tuple[str, ...]:
+    """The workflow's ``methods`` when the config names none: every registered method but the controls (a
+    control is asked for by name: it doubles the cost of the method it mirrors)."""
+    return tuple(name for name, spec in _REGISTRY.items() if spec.mirrors is None)
+
+
+def reference() -> str:
+    """The method the report compares every other method with (the one spec with ``reference=True``)."""
+    found = [name for name, spec in _REGISTRY.items() if spec.reference]
+    if len(found) != 1:
+        raise SnrtuneError(f"the method registry marks {len(found)} reference methods ({', '.join(found) or 'none'}); "
+                           "expected exactly one")
+    return found[0]
 
 
 def selection_names() -> tuple[str, ...]:
@@ -150,23 +168,14 @@ def find(name: str) -> MethodSpec | None:
     return _REGISTRY.get(name)
 
 
-def register(spec: MethodSpec) -> MethodSpec:
-    """Add a method (a name already registered is an error)."""
+@contextlib.contextmanager
+def registered(spec: MethodSpec) -> Iterator[MethodSpec]:
+    """``with registered(MethodSpec(...)):`` the method exists inside the block only (a name already registered
+    is an error). Tests add a method this way; snrtune's own methods are BUILTIN."""
     if spec.name in _REGISTRY:
         raise ValueError(f"method {spec.name!r} is already registered")
     _REGISTRY[spec.name] = spec
-    return spec
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name)
-
-
-@contextlib.contextmanager
-def registered(spec: MethodSpec) -> Iterator[MethodSpec]:
-    """``with registered(MethodSpec(...)):`` the method exists inside the block only (for tests)."""
-    register(spec)
     try:
         yield spec
     finally:
-        unregister(spec.name)
+        _REGISTRY.pop(spec.name)

@@ -25,7 +25,8 @@ def format_t(t: float) -> str:
 # The run-id grammar (docs/artifacts.md): METHOD[-tT | -bBUDGET]-sSEED[-dpo]. The workflow's runs use the
 # METHOD[-tT]-sSEED part; a budget selection (`select --budget-fraction`) and a DPO stage add the rest.
 BASE_RUN = "base"  # the untouched model's eval/base.json
-RUN_PATTERN = r"[a-z-]+(-t\d+(\.\d+)?)?-s\d+"  # a workflow run name, for Snakemake's wildcard constraints
+T_PATTERN = r"\d+(\.\d+)?"  # a t value as format_t writes it
+RUN_PATTERN = rf"[a-z-]+(-t{T_PATTERN})?-s\d+"  # a workflow run name, for Snakemake's wildcard constraints
 DPO_SUFFIX = "-dpo"
 
 

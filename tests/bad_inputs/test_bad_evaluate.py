@@ -12,7 +12,8 @@ from bad_input_cases import check_bad_model, copy_model, model_cases, refused, s
 from workflow_project import SCHEMA, minimal
 
 from snrtune.errors import SnrtuneError
-from snrtune.workflow import config as wc
+from snrtune.workflow.preflight import preflight
+from snrtune.workflow.schema import validate_config
 
 torch.set_num_threads(1)
 
@@ -76,11 +77,11 @@ def test_a_limit_that_leaves_no_document(limit, tiny_llama, tmp_path, capsys):
 
 def test_the_preflight_checks_the_package_of_the_evaluation_backend(absent):
     absent("vllm")
-    config = wc.validate_config({"models": {"m": {"source": "org/model", "eval_backend": "vllm"}},
+    config = validate_config({"models": {"m": {"source": "org/model", "eval_backend": "vllm"}},
                                  "methods": ["full"]}, SCHEMA)
     with pytest.raises(SnrtuneError, match=r"'models.m.eval_backend': vllm needs the vllm package.*pip install vllm"):
-        wc.preflight(config)
-    wc.preflight(config, packages_here=False)  # under --sdm conda the jobs' environment is another one
+        preflight(config)
+    preflight(config, packages_here=False)  # under --sdm conda the jobs' environment is another one
 
 
 # ---------------------------------------------------------------- the workflow's evaluate.batch_size
@@ -92,11 +93,11 @@ def test_eval_batch_size_is_checked_by_the_evaluate_rule(value, ok):
 
     config = minimal(evaluate={"batch_size": value})
     if ok:
-        wc.validate_config(config, SCHEMA)
+        validate_config(config, SCHEMA)
         parse_batch_size(str(value))
         return
     with pytest.raises(SnrtuneError, match="config key 'evaluate.batch_size'"):
-        wc.validate_config(config, SCHEMA)
+        validate_config(config, SCHEMA)
     with pytest.raises(SnrtuneError, match="--batch-size"):
         parse_batch_size(str(value))
 

@@ -28,7 +28,8 @@ from snrtune.cli import main
 from snrtune.errors import SnrtuneError
 from snrtune.training import data_check, sft_data
 from snrtune.training.train import load_config
-from snrtune.workflow import config as wc
+from snrtune.workflow.preflight import preflight
+from snrtune.workflow.schema import validate_config
 
 torch.set_num_threads(1)
 
@@ -230,7 +231,7 @@ def test_the_preflight_checks_the_budget_against_the_data(tmp_path):
     data.write_bytes(jsonl(*[GOOD] * 8))
     config = write_config(tmp_path / "train.yaml", max_steps=None, num_epochs=0.001)
     with pytest.raises(SnrtuneError, match=r"training config .*train.yaml: keys 'num_epochs' .* expected at least one"):
-        wc.preflight(wc.validate_config(minimal(methods=["lora"], data={"train": str(data)},
+        preflight(validate_config(minimal(methods=["lora"], data={"train": str(data)},
                                                 train={"config": str(config)}), SCHEMA))
 
 # ---------------------------------------------------------------- hand-edited selection files
@@ -380,7 +381,7 @@ def test_a_setting_whose_package_is_missing(case, absent, tiny_llama, train_inpu
         assert word in err, err
     assert not out.exists() and not out.with_name("run.partial").exists()
     with pytest.raises(SnrtuneError) as raised:  # the workflow's pre-flight, before any job
-        wc.preflight(wc.validate_config(minimal(methods=[method], train={"config": str(config)}), SCHEMA))
+        preflight(validate_config(minimal(methods=[method], train={"config": str(config)}), SCHEMA))
     for word in words:
         assert word in str(raised.value)
 

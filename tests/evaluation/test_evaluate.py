@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from snrtune.errors import SnrtuneError
 from snrtune.evaluation.evaluate import evaluate_model
 from snrtune.evaluation.options import limit_argument, parse_fewshot, parse_limit
 from snrtune.evaluation.results import read_samples
-from snrtune.evaluation.task_dirs import resolve_task_dir
+from snrtune.task_dirs import resolve_task_dir
 
 QUESTIONS = [
     {"question": "What is the capital of France?", "choices": ["Paris", "Rome", "Oslo"], "answer": 0},
@@ -108,7 +109,7 @@ def test_word_perplexity_matches_hand_computation(evaluated, tiny_lm):
 def test_per_example_scores_reproduce_the_task_scores(evaluated, tiny_lm):
     """The compact per-example record: accuracy 0/1 per question; (loglikelihood, words) per paragraph, from which
     the corpus word perplexity is recomputed exactly (exp of summed loglik over summed words)."""
-    from snrtune.report.stats import corpus_metric
+    from snrtune.aggregation import corpus_metric
 
     model, tok = tiny_lm
     mc = evaluated["per_example"]["tiny_mc"]
@@ -223,13 +224,13 @@ def test_bad_limits_are_one_line_errors(capsys):
 
 
 def test_shipped_tasks_resolve_to_existing_files(tmp_path):
-    from snrtune.evaluation.task_dirs import SHIPPED_TASKS
+    from snrtune.task_dirs import SHIPPED_TASKS
 
     resolved = resolve_task_dir(SHIPPED_TASKS, tmp_path / "tasks")
     for name in ("snrtune_toolcall", "snrtune_retention", "snrtune_ppl"):
         text = (resolved / f"{name}.yaml").read_text()
         path = text.split("test: ")[1].split("\n")[0].strip()
-        assert path.startswith("/") and path.endswith(".jsonl")
+        assert path.startswith("/") and path.endswith(".jsonl") and Path(path).is_file(), path
 
 
 def test_hub_task_offline_fails_with_one_line_naming_task(tiny_llama, tmp_path, monkeypatch, capsys):

@@ -13,7 +13,8 @@ import yaml
 
 from snrtune import tasks
 from snrtune.method_registry import MethodSpec, registered
-from snrtune.workflow import config as wc
+from snrtune.workflow.plan import runs, train_resources
+from snrtune.workflow.schema import load_schema, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,14 +59,14 @@ def test_a_new_method_control_and_task_are_planned_priced_and_evaluated(tmp_path
         # the task's few-shot count reaches evaluate from the table alone (the config names only the task)
         assert "--tasks my_qa,snrtune_retention" in log
         # priced: a GPU plan from the parameter count the config states
-        gpu = wc.validate_config({"models": {"m": {"source": "org/m", "params_b": 8, "device": "cuda"}},
+        gpu = validate_config({"models": {"m": {"source": "org/m", "params_b": 8, "device": "cuda"}},
                                   "methods": ["full", "lora-wide", "spectrum-lowest"], "top_percent": [25]},
-                                 wc.load_schema(ROOT / "workflow/schemas/config.schema.yaml"))
-        plans = {run: wc.train_resources(gpu, "m", run, tmp_path / "absent") for run in wc.runs(gpu)}
+                                 load_schema(ROOT / "workflow/schemas/config.schema.yaml"))
+        plans = {run: train_resources(gpu, "m", run, tmp_path / "absent") for run in runs(gpu)}
         assert set(plans) == {"full-s0", "lora-wide-s0", "spectrum-lowest-t25-s0"}
         assert all(plan["gpus"] >= 1 and plan["mem_mb"] > 0 for plan in plans.values())
         assert plans["full-s0"]["gpus"] >= plans["lora-wide-s0"]["gpus"]
-        spectrum = wc.train_resources(gpu | {"methods": ["spectrum"]}, "m", "spectrum-t25-s0", tmp_path / "absent")
+        spectrum = train_resources(gpu | {"methods": ["spectrum"]}, "m", "spectrum-t25-s0", tmp_path / "absent")
         assert plans["spectrum-lowest-t25-s0"] == spectrum  # a control costs what the method it mirrors costs
 
     from snrtune.evaluation.options import parse_fewshot

@@ -22,12 +22,12 @@ from snrtune.fetch.model_check import check_model, first_nonfinite
 from snrtune.model_dir import load_source_info
 from snrtune.record import Stopwatch, run_record
 from snrtune.evaluation.options import (BACKENDS, leaf_tasks, check_backend, check_gen_kwargs, check_limit_documents,
-                                        limit_argument, parse_assignments, parse_batch_size, parse_fewshot,
+                                        limit_argument, parse_key_values, parse_batch_size, parse_fewshot,
                                         parse_limit, parse_model_args, parse_tasks, per_task_samples, prompt_options)
-from snrtune.evaluation.results import (SAMPLES_SUFFIX, jsonable, per_example_scores, run_identity, samples_path,
-                                        tidy_results, write_eval)
-from snrtune.evaluation.shared_context import model_name, use_shared_context
-from snrtune.evaluation.task_dirs import load_task, task_manager
+from snrtune.evaluation.results import (SAMPLES_SUFFIX, jsonable, per_example_scores, evaluated_identity,
+                                        samples_path, tidy_results, write_eval)
+from snrtune.evaluation.shared_context import lm_eval_model, use_shared_context
+from snrtune.task_dirs import load_task, task_manager
 
 
 BOOTSTRAP_ITERS = 1000  # stderr of non-mean metrics (perplexity); lm-eval's 100000 takes minutes on a CPU
@@ -106,11 +106,11 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
     arguments.check_device_present(device)
     # before lm-eval loads it: complete weights of the model its config.json describes, a tokenizer that loads
     check_model(model_dir, tokenizer=True)
-    run, model_form = run_identity(model_dir, run_json)
+    run, model_form = evaluated_identity(model_dir, run_json)
     check_backend(backend)
     multiturn = prompt_options(apply_chat_template, fewshot_as_multiturn, batch_size, max_batch_size,
                                system_instruction)
-    generation = parse_assignments(gen_kwargs, "--gen-kwargs")
+    generation = parse_key_values(gen_kwargs, "--gen-kwargs")
     lm_args = {"pretrained": str(model_dir), "dtype": dtype, **parse_model_args(model_args)}
     shots = num_fewshot or {t: tasks_table.default_fewshot(t) for t in tasks}
     config = {
@@ -145,7 +145,7 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
         samples = per_task_samples({t: [leaf for obj in objs for leaf in leaf_tasks(obj)]
                                     for t, objs in loaded.items()}, per_task) if per_task else None
         raw = lm_eval.simple_evaluate(
-            model=model_name(config["share_context"], backend),
+            model=lm_eval_model(config["share_context"], backend),
             model_args=lm_args,
             tasks=task_objs, batch_size=batch_size, max_batch_size=max_batch_size, device=device,
             limit=None if per_task else limit, samples=samples,

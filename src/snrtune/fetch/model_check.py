@@ -27,7 +27,7 @@ from pathlib import Path
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import CONFIG_FILE, TOKENIZER_CONFIG, TOKENIZER_FILES, check_model_dir, weight_files
 from snrtune.fetch.params import parameter_table
-from snrtune.spectrum.safetensors_header import read_safetensors_header
+from snrtune.safetensors_header import read_safetensors_header
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 SHOWN = 3  # names shown per kind of mismatch

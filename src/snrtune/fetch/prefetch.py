@@ -42,11 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def prefetch_dataset(source: str, split: str | None = None) -> dict:
-    """Download hub dataset ``source`` into the cache (a local file is only checked to exist)."""
-    if hub.is_local(source):
+    """Download hub dataset ``source`` into the cache (a local file is only checked: hub.data_kind)."""
+    if hub.data_kind(source) == "local":
         return {"source": source, "kind": "local"}
-    if source.count("/") > 1 or "/" not in source and Path(source).suffix:
-        raise SnrtuneError(f"data {source!r} is neither an existing file nor a hub dataset id")
     if hub.offline():
         raise SnrtuneError(f"cannot prefetch hub dataset {source!r}: {' and '.join(hub.offline_variables())} set; run the "
                            "prefetch where the hub is reachable (the workflow runs it on the login node)")
@@ -65,7 +63,7 @@ def prefetch_tasks(tasks: list[str], include_paths: list[str]) -> list[str]:
     """Load every task once (lm-eval downloads its data into the datasets cache); returns the task names."""
     import tempfile
 
-    from snrtune.evaluation import task_dirs
+    from snrtune import task_dirs
 
     with tempfile.TemporaryDirectory(prefix="snrtune-prefetch-") as work:
         manager = task_dirs.task_manager(include_paths, Path(work), tasks)

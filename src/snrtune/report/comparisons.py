@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from snrtune import method_registry
 from snrtune.report import decision as decide_module
 from snrtune.report import stats
 from snrtune.report.cost import FAILED
@@ -17,7 +18,6 @@ from snrtune.report.decision import BASE, CONTROL_ROLE, FAILED_ROLE, GAIN, METHO
 from snrtune.report.tables import seed_matrix
 from snrtune.report.variants import snr_counterpart
 
-REFERENCE_METHOD = "full"  # every variant is also compared with full fine-tuning (a secondary family)
 PROPORTION_MARGIN = 0.05  # the cost answer's default margin for a proportion (accuracy, exact match): 5 points
 GAIN_FRACTION = 0.25  # else: a quarter of the best method's gain over the base model
 
@@ -131,7 +131,7 @@ def analyse_model(model: str, scores: pd.DataFrame, agg: pd.DataFrame, index: di
     scores_now = {arm.name: arm.prepared(aggregation).table.score for arm in arms}
     result.margin, result.margin_rule = margin_of(is_proportion(arms, aggregation), hib, scores_now, contenders, margin,
                                                   margin_of_gain)
-    d = decide_module.decide(arms, aggregation, hib, reference=REFERENCE_METHOD, margin=result.margin)
+    d = decide_module.decide(arms, aggregation, hib, reference=method_registry.reference(), margin=result.margin)
     result.decision = d
     result.rows = [_row(model, target, metric, row, d.top) for row in d.rows]
     result.rows += _gain_rows(model, here, a, index, target, retention, result.rescued)

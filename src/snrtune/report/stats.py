@@ -38,10 +38,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special as _sp
 
+from snrtune.aggregation import AGGREGATIONS, corpus_metric, of_ratio as _of_ratio
+
 CONFIDENCE = 0.95
 ALPHA = 0.05
 POWER = 0.8
-AGGREGATIONS = ("mean", "weighted_perplexity", "bits_per_byte")
 
 
 @dataclass(frozen=True)
@@ -120,24 +121,6 @@ def as_values(values, aggregation: str) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError("per-example values must be finite")
     return arr
-
-
-def _of_ratio(ratio, aggregation: str):
-    return np.exp(-ratio) if aggregation == "weighted_perplexity" else -ratio / math.log(2)
-
-
-def corpus_metric(values, aggregation: str = "mean", axis: int = -1) -> np.ndarray | float:
-    """The task-level metric from per-example data along ``axis`` (the examples axis).
-
-    ``mean``: the mean. ``weighted_perplexity``: exp(-Σ ll / Σ n). ``bits_per_byte``: -Σ ll / Σ n / ln 2.
-    Ratio data has a trailing axis of 2, so ``axis`` counts without it.
-    """
-    arr = np.asarray(values, dtype=float)
-    if aggregation == "mean":
-        return arr.mean(axis=axis)
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation {aggregation!r} not supported")
-    return _of_ratio(arr[..., 0].sum(axis=axis) / arr[..., 1].sum(axis=axis), aggregation)
 
 
 def pseudo_values(values, aggregation: str = "mean", scale: str = "metric") -> np.ndarray:

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 
 from snrtune import tasks as tasks_table
+from snrtune.artifact_names import SWEEP_FILE
 from snrtune.errors import SnrtuneError
 from snrtune.report import stats
 from snrtune.report.cost import COST_COLUMNS, FAILED, compute_hours
 from snrtune.report.variants import budget_of, run_status, selection_kind, snr_counterpart, variant_of
-from snrtune.training.sweep import SWEEP_FILE
 
 def primary_metric(task: str, metrics: set[str]) -> str | None:
     """The metric ranked for ``task`` (the task table, snrtune.tasks)."""

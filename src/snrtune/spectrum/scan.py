@@ -17,7 +17,6 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from tqdm import tqdm
@@ -30,7 +29,7 @@ from snrtune.model_dir import load_source_info, weight_files
 from snrtune.naming import module_name
 from snrtune.fetch.params import parameter_table
 from snrtune.record import Stopwatch, run_record
-from snrtune.spectrum.safetensors_header import read_safetensors_header
+from snrtune.safetensors_header import TensorEntry, checkpoint_tensors
 from snrtune.spectrum.selection_file import load_scan  # noqa: F401 (snr.json's loader, kept importable here)
 from snrtune.spectrum.snr import fast_singular_values, module_type, snr_from_singular_values, svd_singular_values
 
@@ -100,35 +99,10 @@ class Matrix:
         return math.prod(self.shape) == 0
 
 
-SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                      "U8": torch.uint8, "BOOL": torch.bool}
-
-
-@dataclass(frozen=True)
-class Stored:
-    """Where a tensor lies in a safetensors file (from its header)."""
-
-    file: Path
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    offset: int  # absolute byte offset of the data in the file
-
-
-def read_header(file: Path) -> dict[str, Stored]:
-    """The tensors of one safetensors file, from a header validated against the file's size (see
-    snrtune.spectrum.safetensors_header); storage dtypes that are not plain numbers (quantized, fp8) are left out."""
-    entries, _ = read_safetensors_header(file)
-    return {key: Stored(file, SAFETENSORS_DTYPES[entry.dtype], entry.shape, entry.offset)
-            for key, entry in entries.items() if entry.dtype in SAFETENSORS_DTYPES}
-
-
-def checkpoint_shapes(files: Iterable[Path]) -> dict[str, Stored]:
-    """Every tensor's file, dtype, shape and offset, read from the safetensors headers only."""
-    stored: dict[str, Stored] = {}
-    for file in files:
-        stored.update(read_header(file))
-    return stored
+# safetensors' plain dtypes (snrtune.safetensors_header.PLAIN_DTYPES) as torch dtypes
+TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                "U8": torch.uint8, "BOOL": torch.bool}
 
 
 def runtime_names(table: dict | None):
@@ -141,11 +115,11 @@ def runtime_names(table: dict | None):
             (lambda key: renamed.get(key, key)))
 
 
-def plan_matrices(stored: dict[str, Stored]) -> tuple[list[Matrix], list[dict]]:
+def plan_matrices(stored: dict[str, TensorEntry]) -> tuple[list[Matrix], list[dict]]:
     """Split checkpoint tensors into matrices to scan (2-D, and 3-D per slice) and 1-D/0-D ones."""
     matrices, skipped = [], []
     for key, info in stored.items():
-        if not info.dtype.is_floating_point:
+        if not TORCH_DTYPES[info.dtype].is_floating_point:
             continue
         if len(info.shape) in (2, 3) and math.prod(info.shape) == 0:
             matrices.append(Matrix(key, info.file, info.shape))  # listed with status "empty", never computed
@@ -173,13 +147,13 @@ def batches(matrices: list[Matrix], batch_mib: float) -> list[list[Matrix]]:
     return groups
 
 
-def load_batch(group: list[Matrix], stored: dict[str, Stored], dtype: torch.dtype) -> torch.Tensor:
+def load_batch(group: list[Matrix], stored: dict[str, TensorEntry], dtype: torch.dtype) -> torch.Tensor:
     """Read a group's matrices straight into one (B, n, m) tensor with plain file reads.
 
     No memory map: its touched pages would count as resident memory for the whole scan.
     """
     first = stored[group[0].key]
-    batch = torch.empty((len(group), *group[0].matrix_shape), dtype=first.dtype)
+    batch = torch.empty((len(group), *group[0].matrix_shape), dtype=TORCH_DTYPES[first.dtype])
     raw = batch.view(torch.uint8).view(len(group), -1)
     for i, matrix in enumerate(group):
         info = stored[matrix.key]
@@ -298,7 +272,7 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
     # recorded parameter table while it is current: no transformers import)
     check_model(model_dir, config=False, trust_remote_code=trust_remote_code, strict=False)
     source = load_source_info(model_dir)
-    shapes = checkpoint_shapes(weight_files(model_dir))
+    shapes = checkpoint_tensors(weight_files(model_dir))
     matrices, skipped = plan_matrices(shapes)
     dtype = PRECISIONS[precision]
 
@@ -339,7 +313,7 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
     result = run_record(
         stopwatch,
         model=source["name"], model_dir=str(model_dir), method=method, precision=precision, device=device,
-        dtype=",".join(sorted({str(shapes[mx.key].dtype).removeprefix("torch.") for mx in matrices})),
+        dtype=",".join(sorted({str(TORCH_DTYPES[shapes[mx.key].dtype]).removeprefix("torch.") for mx in matrices})),
         snrtune_version=__version__,
         total_params=sum(math.prod(shape) for shape in params.values()),
         parameters={name: list(shape) for name, shape in params.items()},

@@ -35,7 +35,6 @@ from snrtune import hub
 from snrtune.errors import SnrtuneError
 
 FORMATS = ("alpaca", "sharegpt", "messages")
-LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
 UNCHECKED = object()  # a row past max_rows: its structure was checked, its content was not
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant"}
@@ -55,19 +54,6 @@ class DataSummary:
     note: str | None = None
 
 
-def data_kind(source: str | os.PathLike) -> str:
-    """"local" for an existing json/jsonl/parquet file, "hub" for a dataset id, else a one-line error."""
-    text, path = str(source), Path(source)
-    if hub.is_local(path):
-        if path.is_dir() or path.suffix.lower() not in LOCAL_SUFFIXES:
-            raise SnrtuneError(f"data file {text!r} has suffix {path.suffix!r}; expected one of "
-                               f"{', '.join(LOCAL_SUFFIXES)} or a hub dataset id")
-        return "local"
-    if text.count("/") <= 1 and text and not text.lower().endswith(LOCAL_SUFFIXES) and " " not in text:
-        return "hub"
-    raise SnrtuneError(f"data {text!r} is neither an existing file nor a hub dataset id")
-
-
 def check_training_data(path: str | os.PathLike, dataset_format: str = "auto", stage: str = "sft",
                         max_rows: int | None = None) -> DataSummary:
     """Check a training data file before anything loads; return a summary or raise a one-line SnrtuneError.
@@ -78,7 +64,7 @@ def check_training_data(path: str | os.PathLike, dataset_format: str = "auto", s
     ``max_rows``: check the content of the first ``max_rows`` rows only (the whole file's structure is
     always checked); None checks every row.
     """
-    if data_kind(path) == "hub":
+    if hub.data_kind(path) == "hub":
         return DataSummary(str(path), "hub", None, None, 0, None,
                            note="a hub dataset id: not checked locally; its rows are checked once loaded")
     path = Path(path)

@@ -25,14 +25,11 @@ from snrtune.fileio import Owner, atomic_dir, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.fetch.model_check import check_model, check_tokenizer
 from snrtune.fetch.params import parameter_table
-from snrtune.model_dir import (CONFIG_FILE, INDEX_FILE, SOURCE_FILE, TOKENIZER_CONFIG, WEIGHT_DTYPES, check_run_dir,
+from snrtune.model_dir import (MODEL_FILES, SOURCE_FILE, TOKENIZER_CONFIG, WEIGHT_DTYPES, check_run_dir,
                                load_source_info, read_json_file, weights_fingerprint)
-from snrtune.spectrum.safetensors_header import read_safetensors_header
+from snrtune.safetensors_header import read_safetensors_header
 from snrtune.spectrum.selection_file import load_selection
 from snrtune.training.card import write_card
-
-
-MODEL_FILES = (CONFIG_FILE, "generation_config.json", "model.safetensors", INDEX_FILE)
 
 
 def merge_description(spec: method_registry.MethodSpec) -> str:

@@ -30,8 +30,8 @@ from snrtune.training.callbacks import DivergenceStop, Throughput, interactive
 from snrtune.training.identity import model_name, run_identity, selection_total_params
 from snrtune.training.layout import data_counts, data_line, datasets_for, load_rows, load_tokenizer, sft_layout
 from snrtune.training.outputs import losses, save_tokenizer, save_weights, selection_summary, write_run_dir
-from snrtune.training.settings import (TrainingSettings, check_bitsandbytes_kernels, check_packages, config_paths,
-                                       examples_per_step, load_settings, parse_assignments, require_deepspeed)
+from snrtune.training.settings import (check_bitsandbytes_kernels, check_packages, config_paths, examples_per_step,
+                                       load_config, parse_set_flags, require_deepspeed)
 from snrtune.training.settings_fit import check_settings_fit
 from snrtune.training.trainer import budget_steps, build_trainer, optimizer_elements, process_count, training_args
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     metrics, _ = train(args.model_dir, args.method, args.data, args.out, selection=args.selection,
                        config=args.config, seed=args.seed, stage=args.stage, match_params_of=args.match_params_of,
                        resume=args.resume, max_steps=args.max_steps,
-                       overrides=parse_assignments(args.assignments), deepspeed=args.deepspeed,
+                       overrides=parse_set_flags(args.assignments), deepspeed=args.deepspeed,
                        allow_every_parameter=args.allow_every_parameter)
     if metrics is not None and metrics["status"] == "diverged":
         where = metrics["diverged"]
@@ -89,14 +89,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained {metrics['run']['id']}: {metrics['trainable_params']:,} of {metrics['total_params']:,} "
               f"parameters, final loss {metrics['train_loss'][-1][1]:.4f} → {args.out}")
     return 0
-
-
-def load_config(path: str | list[str] | None, seed: int | None = None, max_steps: int | None = None,
-                method: str | None = None, overrides: dict | None = None, world_size: int = 1) -> TrainingSettings:
-    """train_defaults.yaml < the method's overrides < the YAML file(s) at ``path`` < ``--set`` < the command
-    line, checked; the batch of one optimizer step split over ``world_size`` processes (settings.per_process)."""
-    defaults = method_registry.get(method).train_overrides if method else None
-    return load_settings(path, defaults, method, overrides, world_size=world_size, seed=seed, max_steps=max_steps)
 
 
 def quiet_logs() -> None:

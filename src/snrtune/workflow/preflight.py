@@ -1,10 +1,12 @@
 """Checks before any job runs: every training job's settings and data, the packages the jobs need, placement."""
 
 from __future__ import annotations
+from snrtune import hub
 from snrtune.errors import SnrtuneError
 from snrtune.naming import parse_run
 from snrtune.workflow import paths
-from snrtune.workflow.plan import STRATEGY_FILES, learning_rates, resolve_source, run_settings, runs, train_config_files, train_config_path, train_resources
+from snrtune.workflow.plan import (STRATEGY_FILES, learning_rates, runs, train_command, train_config_files,
+                                  train_config_path, train_resources)
 
 
 PREFLIGHT_ROWS = 1000  # rows whose content the pre-flight check reads (every row's structure is read)
@@ -26,15 +28,14 @@ def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS, packages_here
     jobs = []  # (model, settings, processes) of every training job
     for model in config["models"]:
         for run in runs(config):
-            method = parse_run(run)["method"]
             processes = max(1, train_resources(config, model, run, paths.fill(paths.MODEL, model=model))["gpus"])
-            jobs += [(model, run_settings(config, model, method, lr, processes), processes)
-                     for lr in learning_rates(config, method) or [None]]
+            jobs += [(model, train_command(config, model, run, lr).settings(processes), processes)
+                     for lr in learning_rates(config, parse_run(run)["method"]) or [None]]
     if packages_here:
         require_deepspeed_for_plans(config)
         check_optional_packages(config)
-    data = resolve_source(config["data"]["train"])
-    local = data_check.data_kind(data) == "local"
+    data = hub.resolve_source(config["data"]["train"])
+    local = hub.data_kind(data) == "local"
     rows = None
     if local:
         for dataset_format in sorted({cfg.dataset_format for _, cfg, _ in jobs}):  # one per training file's own
@@ -56,9 +57,9 @@ def check_optional_packages(config: dict) -> None:
         if entry["eval_backend"] == "vllm" and not settings.installed("vllm"):
             raise SnrtuneError(f"config key 'models.{model}.eval_backend': vllm needs the vllm package, which is not "
                                f"installed: pip install vllm")
-        for method in config["methods"]:
-            settings.check_packages(run_settings(config, model, method),
-                                    f"training config {train_config_path(config, model)}", method)
+        for run in runs(config):
+            job = train_command(config, model, run)
+            settings.check_packages(job.settings(), f"training config {train_config_path(config, model)}", job.method)
 
 
 def require_deepspeed_for_plans(config: dict) -> None:
@@ -69,8 +70,8 @@ def require_deepspeed_for_plans(config: dict) -> None:
     if settings.deepspeed_installed():
         return
     for model in config["models"]:
-        for method in config["methods"]:
-            settings.require_deepspeed(run_settings(config, model, method),
+        for run in runs(config):
+            settings.require_deepspeed(train_command(config, model, run).settings(),
                                        f"training config {' and '.join(train_config_files(config, model))}")
         for run in runs(config):
             plan = train_resources(config, model, run, paths.fill(paths.MODEL, model=model))
