@@ -29,7 +29,9 @@ def _cell(metric, n, seeds, methods, spread, lead, reps, seed=0):
 def test_two_equal_methods_are_named_winner_at_most_5_percent_of_the_time(metric, n, seeds, spread):
     row = _cell(metric, n, seeds, 2, spread, 0, 1500)
     assert row["false"] <= 0.05 + 2 * row["false_se"], row
-    assert 0.93 <= row["coverage"] <= 0.97, row
+    # the score intervals cover the truth (at 2 degrees of freedom for the checkpoint variance they are a little
+    # conservative: about 0.97)
+    assert 0.93 <= row["coverage"] <= 0.99, row
 
 
 @pytest.mark.slow

@@ -70,7 +70,8 @@ def test_pooled_checkpoint_variance_hand_computation():
 
 def test_a_difference_of_methods_hand_computation():
     """V = A + B with A = Σ (σ̂_u² + r)/k (a mean square with the pooled df) and B = max(0, Var_i(D_i)/n − Σ r/k);
-    Satterthwaite df = V² / (A²/df_pooled + E²/(n − 1)), E = Var_i(D_i)/n; the t-test and interval at those df."""
+    Satterthwaite df with A at its one-sided 90 % upper bound A⁺ = A·df/χ²_{df,0.1}: (A⁺ + B)² / (A⁺²/df_pooled +
+    E²/(n − 1)), E = Var_i(D_i)/n; the t-test and interval at those df."""
     (sa, ra), (sb, rb) = _by_hand(A), _by_hand(B)
     su2, df_u = ((sa - ra) + (sb - rb)) / 2, 2
     d_i = A.mean(axis=0) - B.mean(axis=0)
@@ -78,7 +79,9 @@ def test_a_difference_of_methods_hand_computation():
     a_part = (su2 + ra) / 2 + (su2 + rb) / 2
     b_part = max(e - ra / 2 - rb / 2, 0.0)
     v = a_part + b_part
-    df = v * v / (a_part ** 2 / df_u + e ** 2 / 3)
+    from scipy.stats import chi2
+    a_up = a_part * df_u / chi2.ppf(0.10, df_u)  # the checkpoint part at its one-sided 90 % upper bound
+    df = (a_up + b_part) ** 2 / (a_up ** 2 / df_u + e ** 2 / 3)
     c = stats.compare(A, B, cv=stats.checkpoint_variance([A, B]))
     assert c.difference == pytest.approx(A.mean() - B.mean())
     assert c.se == pytest.approx(math.sqrt(v)) and c.df == pytest.approx(df)
