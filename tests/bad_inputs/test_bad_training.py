@@ -359,7 +359,7 @@ PACKAGE_CASES = {
     "lomo (optim)": ("lomo_optim", {"optim": "lomo"}, "full", ["key 'optim': 'lomo' needs the lomo_optim package"]),
     "torch_npu (ddp_backend)": ("torch_npu", {"ddp_backend": "hccl"}, "lora",
                                 ["key 'ddp_backend': 'hccl' needs the torch_npu package"]),
-    "deepspeed": ("deepspeed", {"deepspeed": "config/zero3.json"}, "lora",
+    "deepspeed": ("deepspeed", {"deepspeed": str(Path(__file__).parents[2] / "config" / "zero3.json")}, "lora",
                   ["train.yaml: key 'deepspeed'", "asks for DeepSpeed, which is not installed", "pip install"]),
     "flash-attn": ("flash_attn", {"attn_implementation": "flash_attention_2"}, "lora",
                    ["key 'attn_implementation'", "'flash_attention_2' needs the flash_attn package",
