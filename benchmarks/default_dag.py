@@ -147,7 +147,7 @@ def main() -> None:
     if any(work.iterdir()):
         raise SystemExit(f"--work {work} is not empty; expected a clean directory (nothing reused)")
     config = smoke_config(work / "smoke.yaml") if args.smoke else DEFAULT_CONFIG
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", str(config),
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--configfile", str(config),
            "--directory", str(work), "--cores", str(args.cores), *args.snakemake_args]
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit()}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.2f} before; {'smoke run' if args.smoke else 'the embedded default'} in {work}",

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from snrtune.evaluation.results import read_samples
+
 
 def evaluate(model_dir: str, tasks: str, batch_size: str, threads: int, share: bool, out: Path) -> float:
     """Wall seconds of one `snrtune evaluate` subprocess (its eval.json records its own peak memory)."""
@@ -35,7 +37,7 @@ def evaluate(model_dir: str, tasks: str, batch_size: str, threads: int, share: b
 
 
 def loglikelihoods(samples: Path) -> dict[tuple[str, int], list[float]]:
-    rows = (json.loads(line) for line in samples.read_text().splitlines())
+    rows = read_samples(samples)
     return {(row.get("task", ""), row["doc_id"]): [float(r[0]) for r in row["filtered_resps"]]
             for row in rows if isinstance(row["filtered_resps"][0], list)}
 

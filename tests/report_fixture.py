@@ -37,7 +37,7 @@ def run_identity(model: str, method: str, t=None, seed=None, kind=None) -> dict:
 
 def eval_record(run: dict, toolcall: list[float], retention: list[float], ppl: list[list[float]],
                 per_example: bool = True) -> dict:
-    from snrtune.report.stats import corpus_metric
+    from snrtune.aggregation import corpus_metric
 
     acc, ret = float(np.mean(toolcall)), float(np.mean(retention))
     wp = float(corpus_metric(ppl, "weighted_perplexity", axis=0))

@@ -13,19 +13,21 @@ from pathlib import Path
 
 import yaml
 
-from snrtune.workflow import config as wc
+from snrtune.workflow.schema import load_schema
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = ROOT / "Snakefile"
-SCHEMA = wc.load_schema(ROOT / "workflow/schemas/config.schema.yaml")
+SNAKEFILE = ROOT / "workflow" / "Snakefile"
+SCHEMA = load_schema(ROOT / "workflow/schemas/config.schema.yaml")
 FAKE_SLURM = Path(__file__).parent / "fake_slurm"
 VENV_BIN = Path(sys.executable).parent
 
 
-def snakemake(*args, cwd, path_first=(), env=None, check=True):
-    """Run `python -m snakemake -s Snakefile ARGS` in ``cwd`` with the venv's bin first on PATH."""
+def snakemake(*args, cwd, path_first=(), env=None, check=True, snakefile=SNAKEFILE):
+    """Run `python -m snakemake -s Snakefile ARGS` in ``cwd`` with the venv's bin first on PATH (``snakefile=None``:
+    without -s, so Snakemake finds the working directory's workflow/Snakefile itself)."""
     path = os.pathsep.join([*map(str, path_first), str(VENV_BIN), os.environ["PATH"]])
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *map(str, args)],
+    chosen = ["-s", str(snakefile)] if snakefile else []
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *chosen, *map(str, args)],
                           cwd=cwd, env={**os.environ, "PATH": path, **(env or {})}, text=True,
                           capture_output=True, timeout=1200)
     if check and proc.returncode != 0:

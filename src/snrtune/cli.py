@@ -7,8 +7,11 @@ Only the chosen command's module is imported, so ``snrtune --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 
 from snrtune import __version__, arguments, method_registry
 from snrtune.errors import SnrtuneError
@@ -69,11 +72,32 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(parser)
     try:
         args = parser.parse_args(argv[1:])
-        arguments.check_outputs(args)  # before any work: no output may remove what snrtune did not write
-        return int(module.run(args) or 0)
+        arguments.expand_outputs(args)  # `~` once, for both the checks and the writes
+        arguments.check_outputs(args, command)  # before any work: an output belongs to the step that wrote it
+        with arguments.locked_outputs(args, command), terminated_as_exit():
+            return int(module.run(args) or 0)
     except (SnrtuneError, ParserError) as exc:
         print(f"snrtune {command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def terminated_as_exit():
+    """SIGTERM (a scheduler's or Snakemake's stop) raised as SystemExit(143), so the step's cleanup runs (a
+    half-written output's temporary directory is removed; `train` keeps RUN_DIR.partial for --resume) instead of
+    the process vanishing mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ ranking its ``direction`` names. Its score is either a function of the matrix's 
 criterion's name) or of the module's place and the run's seed (``takes="module"``: nothing to scan). A criterion
 may instead rank by another one's score (``ranks_by``: lowest-snr is the SNR read from the other end).
 
-Adding a criterion is one ``Criterion`` in BUILTIN (or ``register``): every non-SNR criterion gets the controls
+Adding a criterion is one ``Criterion`` in BUILTIN (a test: ``registered``): every non-SNR criterion gets the controls
 ``spectrum-NAME`` and ``laser-qlora-NAME`` in snrtune.method_registry, ``select --criterion NAME`` and the
 workflow's ``selection.criteria`` accept it, the report compares it with SNR.
 
@@ -179,20 +179,17 @@ def find(name: str | None) -> Criterion | None:
     return _TABLE.get(canonical(name)) if name else None
 
 
-def register(criterion: Criterion) -> Criterion:
-    """Add a criterion (a name already registered is an error; a ``ranks_by`` must name a registered one)."""
+def _add(criterion: Criterion) -> Criterion:
     if criterion.ranks_by is not None and criterion.ranks_by not in _TABLE:
         raise ValueError(f"criterion {criterion.name!r} ranks by {criterion.ranks_by!r}, which is not registered")
     return entries.add(_TABLE, criterion, "criterion")
 
 
-def unregister(name: str) -> None:
-    _TABLE.pop(name)
-
-
 def registered(criterion: Criterion) -> contextlib.AbstractContextManager[Criterion]:
-    """``with registered(Criterion(...)):`` the criterion exists inside the block only (for tests)."""
-    return entries.temporarily(register, unregister, criterion)
+    """``with registered(Criterion(...)):`` the criterion exists inside the block only (a name already registered
+    is an error; a ``ranks_by`` must name a registered one). Tests add a criterion this way; snrtune's own are
+    BUILTIN."""
+    return entries.temporarily(_add, _TABLE.pop, criterion)
 
 
 def score_of(module: dict, criterion: Criterion, seed: int = 0) -> float | None:

@@ -2,7 +2,7 @@
 
 Training (CLI choices, model preparation, what a run directory holds), merge (its strategy), the workflow
 (run names, which runs have a t value), the report (variant labels) and the config schema (its method
-enums and per-method keys are filled from this table when ``snrtune.workflow.config.load_schema`` reads it)
+enums and per-method keys are filled from this table when ``snrtune.workflow.schema.load_schema`` reads it)
 all look a method up here. Adding a method is one ``MethodSpec`` in BUILTIN plus its prepare function.
 The controls are derived, not listed: every method that trains an SNR selection (spectrum, laser-qlora) gets one
 control per other criterion of snrtune.criteria, ``METHOD-CRITERION`` (spectrum-random, laser-qlora-kappa, …),
@@ -55,6 +55,8 @@ class MethodSpec:
     mirrors:          for a control (a selection_kind other than snr): the SNR-selection method it is compared with
                       at equal parameters; it trains with that method's settings (the workflow's method_settings
                       and learning-rate candidates of ``mirrors`` apply to it unless it has its own).
+    reference:        the report compares every other method with this one (``reference()``); exactly one
+                      registered method is the reference.
     """
 
     name: str
@@ -67,6 +69,7 @@ class MethodSpec:
     matches_params_of: tuple[str, ...] = ()
     train_overrides: Mapping[str, Any] = field(default_factory=dict)
     mirrors: str | None = None
+    reference: bool = False
 
     def __post_init__(self):
         if self.merge not in MERGE_STRATEGIES:
@@ -105,7 +108,7 @@ BUILTIN = (
     MethodSpec("spectrum", selection_kind="snr", four_bit=False, is_adapter=False, merge="spectrum-delta",
                label="spectrum", prepare="snrtune.training.methods:prepare_spectrum"),
     MethodSpec("full", selection_kind=None, four_bit=False, is_adapter=False, merge="full-copy",
-               label="full", prepare="snrtune.training.methods:prepare_full"),
+               label="full", prepare="snrtune.training.methods:prepare_full", reference=True),
     MethodSpec("lora", selection_kind=None, four_bit=False, is_adapter=True, merge="adapter",
                label="lora", prepare="snrtune.training.methods:prepare_lora"),
     MethodSpec("qlora", selection_kind=None, four_bit=True, is_adapter=True, merge="adapter",
@@ -146,6 +149,21 @@ def names() -> tuple[str, ...]:
     return tuple(_all())
 
 
+def default_methods() -> tuple[str, ...]:
+    """The workflow's ``methods`` when the config names none: every registered method but the controls (a
+    control is asked for by name: it doubles the cost of the method it mirrors)."""
+    return tuple(name for name, spec in _REGISTRY.items() if spec.mirrors is None)
+
+
+def reference() -> str:
+    """The method the report compares every other method with (the one spec with ``reference=True``)."""
+    found = [name for name, spec in _REGISTRY.items() if spec.reference]
+    if len(found) != 1:
+        raise SnrtuneError(f"the method registry marks {len(found)} reference methods ({', '.join(found) or 'none'}); "
+                           "expected exactly one")
+    return found[0]
+
+
 def selection_names() -> tuple[str, ...]:
     """The methods whose runs have a selection (and so a t value)."""
     return tuple(name for name, spec in _all().items() if spec.needs_selection)
@@ -181,15 +199,8 @@ def find(name: str) -> MethodSpec | None:
     return _REGISTRY.get(name) or _controls().get(name)
 
 
-def register(spec: MethodSpec) -> MethodSpec:
-    """Add a method (a name already registered, or derived as a control, is an error)."""
-    return entries.add(_REGISTRY, spec, "method", taken=_controls())
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name)
-
-
 def registered(spec: MethodSpec) -> contextlib.AbstractContextManager[MethodSpec]:
-    """``with registered(MethodSpec(...)):`` the method exists inside the block only (for tests)."""
-    return entries.temporarily(register, unregister, spec)
+    """``with registered(MethodSpec(...)):`` the method exists inside the block only (a name already registered,
+    or derived as a control, is an error). Tests add a method this way; snrtune's own methods are BUILTIN."""
+    return entries.temporarily(lambda entry: entries.add(_REGISTRY, entry, "method", taken=_controls()),
+                               _REGISTRY.pop, spec)

@@ -19,7 +19,7 @@ from typing import Any
 from snrtune.artifact_names import DELTA_FILE, METRICS_FILE, RUN_FILE
 from snrtune.fileio import read_text, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.spectrum.safetensors_header import DTYPE_BITS, read_safetensors_header
+from snrtune.safetensors_header import DTYPE_BITS, read_safetensors_header
 
 
 SOURCE_FILE = "snrtune_source.json"
@@ -36,17 +36,25 @@ def load_source_info(model_dir: str | os.PathLike) -> dict:
     """The ``snrtune_source.json`` of a model directory, or one derived from its name."""
     path = Path(model_dir) / SOURCE_FILE
     if path.is_file():
-        return json.loads(path.read_text())
+        info = read_json_file(path, "model source record")
+        if not isinstance(info, dict) or not isinstance(info.get("name"), str) or not info["name"]:
+            raise SnrtuneError(f"model source record {str(path)!r}: key 'name' is missing or not a string; expected "
+                               f"the {SOURCE_FILE} `snrtune fetch` writes")
+        return info
     return {"name": Path(model_dir).resolve().name, "source": str(model_dir), "kind": "local", "revision": None}
 
 
 # ---------------------------------------------------------------- validation (fetch, scan, train, merge, evaluate)
 
 CONFIG_FILE = "config.json"
+GENERATION_CONFIG = "generation_config.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 INDEX_FILE = "model.safetensors.index.json"
+# the model's own small files beside its *.safetensors weights: what merge copies of a full fine-tuned run, and
+# (with snrtune's SOURCE_FILE and RUN_FILE) what a run's resume fingerprint hashes of its base model
+MODEL_FILES = (CONFIG_FILE, GENERATION_CONFIG, INDEX_FILE)
 # JSON files transformers reads from a model directory: each must parse where present
-JSON_FILES = (CONFIG_FILE, INDEX_FILE, "generation_config.json", TOKENIZER_CONFIG, "tokenizer.json",
+JSON_FILES = (CONFIG_FILE, INDEX_FILE, GENERATION_CONFIG, TOKENIZER_CONFIG, "tokenizer.json",
               "special_tokens_map.json", "adapter_config.json")
 # a tokenizer is one of these (fast tokenizer.json, sentencepiece, BPE vocab, WordPiece vocab, tiktoken), or any
 # other *.model (sentencepiece) or *.tiktoken file
@@ -106,7 +114,7 @@ def check_model_dir(model_dir: str | os.PathLike, config: bool = True, tokenizer
     Checked, each failure one line naming the file: the directory exists; config.json exists (unless
     ``config`` is False) and every JSON file transformers reads parses; with ``tokenizer``, tokenizer files
     exist; every shard the index names exists and holds the tensors the index puts there; every safetensors
-    header is valid (snrtune.spectrum.safetensors_header); every dtype is a safetensors dtype and every
+    header is valid (snrtune.safetensors_header); every dtype is a safetensors dtype and every
     weight (``*.weight``/``*.bias``) is stored in a float dtype of WEIGHT_DTYPES.
     """
     model_dir = Path(model_dir)

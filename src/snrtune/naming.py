@@ -25,7 +25,8 @@ def format_t(t: float) -> str:
 # The run-id grammar (docs/artifacts.md): METHOD[-tT | -bBUDGET]-sSEED[-dpo]. The workflow's runs use the
 # METHOD[-tT]-sSEED part; a budget selection (`select --budget-fraction`) and a DPO stage add the rest.
 BASE_RUN = "base"  # the untouched model's eval/base.json
-RUN_PATTERN = r"[a-z-]+(-t\d+(\.\d+)?)?-s\d+"  # a workflow run name, for Snakemake's wildcard constraints
+T_PATTERN = r"\d+(\.\d+)?"  # a t value as format_t writes it
+RUN_PATTERN = rf"[a-z-]+(-t{T_PATTERN})?-s\d+"  # a workflow run name, for Snakemake's wildcard constraints
 DPO_SUFFIX = "-dpo"
 
 
@@ -83,3 +84,19 @@ def module_name(param: str) -> str:
     """The module a parameter belongs to when it is the module's weight: 'a.b.q_proj.weight' -> 'a.b.q_proj';
     any other name is returned unchanged."""
     return param.removesuffix(".weight")
+
+
+def model_slug(model: str | None) -> str:
+    """A model name as a file name: every character but letters, digits and ``-._`` replaced by ``_`` (the
+    report's plot files; `snrtune fetch` takes only names that are their own slug, so two never collide)."""
+    return "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in str(model or "model"))
+
+
+def check_model_name(name: str, flag: str = "--name") -> str:
+    """A model's short name (run ids ``NAME/METHOD-…``, file names): letters, digits and ``-._`` only, not ``.`` or
+    ``..`` (so no ``/``, no newline, and no two names share a slug); one line otherwise."""
+    if not name or name in (".", "..") or model_slug(name) != name:
+        raise SnrtuneError(f"{flag} {name!r} is not a model name: expected letters, digits, '-', '.' and '_' only "
+                           f"(a run id is NAME/METHOD-…, and the report names files after it), e.g. "
+                           f"{model_slug(name).strip('.') or 'my-model'!r}")
+    return name

@@ -52,10 +52,6 @@ FALLBACK = ("acc_norm", "acc", "exact_match", "exact_match/strict-match", "f1", 
 _TABLE = {spec.name: spec for spec in TASKS}
 
 
-def find(name: str) -> TaskSpec | None:
-    return _TABLE.get(name)
-
-
 def default_fewshot(name: str) -> int | None:
     spec = _TABLE.get(name)
     return spec.num_fewshot if spec else None

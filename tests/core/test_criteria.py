@@ -64,7 +64,8 @@ def test_a_new_entry_reaches_the_methods_the_schema_and_select():
     """One entry: the controls spectrum-NAME and laser-qlora-NAME exist, the config accepts it in
     selection.criteria and `select --criterion` takes it; gone with the entry."""
     from snrtune.spectrum import select
-    from snrtune.workflow import config as wc
+    from snrtune.workflow.plan import runs
+    from snrtune.workflow.schema import load_schema, validate_config
 
     entry = Criterion("frobenius", lambda s, n, m: s.square().sum(-1), "spectrum", "highest", "Frobenius²",
                       "a test criterion")
@@ -73,12 +74,12 @@ def test_a_new_entry_reaches_the_methods_the_schema_and_select():
         spec = method_registry.get("spectrum-frobenius")
         assert spec.selection_kind == "frobenius" and spec.mirrors == "spectrum"
         assert method_registry.get("laser-qlora-frobenius").mirrors == "laser-qlora"
-        config = wc.validate_config({"models": {"m": {"source": "o/m"}}, "methods": ["spectrum", "qlora"],
-                                     "selection": {"criteria": ["snr", "frobenius"]}}, wc.load_schema(SCHEMA))
-        assert wc.runs(config) == ["spectrum-t25-s0", "spectrum-t50-s0", "spectrum-frobenius-t25-s0",
+        config = validate_config({"models": {"m": {"source": "o/m"}}, "methods": ["spectrum", "qlora"],
+                                     "selection": {"criteria": ["snr", "frobenius"]}}, load_schema(SCHEMA))
+        assert runs(config) == ["spectrum-t25-s0", "spectrum-t50-s0", "spectrum-frobenius-t25-s0",
                                    "spectrum-frobenius-t50-s0", "qlora-s0"]
         assert select.criterion_name("frobenius") == "frobenius"
     assert method_registry.find("spectrum-frobenius") is None and "frobenius" not in criteria.names()
     with pytest.raises(SnrtuneError, match="'selection.criteria.1': 'frobenius' is not one of"):
-        wc.validate_config({"models": {"m": {"source": "o/m"}}, "selection": {"criteria": ["snr", "frobenius"]}},
-                           wc.load_schema(SCHEMA))
+        validate_config({"models": {"m": {"source": "o/m"}}, "selection": {"criteria": ["snr", "frobenius"]}},
+                           load_schema(SCHEMA))

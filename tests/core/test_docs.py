@@ -16,13 +16,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from snrtune.training.settings import default_values
+from snrtune.workflow.schema import load_schema
 
 ROOT = Path(__file__).parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+SCHEMA = load_schema(ROOT / "workflow" / "schemas" / "config.schema.yaml")  # with the filled-in $defs
 
 
 def tracked_top_level() -> set[str]:
@@ -142,3 +142,56 @@ def test_path_finder_sees_backticks_links_and_plain_text():
 def test_every_repository_path_in_the_docs_exists(doc):
     missing = sorted({p for p in repository_paths(doc.read_text(encoding="utf-8")) if not exists(p)})
     assert missing == []
+
+
+# --- (d) the front door and the measurements -----------------------------------------------------------------
+
+MEASUREMENTS = ROOT / "docs" / "measurements.md"
+DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
+
+
+def figure_rows(text: str) -> list[dict[str, str]]:
+    """The rows of every table in ``text`` whose header has a command and a date column, as {column: cell}."""
+    rows, header = [], None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif not all(re.fullmatch(r":?-+:?", cell) for cell in cells) and {"command", "date"} <= set(header):
+            rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def test_the_figure_row_finder_reads_the_columns():
+    text = ("| figure | command | date |\n|---|---|---|\n| 3 s | `snrtune scan m` | 2026-12-03 |\n\n"
+            "| a | b |\n|---|---|\n| 1 | 2 |\n")
+    assert figure_rows(text) == [{"figure": "3 s", "command": "`snrtune scan m`", "date": "2026-12-03"}]
+
+
+def test_every_figure_row_in_measurements_names_a_command_and_a_date():
+    rows = figure_rows(MEASUREMENTS.read_text(encoding="utf-8"))
+    assert len(rows) >= 20
+    unnamed = [row["figure"][:60] for row in rows if not backticked(row["command"])
+               or not re.fullmatch(r"20\d\d-\d\d-\d\d", row["date"])]
+    assert unnamed == []
+
+
+@pytest.mark.parametrize("doc", [d for d in DOCS if d != MEASUREMENTS], ids=lambda p: p.name)
+def test_dated_figures_live_in_measurements(doc):
+    """A measurement with its date is a row of docs/measurements.md; the other docs link to it."""
+    dated = [line.strip()[:80] for line in doc.read_text(encoding="utf-8").splitlines() if DATE.search(line)]
+    assert dated == []
+
+
+def test_the_readme_is_the_front_door():
+    """Under 200 lines, the two commands exactly as .ci/run runs the tests, and a link to every doc."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) < 200
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if "pytest" in line]
+    assert ci == ["bash scripts/install.sh && . .venv/bin/activate && python -m pytest"]
+    assert ci[0] in text.splitlines() and "bash scripts/install.sh && . .venv/bin/activate && snakemake --cores 2" \
+        in text.splitlines()
+    assert [doc.name for doc in DOCS[1:] if f"(docs/{doc.name})" not in text] == []

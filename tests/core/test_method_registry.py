@@ -39,7 +39,7 @@ NORMS_ONLY = MethodSpec("norms-only", selection_kind=None, four_bit=False, is_ad
 def test_schema_enums_are_the_registry():
     """The schema file names no method: its enums are filled from the registry when it is loaded, so a
     registered method is accepted in every per-method key, and the file cannot drift from the table."""
-    from snrtune.workflow import config as wc
+    from snrtune.workflow.schema import load_schema, validate_config
 
     def enums(node):
         if isinstance(node, dict):
@@ -54,19 +54,19 @@ def test_schema_enums_are_the_registry():
     raw = yaml.safe_load(SCHEMA.read_text())
     assert all(len(set(enum) & set(method_registry.names())) <= 1 for enum in enums(raw)), \
         "the schema file lists methods in an enum: use $defs.method"
-    schema = wc.load_schema(SCHEMA)
+    schema = load_schema(SCHEMA)
     assert tuple(schema["$defs"]["method"]["enum"]) == method_registry.names()
     assert set(schema["properties"]["methods"]["default"]) <= set(method_registry.names())
     assert schema["$defs"]["rank_reference"]["enum"] == ["qlora"]
     with registered(NORMS_ONLY):
-        schema = wc.load_schema(SCHEMA)
+        schema = load_schema(SCHEMA)
         config = {"models": {"m": {"source": "o/m", "resources": {"per_method": {"norms-only": {"gpus": 1}}}}},
                   "methods": ["norms-only", "full"],
                   "train": {"method_settings": {"norms-only": {"lora_r": 4}},
                             "learning_rates": {"norms-only": [1e-3, 3e-3]}}}
-        wc.validate_config(config, schema)
+        validate_config(config, schema)
     with pytest.raises(SnrtuneError, match="norms-only"):
-        wc.validate_config({"models": {"m": {"source": "o/m"}}, "methods": ["norms-only"]}, wc.load_schema(SCHEMA))
+        validate_config({"models": {"m": {"source": "o/m"}}, "methods": ["norms-only"]}, load_schema(SCHEMA))
 
 
 def test_cli_choices_are_the_registry(capsys):
@@ -83,6 +83,8 @@ def test_builtin_specs_say_what_the_code_does():
     assert qlora.four_bit and qlora.is_adapter and qlora.merge == "adapter" and not qlora.needs_selection
     assert laser.rank_matching and laser.selection_kind == "snr"
     assert method_registry.get("full").merge == "full-copy"
+    assert method_registry.reference() == "full"  # what the report compares every method with
+    assert method_registry.default_methods() == ("spectrum", "full", "lora", "qlora", "laser-qlora")  # no control
     for control, mirrored in (("spectrum-random", spectrum), ("laser-qlora-random", laser)):
         spec = method_registry.get(control)
         assert spec.selection_kind == "random" and spec.mirrors == mirrored.name
@@ -105,6 +107,12 @@ def test_every_criterion_but_snr_has_a_control_of_each_snr_selection_method():
     assert naming.run_name("spectrum-kappa", 25, 0) == "spectrum-kappa-t25-s0"
 
 
+def test_one_reference_method():
+    second = MethodSpec("full-again", None, False, False, "full-copy", "full again", prepare_norms_only, reference=True)
+    with registered(second), pytest.raises(SnrtuneError, match=r"marks 2 reference methods \(full, full-again\)"):
+        method_registry.reference()
+
+
 def test_unknown_method_is_one_line():
     with pytest.raises(SnrtuneError, match=r"^method 'dora' is not one of spectrum, full, lora, qlora, laser-qlora, spectrum-random, "
                                          r"laser-qlora-random, spectrum-lowest-snr, .*, laser-qlora-position$"):
@@ -118,8 +126,9 @@ def test_inconsistent_spec_is_refused():
         MethodSpec("x", None, False, True, "full-copy", "x", prepare_norms_only)
     with pytest.raises(ValueError, match="names the method it mirrors"):
         MethodSpec("x", "random", False, False, "spectrum-delta", "x", prepare_norms_only)
-    with pytest.raises(ValueError, match="already registered"):
-        method_registry.register(MethodSpec("lora", None, False, True, "adapter", "lora", prepare_norms_only))
+    with pytest.raises(ValueError, match="already registered"), \
+            registered(MethodSpec("lora", None, False, True, "adapter", "lora", prepare_norms_only)):
+        pass
 
 
 def test_a_control_method_is_one_entry_with_its_run_names():

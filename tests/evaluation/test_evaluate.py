@@ -2,16 +2,19 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import transformers
 
+import snrtune
 from snrtune import cli
 from snrtune.errors import SnrtuneError
 from snrtune.evaluation.evaluate import evaluate_model
 from snrtune.evaluation.options import limit_argument, parse_fewshot, parse_limit
-from snrtune.evaluation.task_dirs import resolve_task_dir
+from snrtune.evaluation.results import read_samples
+from snrtune.task_dirs import resolve_task_dir
 
 QUESTIONS = [
     {"question": "What is the capital of France?", "choices": ["Paris", "Rome", "Oslo"], "answer": 0},
@@ -106,7 +109,7 @@ def test_word_perplexity_matches_hand_computation(evaluated, tiny_lm):
 def test_per_example_scores_reproduce_the_task_scores(evaluated, tiny_lm):
     """The compact per-example record: accuracy 0/1 per question; (loglikelihood, words) per paragraph, from which
     the corpus word perplexity is recomputed exactly (exp of summed loglik over summed words)."""
-    from snrtune.report.stats import corpus_metric
+    from snrtune.aggregation import corpus_metric
 
     model, tok = tiny_lm
     mc = evaluated["per_example"]["tiny_mc"]
@@ -183,7 +186,10 @@ def test_cli_log_samples_writes_compact_scores_and_a_samples_file(tiny_llama, ta
     assert "samples" not in record
     assert record["per_example"]["tiny_mc"]["doc_ids"] == [0, 1]
     assert len(record["per_example"]["tiny_mc"]["metrics"]["acc"]["values"]) == 2
-    lines = [json.loads(line) for line in (tmp_path / "base.samples.jsonl").read_text().splitlines()]
+    assert json.loads((tmp_path / "base.samples.jsonl").read_text().splitlines()[0])["snrtune_output"] == {
+        "written_by": "snrtune", "snrtune_version": snrtune.__version__, "step": "evaluate",
+        "output": "--out .samples.jsonl"}  # the first line: evaluate's mark
+    lines = read_samples(tmp_path / "base.samples.jsonl")
     assert [(line["task"], line["doc_id"]) for line in sorted(lines, key=lambda x: x["doc_id"])] == [
         ("tiny_mc", 0), ("tiny_mc", 1)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base.json", "base.samples.jsonl"]
@@ -218,13 +224,13 @@ def test_bad_limits_are_one_line_errors(capsys):
 
 
 def test_shipped_tasks_resolve_to_existing_files(tmp_path):
-    from snrtune.evaluation.task_dirs import SHIPPED_TASKS
+    from snrtune.task_dirs import SHIPPED_TASKS
 
     resolved = resolve_task_dir(SHIPPED_TASKS, tmp_path / "tasks")
     for name in ("snrtune_toolcall", "snrtune_retention", "snrtune_ppl"):
         text = (resolved / f"{name}.yaml").read_text()
         path = text.split("test: ")[1].split("\n")[0].strip()
-        assert path.startswith("/") and path.endswith(".jsonl")
+        assert path.startswith("/") and path.endswith(".jsonl") and Path(path).is_file(), path
 
 
 def test_hub_task_offline_fails_with_one_line_naming_task(tiny_llama, tmp_path, monkeypatch, capsys):
@@ -297,7 +303,7 @@ def test_vllm_backend_without_vllm_is_a_clear_error(tiny_llama, tmp_path, capsys
 
 
 def _prompts(samples_file) -> list:
-    lines = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    lines = read_samples(samples_file)
     return [line["arguments"][0] for line in lines]  # one [prompt, generation settings] pair per document
 
 

@@ -7,7 +7,9 @@ import sys
 from snrtune.fetch.model import fetch
 from snrtune.model_dir import PARAMS_FILE
 from snrtune.fetch.params import build_table, load_table
-from snrtune.spectrum.scan import checkpoint_shapes, scan, weight_files
+from snrtune.model_dir import weight_files
+from snrtune.safetensors_header import checkpoint_tensors
+from snrtune.spectrum.scan import scan
 
 SCAN_WITHOUT_TRANSFORMERS = """
 import sys
@@ -34,14 +36,14 @@ def test_fetch_records_the_table_and_scan_reuses_it_without_transformers(tiny_mo
 
 
 def test_tied_weights_are_in_the_table(tiny_llama):
-    table = build_table(tiny_llama, checkpoint_shapes(weight_files(tiny_llama)))
+    table = build_table(tiny_llama, checkpoint_tensors(weight_files(tiny_llama)))
     assert table["tied"] == {"lm_head.weight": "model.embed_tokens.weight"}
     assert "lm_head.weight" not in table["checkpoint_keys"] and table["renamed"] == {}
 
 
 def test_a_table_that_no_longer_fits_the_directory_is_ignored(tiny_llama, tmp_path):
     model_dir = fetch(str(tiny_llama), tmp_path / "model", copy=True)
-    keys = checkpoint_shapes(weight_files(model_dir))
+    keys = checkpoint_tensors(weight_files(model_dir))
     assert load_table(model_dir, keys) is not None
     assert load_table(model_dir, list(keys)[1:]) is None  # other weights
     table_path = model_dir / PARAMS_FILE

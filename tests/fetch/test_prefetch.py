@@ -42,5 +42,6 @@ def test_shipped_tasks_load_offline_and_the_record_says_what(monkeypatch, tmp_pa
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     out = tmp_path / "tasks.json"
     assert cli.main(["prefetch", "--tasks", "snrtune_toolcall,snrtune_retention", "--out", str(out)]) == 0
-    assert json.loads(out.read_text()) == {"hf_home": str(tmp_path / "hf"), "data": None,
-                                           "tasks": ["snrtune_toolcall", "snrtune_retention"]}
+    record = json.loads(out.read_text())
+    assert record.pop("snrtune_output")["step"] == "prefetch"  # the mark: prefetch's own output
+    assert record == {"hf_home": str(tmp_path / "hf"), "data": None, "tasks": ["snrtune_toolcall", "snrtune_retention"]}

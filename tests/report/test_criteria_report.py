@@ -13,13 +13,13 @@ from snrtune.report import stats
 from snrtune.report.criteria import criteria_table, criteria_verdict, jaccard, overlap, pair_rows
 
 COLUMNS = ["model", "task", "metric", "family", "variant", "reference", "why", "difference", "ci_low", "ci_high",
-           "p_value", "p_holm", "significant"]
+           "p_value", "p_adjusted", "significant", "confidence"]
 
 
 def comparison(variant, reference, difference, family="criteria", p=0.5, significant=False, task="snrtune_toolcall"):
     return {"model": "m", "task": task, "metric": "acc", "family": family, "variant": variant, "reference": reference,
             "why": "any wording", "difference": difference, "ci_low": difference - 0.1, "ci_high": difference + 0.1,
-            "p_value": p, "p_holm": min(1.0, 2 * p), "significant": significant}
+            "p_value": p, "p_adjusted": min(1.0, 2 * p), "significant": significant, "confidence": 0.95}
 
 
 def test_pair_rows_read_either_order_and_prefer_the_family_of_control_pairs():
@@ -58,10 +58,10 @@ def test_the_table_holds_the_paired_difference_retention_and_parameters():
     assert list(table.index) == ["spectrum-t25", "spectrum-kappa-t25"]
     row = table.loc["spectrum-kappa-t25"]
     assert row["criterion"] == "condition number κ" and row["SNR selection"] == "spectrum-t25"
-    assert row["− SNR [95% CI]"].startswith(f"{paired.difference:+.3g} [")
+    assert row["− SNR [interval]"].startswith(f"{paired.difference:+.3g} [")
     assert row["p"] == f"{paired.p_value:.3f}" or paired.p_value < 0.001
     assert row["Δ snrtune_retention vs base"] == "-0.05" and row["trainable params"] == "2.50M"
-    assert table.loc["spectrum-t25", "− SNR [95% CI]"] == "–"
+    assert table.loc["spectrum-t25", "− SNR [interval]"] == "–"
     assert criteria_table(runs, agg[agg.variant != "spectrum-kappa-t25"], comp.iloc[:0], cost,
                           "snrtune_toolcall").empty  # no control: no table
 
@@ -89,8 +89,8 @@ def test_the_verdict_sentence_names_what_beat_or_lost_to_snr():
             comparison("spectrum-t25", "spectrum-alpha-t25", 0.01, p=0.8)]
     sentence = criteria_verdict(pd.DataFrame(rows, columns=COLUMNS), "snrtune_toolcall")
     assert sentence.startswith("Selection criteria on snrtune_toolcall")
-    assert "spectrum-kappa-t25 (+0.12 [0.020, 0.220], Holm p 0.002) beat it" in sentence
-    assert "spectrum-random-t25 (-0.2 [-0.300, -0.100], Holm p 0.004) did worse" in sentence  # control − SNR
+    assert "spectrum-kappa-t25 (+0.12 [0.020, 0.220], adjusted p 0.002) beat it" in sentence
+    assert "spectrum-random-t25 (-0.2 [-0.300, -0.100], adjusted p 0.004) did worse" in sentence  # control − SNR
     assert "spectrum-alpha-t25 did not differ significantly." in sentence
     tie = criteria_verdict(pd.DataFrame(rows[2:], columns=COLUMNS), "snrtune_toolcall")
     assert "no criterion's modules scored significantly differently" in tie and "spectrum-alpha-t25 -0.01" in tie

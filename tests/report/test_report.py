@@ -1,5 +1,6 @@
 """`snrtune report` on synthetic results directories (per-example scores, no training): per-model tables,
-seed-aware intervals, paired comparisons with Holm's correction, the verdict, "did not learn", the random control."""
+seed-aware intervals, the comparison families and their corrections, the verdict, "did not learn", the random
+control."""
 
 import json
 
@@ -15,7 +16,7 @@ from snrtune.errors import SnrtuneError
 from snrtune.report.plots import label_groups, pareto_front
 from snrtune.report.report import build_report
 
-# variant -> seed -> toolcall accuracy (60 examples); qlora scores best but its training loss rises
+# variant -> seed -> toolcall accuracy (60 examples); qlora scores best although its training loss rises
 TOOLCALL = {"spectrum": 0.8, "spectrum-random": 0.45, "lora": 0.5, "qlora": 0.95, "full": 0.75}
 
 
@@ -52,7 +53,7 @@ def results(tmp_path_factory):
         # the control is recognised from the run identity (seed 0) and from the method name (seed 1)
         res.add("tiny", "spectrum" if seed == 0 else "spectrum-random", _toolcall("spectrum-random", seed), t=25,
                 seed=seed, kind="random" if seed == 0 else None)
-        res.add("tiny", "lora", _toolcall("lora", seed), seed=seed, ppl=ppl_pairs(48.0, seed))
+        res.add("tiny", "lora", _toolcall("lora", seed), seed=seed, ppl=ppl_pairs(47.0 + 2 * seed, seed))
         res.add("tiny", "qlora", _toolcall("qlora", seed), seed=seed, learns=False)
         res.add("tiny", "full", _toolcall("full", seed), seed=seed)
     (root / "misc").mkdir()
@@ -60,7 +61,6 @@ def results(tmp_path_factory):
     (root / "misc" / "sel25.yaml").write_text(yaml.safe_dump(_selection(25)))
     (root / "misc" / "sel25r.yaml").write_text(yaml.safe_dump(_selection(25, "random", 0)))
     (root / "misc" / "config.json").write_text(json.dumps({"hidden_size": 8}))  # not an artifact: ignored
-    (root / "misc" / "broken.json").write_text("{not json")
     (root / "misc" / "copy.json").write_text((root / "x2" / "a.json").read_text())  # same run: not another seed
     return root
 
@@ -96,57 +96,76 @@ def test_runs_csv_is_tidy_and_knows_controls_and_learning(report):
     control = runs[runs.run.str.contains("random")]
     assert set(control.run) == {"tiny/spectrum-random-t25-s0", "tiny/spectrum-random-t25-s1"}
     assert set(control.variant) == {"spectrum-random-t25"} and set(control.selection_kind) == {"random"}
-    assert not runs[runs.method == "qlora"].learned.any()
+    # qlora's training loss rose, but its target score (0.95) is far above the base model's (0.1): it learned
+    assert runs[runs.method == "qlora"].learned.all() and set(runs[runs.method == "qlora"].status) == {"learned"}
+
+
+def _trained_toolcall(results):
+    """Every trained variant's per-example tool-call scores (seeds × examples), as the report pools them."""
+    names = {"spectrum-t25": "spectrum-t25", "spectrum-random-t25": "spectrum-random-t25", "lora": "lora",
+             "qlora": "qlora", "full": "full"}
+    return {v: np.stack([_per_example(results, f"tiny/{run}-s{s}") for s in (0, 1)]) for v, run in names.items()}
 
 
 def test_scores_carry_the_seed_aware_interval_of_the_per_example_scores(report, results):
+    """The interval of a variant with two seeds is about the method: the model's checkpoint variance on the task is
+    pooled over its trained variants (stats.checkpoint_variance) and enters with the examples."""
     scores = pd.read_csv(report / "scores.csv")
-    seeds = np.stack([_per_example(results, f"tiny/spectrum-t25-s{s}") for s in (0, 1)])
+    tables = _trained_toolcall(results)
+    cv = stats.checkpoint_variance(list(tables.values()))
+    assert cv.df == 5  # five variants × (2 − 1)
     row = _row(scores, model="tiny", variant="spectrum-t25", task="snrtune_toolcall")
-    expected = stats.interval(seeds)  # crossed seeds × examples, Wilson at the effective n
-    assert row.score == pytest.approx(seeds.mean(axis=1).mean())
+    expected = stats.interval(tables["spectrum-t25"], cv=cv)
+    assert row.score == pytest.approx(tables["spectrum-t25"].mean())
     assert (row.ci_low, row.ci_high) == pytest.approx((expected.low, expected.high))
     assert row.ci_method == "wilson" and row.n_seeds == 2 and row.n_examples == 60
     ppl = _row(scores, variant="lora", task="snrtune_ppl")
     pairs = np.stack([_per_example(results, f"tiny/lora-s{s}", "snrtune_ppl", "word_perplexity") for s in (0, 1)])
     assert ppl.score == pytest.approx(48.0)
-    expected = stats.interval(pairs, "weighted_perplexity")
+    # the other variants' perplexity rows are one paragraph set copied for every seed: they count once, so only
+    # lora measures the checkpoint variance of this task (on the log scale of the ratio)
+    cv_ppl = stats.checkpoint_variance([pairs], "weighted_perplexity", "ratio")
+    expected = stats.interval(pairs, "weighted_perplexity", cv=cv_ppl)
     assert (ppl.ci_low, ppl.ci_high) == pytest.approx((expected.low, expected.high))
     assert ppl.ci_low < 48.0 < ppl.ci_high
 
 
-def test_comparisons_are_paired_by_seed_and_holm_corrected(report, results):
+def test_the_families_their_tests_and_corrections(report, results):
     comp = pd.read_csv(report / "comparisons.csv")
+    tables = _trained_toolcall(results)
+    cv = stats.checkpoint_variance(list(tables.values()))
     control = _row(comp, variant="spectrum-t25", reference="spectrum-random-t25")
-    assert "SNR vs control" in control.why
-    a = np.stack([_per_example(results, f"tiny/spectrum-t25-s{s}") for s in (0, 1)])
-    b = np.stack([_per_example(results, f"tiny/spectrum-random-t25-s{s}") for s in (0, 1)])
-    expected = stats.compare(a, b)
+    assert control.family == "secondary: control vs SNR selection" and "SNR vs control" in control.why
+    expected = stats.compare(tables["spectrum-t25"], tables["spectrum-random-t25"], cv=cv,
+                             confidence=1 - 0.05 / control.family_size)
     assert control.difference == pytest.approx(expected.difference)
     assert (control.ci_low, control.ci_high, control.p_value) == pytest.approx(
         (expected.low, expected.high, expected.p_value))
-    for _, family in comp.groupby("family"):  # Holm within each pre-declared family
-        assert list(family.p_holm) == pytest.approx(list(stats.holm(family.p_value)))
-    assert set(comp.family) == {"ranking", "gain and retention"}
+    assert set(comp.family) == {"primary: best vs each", "secondary: vs reference",
+                                "secondary: control vs SNR selection", "gain and retention",
+                                "cost answer: within the margin"}
+    for family, rows in comp.groupby("family"):  # Bonferroni within each corrected family
+        if family in ("primary: best vs each", "cost answer: within the margin"):
+            continue
+        assert list(rows.p_adjusted) == pytest.approx(list(np.minimum(1, rows.p_value * len(rows))))
+    primary = comp[comp.family == "primary: best vs each"]  # the winner's test: each at α, no correction
+    assert list(primary.p_adjusted) == pytest.approx(list(primary.p_value)) and set(primary.confidence) == {0.95}
+    assert set(primary.variant) == {"qlora"}  # the best contender
+    assert set(primary.reference) == {"spectrum-t25", "lora", "full"}  # controls are not contenders
     gains = comp[comp.family == "gain and retention"]
     assert set(gains.reference) == {"base"} and set(gains.task) == {"snrtune_toolcall", "snrtune_retention",
                                                                      "snrtune_ppl"}
-    # every method against full fine-tuning, and the best method that learned against every other
     assert {r for r in comp[comp.reference == "full"].variant} >= {"lora", "qlora", "spectrum-random-t25"}
-    best = comp[comp.why.str.contains("best vs other")]
-    assert set(best.variant) == {"spectrum-t25"}
 
 
-def test_verdict_names_no_winner_inside_the_noise_and_skips_runs_that_did_not_learn(report):
+def test_verdict_opens_with_the_answer(report):
     text = (report / "summary.md").read_text()
     assert "## tiny" in text
-    assert "No winner on snrtune_toolcall: spectrum-t25 has the best acc" in text
-    assert "inconclusive against full" in text and "Holm over the" in text
-    assert "Examples per seed for power 0.8 at the observed difference" in text
-    assert "Not ranked: qlora (did not learn)." in text
-    assert "One seed per method" not in text  # two seeds: the seed level is measured
-    assert "| qlora (did not learn) |" in text and "**0.95" not in text  # best score, but not ranked or bold
-    assert "SNR selection vs control at equal parameters: spectrum-t25 − spectrum-random-t25" in text
+    answer = text.split("## tiny")[1].split("| method |")[0].strip().splitlines()
+    assert 2 <= len(answer) <= 6 and all(line.startswith("- ") for line in answer)
+    assert "qlora: the training loss did not clearly fall, but the target score is significantly above" in text
+    assert "SNR selection vs its control at equal parameters: spectrum-t25 − spectrum-random-t25 = " in text
+    assert "(2 seeds)" in answer[0]
 
 
 def test_every_plot_written_and_embedded(report):
@@ -159,7 +178,7 @@ def test_every_plot_written_and_embedded(report):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     page = (report / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(pngs)
-    assert "No winner on snrtune_toolcall" in page
+    assert '<ul class="verdict"><li>' in page and "on snrtune_toolcall" in page
 
 
 def test_two_models_are_kept_apart(tmp_path):
@@ -186,9 +205,10 @@ def test_a_significant_difference_names_the_winner(tmp_path):
     out = build_report(tmp_path / "results", tmp_path / "report")
     text = (out / "summary.md").read_text()
     assert "**full** scored highest of these checkpoints on snrtune_toolcall" in text
-    assert "significantly ahead of lora" in text and "One seed per method: these results compare single" in text
+    assert "ahead of every other method, each paired difference significant" in text
+    assert "(one seed per method: a claim about these checkpoints, not the methods)" in text
     comp = pd.read_csv(out / "comparisons.csv")
-    assert _row(comp, variant="full", reference="lora").p_holm < 0.01
+    assert _row(comp, variant="full", reference="lora", family="primary: best vs each").p_value < 0.01
 
 
 def test_three_seeds_aggregate_over_seeds_and_examples(tmp_path):
@@ -202,11 +222,11 @@ def test_three_seeds_aggregate_over_seeds_and_examples(tmp_path):
     scores = pd.read_csv(out / "scores.csv")
     row = _row(scores, variant="full", task="snrtune_toolcall")
     stacked = np.array(data["full"])
-    ci = stats.interval(stacked)
+    ci = stats.interval(stacked, cv=stats.checkpoint_variance([stacked, np.array(data["lora"])]))
     assert row.n_seeds == 3 and row.score == pytest.approx(stacked.mean(axis=1).mean())
     assert (row.ci_low, row.ci_high) == pytest.approx((ci.low, ci.high))
-    comp = _row(pd.read_csv(out / "comparisons.csv"), variant="full", reference="lora")
-    assert comp.n_seeds == 3
+    comp = _row(pd.read_csv(out / "comparisons.csv"), variant="full", reference="lora", family="primary: best vs each")
+    assert comp.n_seeds == "3/3" and comp.unit == "seeds"
     assert comp.difference == pytest.approx((stacked.mean(axis=1) - np.array(data["lora"]).mean(axis=1)).mean())
 
 
@@ -221,18 +241,33 @@ def test_without_per_example_scores_the_ci_comes_from_lm_evals_stderr_and_says_s
     assert (row.ci_low, row.ci_high) == pytest.approx((0.75 - 1.959964 * se, 0.75 + 1.959964 * se), rel=1e-5)
     text = (out / "summary.md").read_text()
     assert "]†" in text and "1.96 × lm-eval's standard error" in text
-    assert "no winner is named" in text
+    assert "without per-example scores for every method nothing is tested" in text
 
 
-def test_runs_that_cannot_be_paired_are_not_tested_and_name_no_winner(tmp_path):
+def test_several_seeds_without_per_example_scores_take_a_t_interval_over_seeds(tmp_path):
+    res = Results(tmp_path / "results")
+    for seed, k in enumerate((40, 45, 50)):
+        res.add("m", "full", [1.0] * k + [0.0] * (60 - k), seed=seed, per_example=False)
+    out = build_report(tmp_path / "results", tmp_path / "report")
+    row = _row(pd.read_csv(out / "scores.csv"), variant="full", task="snrtune_toolcall")
+    means = np.array([40, 45, 50]) / 60
+    half = 4.302653 * means.std(ddof=1) / np.sqrt(3)  # t with 2 degrees of freedom
+    assert row.ci_method == "t over seeds (no example variance)"
+    assert (row.ci_low, row.ci_high) == pytest.approx((means.mean() - half, means.mean() + half), rel=1e-5)
+    assert "omits the example variance" in (out / "summary.md").read_text()
+
+
+def test_runs_with_different_seed_numbers_are_compared_as_independent_checkpoints(tmp_path):
+    """Seeds of different methods are different checkpoints: full's seeds 0–1 and lora's 2–3 are compared as they
+    are (the old report, pairing by seed number, could not test them at all)."""
     res = Results(tmp_path / "results")
     for seed in (0, 1):
         res.add("m", "full", bernoulli(0.9, 60, seed), seed=seed)
-        res.add("m", "lora", bernoulli(0.1, 60, 5 + seed), seed=seed + 2)  # other seeds: nothing to pair with
+        res.add("m", "lora", bernoulli(0.1, 60, 5 + seed), seed=seed + 2)
     out = build_report(tmp_path / "results", tmp_path / "report")
-    comp = _row(pd.read_csv(out / "comparisons.csv"), variant="full", reference="lora")
-    assert np.isnan(comp.p_value) and comp.difference == pytest.approx(0.8, abs=0.15)
-    assert "no winner is named" in (out / "summary.md").read_text()
+    comp = _row(pd.read_csv(out / "comparisons.csv"), variant="full", reference="lora", family="primary: best vs each")
+    assert comp.n_seeds == "2/2" and comp.unit == "seeds" and comp.p_value < 0.05
+    assert "**full** wins on snrtune_toolcall" in (out / "summary.md").read_text()
 
 
 def test_a_control_method_of_the_registry_is_compared_with_its_snr_selection(tmp_path, monkeypatch):
@@ -252,8 +287,9 @@ def test_a_control_method_of_the_registry_is_compared_with_its_snr_selection(tmp
     assert set(runs.variant) == {"spectrum-t25", "spectrum-random-t25"}
     assert set(runs[runs.method == "spectrum-control"].selection_kind) == {"random"}
     row = _row(pd.read_csv(out / "comparisons.csv"), variant="spectrum-t25", reference="spectrum-random-t25")
-    assert "SNR vs control" in row.why and row.p_holm < 0.01
-    assert "the SNR selection is significantly better" in (out / "summary.md").read_text()
+    assert "SNR vs control" in row.why and row.p_adjusted < 0.01
+    assert "spectrum-t25 − spectrum-random-t25 = +0.5" in (out / "summary.md").read_text()
+    assert "SNR significantly better" in (out / "summary.md").read_text()
 
 
 def test_pareto_front():
@@ -383,10 +419,15 @@ def test_sweep_candidates_get_a_learning_forgetting_plot_and_are_never_ranked(tm
     res.add_candidate("tiny", "full", 2e-4, _hits(40, 60), _hits(10, 80), ppl_pairs(90.0, 0), seed=0)
 
     frame = analyse(discover(root))["candidates"]
+    frame = frame[frame.retention_task == "snrtune_retention"].reset_index(drop=True)
     assert list(frame.variant) == ["lora", "lora"] and list(frame.learning_rate) == [1e-3, 3e-3]
     assert list(frame.n_seeds) == [2, 2] and list(frame.picked_by) == [0, 2]
     assert frame.target_gain.tolist() == pytest.approx([0.25, 0.45])
-    assert frame.retention_change.tolist() == pytest.approx([-1.0125, -3.05])
+    frame = analyse(discover(root))["candidates"]
+    # one row per retention task, in that task's own units (never an accuracy averaged with a perplexity)
+    by_task = frame.pivot(index="learning_rate", columns="retention_task", values="retention_change")
+    assert by_task["snrtune_retention"].tolist() == pytest.approx([-0.025, -0.1])
+    assert by_task["snrtune_ppl"].tolist() == pytest.approx([-2.0, -6.0])
 
     out = build_report(root, tmp_path / "report")
     png = (out / "learning_forgetting_tiny.png").read_bytes()

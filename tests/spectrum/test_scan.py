@@ -198,7 +198,7 @@ def hand_made_model(tmp_path, header, data, header_len=None):
 def test_a_valid_hand_made_file_reads_as_the_safetensors_library_reads_it(tmp_path):
     from safetensors_files import GOOD_DATA, two_matrices
 
-    from snrtune.spectrum.safetensors_header import read_safetensors_header
+    from snrtune.safetensors_header import read_safetensors_header
 
     model_dir = hand_made_model(tmp_path, two_matrices(), GOOD_DATA)
     entries, metadata = read_safetensors_header(model_dir / "model.safetensors")
@@ -219,7 +219,7 @@ def test_corrupt_headers_are_refused_as_the_safetensors_library_refuses_them(cas
     from safetensors import safe_open
     from safetensors_files import CORRUPT, write_corrupt
 
-    from snrtune.spectrum.safetensors_header import read_safetensors_header
+    from snrtune.safetensors_header import read_safetensors_header
 
     file = write_corrupt(tmp_path / "model.safetensors", case)
     with pytest.raises(Exception):

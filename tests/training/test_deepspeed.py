@@ -28,7 +28,9 @@ from train_data import SELECTED_MODULES, SELECTED_PARAMS, write_alpaca, write_co
 
 from snrtune.cli import main
 from snrtune.training.train import train
-from snrtune.workflow import config as wc
+from snrtune.workflow.plan import train_command, train_resources
+from snrtune.workflow.preflight import preflight
+from snrtune.workflow.schema import load_schema, validate_config
 from snrtune.workflow import resources as r
 
 CONFIG_DIR = Path(__file__).parents[2] / "config"
@@ -130,11 +132,11 @@ PAPER_MODELS = {"paper.yaml": "Meta-Llama-3-8B", "paper-70b.yaml": "Meta-Llama-3
 
 def paper_plan(name: str, run: str, tmp_path):
     """The training plan of config/NAME's model for RUN (before the model is fetched: its params_b)."""
-    config = wc.validate_config(yaml.safe_load((CONFIG_DIR / name).read_text()),
-                                wc.load_schema(CONFIG_DIR.parent / "workflow/schemas/config.schema.yaml"))
+    config = validate_config(yaml.safe_load((CONFIG_DIR / name).read_text()),
+                                load_schema(CONFIG_DIR.parent / "workflow/schemas/config.schema.yaml"))
     model = PAPER_MODELS[name]
     size = r.size_from_count(config["models"][model]["params_b"])
-    return config, model, size, wc.train_resources(config, model, run, tmp_path)
+    return config, model, size, train_resources(config, model, run, tmp_path)
 
 
 def test_70b_full_fine_tuning_host_memory_is_deepspeeds_estimate(capsys, tmp_path):
@@ -177,7 +179,7 @@ def test_zero3_gpu_memory_of_the_paper_configs_is_deepspeeds_estimate(capsys, tm
 
 
 def run_settings_of(config, model) -> dict:
-    cfg = wc.run_settings(config, model, "full")
+    cfg = train_command(config, model, "full-s0").settings()
     return {"seq_len": cfg.max_seq_length, "micro_batch": cfg.per_device_train_batch_size,
             "grad_accum": cfg.gradient_accumulation_steps, "gradient_checkpointing": cfg.gradient_checkpointing}
 
@@ -229,17 +231,17 @@ def test_train_asking_for_deepspeed_without_it_is_one_line_before_the_model_load
 
 def test_preflight_names_the_run_planned_under_zero_when_deepspeed_is_missing(monkeypatch, tmp_path):
     """config/paper.yaml plans 8B Spectrum-50 on 2 GPUs and full fine-tuning on 4 with ZeRO-3: without
-    DeepSpeed the workflow stops before any job (the rules call wc.preflight while parsing), at the first."""
+    DeepSpeed the workflow stops before any job (the rules call preflight while parsing), at the first."""
     from snrtune.errors import SnrtuneError
     from snrtune.training import settings
 
     config, *_ = paper_plan("paper.yaml", "full-s0", tmp_path)
-    wc.preflight(config, packages_here=True)  # installed: nothing to say
+    preflight(config, packages_here=True)  # installed: nothing to say
     monkeypatch.setattr(settings, "deepspeed_installed", lambda: False)
     monkeypatch.setattr(r, "deepspeed_estimators", lambda: None)
-    wc.preflight(config, packages_here=False)  # under --sdm conda the jobs' environment brings it
+    preflight(config, packages_here=False)  # under --sdm conda the jobs' environment brings it
     with pytest.raises(SnrtuneError) as error:
-        wc.preflight(config, packages_here=True)
+        preflight(config, packages_here=True)
     assert str(error.value) == (
         "training run Meta-Llama-3-8B/spectrum-t50-s0 is planned on 2 GPUs with zero3 (--deepspeed "
         "config/zero3.json), but DeepSpeed is not installed; expected `pip install 'snrtune[deepspeed]'`, "

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import yaml
 
-from snrtune.training import settings
+from snrtune.training import setting_checks, setting_views, settings
 from snrtune.cli import main
 from snrtune.errors import SnrtuneError
 from snrtune.training.settings import TrainingSettings, load_settings
@@ -55,7 +55,7 @@ def test_negative_learning_rate_is_one_line_naming_file_and_key(tmp_path):
     ("packing: 1", "packing", "expected true or false, got '1'"),
     ("lr_scheduler_type: cosin", "lr_scheduler_type", "expected one of linear, cosine"),
     ("optim: adamw", "optim", "expected one of adamw_torch"),
-    ("seed: -3", "seed", "expected an integer >= 0, got '-3'"),
+    ("seed: -3", "seed", "expected an integer >= 0 and <= 4294967295, got '-3'"),
 ])
 def test_wrong_types_and_ranges_are_rejected(tmp_path, text, key, expected):
     path = write(tmp_path, text + "\n")
@@ -170,3 +170,70 @@ def test_a_batch_that_does_not_split_over_the_job_stops_before_the_model_loads(t
                           "'gradient_accumulation_steps' = 4 × 4 = 16 examples per optimizer step do not split over "
                           "3 processes") and err.count("\n") == 1
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
+
+
+# ------------------------------------------------- one definition per setting: the YAML defaults, the schema, the docs
+
+def differing_keys(shipped: dict, wanted: dict) -> list[str]:
+    return sorted(key for key in set(shipped) | set(wanted) if shipped.get(key, ...) != wanted.get(key, ...))
+
+
+def test_train_defaults_yaml_is_generated_from_the_fields():
+    """src/snrtune/data/train_defaults.yaml lists every field's default and help; after a field changes, this
+    names the keys that differ and the command that rewrites the file."""
+    text = setting_views.DEFAULTS_FILE.read_text(encoding="utf-8")
+    stale = differing_keys(yaml.safe_load(text), settings.default_values())
+    assert not stale and text == setting_views.defaults_yaml(), (
+        f"{setting_views.DEFAULTS_FILE} is out of date (keys {stale or 'the same; comments differ'}): run "
+        f"`{setting_views.REGENERATE}`")
+
+
+def test_the_docs_settings_table_is_generated_from_the_fields():
+    table = setting_views.docs_table(setting_views.DOCS_FILE.read_text(encoding="utf-8"))
+    rows = {row.split("|")[1].strip(" `"): row for row in table.splitlines()[2:]}
+    wanted = {row.split("|")[1].strip(" `"): row for row in setting_views.settings_table().splitlines()[2:]}
+    assert table == setting_views.settings_table(), (
+        f"docs/training.md's settings table is out of date (rows {differing_keys(rows, wanted)}): run "
+        f"`{setting_views.REGENERATE}`")
+
+
+def test_the_schema_takes_the_per_method_settings_from_the_fields():
+    from snrtune.workflow.schema import load_schema
+
+    schema = load_schema(setting_views.DOCS_FILE.parents[1] / "workflow" / "schemas" / "config.schema.yaml")
+    allowed = schema["$defs"]["method_settings"]["properties"]
+    assert list(allowed) == list(settings.per_method_keys()) == [
+        "learning_rate", "weight_decay", "lora_r", "lora_alpha", "lora_dropout", "use_rslora"]
+    assert allowed["lora_r"]["type"] == ["integer", "null"] and allowed["lora_r"]["minimum"] == 1
+    assert allowed["learning_rate"]["exclusiveMinimum"] == 0
+    assert schema["$defs"]["learning_rate"]["type"] == ["number", "string"]
+
+
+@dataclasses.dataclass(frozen=True)
+class WithMadeUpSetting(TrainingSettings):
+    made_up_warmup_ratio: float = settings.setting(0.25, setting_checks.number(0, 1), "a made-up setting",
+                                                   per_method=True, section="made up")
+
+
+def test_a_setting_added_by_its_one_field_reaches_the_defaults_the_schema_and_the_docs(monkeypatch, tmp_path):
+    """Add a made-up setting to TrainingSettings and nothing else: it has a default when settings are built, it
+    is a key of train_defaults.yaml and a row of the docs table, the workflow schema allows it per method, and a
+    workflow config's value is typed by its check."""
+    from snrtune.workflow.schema import load_schema, validate_config
+
+    monkeypatch.setattr(settings, "TrainingSettings", WithMadeUpSetting)
+    assert load_settings(None).made_up_warmup_ratio == 0.25
+    assert load_settings(write(tmp_path, "made_up_warmup_ratio: '5e-1'\n")).made_up_warmup_ratio == 0.5
+    assert yaml.safe_load(setting_views.defaults_yaml())["made_up_warmup_ratio"] == 0.25
+    assert "# made up\nmade_up_warmup_ratio: 0.25" in setting_views.defaults_yaml()
+    assert "| `made_up_warmup_ratio` | 0.25 | number in [0, 1) | yes | a made-up setting |" in \
+        setting_views.settings_table().splitlines()
+    schema = load_schema(setting_views.DOCS_FILE.parents[1] / "workflow" / "schemas" / "config.schema.yaml")
+    assert schema["$defs"]["method_settings"]["properties"]["made_up_warmup_ratio"]["exclusiveMaximum"] == 1
+    config = validate_config({"models": {"m": {"source": "o/m"}},
+                              "train": {"method_settings": {"lora": {"made_up_warmup_ratio": "2e-1"}}}}, schema)
+    assert config["train"]["method_settings"]["lora"]["made_up_warmup_ratio"] == 0.2
+    with pytest.raises(SnrtuneError, match=r"^config key 'train.method_settings.lora.made_up_warmup_ratio': "
+                                           r"expected a number in \[0, 1\), got the string '2'$"):
+        validate_config({"models": {"m": {"source": "o/m"}},
+                         "train": {"method_settings": {"lora": {"made_up_warmup_ratio": "2"}}}}, schema)

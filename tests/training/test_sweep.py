@@ -10,13 +10,20 @@ from snrtune.training.sweep import choose, pick
 
 
 def make_candidate(root, lr, eval_losses, run_id="m/lora-s0"):
+    """A finished lora run directory (its record, metrics and adapter files) at learning rate ``lr``."""
+    import torch
+    from safetensors.torch import save_file
+
     run = root / f"lr{lr:g}"
     run.mkdir(parents=True)
-    metrics = {"run": {"id": run_id, "method": "lora", "seed": 0}, "config": {"learning_rate": lr},
+    identity = {"id": run_id, "model": "m", "method": "lora", "seed": 0}
+    metrics = {"run": identity, "config": {"learning_rate": lr},
                "train_loss": [[1, 2.0], [24, 1.0]], "eval_loss": [[24, v] for v in eval_losses],
                "trainable_params": 10}
     (run / "metrics.json").write_text(json.dumps(metrics))
-    (run / "adapter_model.safetensors").write_bytes(b"weights-%g" % lr)
+    (run / "snrtune_run.json").write_text(json.dumps(identity))
+    (run / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    save_file({"lora_A": torch.full((2,), lr)}, str(run / "adapter_model.safetensors"))
     return run
 
 
@@ -30,7 +37,7 @@ def test_pick_takes_the_argmin_of_the_final_validation_loss_and_links_its_files(
     assert table["chosen"]["learning_rate"] == 1e-3
     assert [(row["learning_rate"], row["eval_loss"], row["chosen"]) for row in table["candidates"]] == [
         (3e-4, 1.5, False), (1e-3, 1.2, True), (3e-3, 1.3, False)]
-    assert (out / "adapter_model.safetensors").read_bytes() == b"weights-0.001"
+    assert (out / "adapter_model.safetensors").read_bytes() == (runs[1] / "adapter_model.safetensors").read_bytes()
     assert (out / "adapter_model.safetensors").stat().st_ino == (runs[1] / "adapter_model.safetensors").stat().st_ino
 
 

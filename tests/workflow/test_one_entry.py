@@ -14,7 +14,8 @@ import yaml
 from snrtune import criteria, tasks
 from snrtune.criteria import Criterion
 from snrtune.method_registry import MethodSpec, registered
-from snrtune.workflow import config as wc
+from snrtune.workflow.plan import runs, train_resources
+from snrtune.workflow.schema import load_schema, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +35,7 @@ def dry_run(config: dict, workdir: Path, capsys) -> str:
 
     (workdir / "c.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(SystemExit) as exit_info:
-        main(["-n", "-p", "--cores", "1", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+        main(["-n", "-p", "--cores", "1", "-s", str(ROOT / "workflow" / "Snakefile"), "-d", str(workdir),
               "--configfile", str(workdir / "c.yaml")])
     out = capsys.readouterr()
     assert exit_info.value.code == 0, out.err[-4000:]
@@ -60,11 +61,11 @@ def test_a_new_method_control_and_task_are_planned_priced_and_evaluated(tmp_path
         # the task's few-shot count reaches evaluate from the table alone (the config names only the task)
         assert "--tasks my_qa,snrtune_retention" in log
         # priced: a GPU plan from the parameter count the config states
-        gpu = wc.validate_config({"models": {"m": {"source": "org/m", "params_b": 8, "device": "cuda"}},
-                                  "methods": ["full", "lora-wide", "spectrum"], "top_percent": [25],
-                                  "selection": {"criteria": ["snr", "frobenius"]}},
-                                 wc.load_schema(ROOT / "workflow/schemas/config.schema.yaml"))
-        plans = {run: wc.train_resources(gpu, "m", run, tmp_path / "absent") for run in wc.runs(gpu)}
+        gpu = validate_config({"models": {"m": {"source": "org/m", "params_b": 8, "device": "cuda"}},
+                               "methods": ["full", "lora-wide", "spectrum"], "top_percent": [25],
+                               "selection": {"criteria": ["snr", "frobenius"]}},
+                              load_schema(ROOT / "workflow/schemas/config.schema.yaml"))
+        plans = {run: train_resources(gpu, "m", run, tmp_path / "absent") for run in runs(gpu)}
         assert set(plans) == {"full-s0", "lora-wide-s0", "spectrum-t25-s0", "spectrum-frobenius-t25-s0"}
         assert all(plan["gpus"] >= 1 and plan["mem_mb"] > 0 for plan in plans.values())
         assert plans["full-s0"]["gpus"] >= plans["lora-wide-s0"]["gpus"]

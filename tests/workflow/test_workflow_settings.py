@@ -10,54 +10,58 @@ from pathlib import Path
 import pytest
 import yaml
 
-from snrtune.workflow import config as wc
+from snrtune.workflow.flags import report_flags, settings_flags, train_flags
+from snrtune.workflow.plan import (learning_rates, method_settings, runs, selection_file, sweep_candidates, swept,
+                                   train_config_files, train_command)
+from snrtune.workflow.preflight import preflight
+from snrtune.workflow.schema import validate_config
 from snrtune.errors import SnrtuneError
-from snrtune.training.settings import parse_assignments
+from snrtune.training.settings import parse_set_flags
 from workflow_project import SCHEMA, job_counts, minimal, snakemake
 
 
 def config_with(**extra):
-    return wc.validate_config(minimal(**extra), SCHEMA)
+    return validate_config(minimal(**extra), SCHEMA)
 
 
 def assignments(flags: str) -> dict:
     words = shlex.split(flags)
-    return parse_assignments([words[i + 1] for i, w in enumerate(words) if w == "--set"]) or {}
+    return parse_set_flags([words[i + 1] for i, w in enumerate(words) if w == "--set"]) or {}
 
 
 def test_a_method_gets_its_own_settings_and_a_control_those_of_the_method_it_mirrors():
     config = config_with(methods=["spectrum", "spectrum-random", "lora", "full"],
                          train={"method_settings": {"lora": {"learning_rate": "3e-3", "lora_r": 16, "lora_alpha": 32},
                                                     "spectrum": {"learning_rate": 1.0e-4}}})
-    assert assignments(wc.settings_flags(config, "lora")) == {"learning_rate": 3e-3, "lora_r": 16, "lora_alpha": 32}
-    assert assignments(wc.settings_flags(config, "spectrum-random")) == {"learning_rate": 1e-4}
-    assert wc.settings_flags(config, "full") == ""  # the shared training config alone
+    assert assignments(settings_flags(config, "lora")) == {"learning_rate": 3e-3, "lora_r": 16, "lora_alpha": 32}
+    assert assignments(settings_flags(config, "spectrum-random")) == {"learning_rate": 1e-4}
+    assert settings_flags(config, "full") == ""  # the shared training config alone
 
 
 def test_learning_rate_candidates_make_a_sweep_and_one_candidate_is_the_rate():
     config = config_with(methods=["lora", "qlora", "full"],
                          train={"learning_rates": {"lora": [1.0e-3, "3e-3"], "all": [2.0e-4]}})
-    assert wc.swept(config, "lora-s0") and not wc.swept(config, "full-s0")
-    assert wc.sweep_candidates(config, "m", "lora-s0") == ["results/m/sweep/lora-s0/lr0.001",
+    assert swept(config, "lora-s0") and not swept(config, "full-s0")
+    assert sweep_candidates(config, "m", "lora-s0") == ["results/m/sweep/lora-s0/lr0.001",
                                                            "results/m/sweep/lora-s0/lr0.003"]
-    assert assignments(wc.settings_flags(config, "lora", lr=3e-3)) == {"learning_rate": 3e-3}
-    assert assignments(wc.settings_flags(config, "qlora")) == {"learning_rate": 2e-4}  # from `all`
+    assert assignments(settings_flags(config, "lora", lr=3e-3)) == {"learning_rate": 3e-3}
+    assert assignments(settings_flags(config, "qlora")) == {"learning_rate": 2e-4}  # from `all`
 
 
 def test_controls_run_at_their_own_t_values_with_a_seeded_random_selection():
     config = config_with(methods=["spectrum", "full"], top_percent=[25, 50], seeds=[0, 1],
                          selection={"criteria": ["snr", "random"], "criteria_top_percent": [25]})
-    assert wc.runs(config) == ["spectrum-t25-s0", "spectrum-t25-s1", "spectrum-t50-s0", "spectrum-t50-s1",
+    assert runs(config) == ["spectrum-t25-s0", "spectrum-t25-s1", "spectrum-t50-s0", "spectrum-t50-s1",
                                "spectrum-random-t25-s0", "spectrum-random-t25-s1", "full-s0", "full-s1"]
-    assert wc.selection_file("m", "spectrum-random-t25-s1") == "results/m/select/t25-random-s1.yaml"
-    assert wc.selection_file("m", "spectrum-t50-s1") == "results/m/select/t50.yaml"
-    assert wc.selection_file("m", "full-s1") is None
+    assert selection_file("m", "spectrum-random-t25-s1") == "results/m/select/t25-random-s1.yaml"
+    assert selection_file("m", "spectrum-t50-s1") == "results/m/select/t50.yaml"
+    assert selection_file("m", "full-s1") is None
     # a control listed in methods runs as well (laser-qlora's are listed, never derived), each run once
     listed = config_with(methods=["spectrum", "spectrum-random", "laser-qlora", "laser-qlora-kappa"],
                          top_percent=[25], selection={"criteria": ["snr", "random", "kappa"]})
-    assert wc.runs(listed) == ["spectrum-t25-s0", "spectrum-random-t25-s0", "spectrum-kappa-t25-s0",
+    assert runs(listed) == ["spectrum-t25-s0", "spectrum-random-t25-s0", "spectrum-kappa-t25-s0",
                                "laser-qlora-t25-s0", "laser-qlora-kappa-t25-s0"]
-    assert wc.selection_file("m", "laser-qlora-kappa-t25-s0") == "results/m/select/t25-kappa-s0.yaml"
+    assert selection_file("m", "laser-qlora-kappa-t25-s0") == "results/m/select/t25-kappa-s0.yaml"
 
 
 def test_the_shipped_config_runs_todays_methods_and_the_criteria_overlay_every_criterion():
@@ -65,13 +69,13 @@ def test_the_shipped_config_runs_todays_methods_and_the_criteria_overlay_every_c
     table); config/criteria.yaml on top: spectrum at t=25 by every criterion."""
     root = Path(__file__).resolve().parents[2]
     shipped = yaml.safe_load((root / "config" / "config.yaml").read_text())
-    config = wc.validate_config(shipped, SCHEMA, workflow_dir=root)
-    assert wc.runs(config) == ["spectrum-t25-s0", "spectrum-t50-s0", "spectrum-random-t25-s0", "qlora-s0",
+    config = validate_config(shipped, SCHEMA, workflow_dir=root)
+    assert runs(config) == ["spectrum-t25-s0", "spectrum-t50-s0", "spectrum-random-t25-s0", "qlora-s0",
                                "laser-qlora-t25-s0", "laser-qlora-t50-s0", "lora-s0", "full-s0"]
     overlay = yaml.safe_load((root / "config" / "criteria.yaml").read_text())
-    study = wc.validate_config({**yaml.safe_load((root / "config" / "config.yaml").read_text()), **overlay}, SCHEMA,
+    study = validate_config({**yaml.safe_load((root / "config" / "config.yaml").read_text()), **overlay}, SCHEMA,
                                workflow_dir=root)
-    assert wc.runs(study) == ["spectrum-t25-s0"] + [f"spectrum-{c}-t25-s0" for c in
+    assert runs(study) == ["spectrum-t25-s0"] + [f"spectrum-{c}-t25-s0" for c in
                                                      ("random", "lowest-snr", "kappa", "alpha", "position")]
 
 
@@ -120,9 +124,9 @@ def test_laser_qlora_takes_the_rank_and_alpha_of_the_method_it_matches():
     config = config_with(methods=["qlora", "laser-qlora", "laser-qlora-random"],
                          train={"laser_qlora_match_params_of": "qlora",
                                 "method_settings": {"qlora": qlora, "laser-qlora": {"learning_rate": 2.0e-3}}})
-    assert assignments(wc.settings_flags(config, "laser-qlora")) == {"learning_rate": 2e-3, "lora_r": 16,
+    assert assignments(settings_flags(config, "laser-qlora")) == {"learning_rate": 2e-3, "lora_r": 16,
                                                                      "lora_alpha": 32}
-    assert assignments(wc.settings_flags(config, "laser-qlora-random")) == {"learning_rate": 2e-3, "lora_r": 16,
+    assert assignments(settings_flags(config, "laser-qlora-random")) == {"learning_rate": 2e-3, "lora_r": 16,
                                                                             "lora_alpha": 32}
     with pytest.raises(SnrtuneError, match="takes lora_r, lora_alpha, use_rslora from train.method_settings.qlora"):
         config_with(train={"laser_qlora_match_params_of": "qlora",
@@ -143,7 +147,7 @@ def test_bad_settings_or_data_stop_the_workflow_before_any_job(tmp_path, train_y
     config = {"models": {"m": {"source": "org/model"}}, "methods": ["lora", "full"],
               "data": {"train": str(data_file)}, "train": {"config": str(train)}}
     with pytest.raises(SnrtuneError, match=message):
-        wc.preflight(config_with(**{k: v for k, v in config.items() if k != "models"}))
+        preflight(config_with(**{k: v for k, v in config.items() if k != "models"}))
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = snakemake("-n", "--cores", "1", "--configfile", path, cwd=tmp_path, check=False)
@@ -152,9 +156,13 @@ def test_bad_settings_or_data_stop_the_workflow_before_any_job(tmp_path, train_y
 
 
 def test_a_method_setting_the_trainer_would_refuse_stops_the_workflow(tmp_path):
-    config = config_with(methods=["lora"], train={"method_settings": {"lora": {"lora_dropout": 1.0}}})
-    with pytest.raises(SnrtuneError, match="key 'lora_dropout'"):
-        wc.preflight(config)
+    """A method's own settings are read with the trainer's checks when the config is read (the schema and the
+    check come from the same field): lora_dropout 1.0, outside [0, 1), stops the workflow naming the key."""
+    with pytest.raises(SnrtuneError, match=r"^config key 'train.method_settings.lora.lora_dropout': "):
+        config_with(methods=["lora"], train={"method_settings": {"lora": {"lora_dropout": 1.0}}})
+    with pytest.raises(SnrtuneError, match=r"^config key 'train.method_settings.lora.lora_alpha': expected a "
+                                           r"positive number, got the string 'big'$"):
+        config_with(methods=["lora"], train={"method_settings": {"lora": {"lora_alpha": "big"}}})
 
 
 def test_lm_eval_prompt_options_reach_the_evaluate_command_and_bad_combinations_stop_the_workflow(tmp_path):
@@ -178,16 +186,16 @@ def test_lm_eval_prompt_options_reach_the_evaluate_command_and_bad_combinations_
     assert "fewshot-as-multiturn" not in line.replace("--no-fewshot-as-multiturn", "")
     plain = {"models": {"a": {"source": "o/a"}, "b": {"source": "o/b", "chat_template": False}}}
     with pytest.raises(SnrtuneError, match=r"^config key 'evaluate.fewshot_as_multiturn': .*models b have chat"):
-        wc.validate_config({**plain, "evaluate": {"fewshot_as_multiturn": True}}, SCHEMA)
-    assert wc.validate_config({**plain, "evaluate": {"fewshot_as_multiturn": False}}, SCHEMA)
+        validate_config({**plain, "evaluate": {"fewshot_as_multiturn": True}}, SCHEMA)
+    assert validate_config({**plain, "evaluate": {"fewshot_as_multiturn": False}}, SCHEMA)
     with pytest.raises(SnrtuneError, match=r"^config key 'evaluate.max_batch_size': .*got 4"):
-        wc.validate_config({**plain, "evaluate": {"batch_size": 4, "max_batch_size": 8}}, SCHEMA)
+        validate_config({**plain, "evaluate": {"batch_size": 4, "max_batch_size": 8}}, SCHEMA)
     with pytest.raises(SnrtuneError, match="^config key 'evaluate.system_instruction': blank"):
-        wc.validate_config({**plain, "evaluate": {"system_instruction": "  "}}, SCHEMA)
+        validate_config({**plain, "evaluate": {"system_instruction": "  "}}, SCHEMA)
     with pytest.raises(SnrtuneError, match="^config key 'evaluate.system_instruction'"):
-        wc.validate_config({**plain, "evaluate": {"system_instruction": "pay $5; then"}}, SCHEMA)
+        validate_config({**plain, "evaluate": {"system_instruction": "pay $5; then"}}, SCHEMA)
     with pytest.raises(SnrtuneError, match="gen_kwargs"):
-        wc.validate_config({**plain, "evaluate": {"gen_kwargs": {"until": "$(touch x)"}}}, SCHEMA)
+        validate_config({**plain, "evaluate": {"gen_kwargs": {"until": "$(touch x)"}}}, SCHEMA)
 
 
 def test_eval_model_args_reach_lm_eval_through_the_evaluate_command(tmp_path):
@@ -205,9 +213,9 @@ def test_eval_model_args_reach_lm_eval_through_the_evaluate_command(tmp_path):
     out = snakemake("-n", "-p", "--cores", "1", "--configfile", path, cwd=tmp_path, env=env).stdout
     assert """--model-args '{"max_length":4096,"parallelize":true}' --backend vllm""" in out
     with pytest.raises(SnrtuneError, match="eval_model_args"):
-        wc.validate_config({"models": {"m": {"source": "o/m", "eval_model_args": {"pretrained": "x"}}}}, SCHEMA)
+        validate_config({"models": {"m": {"source": "o/m", "eval_model_args": {"pretrained": "x"}}}}, SCHEMA)
     with pytest.raises(SnrtuneError, match="eval_model_args"):
-        wc.validate_config({"models": {"m": {"source": "o/m", "eval_model_args": {"a": "$(touch x)"}}}}, SCHEMA)
+        validate_config({"models": {"m": {"source": "o/m", "eval_model_args": {"a": "$(touch x)"}}}}, SCHEMA)
 
 
 # ------------------------------------------------------------- budgets, training file lists, report, overlays
@@ -223,22 +231,22 @@ def test_preflight_refuses_a_batch_the_planned_gpus_do_not_divide(tmp_path):
     config = config_with(methods=["full", "lora"], train={"config": str(train)},
                          models={"m": {"source": "org/model", "resources": {"per_method": {"full": {"gpus": 3}}}}})
     with pytest.raises(SnrtuneError) as error:
-        wc.preflight(config)
+        preflight(config)
     assert str(error.value).startswith(f"training config {train}: keys 'per_device_train_batch_size' × "
                                        "'gradient_accumulation_steps' = 4 × 4 = 16 examples per optimizer step do "
                                        "not split over 3 processes")
     config["models"]["m"]["resources"]["per_method"]["full"]["gpus"] = 4
-    wc.preflight(config)
-    assert wc.run_settings(config, "m", "full", world_size=4).gradient_accumulation_steps == 1
+    preflight(config)
+    assert train_command(config, "m", "full-s0").settings(world_size=4).gradient_accumulation_steps == 1
 
 
 def test_train_config_lists_reach_snrtune_train_in_merge_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a run directory elsewhere: each file is found next to the Snakefile
-    config = wc.validate_config(yaml.safe_load((ROOT / "config/paper-70b.yaml").read_text()), SCHEMA,
+    config = validate_config(yaml.safe_load((ROOT / "config/paper-70b.yaml").read_text()), SCHEMA,
                                 workflow_dir=ROOT)
     files = [str(ROOT / "config/train-gpu.yaml"), str(ROOT / "config/train-gpu-70b.yaml")]
-    assert wc.train_config_files(config, "Meta-Llama-3-70B") == files
-    assert wc.config_flags(config, "Meta-Llama-3-70B") == " ".join(f"--config {f}" for f in files)
+    assert train_config_files(config, "Meta-Llama-3-70B") == files
+    assert " ".join(f"--config {f}" for f in files) in train_flags(config, "Meta-Llama-3-70B", "full-s0")
     with pytest.raises(SnrtuneError, match=r"config key 'train.config\[1\]': file 'nope.yaml' does not exist"):
         config_with(train={"config": [files[0], "nope.yaml"]})
 
@@ -261,21 +269,27 @@ def test_the_70b_training_file_is_an_overlay_of_train_gpu():
 
 @pytest.mark.parametrize("name", ["paper.yaml", "paper-70b.yaml"])
 def test_paper_configs_give_every_method_its_own_bracketing_grid_and_lora_shape(name):
-    config = wc.validate_config(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA, workflow_dir=ROOT)
+    config = validate_config(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA, workflow_dir=ROOT)
     for method in config["methods"]:
-        rates = wc.learning_rates(config, method)
+        rates = learning_rates(config, method)
         assert len(rates) >= 3 and rates == sorted(rates), (method, rates)
     lora_like = [m for m in config["methods"] if m in ("lora", "qlora", "laser-qlora")]
     for method in lora_like:
-        assert {"lora_r", "lora_alpha"} <= set(wc.method_settings(config, method)), method
+        assert {"lora_r", "lora_alpha"} <= set(method_settings(config, method)), method
     assert "full" in config["methods"] and "spectrum" in config["methods"]
 
 
 def test_the_report_section_becomes_snrtune_report_flags_and_names_a_bad_task():
     config = config_with(report={"target_task": "snrtune_toolcall", "retention_tasks": ["snrtune_retention",
                                                                                         "snrtune_ppl"]})
-    assert wc.report_flags(config) == "--target-task snrtune_toolcall --retention-tasks snrtune_retention,snrtune_ppl"
-    assert wc.report_flags(config_with()) == ""  # snrtune report's own defaults
+    assert report_flags(config) == "--target-task snrtune_toolcall --retention-tasks snrtune_retention,snrtune_ppl"
+    assert report_flags(config_with()) == ""  # snrtune report's own defaults
+    assert report_flags(config_with(report={"margin": 0.03})) == "--margin 0.03"
+    assert report_flags(config_with(report={"margin_of_gain": 0.2})) == "--margin-of-gain 0.2"
+    with pytest.raises(SnrtuneError, match=r"^config key 'report.margin_of_gain': set together with report.margin"):
+        config_with(report={"margin": 0.03, "margin_of_gain": 0.2})
+    with pytest.raises(SnrtuneError, match=r"^config key 'report.margin_of_gain': 1.5 is greater than"):
+        config_with(report={"margin_of_gain": 1.5})
     with pytest.raises(SnrtuneError, match=r"^config key 'report.target_task': 'arc_easy' is not in evaluate.tasks"):
         config_with(report={"target_task": "arc_easy"})
     with pytest.raises(SnrtuneError, match=r"^config key 'report.retention_tasks': 'snrtune_toolcall' is the target"):

@@ -1,5 +1,4 @@
 import functools
-import re
 import shlex
 
 import snrtune
@@ -52,9 +51,15 @@ if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
 
 
 wildcard_constraints:
-    model="|".join(map(re.escape, config["models"])) or "(?!)",
-    t=r"\d+(\.\d+)?",
-    run=naming.RUN_PATTERN,
+    model=paths.one_of(config["models"]),
+    t=paths.T_PATTERN,
+    run=paths.RUN_PATTERN,
+
+
+# the run wildcard of the rules that train, merge and evaluate a swept run's candidates (and pick among them),
+# and of the rule that trains every other run
+SWEPT_RUN = paths.one_of(workflow_config.swept_runs(config))
+UNSWEPT_RUN = paths.one_of(workflow_config.unswept_runs(config))
 
 
 # Steps that need the hub (or are too small for a job) run on the login node, never as SLURM jobs.
@@ -155,34 +160,10 @@ def train_inputs(w):
 
 def train_flags(w):
     """Flags from the wildcards and the config only (never from `input`: Snakemake does not compare params
-    derived from input, so a changed value would not re-run the step)."""
-    run = workflow_config.parse_run(w.run)
-    spec = method_registry.get(run["method"])
-    match = (
-        config["train"]["laser_qlora_match_params_of"] if spec.rank_matching else None
-    )
-    lr = float(w.lr) if "lr" in w.keys() else None  # a sweep candidate's learning rate
-    own = workflow_config.flags(
-        method=run["method"],
-        seed=run["seed"],
-        selection=workflow_config.selection_file(w.model, w.run),
-        stage=config["train"]["stage"],
-        max_steps=config["train"]["max_steps"],
-        match_params_of=match,
-        resume=True,  # a requeued job continues from its last checkpoint
-        allow_diverged=True,
-    )  # a diverged run is a result the report shows (docs/checks.md)
-    parts = [
-        own,
-        workflow_config.config_flags(config, w.model),
-        workflow_config.settings_flags(config, run["method"], lr),
-    ]
-    return " ".join(part for part in parts if part)
-
-
-def one_of(names):
-    """A wildcard constraint matching exactly these names (nothing when there are none)."""
-    return "|".join(map(re.escape, names)) or "(?!)"
+    derived from input, so a changed value would not re-run the step); ``lr``: a sweep candidate's.
+    """
+    lr = w.lr if "lr" in w.keys() else None
+    return workflow_config.train_flags(config, w.model, w.run, lr)
 
 
 def launcher(w):

@@ -8,7 +8,7 @@ rule evaluate:
     benchmark:
         paths.benchmark("eval", "{run}")
     wildcard_constraints:
-        run=f"{naming.BASE_RUN}|{naming.RUN_PATTERN}",
+        run=paths.EVALUATED_RUN_PATTERN,
     conda:
         ENV
     threads: lambda w: res(w, "threads")
@@ -34,11 +34,5 @@ use rule evaluate as evaluate_candidate with:
     benchmark:
         paths.benchmark("eval-candidate", "{run}/lr{lr}")
     wildcard_constraints:
-        run=one_of(
-            [
-                r
-                for r in workflow_config.runs(config)
-                if workflow_config.swept(config, r)
-            ]
-        ),
-        lr=r"[0-9.e+-]+",
+        run=SWEPT_RUN,
+        lr=paths.LR_PATTERN,

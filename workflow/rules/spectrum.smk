@@ -63,8 +63,8 @@ rule select_control:
     benchmark:
         paths.benchmark("select", "t{t}-{kind}-s{seed}")
     wildcard_constraints:
-        kind=one_of(method_registry.control_kinds()),
-        seed=r"\d+",
+        kind=paths.one_of(method_registry.control_kinds()),
+        seed=paths.SEED_PATTERN,
     conda:
         ENV
     params:

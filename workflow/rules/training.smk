@@ -8,13 +8,7 @@ rule train:
     benchmark:
         paths.benchmark("train", "{run}")
     wildcard_constraints:
-        run=one_of(
-            [
-                r
-                for r in workflow_config.runs(config)
-                if not workflow_config.swept(config, r)
-            ]
-        ),
+        run=UNSWEPT_RUN,
     conda:
         ENV
     threads: train_resource("threads")
@@ -48,14 +42,8 @@ use rule train as train_candidate with:
     benchmark:
         paths.benchmark("sweep", "{run}/lr{lr}")
     wildcard_constraints:
-        run=one_of(
-            [
-                r
-                for r in workflow_config.runs(config)
-                if workflow_config.swept(config, r)
-            ]
-        ),
-        lr=r"[0-9.e+-]+",
+        run=SWEPT_RUN,
+        lr=paths.LR_PATTERN,
 
 
 rule pick:
@@ -66,13 +54,7 @@ rule pick:
     log:
         paths.log("pick", "{run}"),
     wildcard_constraints:
-        run=one_of(
-            [
-                r
-                for r in workflow_config.runs(config)
-                if workflow_config.swept(config, r)
-            ]
-        ),
+        run=SWEPT_RUN,
     conda:
         ENV
     params:
@@ -120,11 +102,5 @@ use rule merge as merge_candidate with:
     benchmark:
         paths.benchmark("merge-candidate", "{run}/lr{lr}")
     wildcard_constraints:
-        run=one_of(
-            [
-                r
-                for r in workflow_config.runs(config)
-                if workflow_config.swept(config, r)
-            ]
-        ),
-        lr=r"[0-9.e+-]+",
+        run=SWEPT_RUN,
+        lr=paths.LR_PATTERN,

@@ -17,15 +17,17 @@ from pathlib import Path
 from snrtune.artifact_names import RUN_FILE
 from snrtune import arguments
 from snrtune import tasks as tasks_table
-from snrtune.model_dir import check_model_dir
+from snrtune.errors import SnrtuneError
+from snrtune.fetch.model_check import check_model, first_nonfinite
+from snrtune.model_dir import load_source_info
 from snrtune.record import Stopwatch, run_record
-from snrtune.evaluation.options import (BACKENDS, leaf_tasks, check_backend, check_gen_kwargs, limit_argument,
-                                        parse_assignments, parse_batch_size, parse_fewshot, parse_limit,
-                                        parse_model_args, parse_tasks, per_task_samples, prompt_options)
-from snrtune.evaluation.results import (jsonable, per_example_scores, run_identity, samples_path, tidy_results,
-                                        write_eval)
-from snrtune.evaluation.shared_context import model_name, use_shared_context
-from snrtune.evaluation.task_dirs import load_task, task_manager
+from snrtune.evaluation.options import (BACKENDS, leaf_tasks, check_backend, check_gen_kwargs, check_limit_documents,
+                                        limit_argument, parse_key_values, parse_batch_size, parse_fewshot,
+                                        parse_limit, parse_model_args, parse_tasks, per_task_samples, prompt_options)
+from snrtune.evaluation.results import (SAMPLES_SUFFIX, jsonable, per_example_scores, evaluated_identity,
+                                        samples_path, tidy_results, write_eval)
+from snrtune.evaluation.shared_context import lm_eval_model, use_shared_context
+from snrtune.task_dirs import load_task, task_manager
 
 
 BOOTSTRAP_ITERS = 1000  # stderr of non-mean metrics (perplexity); lm-eval's 100000 takes minutes on a CPU
@@ -70,7 +72,8 @@ def add_arguments(parser) -> None:
                              "lm-eval's full per-document records in OUT's .samples.jsonl sibling")
     parser.add_argument("--run-json", default=None,
                         help="the run identity (default: MODEL_DIR/snrtune_run.json, else a base model)")
-    parser.add_argument("--seed", type=int, default=1234, help="seed for python, numpy, torch and few-shot sampling")
+    parser.add_argument("--seed", type=arguments.seed, default=1234,
+                        help="seed for python, numpy, torch and few-shot sampling")
     parser.add_argument("--model-args", default="",
                         help="extra lm-eval model_args, as k=v,k2=v2 or a JSON object, e.g. parallelize=True "
                         "(split a large model across the visible GPUs) or tensor_parallel_size=4 (vllm)")
@@ -80,7 +83,10 @@ def add_arguments(parser) -> None:
                         help="hf backend: score all continuations of one context (a question's choices) from one "
                              "pass over the context, not one pass per choice (default: on with --device cpu, off "
                              "on a GPU, where lm-eval's wide batches can be faster; docs/evaluation.md)")
-    arguments.output(parser, "file", inputs=("model_dir", "--run-json", "--include-path"))
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file this step did not write")
+    arguments.output(parser, "file", inputs=("model_dir", "--run-json", "--include-path"),
+                     siblings=lambda args, out: [(str(samples_path(out)), "file", SAMPLES_SUFFIX)]
+                     if args.log_samples else [])
 
 
 def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[str, int | None] | None = None,
@@ -97,12 +103,14 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
     ``share_context`` None: on for the hf backend on a CPU (snrtune.evaluation.shared_context)."""
     stopwatch = Stopwatch()
     model_dir = Path(model_dir)
-    check_model_dir(model_dir, tokenizer=True)  # before lm-eval loads it: complete weights, a tokenizer
-    run, model_form = run_identity(model_dir, run_json)
+    arguments.check_device_present(device)
+    # before lm-eval loads it: complete weights of the model its config.json describes, a tokenizer that loads
+    check_model(model_dir, tokenizer=True)
+    run, model_form = evaluated_identity(model_dir, run_json)
     check_backend(backend)
     multiturn = prompt_options(apply_chat_template, fewshot_as_multiturn, batch_size, max_batch_size,
                                system_instruction)
-    generation = parse_assignments(gen_kwargs, "--gen-kwargs")
+    generation = parse_key_values(gen_kwargs, "--gen-kwargs")
     lm_args = {"pretrained": str(model_dir), "dtype": dtype, **parse_model_args(model_args)}
     shots = num_fewshot or {t: tasks_table.default_fewshot(t) for t in tasks}
     config = {
@@ -115,9 +123,14 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
         "share_context": use_shared_context(share_context, device, backend),
         "include_paths": [str(p) for p in include_paths],
     }
+    evaluated = load_source_info(model_dir)["name"]
     if run.get("status") == "diverged":  # NaN weights: nothing to score (docs/checks.md, "Diverged runs")
         return run_record(stopwatch, run=run, status="diverged", results={}, higher_is_better={}, config=config,
-                          model_form=model_form, model_dir=str(model_dir))
+                          model_form=model_form, model_dir=str(model_dir), evaluated_model=evaluated)
+    bad = first_nonfinite(model_dir)
+    if bad is not None:
+        raise SnrtuneError(f"{str(bad[0])!r}: weight {bad[1]!r} holds {bad[2]}: a model with non-finite weights "
+                           f"cannot be scored (a run that diverged? its snrtune_run.json would say status diverged)")
     import lm_eval
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
@@ -126,11 +139,13 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
         loaded = {t: load_task(manager, t, shots.get(t)) for t in tasks}
         task_objs = [obj for objs in loaded.values() for obj in objs]
         check_gen_kwargs(generation, task_objs)
+        check_limit_documents({t: [leaf for obj in objs for leaf in leaf_tasks(obj)] for t, objs in loaded.items()},
+                              limit)
         per_task = limit if isinstance(limit, dict) else None
         samples = per_task_samples({t: [leaf for obj in objs for leaf in leaf_tasks(obj)]
                                     for t, objs in loaded.items()}, per_task) if per_task else None
         raw = lm_eval.simple_evaluate(
-            model=model_name(config["share_context"], backend),
+            model=lm_eval_model(config["share_context"], backend),
             model_args=lm_args,
             tasks=task_objs, batch_size=batch_size, max_batch_size=max_batch_size, device=device,
             limit=None if per_task else limit, samples=samples,
@@ -145,8 +160,11 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
         "n_samples": {t: v.get("effective") for t, v in raw.get("n-samples", {}).items()},
         "task_versions": raw.get("versions", {}),
     })
+    empty = sorted(task for task, count in config["n_samples"].items() if count == 0)
+    if empty:
+        raise SnrtuneError(f"task {empty[0]!r} scored no document (--limit {limit}); expected at least one")
     record = run_record(stopwatch, run=run, status="finished", results=results, higher_is_better=higher,
-                        config=config, model_form=model_form, model_dir=str(model_dir))
+                        config=config, model_form=model_form, model_dir=str(model_dir), evaluated_model=evaluated)
     if log_samples:
         samples = jsonable(raw.get("samples", {}))
         record["per_example"] = per_example_scores(samples, results)
@@ -165,7 +183,7 @@ def run(args) -> int:
         system_instruction=args.system_instruction, gen_kwargs=args.gen_kwargs, max_batch_size=args.max_batch_size,
         share_context=args.share_context,
     )
-    write_eval(args.out, record)
+    write_eval(args.out, record, force=args.force)
     if record["status"] == "diverged":
         print(f"snrtune evaluate: warning: run {record['run']['id']} diverged in training (status diverged in "
               f"{args.run_json or Path(args.model_dir) / RUN_FILE}): its weights were not evaluated; {args.out} records the run "

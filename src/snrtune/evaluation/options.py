@@ -38,7 +38,7 @@ def parse_fewshot(text: str, tasks: list[str]) -> dict[str, int]:
     return {t: given.get(t, tasks_table.default_fewshot(t)) for t in tasks}
 
 
-def parse_assignments(value: str | dict | None, flag: str) -> dict[str, Any]:
+def parse_key_values(value: str | dict | None, flag: str) -> dict[str, Any]:
     """``k=v,k2=v2`` (values typed as lm-eval types them: True, 3, 0.5, text) or a JSON object, or a dict."""
     if not value:
         return {}
@@ -61,7 +61,7 @@ def parse_assignments(value: str | dict | None, flag: str) -> dict[str, Any]:
 
 def parse_model_args(value: str | dict | None) -> dict[str, Any]:
     """--model-args: extra lm-eval model_args, never snrtune's own pretrained and dtype."""
-    value = parse_assignments(value, "--model-args")
+    value = parse_key_values(value, "--model-args")
     taken = sorted(set(value) & set(OWN_MODEL_ARGS))
     if taken:
         raise SnrtuneError(f"--model-args sets {taken}; expected MODEL_DIR for pretrained and --dtype for dtype")
@@ -164,3 +164,20 @@ def per_task_samples(leaves: dict[str, list], limits: dict[str, int | float]) ->
     of a group each get the group's limit), the same documents a single ``limit`` would take."""
     return {leaf.config.task: range(sample_size(len(leaf.eval_docs), limits[name]))
             for name, tasks in leaves.items() if name in limits for leaf in tasks}
+
+
+def check_limit_documents(leaves: dict[str, list], limit: int | float | dict | None) -> None:
+    """Every task evaluated has documents and keeps at least one under ``limit``: a fraction smaller than one
+    document of a task (lm-eval would round it up to a single document and report its score as the task's) or a
+    task with no documents is an error naming the task."""
+    for name, tasks in leaves.items():
+        task_limit = limit.get(name) if isinstance(limit, dict) else limit
+        for leaf in tasks:
+            n_docs = len(leaf.eval_docs)
+            label = leaf.config.task
+            if n_docs == 0:
+                raise SnrtuneError(f"task {label!r} has no documents to evaluate; expected a task with test data")
+            if task_limit is not None and task_limit < 1 and n_docs * task_limit < 1:
+                raise SnrtuneError(f"--limit {task_limit:g} of task {label!r}'s {n_docs} documents is "
+                                   f"{n_docs * task_limit:.3g} documents: it leaves none to score; expected a limit "
+                                   f"of at least {1 / n_docs:.3g} (or a count, e.g. --limit 10)")

@@ -8,25 +8,33 @@ import os
 from pathlib import Path
 from typing import Any
 
+from snrtune.aggregation import corpus_metric
 from snrtune.artifact_names import RUN_FILE
-from snrtune.fileio import atomic_file, write_json
+from snrtune.fileio import OWNER_KEY, Owner, atomic_file, mark_line, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import load_source_info, read_run_record
+from snrtune.model_dir import SOURCE_FILE, load_source_info, read_run_record
+
+SAMPLES_SUFFIX = ".samples.jsonl"
+OWNER = Owner("evaluate")
 
 
-def run_identity(model_dir: Path, run_json: str | None) -> tuple[dict, str]:
+def evaluated_identity(model_dir: Path, run_json: str | None) -> tuple[dict, str]:
     """The run evaluated (from snrtune_run.json) or the base model (from snrtune_source.json)."""
     path = Path(run_json) if run_json else model_dir / RUN_FILE
     if run_json and not path.is_file():
         raise SnrtuneError(f"--run-json {run_json!r} does not exist")
     if path.is_file():
         run = read_run_record(path)
+        if run_json and (model_dir / SOURCE_FILE).is_file() and run["model"] != load_source_info(model_dir)["name"]:
+            raise SnrtuneError(f"--run-json {run_json!r} is run {run['id']!r} of model {run['model']!r}, but "
+                               f"{str(model_dir)!r} is model {load_source_info(model_dir)['name']!r} (its "
+                               f"{SOURCE_FILE}); expected the run record of the model evaluated")
         return run, run.get("model_form", "merged-full-precision")
     name = load_source_info(model_dir)["name"]
     return {"id": f"{name}/base", "model": name, "method": "base", "top_percent": None, "seed": None}, "base"
 
 
-def _number(value: Any) -> float | None:
+def _finite_or_none(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
@@ -47,7 +55,7 @@ def tidy_results(raw: dict) -> tuple[dict, dict]:
             stderr = metric.endswith("_stderr")
             base = metric[: -len("_stderr")] if stderr else metric
             name = base if filt == "none" else f"{base}/{filt}"
-            out[name + ("_stderr" if stderr else "")] = _number(value)
+            out[name + ("_stderr" if stderr else "")] = _finite_or_none(value)
         results[task] = out
         hib = raw.get("higher_is_better", {}).get(task, {})
         higher[task] = {m: bool(v) for m, v in hib.items() if v is not None}
@@ -65,14 +73,12 @@ def _aggregations(values: list) -> tuple[str, ...]:
     a corpus-level ratio (lm-eval's weighted_perplexity or bits_per_byte)."""
     if all(isinstance(v, (int, float)) for v in values):  # bools too (an exact match)
         return ("mean",)
-    if all(isinstance(v, list) and len(v) == 2 and all(_number(x) is not None for x in v) for v in values):
+    if all(isinstance(v, list) and len(v) == 2 and all(_finite_or_none(x) is not None for x in v) for v in values):
         return ("weighted_perplexity", "bits_per_byte")
     return ()
 
 
 def _matches(values: list, aggregation: str, reported: float | None) -> bool:
-    from snrtune.report.stats import corpus_metric
-
     if reported is None or any(v is None for v in values):
         return False
     import numpy as np
@@ -118,17 +124,26 @@ def per_example_scores(samples: dict, results: dict) -> dict:
 def samples_path(out: str | os.PathLike) -> Path:
     """Where --log-samples puts lm-eval's full records: eval.json → eval.samples.jsonl."""
     out = Path(out)
-    return out.with_name((out.name[: -len(out.suffix)] if out.suffix else out.name) + ".samples.jsonl")
+    return out.with_name((out.name[: -len(out.suffix)] if out.suffix else out.name) + SAMPLES_SUFFIX)
 
 
-def write_eval(out: str | os.PathLike, record: dict) -> None:
-    """eval.json (without the full samples) and, when the record has them, the .samples.jsonl sibling (one
-    line per task × document: {"task": …, lm-eval's record}); both atomically."""
+def read_samples(path: str | os.PathLike) -> list[dict]:
+    """The records of a .samples.jsonl file (write_eval), its first line (evaluate's mark) left out."""
+    lines = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line for line in lines if OWNER_KEY not in line]
+
+
+def write_eval(out: str | os.PathLike, record: dict, force: bool = False) -> None:
+    """eval.json (without the full samples) and, when the record has them, the .samples.jsonl sibling (a first
+    line with evaluate's mark, then one line per task × document: {"task": …, lm-eval's record}); both atomically.
+    ``force`` replaces an ``out`` this step did not write (never the samples file: it must be evaluate's own)."""
     record = dict(record)
     samples = record.pop("samples", None)
     if samples is not None:
-        with atomic_file(samples_path(out)) as handle:
+        owner = OWNER.sibling(SAMPLES_SUFFIX)
+        with atomic_file(samples_path(out), owner=owner) as handle:
+            handle.write(mark_line(owner))
             for task, records in samples.items():
                 for rec in records:
                     handle.write(json.dumps({"task": task, **rec}, allow_nan=False) + "\n")
-    write_json(out, record)
+    write_json(out, record, owner=OWNER, force=force)

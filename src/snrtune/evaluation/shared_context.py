@@ -34,7 +34,7 @@ def use_shared_context(choice: bool | None, device: str, backend: str) -> bool:
     return device == "cpu" if choice is None else choice
 
 
-def model_name(shared: bool, backend: str) -> str:
+def lm_eval_model(shared: bool, backend: str) -> str:
     """The lm-eval model to ask simple_evaluate for (registering snrtune's when it is the one)."""
     if not shared:
         return backend

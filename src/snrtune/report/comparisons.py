@@ -1,153 +1,186 @@
-"""The paired comparisons, per model, in two pre-declared Holm families (docs/evaluation.md, "How the report
-decides"): ranking on the target task, and gain and retention against the base model."""
+"""The paired comparisons of each model (docs/evaluation.md, "How the report decides"): the decision on the target
+task (snrtune.report.decision: the winner by an intersection–union test, the secondary families, the cost answer
+by non-inferiority) and the gain-and-retention family against the base model, as one table."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
+from snrtune import method_registry
+from snrtune.report import decision as decide_module
 from snrtune.report import stats
 from snrtune.report.cost import FAILED
+from snrtune.report.decision import BASE, CONTROL_ROLE, FAILED_ROLE, GAIN, METHOD, Arm, Decision, Row
 from snrtune.report.tables import seed_matrix
 from snrtune.report.variants import snr_counterpart
 
+PROPORTION_MARGIN = 0.05  # the cost answer's default margin for a proportion (accuracy, exact match): 5 points
+GAIN_FRACTION = 0.25  # else: a quarter of the best method's gain over the base model
 
-RANKING, GAIN = "ranking", "gain and retention"
-
-
-def paired_runs(scores: pd.DataFrame, a: str, b: str) -> tuple[list[str], list[str]] | None:
-    """Run ids of variants a and b paired by seed (their common seeds); when one side has a single run (the base
-    model has no seed), it is paired with every run of the other; None when they cannot be paired."""
-    ra = dict(zip(scores.loc[scores.variant == a, "seed"], scores.loc[scores.variant == a, "run"]))
-    rb = dict(zip(scores.loc[scores.variant == b, "seed"], scores.loc[scores.variant == b, "run"]))
-    common = [s for s in ra if s in rb]
-    if common:
-        return [ra[s] for s in common], [rb[s] for s in common]
-    if len(rb) == 1:  # e.g. the base model (no seed): every seed of a against it
-        return list(ra.values()), list(rb.values()) * len(ra)
-    if len(ra) == 1:
-        return list(ra.values()) * len(rb), list(rb.values())
-    return None
+COLUMNS = ["model", "task", "metric", "family", "variant", "reference", "why", "best", "unit", "difference",
+           "ci_low", "ci_high", "confidence", "p_value", "p_adjusted", "significant", "n_examples", "n_seeds",
+           "family_size", "level", "power", "examples_needed", "margin"]
 
 
-def contenders(agg_model: pd.DataFrame) -> list[str]:
-    """Trained variants that may be ranked: not the base model, not failed (diverged, did not learn)."""
-    return [v for v, s in zip(agg_model["variant"], agg_model["status"]) if v != "base" and s not in FAILED]
+@dataclass
+class ModelResult:
+    """One model's decision on the target task (None without per-example scores for every contender), its rows,
+    the variants whose "did not learn" status the target gain overturned, and notes for the verdict."""
+    decision: Decision | None
+    rows: list[dict] = field(default_factory=list)
+    rescued: list[str] = field(default_factory=list)
+    margin: float | None = None
+    margin_rule: str = ""
 
 
-def ranking_scores(scores: pd.DataFrame, names: list[str]) -> pd.Series:
-    """Each contender's mean score over the seeds every contender has (the seeds the paired tests use); over
-    all its seeds when the contenders share none."""
-    sub = scores[scores.variant.isin(names)]
-    seeds = [set(sub.loc[sub.variant == v, "seed"]) for v in names]
-    common = set.intersection(*seeds) if seeds else set()
-    if common:
-        sub = sub[sub.seed.isin(common)]
-    return sub.groupby("variant")["score"].mean().reindex(names)
+def role_of(variant: str, status: str | None) -> str:
+    if variant == "base":
+        return BASE
+    if status in FAILED:
+        return FAILED_ROLE
+    if snr_counterpart(variant) is not None:
+        return CONTROL_ROLE
+    return METHOD
 
 
-def comparison_pairs(agg_model: pd.DataFrame, best: str | None) -> list[tuple[str, str, str]]:
-    """The pre-declared ranking family on one model's target task: the best contender against every other
-    contender, every trained method against full fine-tuning, each control against its SNR selection."""
-    variants = [v for v in agg_model["variant"] if v != "base"]
-    pairs: dict[frozenset, tuple[str, str, str]] = {}
-
-    def add(a, b, why):
-        key = frozenset((a, b))
-        if a != b and key not in pairs:
-            pairs[key] = (a, b, why)
-        elif a != b and why not in pairs[key][2]:
-            pairs[key] = (*pairs[key][:2], pairs[key][2] + ", " + why)
-
-    if best is not None:
-        for v in contenders(agg_model):
-            add(best, v, "best vs other")
-    if "full" in variants:
-        for v in variants:
-            add(v, "full", "vs full")
-    for v in variants:
-        counterpart = snr_counterpart(v)
-        if counterpart in variants:
-            add(counterpart, v, "SNR vs control")
-    return list(pairs.values())
+def arms_for(scores: pd.DataFrame, index: dict, task: str, metric: str, variants: list[str],
+             statuses: dict[str, str | None]) -> tuple[list[Arm], str] | None:
+    """The variants' per-example scores on ``task`` on the examples all of them were scored on (their runs as
+    seeds), as decision arms; None when a variant has no per-example scores or they share no example."""
+    runs = {v: list(scores.loc[(scores.variant == v) & (scores.task == task) & scores["score"].notna(), "run"])
+            for v in variants}
+    runs = {v: r for v, r in runs.items() if r}
+    if not runs:
+        return None
+    everything = seed_matrix(index, [r for rs in runs.values() for r in rs], task, metric)
+    if everything is None:
+        return None
+    docs, aggregation = everything[2], everything[1]
+    arms = []
+    for variant, run_ids in runs.items():
+        values, _, _ = seed_matrix(index, run_ids, task, metric, docs=docs)
+        arms.append(Arm(variant, values, role_of(variant, statuses.get(variant)), snr_counterpart(variant)))
+    return arms, aggregation
 
 
-def _compare(scores: pd.DataFrame, index: dict, task: str, metric: str, a: str, b: str) -> dict:
-    """One paired comparison's row (without Holm): the crossed-design test on the common seeds and examples,
-    else only the difference of the means (untested)."""
-    row = {"difference": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan,
-           "n_examples": None, "n_seeds": None, "result": None}
-    paired = paired_runs(scores, a, b)
-    da = db = None
-    if paired:
-        da = seed_matrix(index, paired[0], task, metric)
-        db = seed_matrix(index, paired[1], task, metric, docs=da[2] if da else None)
-        if da is not None and db is not None and da[2] != db[2]:
-            da = seed_matrix(index, paired[0], task, metric, docs=db[2])
-    if da is not None and db is not None:
-        result = stats.compare(da[0], db[0], da[1])
-        row.update(difference=result.difference, ci_low=result.low, ci_high=result.high, p_value=result.p_value,
-                   n_examples=result.n_examples, n_seeds=result.n_seeds, result=result)
-    else:
-        means = scores.groupby("variant")["score"].mean()
-        row["difference"] = means[a] - means[b]
-    return row
+def margin_of(metric_is_proportion: bool, higher_is_better: bool, scores: dict[str, float], contenders: list[str],
+              margin: float | None, margin_of_gain: float | None) -> tuple[float | None, str]:
+    """δ of the cost answer and how it was set: ``margin`` (metric units) when given, else ``margin_of_gain`` (or,
+    for a metric that is not a proportion, the default fraction) of the best contender's gain over the base model,
+    else 5 points for a proportion; None when nothing declares one (no base model to measure a gain)."""
+    if margin is not None:
+        return margin, f"report.margin {margin:g}"
+    if margin_of_gain is None and metric_is_proportion:
+        return PROPORTION_MARGIN, f"{PROPORTION_MARGIN:g} (5 points, the default for a proportion)"
+    fraction = GAIN_FRACTION if margin_of_gain is None else margin_of_gain
+    if "base" not in scores or not contenders:
+        return None, ""
+    sign = 1 if higher_is_better else -1
+    gain = max(sign * (scores[c] - scores["base"]) for c in contenders)
+    if gain <= 0:
+        return None, ""
+    return fraction * gain, f"{fraction:g} × the best method's gain over the base model ({gain:.3g})"
 
 
-def _holm(family: list[dict]) -> None:
-    """Holm over one family; power and examples needed at α/m, the level Holm's first step uses."""
-    tested = [r for r in family if not math.isnan(r["p_value"])]
-    level = stats.ALPHA / max(1, len(tested))
-    for r, adjusted in zip(tested, stats.holm([r["p_value"] for r in tested]) if tested else []):
-        r["p_holm"] = float(adjusted)
-    for r in family:
-        r.setdefault("p_holm", math.nan)
-        r["significant"] = bool(r["p_holm"] < stats.ALPHA) if not math.isnan(r["p_holm"]) else None
-        result = r.pop("result")
-        r["family_size"], r["level"] = len(tested), level
-        r["power"] = result.power(level) if result else math.nan
-        r["examples_needed"] = result.examples_needed(level) if result else math.nan
+def is_proportion(arms: list[Arm], aggregation: str) -> bool:
+    """A score that is the share of examples right: per-example values all 0 or 1."""
+    return aggregation == "mean" and all(np.isin(arm.values, (0.0, 1.0)).all() for arm in arms)
 
 
-def comparisons(scores: pd.DataFrame, agg: pd.DataFrame, index: dict, target: str,
-                retention: list[str]) -> pd.DataFrame:
-    """Per model, two Holm families. ``ranking`` (target task): best contender vs each other contender, each
-    method vs full, each control vs its SNR selection. ``gain and retention``: each trained method against the
-    base model on the target task and on every retention task. Per row: difference (variant − reference, in the
-    metric's units), its 95 % interval, the p-value, Holm-adjusted within the family, the power at the observed
-    difference and the examples per seed for power 0.8, both at α/m."""
-    rows = []
-    scored = agg[agg["score"].notna()]  # a diverged variant without scores has nothing to compare
-    for model, agg_model in scored.groupby("model", sort=False, dropna=False):
-        here = scores[scores.model == model]
-        on_target = agg_model[agg_model.task == target]
-        if on_target.empty:
+def _row(model: str, task: str, metric: str, row: Row, best: str | None) -> dict:
+    c = row.comparison
+    return {"model": model, "task": task, "metric": metric, "family": row.family, "variant": row.variant,
+            "reference": row.reference, "why": row.why, "best": row.variant == best and row.family == decide_module.PRIMARY,
+            "unit": row.unit, "difference": c.difference, "ci_low": c.low, "ci_high": c.high,
+            "confidence": row.confidence, "p_value": c.p_value, "p_adjusted": row.p_adjusted,
+            "significant": row.significant, "n_examples": c.n_examples, "n_seeds": f"{c.n_seeds[0]}/{c.n_seeds[1]}",
+            "family_size": row.family_size, "level": row.alpha, "power": row.power,
+            "examples_needed": row.examples_needed, "margin": row.margin}
+
+
+def analyse_model(model: str, scores: pd.DataFrame, agg: pd.DataFrame, index: dict, target: str,
+                  retention: list[str], margin: float | None = None, margin_of_gain: float | None = None
+                  ) -> ModelResult:
+    """One model: the decision on ``target``, the gain-and-retention family, the rescued statuses."""
+    here, a = scores[scores.model == model], agg[(agg.model == model) & agg["score"].notna()]
+    on_target = a[a.task == target]
+    if on_target.empty:
+        return ModelResult(None)
+    metric, hib = on_target["metric"].iloc[0], bool(on_target["higher_is_better"].iloc[0])
+    statuses = dict(zip(on_target["variant"], on_target["status"]))
+    built = arms_for(here, index, target, metric, list(on_target["variant"]), statuses)
+    result = ModelResult(None)
+    if built is None:
+        return result
+    arms, aggregation = built
+    by_name = {arm.name: arm for arm in arms}
+    cv = stats.checkpoint_variance([arm.values for arm in arms if arm.role in (METHOD, CONTROL_ROLE)], aggregation)
+    if "base" in by_name:  # a run flagged "did not learn" whose target score is significantly above the base's learned
+        for arm in arms:
+            if statuses.get(arm.name) == "did not learn":
+                comparison, _ = decide_module.compare_arms(arm, by_name["base"], aggregation, cv, 1 - stats.ALPHA)
+                if (comparison.difference > 0) == hib and comparison.difference != 0 \
+                        and comparison.p_value < stats.ALPHA:
+                    result.rescued.append(arm.name)
+                    arm.role = CONTROL_ROLE if snr_counterpart(arm.name) is not None else METHOD
+    contenders = [arm.name for arm in arms if arm.role == METHOD]
+    scores_now = {arm.name: arm.prepared(aggregation).table.score for arm in arms}
+    result.margin, result.margin_rule = margin_of(is_proportion(arms, aggregation), hib, scores_now, contenders, margin,
+                                                  margin_of_gain)
+    d = decide_module.decide(arms, aggregation, hib, reference=method_registry.reference(), margin=result.margin)
+    result.decision = d
+    result.rows = [_row(model, target, metric, row, d.top) for row in d.rows]
+    result.rows += _gain_rows(model, here, a, index, target, retention, result.rescued)
+    return result
+
+
+def _gain_rows(model: str, scores: pd.DataFrame, agg: pd.DataFrame, index: dict, target: str,
+               retention: list[str], rescued: list[str]) -> list[dict]:
+    """Each trained variant that did not fail against the base model on the target and every retention task: one
+    Bonferroni family over all of them."""
+    pairs, metrics = [], {}
+    for task in [target, *retention]:
+        t = agg[agg.task == task]
+        if "base" not in set(t.variant):
             continue
-        metric = on_target["metric"].iloc[0]
-        names = contenders(on_target)
-        best = None
-        if names:
-            ranked = ranking_scores(here[here.task == target], names)
-            best = ranked.idxmax() if bool(on_target["higher_is_better"].iloc[0]) else ranked.idxmin()
-        families = {RANKING: [(target, a, b, why) for a, b, why in comparison_pairs(on_target, best)], GAIN: []}
-        if "base" in set(on_target.variant):
-            for task in [target, *retention]:
-                t = agg_model[agg_model.task == task]
-                if "base" in set(t.variant):
-                    families[GAIN] += [(task, v, "base", "target gain" if task == target else "retention change")
-                                       for v in t.variant if v != "base"]
-        for family, pairs in families.items():
-            done = []
-            for task, a, b, why in pairs:
-                task_metric = metric if task == target else agg_model.loc[agg_model.task == task, "metric"].iloc[0]
-                sub = here[here.task == task]
-                done.append({"model": model, "task": task, "metric": task_metric, "family": family, "variant": a,
-                             "reference": b, "why": why, "best": a == best and why.startswith("best"),
-                             **_compare(sub, index, task, task_metric, a, b)})
-            _holm(done)
-            rows += done
-    columns = ["model", "task", "metric", "family", "variant", "reference", "why", "best", "difference", "ci_low",
-               "ci_high", "p_value", "p_holm", "significant", "n_examples", "n_seeds", "family_size", "level",
-               "power", "examples_needed"]
-    return pd.DataFrame(rows, columns=columns)
+        metric = t["metric"].iloc[0]
+        statuses = {v: ("learned" if v in rescued else s) for v, s in zip(t["variant"], t["status"])}
+        built = arms_for(scores, index, task, metric, list(t["variant"]), statuses)
+        if built is None:
+            continue
+        arms, aggregation = built
+        by_name = {arm.name: arm for arm in arms}
+        cv = stats.checkpoint_variance([a.values for a in arms if a.role in (METHOD, CONTROL_ROLE)], aggregation)
+        why = "target gain" if task == target else "retention change"
+        for arm in arms:
+            if arm.role in (METHOD, CONTROL_ROLE) and "base" in by_name:
+                pairs.append((arm, by_name["base"], why, aggregation, cv))
+                metrics[id(arm)] = (task, metric)
+    m = len(pairs)
+    rows = []
+    for arm, base, why, aggregation, cv in pairs:
+        level = stats.ALPHA / max(1, m)
+        comparison, unit = decide_module.compare_arms(arm, base, aggregation, cv, 1 - level)
+        p_adjusted = min(1.0, comparison.p_value * m)
+        row = Row(GAIN, arm.name, "base", why, comparison, 1 - level, p_adjusted, p_adjusted < stats.ALPHA, unit, m,
+                  level, comparison.examples_needed(level), comparison.power(level))
+        task, metric = metrics[id(arm)]
+        rows.append(_row(model, task, metric, row, None))
+    return rows
+
+
+def comparisons(scores: pd.DataFrame, agg: pd.DataFrame, index: dict, target: str, retention: list[str],
+                margin: float | None = None, margin_of_gain: float | None = None
+                ) -> tuple[pd.DataFrame, dict[str, ModelResult]]:
+    """Per model (never pooled): the comparisons table (one row per test; ``family`` says which family and
+    correction, ``confidence`` the level of its interval) and each model's ModelResult."""
+    results, rows = {}, []
+    for model in dict.fromkeys(agg["model"]):
+        result = analyse_model(model, scores, agg, index, target, retention, margin, margin_of_gain)
+        results[model] = result
+        rows += result.rows
+    return pd.DataFrame(rows, columns=COLUMNS), results

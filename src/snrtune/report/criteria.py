@@ -4,7 +4,7 @@ against the SNR selection it mirrors, the overlap between the selections as a he
 
 The paired differences are the comparisons' rows (snrtune.report.comparisons) that set a control against its SNR
 counterpart (``variants.snr_counterpart``), read by their variant/reference pair in either order, never by their
-wording; when a pair appears in several Holm families, the row of the family made of such pairs is used.
+wording; when a pair appears in several families, the row of the family made of such pairs is used.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from snrtune.report.variants import snr_counterpart
 NOTE = ("Selection criteria: Spectrum (and laser-QLoRA) trained on the modules each criterion ranks first, as many "
         "per module type as the SNR selection at the same t (the same trainable parameters in a dense model), "
         "with the SNR selection's settings. '− SNR' is the criterion's score minus the SNR selection's on the same "
-        "examples and seeds, with its 95% interval and p-value (Holm-corrected within its family); Δ columns are "
-        "the change against the base model on each retention task. Overlap heatmap: the mean over module types "
+        "examples and seeds, with its interval (95% unless a level is given: the family's corrected level) and "
+        "p-value, raw and adjusted within its family; Δ columns are the change against the base model on each "
+        "retention task. Overlap heatmap: the mean over module types "
         "of the Jaccard index of two selections' modules (1: the same modules).")
 
 
@@ -66,7 +67,8 @@ def criteria_table(runs: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame, co
                    retention: list[str] | None = None) -> pd.DataFrame:
     """One model's criteria table (strings): per SNR selection with at least one control, a row for it and one per
     control: criterion, method, score on ``target`` [95% interval], the difference to the SNR selection [95%
-    interval], p and Holm p, the change against the base model on each retention task, trainable parameters.
+    interval at the row's level], p and adjusted p, the change against the base model on each retention task,
+    trainable parameters.
     Empty when the model has no control."""
     if agg.empty:
         return pd.DataFrame()
@@ -93,12 +95,11 @@ def criteria_table(runs: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame, co
             known = criteria.find(kind)
             score = _fmt(a.score) + (f" [{_fmt(a.ci_low)}, {_fmt(a.ci_high)}]" if not math.isnan(a.ci_low) else "")
             row = {"SNR selection": reference, "criterion": known.label if known else kind, "method": variant,
-                   score_col: score, "− SNR [95% CI]": "–", "p": "–", "Holm p": "–"}
+                   score_col: score, "− SNR [interval]": "–", "p": "–", "adjusted p": "–"}
             if variant != reference and variant in pairs.index:
                 pair = pairs.loc[variant]
-                ci = f" [{_fmt(pair.ci_low)}, {_fmt(pair.ci_high)}]" if not math.isnan(pair.ci_low) else " (untested)"
-                row.update({"− SNR [95% CI]": f"{pair.difference:+.3g}{ci}", "p": _p(pair.p_value),
-                            "Holm p": _p(pair.p_holm)})
+                row.update({"− SNR [interval]": f"{pair.difference:+.3g}{_interval(pair)}", "p": _p(pair.p_value),
+                            "adjusted p": _p(pair.p_adjusted)})
             for task in retention or []:
                 here = agg[(agg.task == task) & (agg.variant == variant)]
                 delta = here["delta_vs_base"].iloc[0] if not here.empty else math.nan
@@ -109,18 +110,27 @@ def criteria_table(runs: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame, co
     return pd.DataFrame(rows)
 
 
+def _interval(row) -> str:
+    """`` [low, high]`` of a comparison row, with its level when not 95 %; `` (untested)`` without one."""
+    if math.isnan(row.ci_low):
+        return " (untested)"
+    confidence = getattr(row, "confidence", 0.95)
+    level = "" if round(confidence, 4) == 0.95 else f" ({100 * confidence:.3g}%)"
+    return f" [{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]{level}"
+
+
 def criteria_verdict(comp: pd.DataFrame, target: str) -> str | None:
     """One sentence for one model (its rows of the comparisons table): which criteria picked modules that scored
-    significantly better or worse than the SNR selection's on ``target`` (Holm-corrected), or that none differed;
-    None when the model has no control. For the verdict of snrtune.report.verdict."""
+    significantly better or worse than the SNR selection's on ``target`` (corrected within their family), or that
+    none differed; None when the model has no control. For the verdict of snrtune.report.verdict."""
     pairs = pair_rows(comp[comp.task == target]) if not comp.empty else pd.DataFrame()
     if pairs.empty:
         return None
     hib = tasks_table.higher_is_better(target, pairs["metric"].iloc[0]) if "metric" in pairs else True
 
     def describe(row) -> str:
-        ci = f" [{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]" if not math.isnan(row.ci_low) else ""
-        return f"{row.control} ({row.difference:+.3g}{ci}, Holm p {_p(row.p_holm)})"
+        return f"{row.control} ({row.difference:+.3g}{_interval(row).replace(' (untested)', '')}, adjusted p " \
+               f"{_p(row.p_adjusted)})"
 
     better = [r for r in pairs.itertuples() if r.significant and (r.difference > 0) == hib]
     worse = [r for r in pairs.itertuples() if r.significant and (r.difference > 0) != hib]
@@ -128,8 +138,8 @@ def criteria_verdict(comp: pd.DataFrame, target: str) -> str | None:
     if not better and not worse:
         spread = ", ".join(f"{r.control} {r.difference:+.3g}" for r in tied)
         return (f"Selection criteria on {target}: no criterion's modules scored significantly differently from the "
-                f"SNR selection's at equal trainable parameters ({spread}; Holm-corrected), so this run cannot tell "
-                "the criteria apart.")
+                f"SNR selection's at equal trainable parameters ({spread}; corrected within their family), so this run "
+                "cannot tell the criteria apart.")
     parts = [", ".join(map(describe, better)) + " beat it"] if better else []
     parts += [", ".join(map(describe, worse)) + " did worse"] if worse else []
     parts += [", ".join(r.control for r in tied) + " did not differ significantly"] if tied else []

@@ -252,37 +252,40 @@ def gain_vs_forgetting(agg: pd.DataFrame, target: str, tasks: list[str], folder:
 
 def learning_vs_forgetting(frame: pd.DataFrame, target: str, folder: Path, name: str, colors: dict,
                            title: str) -> str | None:
-    """One model's sweep candidates (``frame``: snrtune.report.tables.candidate_frame, one model): per variant
-    a line through its learning rates in order, target gain against retention change (both vs the base model,
-    positive = better), each point labelled with its learning rate, the picked one ringed. Never a ranking."""
+    """One model's sweep candidates (``frame``: snrtune.report.tables.candidate_frame, one model): one panel per
+    retention task (each in its own metric's units), per variant a line through its learning rates in order,
+    target gain against that task's retention change (both vs the base model, positive = better), each point
+    labelled with its learning rate, the picked one ringed. Never a ranking."""
     frame = frame.dropna(subset=["target_gain", "retention_change"])
     if frame.empty:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 5.2), layout="constrained")
-    names, xs, ys = [], [], []
-    for variant, sub in frame.groupby("variant", sort=False):
-        sub = sub.sort_values("learning_rate")
-        color = colors.get(variant, "#333333")
-        ax.plot(sub["retention_change"], sub["target_gain"], "-o", color=color, ms=7, lw=1.2, label=variant,
-                zorder=2)
-        chosen = sub[sub["picked_by"] > 0]
-        ax.scatter(chosen["retention_change"], chosen["target_gain"], s=260, facecolors="none", edgecolors=color,
-                   linewidths=2, zorder=3)
-        for r in sub.itertuples():
-            picked = "" if not r.picked_by else (" picked" if r.picked_by == r.n_seeds
-                                                 else f" picked {r.picked_by}/{r.n_seeds}")
-            names.append(f"lr {r.learning_rate:g}{picked}")
-            xs.append(r.retention_change)
-            ys.append(r.target_gain)
-    annotate_points(ax, names, xs, ys)
-    ax.axvline(0, color="#555555", lw=1)
-    ax.axhline(0, color="#555555", lw=1)
-    ax.set_xlabel("retention change vs base, mean over retention tasks (left = forgot more)")
-    ax.set_ylabel(f"gain on {target} vs base")
-    ax.margins(0.25)
-    ax.legend(fontsize=8, title="method (ringed: picked)", title_fontsize=8)
+    tasks = list(dict.fromkeys(frame["retention_task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.8 * len(tasks), 5.2), squeeze=False, layout="constrained")
+    for ax, task in zip(axes[0], tasks):
+        names, xs, ys = [], [], []
+        for variant, sub in frame[frame.retention_task == task].groupby("variant", sort=False):
+            sub = sub.sort_values("learning_rate")
+            color = colors.get(variant, "#333333")
+            ax.plot(sub["retention_change"], sub["target_gain"], "-o", color=color, ms=7, lw=1.2, label=variant,
+                    zorder=2)
+            chosen = sub[sub["picked_by"] > 0]
+            ax.scatter(chosen["retention_change"], chosen["target_gain"], s=260, facecolors="none",
+                       edgecolors=color, linewidths=2, zorder=3)
+            for r in sub.itertuples():
+                picked = "" if not r.picked_by else (" picked" if r.picked_by == r.n_seeds
+                                                     else f" picked {r.picked_by}/{r.n_seeds}")
+                names.append(f"lr {r.learning_rate:g}{picked}")
+                xs.append(r.retention_change)
+                ys.append(r.target_gain)
+        annotate_points(ax, names, xs, ys)
+        ax.axvline(0, color="#555555", lw=1)
+        ax.axhline(0, color="#555555", lw=1)
+        ax.set_xlabel(f"change on {task} vs base, in its own metric (left = forgot more)")
+        ax.set_ylabel(f"gain on {target} vs base")
+        ax.margins(0.25)
+        ax.legend(fontsize=8, title="method (ringed: picked)", title_fontsize=8)
     fig.suptitle(f"{title}: learning against forgetting across each method's learning-rate candidates "
-                 "(mean over seeds; not a ranking)", fontsize=10)
+                 "(mean over seeds; one panel per retention task; not a ranking)", fontsize=10)
     return _save(fig, folder, name)
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 from snrtune.artifact_names import COMPARISONS_TABLE, RUNS_TABLE, SCORES_TABLE
 from snrtune.report.cost import FAILED, compute_hours
 from snrtune.report.tables import variant_order
+from snrtune.report.variants import snr_counterpart
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -48,24 +49,38 @@ def _needed(n: float, difference: float = math.nan) -> str:
     return f"~{math.ceil(n):,}"
 
 
-CI_MARK = {"wilson": "", "t": "", "t (delta method)": "", "normal over seeds": "*", "lm-eval stderr": "†", None: ""}
+CI_MARK = {"wilson": "", "t": "", "t (delta method)": "", "t over seeds (no example variance)": "*",
+           "lm-eval stderr": "†", None: ""}
 SETTINGS_NOTE = ("Training settings per run: the learning rate and LoRA rank/alpha are each method's own (LoRA scale = "
                  "alpha/r, or alpha/sqrt(r) with rsLoRA); steps, examples per step and sequence length are held "
                  "equal.")
-COMPARISON_NOTE = ("Paired comparisons (difference = method − against, on the same examples and seeds; t-test of the "
-                   "crossed seeds × examples model; Holm within each family: 'ranking' on the target task = best vs "
-                   "each, each vs full, each control vs its SNR selection; 'gain and retention' = each method vs the "
-                   "base model on the target and retention tasks). Power and examples per seed for power 0.8 are at "
-                   "α/m, the level of Holm's first step.")
+COMPARISON_NOTE = ("Paired comparisons (difference = method − against, in the metric's units, on the examples both "
+                   "were scored on; seeds of different methods are different checkpoints). 'primary: best vs each' "
+                   "decides the winner: it needs every row significant at α = 0.05 in its favour (an "
+                   "intersection–union test, no correction needed; 95% intervals). 'secondary: vs reference' "
+                   "(against full fine-tuning), 'secondary: control vs SNR selection' and 'gain and retention' "
+                   "(against the base model) are each Bonferroni-corrected on their own: the interval is at "
+                   "1 − 0.05/m, and 'significant' means it excludes 0. 'cost answer: within the margin' rows are "
+                   "one-sided non-inferiority tests at 0.05/m: shown when the bound clears the margin. Unit 'seeds': a "
+                   "claim about the methods (the checkpoint variance is measured); 'checkpoints': about these runs. "
+                   "Power and examples per seed for power 0.8 are at each row's level.")
 SWEEP_NOTE = ("Learning-rate sweep: every candidate trained on the same data and budget; the one with the lowest "
               "final held-out validation loss (never a test score) was merged and evaluated (✓).")
 CI_NOTE = ("Scores: mean over seeds [95% interval], change against the base model in parentheses; best value per "
-           "column in bold among the methods that may be ranked. Intervals from the per-example scores treat seeds × "
-           "examples as a crossed design (seed-to-seed spread and the shared examples both count): Wilson at the "
-           "effective number of examples for 0/1 scores, else a t interval (perplexity: delta method on the log "
-           "scale); * mean ± 1.96 × standard error over seeds, † ± 1.96 × lm-eval's standard error (no per-example "
-           "scores: evaluate with --log-samples). A method marked 'did not learn' did not lower its own training loss "
-           "(median of the last quarter against the first), 'diverged' had a non-finite loss; neither is ranked.")
+           "column in bold among the methods that may be chosen (never a control, never a failed run). Intervals "
+           "from the per-example scores: with two seeds or more about the method (the model's seed-to-seed "
+           "variance on the task, pooled over its variants, and the examples both count), with one seed about "
+           "the checkpoint; Wilson at the effective number of examples for 0/1 scores, else a t interval "
+           "(perplexity: delta method on the log scale). * mean ± t × standard error over seeds (no per-example "
+           "scores: omits the example variance), † ± 1.96 × lm-eval's standard error (one seed; evaluate with "
+           "--log-samples). A method marked 'did not learn' did not lower its training loss below its first logged "
+           "loss (beyond the step-to-step noise) and its target score is not significantly above the base "
+           "model's; 'diverged' had a non-finite loss; neither is ranked or in any family.")
+
+
+def choosable(variant: str, status) -> bool:
+    """A variant a user could pick: trained, not failed, not a selection control."""
+    return variant != "base" and status not in FAILED and snr_counterpart(variant) is None
 
 
 def variant_label(row) -> str:
@@ -96,7 +111,7 @@ def summary_frame(agg: pd.DataFrame, cost: pd.DataFrame, tasks: list[str]) -> tu
                 cell += f" ({r.delta_vs_base:+.3g})"
             cells[v] = cell
         table[col] = pd.Series(cells)
-        ranked = sub[(sub.index != "base") & ~sub["status"].isin(FAILED)]
+        ranked = sub[[choosable(v, st) for v, st in zip(sub.index, sub["status"])]]
         if not ranked.empty:
             best[col] = ranked["score"].idxmax() if hib else ranked["score"].idxmin()
     names = {"trainable_params": "trainable params ↓", "peak_memory_bytes": "peak memory ↓",
@@ -108,7 +123,8 @@ def summary_frame(agg: pd.DataFrame, cost: pd.DataFrame, tasks: list[str]) -> tu
                "compute_hours": lambda x: f"{x:.3g}",
                "tokens_per_s": lambda x: f"{x:.0f}"}.get(key, _human)
         table[col] = [fmt(x) if pd.notna(x) else "–" for x in values]
-        trained = values.drop("base", errors="ignore").dropna()
+        status = agg.drop_duplicates("variant").set_index("variant")["status"]
+        trained = values[[choosable(v, status.get(v)) for v in values.index]].dropna()
         if not trained.empty:
             best[col] = trained.idxmax() if key == "tokens_per_s" else trained.idxmin()
     table.index = [labels.get(v, v) for v in order]
@@ -117,17 +133,24 @@ def summary_frame(agg: pd.DataFrame, cost: pd.DataFrame, tasks: list[str]) -> tu
 
 
 def comparison_frame(comp: pd.DataFrame) -> pd.DataFrame:
-    """One model's comparisons as strings: significant, or inconclusive with the power at the observed
-    difference and the examples per seed for power 0.8 (both at α/m, Holm's first level)."""
+    """One model's comparisons as strings: the difference with its family's interval, p and adjusted p, the
+    outcome, and for an open comparison the power at the observed difference and the examples per seed for power
+    0.8 (both at the row's level)."""
     rows = []
     for r in comp.itertuples():
-        ci = f" [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if not math.isnan(r.ci_low) else " (untested)"
-        outcome = "–" if r.significant is None else "significant" if r.significant else "inconclusive"
-        rows.append({"method": r.variant, "against": r.reference, "task": r.task, "family": r.family, "why": r.why,
-                     "difference [95% CI]": f"{r.difference:+.3g}{ci}", "p": _p(r.p_value),
-                     "Holm p": _p(r.p_holm), "at α=0.05": outcome,
-                     "power at observed": "–" if r.significant is not False else f"{r.power:.2f}",
-                     "examples to separate": "–" if r.significant is not False else _needed(r.examples_needed, r.difference)})
+        level = "" if round(r.confidence, 4) == 0.95 else f" ({100 * r.confidence:.3g}%)"
+        if r.family.startswith("cost"):
+            outcome = f"shown within {_fmt(r.margin)}" if r.significant else f"not shown within {_fmt(r.margin)}"
+        else:
+            outcome = "significant" if r.significant else "inconclusive" if r.difference != 0 else "tie"
+        rows.append({"method": r.variant, "against": r.reference, "task": r.task, "family": r.family,
+                     "unit": r.unit, "difference [interval]": f"{r.difference:+.3g} [{_fmt(r.ci_low)}, "
+                                                              f"{_fmt(r.ci_high)}]{level}",
+                     "p": _p(r.p_value), "adjusted p": _p(r.p_adjusted), "outcome": outcome,
+                     "power at observed": "–" if r.significant or math.isnan(r.power) else f"{r.power:.2f}",
+                     "examples to settle": "–" if r.significant else
+                     "– (further behind than the margin)" if r.family.startswith("cost") and math.isinf(r.examples_needed)
+                     else _needed(r.examples_needed, r.difference)})
     return pd.DataFrame(rows)
 
 
@@ -146,15 +169,12 @@ def comparison_markdown(frame: pd.DataFrame) -> str:
     return markdown_table(frame.set_index("method"), {})
 
 
-def model_slug(model: str | None) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in str(model or "model"))
-
-
 def summary_markdown(sections: list[dict], target: str) -> str:
     parts = ["# snrtune report\n",
              f"Results per model (runs of different models are never pooled). Target task: {target}.\n"]
     for s in sections:
-        parts.append(f"## {s['model']}\n\n{s['verdict']}\n\n{markdown_table(s['table'], s['best'])}\n")
+        answer = "\n".join(f"- {line}" for line in s["verdict"])
+        parts.append(f"## {s['model']}\n\n{answer}\n\n{markdown_table(s['table'], s['best'])}\n")
         if not s["comparisons"].empty:
             parts.append(f"{COMPARISON_NOTE}\n\n{comparison_markdown(s['comparisons'])}\n")
         if s.get("criteria_md"):  # the selection criteria against the SNR selection (snrtune.report.criteria)
@@ -177,6 +197,12 @@ def _html_table(table: pd.DataFrame, best: dict, first: str) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _bold(line: str) -> str:
+    """A verdict line as HTML: escaped, **x** as <b>x</b>."""
+    parts = html.escape(line).split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+
 def html_page(sections: list[dict], target: str, folder: Path) -> str:
     blocks = []
     for s in sections:
@@ -194,7 +220,7 @@ def html_page(sections: list[dict], target: str, folder: Path) -> str:
             if not s[key].empty:
                 comp += f"<h3>{title}</h3><p>{html.escape(note)}</p>" + _html_table(s[key], {}, "method")
         blocks.append(f"<section><h2>{html.escape(str(s['model']))}</h2>"
-                      f"<p class=\"verdict\">{html.escape(s['verdict']).replace('**', '')}</p>"
+                      "<ul class=\"verdict\">" + "".join(f"<li>{_bold(line)}</li>" for line in s["verdict"]) + "</ul>"
                       f"{_html_table(s['table'], s['best'], 'method')}{comp}{figures}</section>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>snrtune report</title><style>
 body{{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}}

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 
 from snrtune import tasks as tasks_table
+from snrtune.artifact_names import SWEEP_FILE
 from snrtune.errors import SnrtuneError
 from snrtune.report import stats
 from snrtune.report.cost import COST_COLUMNS, FAILED, compute_hours
 from snrtune.report.variants import budget_of, run_status, selection_kind, snr_counterpart, variant_of
-from snrtune.training.sweep import SWEEP_FILE
 
 def primary_metric(task: str, metrics: set[str]) -> str | None:
     """The metric ranked for ``task`` (the task table, snrtune.tasks)."""
@@ -154,11 +154,16 @@ def _budget(values: pd.Series) -> str | None:
 
 
 def aggregate(scores: pd.DataFrame, index: dict) -> pd.DataFrame:
-    """Per model × variant × task: the mean over seeds with a 95 % interval (snrtune.report.stats.interval: a
-    seed-aware Wilson interval for 0/1 scores, else the crossed-design t interval) when every seed has
-    per-example scores; else the mean ± 1.96 × the standard error over seeds (several seeds) or ± 1.96 ×
-    lm-eval's standard error (one seed); ``ci_method`` says which. Models are never pooled."""
-    rows = []
+    """Per model × variant × task: the mean over (distinct) seeds with a 95 % interval. With per-example scores for
+    every seed, snrtune.report.decision.intervals (the function the calibration benchmark checks): about the method
+    — the model's checkpoint variance on the task pooled over its variants — for a variant with two distinct seeds
+    or more, else about its checkpoint; Wilson for 0/1 scores, else a t interval. Without them: mean ± t × the
+    standard error over seeds (several seeds; it omits the example variance) or ± 1.96 × lm-eval's standard error
+    (one seed); ``ci_method`` says which. ``duplicate_seeds``: seeds whose per-example scores equal another's
+    (counted once). Models are never pooled."""
+    from snrtune.report.decision import BASE, FAILED_ROLE, METHOD, Arm, intervals
+
+    rows, arms = [], {}
     for (model, variant, task), group in scores.groupby(["model", "variant", "task"], sort=False, dropna=False):
         status = status_of(group["status"])  # over every seed, scored or not
         group = group[group["score"].notna()] if group["score"].notna().any() or status != "diverged" else group
@@ -167,22 +172,27 @@ def aggregate(scores: pd.DataFrame, index: dict) -> pd.DataFrame:
         metric, n = group["metric"].iloc[0], int(group["score"].notna().sum())
         row = {"model": model, "variant": variant, "task": task, "metric": metric,
                "higher_is_better": bool(group["higher_is_better"].iloc[0]), "score": group["score"].mean(),
-               "n_seeds": n, "n_examples": None, "status": status,
+               "n_seeds": n, "duplicate_seeds": 0, "n_examples": None, "status": status,
                "learned": None if status is None else status == "learned",
                "examples_per_step": _budget(group["examples_per_step"]), "max_steps": _budget(group["max_steps"]),
                "ci_low": math.nan, "ci_high": math.nan, "ci_method": None}
-        data = seed_matrix(index, list(group["run"]), task, metric)
+        data = seed_matrix(index, list(group["run"]), task, metric) if group["score"].notna().all() else None
         if data is not None:
-            ci = stats.interval(data[0], data[1])
-            row.update(ci_low=ci.low, ci_high=ci.high, ci_method=ci.method, n_examples=len(data[2]))
+            role = BASE if variant == "base" else FAILED_ROLE if status in FAILED else METHOD
+            arms.setdefault((model, task, data[1]), []).append((Arm(str(variant), data[0], role), row, len(data[2])))
         elif n > 1:
-            se = group["score"].std(ddof=1) / math.sqrt(n)
-            low, high = stats.normal_interval(row["score"], se)
-            row.update(ci_low=low, ci_high=high, ci_method="normal over seeds")
+            low, high = stats.t_interval_over_seeds(group["score"])
+            row.update(ci_low=low, ci_high=high, ci_method="t over seeds (no example variance)")
         elif pd.notna(group["stderr"].iloc[0]):
             low, high = stats.normal_interval(row["score"], float(group["stderr"].iloc[0]))
             row.update(ci_low=low, ci_high=high, ci_method="lm-eval stderr")
         rows.append(row)
+    for (model, task, aggregation), members in arms.items():
+        cis = intervals([arm for arm, _, _ in members], aggregation)
+        for arm, row, n_examples in members:
+            ci = cis[arm.name]
+            row.update(score=ci.estimate, ci_low=ci.low, ci_high=ci.high, ci_method=ci.method, n_examples=n_examples,
+                       n_seeds=ci.n_seeds, duplicate_seeds=row["n_seeds"] - ci.n_seeds)
     out = pd.DataFrame(rows)
     base = out[out.variant == "base"].set_index(["model", "task"])["score"]
     out["delta_vs_base"] = [base.get((m, t), math.nan) for m, t in zip(out["model"], out["task"])]
@@ -265,17 +275,19 @@ def sweep_frame(metrics: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "method", "seed", "learning rate", "validation loss", "chosen"])
 
 
-CANDIDATE_COLUMNS = ["model", "variant", "learning_rate", "n_seeds", "picked_by", "target_gain", "retention_change"]
+CANDIDATE_COLUMNS = ["model", "variant", "learning_rate", "n_seeds", "picked_by", "target_gain", "retention_task",
+                     "retention_change"]
 
 
 def candidate_frame(found: dict, agg: pd.DataFrame, target: str, retention: list[str]) -> pd.DataFrame:
     """The learning–forgetting table of the sweep candidates' evaluations (``found["candidate"]``; never ranked):
-    per model × variant × learning rate with at least two evaluated learning rates in its variant, the target
-    gain (the candidate's primary score on ``target`` minus the base model's, averaged over the candidate's
-    seeds) and the retention change (the same difference averaged over the ``retention`` tasks), each signed so
-    that positive is better (a lower-is-better metric's difference negated). ``picked_by``: how many of its
-    seeds' runs `snrtune pick` made of this learning rate (the run's metrics.json ``config.learning_rate``).
-    A model without a base evaluation has no rows (no gain to measure)."""
+    per model × variant × learning rate with at least two evaluated learning rates in its variant, and per
+    retention task (one row each, ``retention_task``; none without retention tasks), the target gain (the
+    candidate's primary score on ``target`` minus the base model's, averaged over the candidate's seeds) and that
+    task's retention change (the same difference, in the task's own metric: an accuracy change is never averaged
+    with a perplexity change), each signed so that positive is better (a lower-is-better metric's difference
+    negated). ``picked_by``: how many of its seeds' runs `snrtune pick` made of this learning rate (the run's
+    metrics.json ``config.learning_rate``). A model without a base evaluation has no rows (no gain to measure)."""
     picked = {m["run"]["id"]: (m.get("config") or {}).get("learning_rate") for m in found["metrics"]}
     kinds = {m["run"]["id"]: selection_kind(m["run"], m) for m in found["metrics"]}
     base = agg[agg.variant == "base"].set_index(["model", "task"])
@@ -300,8 +312,9 @@ def candidate_frame(found: dict, agg: pd.DataFrame, target: str, retention: list
     out = grouped.agg(n_seeds=("picked", "size"), picked_by=("picked", "sum")).reset_index()
     means = grouped[[target, *retention]].mean().reset_index(drop=True)  # mean of each task's change over seeds
     out["target_gain"] = means[target].to_numpy(dtype=float)
-    out["retention_change"] = (means[retention].mean(axis=1, skipna=False).to_numpy(dtype=float) if retention
-                               else math.nan)
     out["picked_by"] = out["picked_by"].astype(int)
     enough = out.groupby(["model", "variant"])["learning_rate"].transform("size") >= 2
-    return out[enough & out["target_gain"].notna()][CANDIDATE_COLUMNS].reset_index(drop=True)
+    keep = enough & out["target_gain"].notna()
+    parts = [out.assign(retention_task=task, retention_change=means[task].to_numpy(dtype=float))[keep]
+             for task in retention] or [out.assign(retention_task=None, retention_change=math.nan)[keep]]
+    return pd.concat(parts)[CANDIDATE_COLUMNS].reset_index(drop=True)

@@ -48,7 +48,7 @@ def snr_counterpart(variant: str) -> str | None:
     return None
 
 
-LEARN_MARGIN = 2.5  # the drop must exceed this many standard errors of a difference of two medians
+LEARN_MARGIN = 2.5  # the drop must exceed this many standard errors
 
 
 def _losses(metrics: dict, key: str) -> list:
@@ -56,24 +56,27 @@ def _losses(metrics: dict, key: str) -> list:
 
 
 def _robust_drop(values: list[float]) -> bool | None:
-    """First vs last quarter (q = max(1, n // 4) values each) of a loss curve: True when the median of the
-    last quarter is below the median of the first by more than LEARN_MARGIN × 1.2533 σ √(2/q), the standard
-    error of a difference of two medians of q values, with the step-to-step noise σ = 1.4826 × median |Δloss| / √2
-    (robust to the trend and to spikes). A flat noisy curve does not pass, a late spike does not move a median;
-    None with fewer than 4 values."""
+    """The first logged loss (the Trainer computes it before the first update: the starting model's loss on its
+    first batch) against the median of the last quarter (q = max(1, n // 4) values): True when the drop exceeds
+    LEARN_MARGIN standard errors of a difference of one value and a median of q, σ √(1 + π / (2q)), with the
+    step-to-step noise σ = 1.4826 × median |Δloss| / √2 (robust to the trend and to spikes). A fast learner —
+    at its floor after two steps — passes; a flat noisy curve passes only by a 2.5-standard-error accident; a late
+    spike does not move a median. None with fewer than 4 values."""
     if len(values) < 4:
         return None
     q = max(1, len(values) // 4)
     arr = np.asarray(values)
     noise = 1.4826 * float(np.median(np.abs(np.diff(arr)))) / math.sqrt(2)
-    drop = float(np.median(arr[:q]) - np.median(arr[-q:]))
-    return drop > LEARN_MARGIN * 1.2533 * noise * math.sqrt(2 / q)
+    drop = float(arr[0] - np.median(arr[-q:]))
+    return drop > LEARN_MARGIN * noise * math.sqrt(1 + math.pi / (2 * q))
 
 
 def run_status(metrics: dict) -> str | None:
     """``diverged`` (metrics.json ``"status": "diverged"`` or a non-finite — null — training or evaluation
     loss), ``did not learn``, ``learned``, or None (too few losses to tell). Learning is judged on the training
-    loss (the objective the run optimises); when fewer than 4 training losses were logged, on the eval loss."""
+    loss (the objective the run optimises); when fewer than 4 training losses were logged, on the eval loss. The
+    report overturns "did not learn" when the run's target score is significantly above the base model's
+    (snrtune.report.comparisons)."""
     train, evals = _losses(metrics, "train_loss"), _losses(metrics, "eval_loss")
     if metrics.get("status") == "diverged" or any(v is None or not math.isfinite(v) for v in train + evals):
         return "diverged"

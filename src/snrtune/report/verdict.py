@@ -1,5 +1,8 @@
-"""One model's verdict from its scores and comparisons (docs/evaluation.md, "How the report decides"), and
-the choice of the target and retention tasks."""
+"""One model's verdict — the answer first, in at most six short lines — from its decision (snrtune.report.decision
+via snrtune.report.comparisons), and the choice of the target and retention tasks (docs/evaluation.md, "How the
+report decides"). The lines: the winner or why there is none; the cheapest methods shown within the margin of
+the best; SNR selection against its controls; the retention cost; what was not ranked; warnings. The tests behind
+every line are rows of the comparisons table."""
 
 from __future__ import annotations
 
@@ -9,11 +12,13 @@ import pandas as pd
 
 from snrtune import tasks as tasks_table
 from snrtune.errors import SnrtuneError
-from snrtune.report.comparisons import GAIN, RANKING
+from snrtune.report.comparisons import ModelResult
 from snrtune.report.cost import FAILED, compute_hours, peak_memory
-from snrtune.report.render import _fmt, _human, _needed, _p
-from snrtune.report.variants import snr_counterpart
-from snrtune.report.tables import variant_order
+from snrtune.report.decision import CONTROL, GAIN, MARGIN, PRIMARY, cheapest
+from snrtune.report.render import _fmt, _human, _needed
+
+MAX_LINES = 6
+
 
 def pick_target(tasks: list[str], requested: str | None) -> str:
     if requested:
@@ -39,9 +44,10 @@ def _interval(r) -> str:
     return f"{_fmt(r.score)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if not math.isnan(r.ci_low) else _fmt(r.score)
 
 
-def _diff(r) -> str:
-    ci = f" [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if not math.isnan(r.ci_low) else " (untested)"
-    return f"{r.difference:+.3g}{ci}" + (f", Holm p {_p(r.p_holm)}" if not math.isnan(r.p_holm) else "")
+def _diff(row) -> str:
+    """'+0.083 [0.021, 0.145]' with the row's interval (its family's level)."""
+    level = "" if round(row.confidence, 4) == 0.95 else f" at {100 * row.confidence:.3g}%"
+    return f"{row.difference:+.3g} [{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]{level}"
 
 
 def _budgets_differ(trained: pd.DataFrame) -> str | None:
@@ -54,140 +60,159 @@ def _budgets_differ(trained: pd.DataFrame) -> str | None:
             parts.append(f"{label}: " + ", ".join(f"{v} {known[v]}" for v in known.index))
     if not parts:
         return None
-    return (f"The runs were trained with different budgets ({'; '.join(parts)}), so no method is ranked: an "
+    return (f"No method is ranked: the runs were trained with different budgets ({'; '.join(parts)}), and an "
             "equal number of examples per step and steps is the premise of the comparison.")
 
 
-def _cheapest(names: list[str], cost: pd.DataFrame) -> str:
-    """Among ``names``, the cheapest in peak memory and in GPU-hours (CPU-hours on a CPU)."""
-    if cost.empty:
-        return ""
-    memory, memory_label = peak_memory(cost)
-    hours, hours_label = compute_hours(cost)
+def _winner_line(result: ModelResult, sub: pd.DataFrame, target: str, metric: str) -> str:
+    d = result.decision
+    if d is None or d.top is None:
+        trained = sub.drop("base", errors="ignore")
+        ranked = trained[~trained["status"].isin(FAILED)]
+        if ranked.empty:
+            return "No method can be ranked on this model."
+        top = ranked["score"].idxmax() if bool(sub["higher_is_better"].iloc[0]) else ranked["score"].idxmin()
+        return (f"No winner on {target}: {top} has the best {metric} ({_interval(sub.loc[top])}), but without "
+                "per-example scores for every method nothing is tested (evaluate with --log-samples).")
+    top, w = d.top, sub.loc[d.top]
+    score = f"{metric} {_interval(w)}"
+    seeds = "one seed per method" if max(d.seeds[c] for c in d.contenders) == 1 else \
+        "/".join(str(k) for k in sorted({d.seeds[c] for c in d.contenders})) + " seeds"
+    checkpoints = d.unit == "checkpoints"
+    about = (f" ({seeds}: a claim about these checkpoints, not the methods)" if checkpoints else f" ({seeds})")
+    primary = d.family(PRIMARY)
+    if d.outcome == "only one":
+        return f"{top} is the only method that can be ranked on {target} ({score}); nothing to compare it with."
+    if d.outcome == "winner":
+        closest = min(primary, key=lambda r: abs(r.difference))
+        lead = "scored highest of these checkpoints" if checkpoints else "wins"
+        return (f"**{top}** {lead} on {target} ({score}): ahead of every other method, each paired difference "
+                f"significant; the closest, {closest.reference}, by {_diff(closest)}{about}.")
+    if d.outcome == "withheld":
+        return (f"No winner on {target}: {top} is significantly ahead of every method that can be ranked, but "
+                f"{', '.join(d.blocking)} (not ranked) is not significantly worse than it, so the claim is "
+                f"withheld{about}.")
+    if d.outcome == "tie":
+        tied = [r.reference for r in primary if r.difference == 0]
+        return f"No winner on {target}: {top} and {', '.join(tied)} tie at {metric} {_fmt(w.score)}{about}."
+    if d.outcome == "wrong sign":
+        against = [r for r in primary if (r.difference > 0) != d.higher_is_better]
+        return (f"No winner on {target}: {top} ranks first but its paired difference is not in its favour against "
+                + ", ".join(f"{r.reference} ({_diff(r)})" for r in against) + f"{about}.")
+    open_ = [r for r in primary if not r.significant]
+    need = ", ".join(f"{r.reference} {_needed(r.examples_needed, r.difference)}" for r in open_)
+    return (f"No winner on {target}: {top} has the best {score} but is not significantly ahead of "
+            + ", ".join(f"{r.reference} ({_diff(r)})" for r in open_)
+            + f"; examples per seed that would separate them at the observed differences: {need}{about}.")
+
+
+def _cost_line(result: ModelResult, cost: pd.DataFrame, metric: str) -> str | None:
+    d = result.decision
+    if d is None or len(d.contenders) < 2:
+        return None
+    if result.margin is None:
+        return ("No cost answer: no margin is declared for this metric (report.margin, or report.margin_of_gain with "
+                "a base model evaluated).")
+    margin = f"{_fmt(result.margin)} {metric}"
+    memory, memory_label = peak_memory(cost) if not cost.empty else (pd.Series(dtype=float), "peak memory")
+    hours, hours_label = compute_hours(cost) if not cost.empty else (pd.Series(dtype=float), "GPU-hours")
+    table = {v: {"memory": memory.get(v, math.nan), "hours": hours.get(v, math.nan)} for v in d.contenders}
+    cheaper = [v for v in d.within_margin if v != d.top]
+    if cheaper:
+        named = cheapest(d, table, ("memory", "hours"))
+        said = []
+        if "memory" in named:
+            said.append(f"in {memory_label} {named['memory']} ({_human(table[named['memory']]['memory'])}B)")
+        if "hours" in named:
+            said.append(f"in {hours_label.split(' (')[0]} {named['hours']} ({table[named['hours']]['hours']:.3g})")
+        return (f"Shown within {margin} of the best (non-inferiority, one-sided at α/{len(d.contenders)}): "
+                f"{', '.join(d.within_margin)}; the cheapest of them " + ("; ".join(said) or "–") + ".")
+    others = [r for r in d.family(MARGIN) if r.variant != d.top]
+    closest = min(others, key=lambda r: r.examples_needed) if others else None
+    if closest is not None and math.isfinite(closest.examples_needed):
+        hint = (f"; the closest, {closest.variant}, would need {_needed(closest.examples_needed)} examples per seed "
+                "at the observed difference")
+    else:
+        hint = f"; every other method is further behind than {margin} at the observed differences"
+    n = d.family(MARGIN)[0].comparison.n_examples if d.family(MARGIN) else None
+    best = f"only the best, {d.top}, is" if d.within_margin else "none is"
+    return (f"No cheaper method is shown within {margin} of the best at {n} examples ({best} shown){hint}; a "
+            "difference that is not significant is not evidence that two methods are as good.")
+
+
+def _control_line(result: ModelResult) -> str | None:
+    d = result.decision
+    rows = d.family(CONTROL) if d else []
+    if not rows:
+        return None
     said = []
-    for series, label, fmt in ((memory, memory_label, lambda x: _human(x) + "B"),
-                               (hours, hours_label.split(" (")[0], lambda x: f"{x:.3g}")):
-        values = series.reindex(names).dropna()
-        if not values.empty:
-            said.append(f"in {label} {values.idxmin()} ({fmt(values.min())})")
-    return f" Cheapest among them: {'; '.join(said)}." if said else ""
+    for r in rows:
+        snr_ahead = (r.difference > 0) == d.higher_is_better
+        outcome = ("inconclusive" if not r.significant else
+                   "SNR significantly better" if snr_ahead else "control significantly better")
+        said.append(f"{r.variant} − {r.reference} = {_diff(r)}: {outcome}")
+    correction = f", Bonferroni over {len(rows)}" if len(rows) > 1 else ""
+    return f"SNR selection vs its control at equal parameters{correction}: " + "; ".join(said) + "."
 
 
-def _retention_word(r, hib: bool) -> str:
-    if not r.significant:
-        return "no significant change" if r.significant is False else "untested"
-    return "gained" if (r.difference > 0) == hib else "lost"
+def _retention_line(comp: pd.DataFrame, retention: list[str], higher_is_better: dict[str, bool]) -> str | None:
+    """Per retention task, which methods lost or gained significantly against the base model."""
+    rows = comp[(comp.family == GAIN) & comp.task.isin(retention)]
+    if rows.empty:
+        return None
+    parts = []
+    for task in [t for t in retention if t in set(rows.task)]:
+        t = rows[rows.task == task]
+        significant = t.significant.astype(bool)
+        worse = t[significant & ((t.difference < 0) == higher_is_better[task]) & (t.difference != 0)]
+        better = t[significant].drop(worse.index)
+        same = t[~t.significant.astype(bool)]
+        if len(worse) == len(t):
+            least = worse.loc[worse.difference.abs().idxmin()]
+            parts.append(f"{task}: lost by every method (least: {least.variant} {least.difference:+.3g})")
+            continue
+        bits = []
+        if not worse.empty:
+            bits.append("lost by " + ", ".join(f"{r.variant} {r.difference:+.3g}" for r in worse.itertuples()))
+        if not better.empty:
+            bits.append("gained by " + ", ".join(f"{r.variant} {r.difference:+.3g}" for r in better.itertuples()))
+        if not same.empty:
+            bits.append("no significant change for " + ", ".join(same.variant))
+        parts.append(f"{task}: " + "; ".join(bits))
+    size = int(comp.loc[comp.family == GAIN, "family_size"].iloc[0])
+    return f"Retention against the base model (Bonferroni over the {size} gain and retention tests): " + \
+        ". ".join(parts) + "."
+
+
+def _notes_line(sub: pd.DataFrame, result: ModelResult) -> str | None:
+    trained = sub.drop("base", errors="ignore")
+    failed = trained[trained["status"].isin(FAILED)]
+    notes = []
+    if not failed.empty:
+        notes.append("Not ranked: " + ", ".join(
+            f"{v} ({r.status}{', not evaluated' if pd.isna(r.score) else ''})" for v, r in failed.iterrows()) + ".")
+    if result.rescued:
+        notes.append(f"{', '.join(result.rescued)}: the training loss did not clearly fall, but the target score is "
+                     "significantly above the base model's, so it is ranked.")
+    d = result.decision
+    if d is not None and d.duplicates:
+        notes.append("Seeds with identical per-example scores count once: " + ", ".join(
+            f"{v} ({k} of its seeds)" for v, k in d.duplicates.items()) + ".")
+    return " ".join(notes) or None
 
 
 def verdict(agg: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, target: str, tasks: list[str],
-            retention: list[str] | None = None) -> str:
-    """One model's verdict (docs/evaluation.md, "How the report decides"): a winner only when every paired
-    difference in the ranking family favours it and is significant after Holm, no budget differs and no
-    excluded (failed) method scores higher; the cheapest methods not significantly worse than the best; each
-    method's target gain and retention change against the base model."""
+            result: ModelResult, retention: list[str] | None = None) -> list[str]:
+    """One model's verdict as at most six lines (module docstring)."""
     retention = [t for t in tasks if t != target] if retention is None else retention
     sub = agg[agg.task == target].set_index("variant")
     trained = sub.drop("base", errors="ignore")
     if trained.empty:
-        return f"Only the base model was evaluated; no fine-tuning method to compare on {target}."
-    hib, metric = bool(sub["higher_is_better"].iloc[0]), sub["metric"].iloc[0]
-    failed = trained[trained["status"].isin(FAILED)]
-    ok = trained.drop(failed.index)
-    parts = []
-    if failed.shape[0]:
-        parts.append("Not ranked: " + ", ".join(f"{v} ({r.status}{', not evaluated' if pd.isna(r.score) else ''})"
-                                           for v, r in failed.iterrows()) + ". ")
-    if ok.empty:
-        return "".join(parts) + "No method can be ranked on this model."
-    ranking = comp[comp.family == RANKING]
-    best_rows = ranking[ranking["best"].astype(bool)]
-    top = best_rows["variant"].iloc[0] if not best_rows.empty else ok.index[0]
-    w = ok.loc[top]
-    score = f"{target} ({metric}) {_interval(w)}"
-    seeds = int(ranking["n_seeds"].dropna().max()) if ranking["n_seeds"].notna().any() else int(ok["n_seeds"].max())
-    one_seed = seeds <= 1
-    if one_seed:
-        parts.append("One seed per method: these results compare single checkpoints; seed-to-seed spread is not "
-                     "measured, so a difference is a claim about these runs, not about the methods. ")
-    holm_note = (f"paired tests on the same examples{'' if one_seed else ' and seeds'}, Holm over the "
-                 f"{int(best_rows['family_size'].iloc[0]) if not best_rows.empty else len(ranking)} comparisons of "
-                 f"the ranking family: best vs each, each vs full, each control vs its SNR selection")
-    budgets = _budgets_differ(ok)
-    beaten_by_failed = [v for v, r in failed.iterrows()  # a diverged method without a score beats nothing
-                        if pd.notna(r.score) and (r.score > w.score) == hib and r.score != w.score]
-    others = [v for v in ok.index if v != top]
-    not_worse = [top]
-    withheld = (f"but {', '.join(beaten_by_failed)} (not ranked) scored higher, so the claim is withheld."
-                if beaten_by_failed else "")
-    if budgets:
-        parts.append(budgets)
-    elif not others and withheld:
-        parts.append(f"No winner on {target}: {top} is the only method that can be ranked, {withheld}")
-    elif not others:
-        parts.append(f"**{top}** is the only method that can be ranked; {score} (no other method to compare with).")
-    elif best_rows.empty or best_rows["p_holm"].isna().any() or len(best_rows) < len(others):
-        parts.append(f"{top} has the best {score}, but without per-example scores for every method the "
-                     "differences are not tested, so no winner is named (evaluate with --log-samples).")
-    else:
-        wrong_sign = best_rows[(best_rows["difference"] > 0) != hib]
-        inconclusive = best_rows[~best_rows["significant"].astype(bool)]
-        not_worse += [r.reference for r in best_rows.itertuples() if not r.significant or (r.difference > 0) != hib]
-        if not wrong_sign.empty:
-            parts.append(f"No winner on {target}: {top} ranks first but its paired difference is not in its favour "
-                         "against " + ", ".join(f"{r.reference} ({_diff(r)})" for r in wrong_sign.itertuples()) + ".")
-        elif not inconclusive.empty:
-            need = ", ".join(f"{r.reference}: {_needed(r.examples_needed, r.difference)} (power now {r.power:.2f})"
-                             for r in inconclusive.itertuples())
-            parts.append(f"No winner on {target}: {top} has the best {metric} ({_interval(w)}) but the comparison is "
-                         f"inconclusive against {', '.join(inconclusive['reference'])} ("
-                         + "; ".join(f"{r.reference} {_diff(r)}" for r in inconclusive.itertuples())
-                         + f"; {holm_note}). Examples per seed for power 0.8 at the observed difference (two-sided, "
-                         f"α/m = {_p(inconclusive['level'].iloc[0])}): {need}; more seeds narrow the interval too.")
-        elif withheld:
-            parts.append(f"No winner on {target}: {top} is significantly ahead of every method that can be ranked, "
-                         f"{withheld}")
-        else:
-            lead = "scored highest of these checkpoints" if one_seed else "wins"
-            parts.append(f"**{top}** {lead} on {score}: significantly ahead of {', '.join(others)} "
-                         f"(largest Holm p {_p(best_rows['p_holm'].max())}; {holm_note}).")
-    if not budgets and others and not best_rows.empty and not best_rows["p_holm"].isna().any():
-        names = [v for v in ok.index if v in not_worse]
-        parts.append(f" Not significantly worse than {top} on {target}: {', '.join(names)}." + _cheapest(names, cost))
-    full = ranking[(ranking.reference == "full") & (ranking.variant == top)]
-    if not full.empty and top != "full":
-        parts.append(f" Against full fine-tuning: {top} − full = {_diff(full.iloc[0])}.")
-    for r in ranking[ranking.why.str.contains("SNR vs control")].itertuples():
-        snr_first = snr_counterpart(r.reference) == r.variant
-        snr, control = (r.variant, r.reference) if snr_first else (r.reference, r.variant)
-        snr_ahead = ((r.difference > 0) == hib) == snr_first
-        outcome = ("untested: no per-example scores" if r.significant is None
-                   else "inconclusive" if not r.significant
-                   else "the SNR selection is significantly better" if snr_ahead
-                   else "the control is significantly better")
-        parts.append(f" SNR selection vs control at equal parameters: {r.variant} − {r.reference} = {_diff(r)}: "
-                     f"{outcome}.")
-    gains = comp[comp.family == GAIN]
-    if not gains.empty:
-        lines = []
-        for variant in [v for v in variant_order(gains.variant)]:
-            rows = gains[gains.variant == variant]
-            said = []
-            for r in rows.itertuples():
-                t_hib = bool(agg.loc[(agg.task == r.task) & (agg.variant == variant), "higher_is_better"].iloc[0])
-                word = "" if r.task == target else f": {_retention_word(r, t_hib)}"
-                said.append(f"{r.task} {_diff(r)}{word}")
-            lines.append(f"{variant}: " + "; ".join(said))
-        parts.append(f" Against the base model (target gain, then retention; Holm over the {len(gains)} comparisons "
-                     "of this family; 'lost'/'gained' only where significant): " + ". ".join(lines) + ".")
-    if top in cost.index:
-        c = cost.loc[top]
-        spent = []
-        if pd.notna(c.peak_memory_bytes):
-            spent.append(f"{_human(c.peak_memory_bytes)}B peak memory")
-        if pd.notna(c.train_wall_time_s):
-            spent.append(f"{c.train_wall_time_s:.0f} s of training")
-        if pd.notna(c.trainable_params):
-            spent.append(f"{_human(c.trainable_params)} trainable parameters")
-        if spent:
-            parts.append(f" Cost of {top}: " + ", ".join(spent) + ".")
-    return "".join(parts).strip()
+        return [f"Only the base model was evaluated; no fine-tuning method to compare on {target}."]
+    higher_is_better = {t: bool(g["higher_is_better"].iloc[0]) for t, g in agg.groupby("task")}
+    metric = sub["metric"].iloc[0]
+    budgets = _budgets_differ(trained[~trained["status"].isin(FAILED)])
+    lines = [budgets] if budgets else [_winner_line(result, sub, target, metric), _cost_line(result, cost, metric)]
+    lines += [_control_line(result), _retention_line(comp, retention, higher_is_better), _notes_line(sub, result)]
+    lines = [line for line in lines if line]
+    return lines[:MAX_LINES]

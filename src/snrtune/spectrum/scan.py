@@ -17,19 +17,19 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from tqdm import tqdm
 
 from snrtune import __version__, arguments, criteria
-from snrtune.fileio import json_safe, write_json
+from snrtune.fileio import OWNER_KEY, Owner, atomic_file, json_safe, open_sibling_log, sibling_refusal, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import check_model_dir, load_source_info, weight_files
+from snrtune.fetch.model_check import check_model
+from snrtune.model_dir import load_source_info, weight_files
 from snrtune.naming import module_name
 from snrtune.fetch.params import parameter_table
 from snrtune.record import Stopwatch, run_record
-from snrtune.spectrum.safetensors_header import read_safetensors_header
+from snrtune.safetensors_header import TensorEntry, checkpoint_tensors
 from snrtune.spectrum.selection_file import load_scan  # noqa: F401 (snr.json's loader, kept importable here)
 from snrtune.spectrum.snr import (exact_singular_values, module_type, one_thread, snr_from_singular_values,
                                   svd_singular_values)
@@ -58,14 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="reuse the matrices finished by an interrupted scan")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow the model's own code when reading its parameter names (off by default)")
-    arguments.output(parser, "file", inputs=("model_dir",))
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --out (or --spectrum-json) file that this step did not write")
+    arguments.output(parser, "file", inputs=("model_dir",),
+                     siblings=lambda args, out: [(_partial_path(Path(out)), "file", PARTIAL_SUFFIX)])
     arguments.output(parser, "file", inputs=("model_dir", "--out"), dest="spectrum_json")
 
 
 def run(args: argparse.Namespace) -> int:
     result = scan(args.model_dir, args.out, method=args.method, precision=args.precision, device=args.device,
                   batch_mib=args.batch_mib, resume=args.resume, spectrum_json=args.spectrum_json,
-                  trust_remote_code=args.trust_remote_code)
+                  trust_remote_code=args.trust_remote_code, force=args.force)
     statuses = Counter(module["status"] for module in result["modules"])
     ok = statuses.pop("ok", 0)
     unranked = "".join(f", {count} {status}" for status, count in sorted(statuses.items()))
@@ -97,35 +100,10 @@ class Matrix:
         return math.prod(self.shape) == 0
 
 
-SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                      "U8": torch.uint8, "BOOL": torch.bool}
-
-
-@dataclass(frozen=True)
-class Stored:
-    """Where a tensor lies in a safetensors file (from its header)."""
-
-    file: Path
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    offset: int  # absolute byte offset of the data in the file
-
-
-def read_header(file: Path) -> dict[str, Stored]:
-    """The tensors of one safetensors file, from a header validated against the file's size (see
-    snrtune.spectrum.safetensors_header); storage dtypes that are not plain numbers (quantized, fp8) are left out."""
-    entries, _ = read_safetensors_header(file)
-    return {key: Stored(file, SAFETENSORS_DTYPES[entry.dtype], entry.shape, entry.offset)
-            for key, entry in entries.items() if entry.dtype in SAFETENSORS_DTYPES}
-
-
-def checkpoint_shapes(files: Iterable[Path]) -> dict[str, Stored]:
-    """Every tensor's file, dtype, shape and offset, read from the safetensors headers only."""
-    stored: dict[str, Stored] = {}
-    for file in files:
-        stored.update(read_header(file))
-    return stored
+# safetensors' plain dtypes (snrtune.safetensors_header.PLAIN_DTYPES) as torch dtypes
+TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                "U8": torch.uint8, "BOOL": torch.bool}
 
 
 def runtime_names(table: dict | None):
@@ -138,11 +116,11 @@ def runtime_names(table: dict | None):
             (lambda key: renamed.get(key, key)))
 
 
-def plan_matrices(stored: dict[str, Stored]) -> tuple[list[Matrix], list[dict]]:
+def plan_matrices(stored: dict[str, TensorEntry]) -> tuple[list[Matrix], list[dict]]:
     """Split checkpoint tensors into matrices to scan (2-D, and 3-D per slice) and 1-D/0-D ones."""
     matrices, skipped = [], []
     for key, info in stored.items():
-        if not info.dtype.is_floating_point:
+        if not TORCH_DTYPES[info.dtype].is_floating_point:
             continue
         if len(info.shape) in (2, 3) and math.prod(info.shape) == 0:
             matrices.append(Matrix(key, info.file, info.shape))  # listed with status "empty", never computed
@@ -170,13 +148,13 @@ def batches(matrices: list[Matrix], batch_mib: float) -> list[list[Matrix]]:
     return groups
 
 
-def load_batch(group: list[Matrix], stored: dict[str, Stored], dtype: torch.dtype) -> torch.Tensor:
+def load_batch(group: list[Matrix], stored: dict[str, TensorEntry], dtype: torch.dtype) -> torch.Tensor:
     """Read a group's matrices straight into one (B, n, m) tensor with plain file reads.
 
     No memory map: its touched pages would count as resident memory for the whole scan.
     """
     first = stored[group[0].key]
-    batch = torch.empty((len(group), *group[0].matrix_shape), dtype=first.dtype)
+    batch = torch.empty((len(group), *group[0].matrix_shape), dtype=TORCH_DTYPES[first.dtype])
     raw = batch.view(torch.uint8).view(len(group), -1)
     for i, matrix in enumerate(group):
         info = stored[matrix.key]
@@ -239,8 +217,12 @@ def score_keys() -> tuple[str, ...]:
     return tuple(c.name for c in criteria.spectral() if c.name != "snr")
 
 
+PARTIAL_SUFFIX = ".partial.jsonl"
+OWNER = Owner("scan")
+
+
 def _partial_path(out: Path) -> Path:
-    return out.with_name(out.name + ".partial.jsonl")
+    return out.with_name(out.name + PARTIAL_SUFFIX)
 
 
 def _partial_entry(line: str) -> tuple[tuple[str, int | None], dict]:
@@ -265,7 +247,7 @@ def _load_partial(path: Path, settings: dict) -> dict[tuple[str, int | None], di
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         print(f"note: --resume: {path} is not a scan resume file ({type(exc).__name__} in line 1); starting afresh")
         return {}
-    if header != settings:
+    if not isinstance(header, dict) or {k: v for k, v in header.items() if k != OWNER_KEY} != settings:
         print(f"note: {path} was made with other settings; starting afresh")
         return {}
     done = {}
@@ -284,29 +266,33 @@ def _load_partial(path: Path, settings: dict) -> dict[tuple[str, int | None], di
 
 def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gram", precision: str = "float32",
          device: str = "cpu", batch_mib: float = DEFAULT_BATCH_MIB, resume: bool = False, spectrum_json: str | None = None,
-         trust_remote_code: bool = False) -> dict:
-    """Scan every matrix of ``model_dir`` and write ``out`` (see docs/artifacts.md for the format)."""
+         trust_remote_code: bool = False, force: bool = False) -> dict:
+    """Scan every matrix of ``model_dir`` and write ``out`` (see docs/artifacts.md for the format); ``force``
+    replaces an ``out`` (or ``spectrum_json``) file this step did not write."""
     if method not in ("gram", "svd"):
         raise SnrtuneError(f"unknown scan method {method!r}: expected gram or svd")
     if precision not in PRECISIONS:
         raise SnrtuneError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SnrtuneError(f"device {device!r} requested but no CUDA GPU is available: use --device cpu")
+    arguments.check_device_present(device)
     stopwatch = Stopwatch()
     model_dir, out = Path(model_dir), Path(out)
-    check_model_dir(model_dir, config=False)  # every shard the index names, valid headers, float weights
-    shapes = checkpoint_shapes(weight_files(model_dir))
+    partial = _partial_path(out)
+    reason = sibling_refusal(partial, "file", OWNER.sibling(PARTIAL_SUFFIX), "--out's resume file")
+    if reason:
+        raise SnrtuneError(reason)
+    # every shard the index names, valid headers, float weights, the weights its config.json describes (from the
+    # recorded parameter table while it is current: no transformers import)
+    check_model(model_dir, config=False, trust_remote_code=trust_remote_code, strict=False)
+    source = load_source_info(model_dir)
+    shapes = checkpoint_tensors(weight_files(model_dir))
     matrices, skipped = plan_matrices(shapes)
     dtype = PRECISIONS[precision]
 
     scored = criteria.spectral()
     settings = {"model_dir": str(model_dir.resolve()), "method": method, "precision": precision,
                 "criteria": [c.name for c in scored]}
-    partial = _partial_path(out)
     done = _load_partial(partial, settings) if resume else {}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(partial, "w", encoding="utf-8") as log:
-        log.write(json.dumps(settings) + "\n")
+    with open_sibling_log(partial, OWNER.sibling(PARTIAL_SUFFIX), settings) as log:
         for (key, index), values in done.items():
             log.write(json.dumps({"key": key, "slice": index, "values": values}) + "\n")
         for matrix in matrices:
@@ -338,11 +324,10 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
                               "shape": item["shape"], "reason": item["reason"]})
     if params is None:
         params = {key: info.shape for key, info in shapes.items()}
-    source = load_source_info(model_dir)
     result = run_record(
         stopwatch,
         model=source["name"], model_dir=str(model_dir), method=method, precision=precision, device=device,
-        dtype=",".join(sorted({str(shapes[mx.key].dtype).removeprefix("torch.") for mx in matrices})),
+        dtype=",".join(sorted({str(TORCH_DTYPES[shapes[mx.key].dtype]).removeprefix("torch.") for mx in matrices})),
         snrtune_version=__version__,
         total_params=sum(math.prod(shape) for shape in params.values()),
         parameters={name: list(shape) for name, shape in params.items()},
@@ -350,9 +335,9 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
         modules=modules,
         not_scannable=not_scannable,
     )
-    write_json(out, json_safe(result))
+    write_json(out, json_safe(result), owner=OWNER, force=force)
     if spectrum_json:
-        write_spectrum_json(spectrum_json, modules, not_scannable)
+        write_spectrum_json(spectrum_json, modules, not_scannable, force=force)
     partial.unlink(missing_ok=True)
     return result
 
@@ -379,9 +364,11 @@ def tied_aliases(modules: list[dict], tied: dict[str, str], shapes: dict) -> lis
     return aliases
 
 
-def write_spectrum_json(path: str | os.PathLike, modules: list[dict], not_scannable: list[dict]) -> None:
+def write_spectrum_json(path: str | os.PathLike, modules: list[dict], not_scannable: list[dict],
+                        force: bool = False) -> None:
     """The reference spectrum tool's format: {module_name: {"snr": float, "type": str}}; 1-D weights score 1.0
-    (as the reference computes them). Expert slices of fused 3-D tensors are named ``tensor.EXPERT``."""
+    (as the reference computes them). Expert slices of fused 3-D tensors are named ``tensor.EXPERT``. The format
+    has no room for snrtune's mark, so an existing file is replaced only with ``force``."""
     data = {}
     for entry in modules:
         if entry["status"] != "ok":
@@ -391,6 +378,9 @@ def write_spectrum_json(path: str | os.PathLike, modules: list[dict], not_scanna
         data[name] = {"snr": entry["snr"], "type": entry["type"]}
     for entry in not_scannable:
         data[entry["name"]] = {"snr": 1.0, "type": entry["type"]}
-    write_json(path, dict(sorted(data.items(), key=lambda item: item[1]["type"])))
+    with atomic_file(path, owner=Owner("scan", "--spectrum-json"),
+                     force=force) as handle:
+        json.dump(dict(sorted(data.items(), key=lambda item: item[1]["type"])), handle, indent=2, allow_nan=False)
+        handle.write("\n")
 
 

@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from snrtune import __version__, criteria
 from snrtune.artifact_names import COMPAT_STATS_SUFFIX
 from snrtune import arguments
-from snrtune.fileio import atomic_file, write_json, write_yaml
+from snrtune.fileio import Owner, atomic_file, mark_line, write_json, write_yaml
 from snrtune.errors import SnrtuneError
 from snrtune.naming import module_name, t_value
 from snrtune.spectrum.selection_file import load_scan
@@ -39,7 +39,10 @@ INCLUDABLE = {"lm_head": ("lm_head",), "embed_tokens": ("embed_tokens", "wte", "
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("snr_json", help="output of `snrtune scan`")
     parser.add_argument("--out", required=True, help="selection YAML to write")
-    arguments.output(parser, "file", inputs=("snr_json",))
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file this step did not write")
+    arguments.output(parser, "file", inputs=("snr_json",),
+                     siblings=lambda args, out: [(f"{out}{COMPAT_STATS_SUFFIX}", "file", COMPAT_STATS_SUFFIX)]
+                     if args.compat else [])
     size = parser.add_mutually_exclusive_group(required=True)
     size.add_argument("--top-percent", type=float, help="t: keep the top floor(n*t/100) modules of each type")
     size.add_argument("--budget-params", type=int, help="select the highest-SNR modules until N trainable parameters")
@@ -59,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="the same as --criterion random (an older spelling)")
     control.add_argument("--lowest", dest="criterion", action="store_const", const="lowest-snr",
                          help="the same as --criterion lowest-snr (an older spelling)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of a seeded criterion (random; default 0)")
+    parser.add_argument("--seed", type=arguments.seed, default=0,
+                        help="seed of a seeded criterion (random; default 0)")
     parser.add_argument("--compat", choices=["spectrum"], default=None,
                         help="spectrum: write the reference spectrum.py YAML line for line (all types, norms by "
                              "layer order, lm_head and embed_tokens always); the counts go to OUT.stats.json")
@@ -68,7 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     args.top_percent = t_value(args.top_percent)
     scan = load_scan(args.snr_json)
-    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types is not None else None
+    if types == []:
+        raise SnrtuneError(f"--types {args.types!r} names no module type; expected e.g. self_attn.q_proj,mlp.up_proj, "
+                           f"or leave it out for every per-layer type")
     include = [i.strip() for i in args.include.split(",") if i.strip()]
     criterion = criteria.get(args.criterion)
     if args.compat == "spectrum":
@@ -78,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
         if args.top_percent is None:
             raise SnrtuneError("--compat spectrum needs --top-percent (the reference has no budget mode)")
         text, stats = spectrum_reference_yaml(scan, args.top_percent)
-        with atomic_file(args.out) as handle:
-            handle.write(text)
-        write_json(f"{args.out}{COMPAT_STATS_SUFFIX}", stats)
+        owner = Owner("select")
+        with atomic_file(args.out, owner=owner, force=args.force) as handle:
+            handle.write(mark_line(owner, yaml_comment=True) + text)  # the mark: a comment, as the reference reads it
+        write_json(f"{args.out}{COMPAT_STATS_SUFFIX}", stats, owner=owner.sibling(COMPAT_STATS_SUFFIX))
         selection = stats
     else:
         budget = resolve_budget(scan, args.budget_params, args.budget_fraction)
@@ -88,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                            snr_file=args.snr_json)
         if criterion.name != criteria.REFERENCE:
             selection = criterion_selection(scan, selection, criterion, seed=args.seed)
-        write_selection(args.out, selection)
+        write_selection(args.out, selection, force=args.force)
     for note in selection["notes"]:
         print(f"note: {note}")
     print(f"selected {len(selection.get('modules', [])) or len(selection['unfrozen_parameters'])} entries: "
@@ -257,7 +265,8 @@ def select(scan: dict, top_percent: float | None = None, budget_params: int | No
         module = find_include(modules, what)
         if module["param"] in tied:
             notes.append(f"{module['name']} is tied to {tied[module['param']]}: training one trains both")
-        chosen.append(module)
+        if module not in chosen:
+            chosen.append(module)
     if not chosen:
         raise SnrtuneError(f"the selection is empty (top_percent={top_percent}, budget={budget_params}): "
                            f"raise --top-percent or the budget")
@@ -300,7 +309,7 @@ def selection_record(scan: dict, chosen: list[dict], notes: list[str], top_perce
         "budget_params": budget_params,
         "types": types,
         "modules": [{"name": m["name"], "param": m["param"], "type": m["type"], "layer": m["layer"],
-                     "expert": m["expert"], "snr": m["snr"]} for m in chosen],
+                     "expert": m["expert"], "shape": m.get("shape"), "snr": m["snr"]} for m in chosen],
         "unfrozen_parameters": patterns,
         "trainable_params": trainable,
         "total_params": total,
@@ -379,10 +388,10 @@ def short_module_name(name: str) -> str:
     return ".".join(parts[first_digit - 1:]) if first_digit else name
 
 
-def write_selection(path: str | os.PathLike, selection: dict) -> None:
+def write_selection(path: str | os.PathLike, selection: dict, force: bool = False) -> None:
     header = (f"# snrtune selection by {selection['selection']}: {selection['trainable_params']:,} of "
               f"{selection['total_params']:,} parameters trainable ({100 * selection['trainable_fraction']:.2f}%)\n")
-    write_yaml(path, selection, header=header)
+    write_yaml(path, selection, header=header, owner=Owner("select"), force=force)
 
 
 def spectrum_reference_yaml(scan: dict, top_percent: float) -> tuple[str, dict]:

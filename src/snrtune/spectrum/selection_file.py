@@ -16,16 +16,16 @@ import copy
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
 from snrtune import criteria, method_registry
 from snrtune.artifact_names import COMPAT_STATS_SUFFIX
 from snrtune.errors import SnrtuneError
-from snrtune.fileio import read_text
+from snrtune.fileio import parse_yaml, read_text
 from snrtune.model_dir import read_json_file
 
 _STRINGS = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
@@ -44,7 +44,9 @@ SELECTION_SCHEMA: dict[str, Any] = {
         "selection": {"type": "string"},  # a criterion of snrtune.criteria: checked in check_selection
         "seed": {"type": ["integer", "null"]},
         "types": {"type": "array", "items": {"type": "string"}},
-        "modules": {"type": "array", "items": {"type": "object"}},
+        "modules": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "param": {"type": "string"},
+            "shape": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 0}}}}},
         "exports": {"type": "object", "properties": {
             "peft": {"type": "object", "properties": {"target_modules": _STRINGS}}}},
     },
@@ -114,11 +116,7 @@ def load_selection(path: str | os.PathLike | None, method: str | None = None) ->
     what = f"selection file {str(path)!r}"
     if not path.exists():
         raise SnrtuneError(f"{what} does not exist; expected a sel.yaml from `snrtune select`")
-    text = read_text(path, "selection file")
-    try:
-        sel = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SnrtuneError(f"{what} is not valid YAML: {' '.join(str(exc).split())}") from None
+    sel = parse_yaml(read_text(path, "selection file"), what)
     if not isinstance(sel, dict):
         raise SnrtuneError(f"{what} holds {'nothing' if sel is None else 'a ' + type(sel).__name__}; expected a "
                            f"mapping with 'unfrozen_parameters' (a sel.yaml from `snrtune select`)")
@@ -132,15 +130,85 @@ def load_selection(path: str | os.PathLike | None, method: str | None = None) ->
 
 
 def check_selection(sel: Any, path, method: str | None = None) -> dict:
-    """A parsed selection checked against the schema (the fields ``method`` needs included) and its criterion
-    against snrtune.criteria (``lowest``, an older name, reads as lowest-snr)."""
-    _validate(sel, selection_schema(method), f"selection file {str(path)!r}")
+    """A parsed selection checked against the schema (the fields ``method`` needs included), each pattern, module
+    and target module listed once, and its criterion against snrtune.criteria (``lowest``, an older name, reads as
+    lowest-snr)."""
+    what = f"selection file {str(path)!r}"
+    _validate(sel, selection_schema(method), what)
+    lists = {"unfrozen_parameters": sel["unfrozen_parameters"],
+             "modules": [m.get("name") if m.get("expert") is None else f"{m.get('name')} (expert {m['expert']})"
+                         for m in sel.get("modules") or []],
+             "exports.peft.target_modules": ((sel.get("exports") or {}).get("peft") or {}).get("target_modules") or []}
+    for key, items in lists.items():
+        seen: dict = {}
+        for index, item in enumerate(items):
+            if item is not None and item in seen:
+                raise SnrtuneError(f"{what}: key '{key}[{index}]' repeats {item!r} (also at [{seen[item]}]); expected "
+                                   f"each once (a module listed twice would be trained and counted twice)")
+            seen.setdefault(item, index)
     if "selection" in sel:
         if criteria.find(sel["selection"]) is None:
-            raise SnrtuneError(f"selection file {str(path)!r}: key 'selection': {sel['selection']!r} is not one of "
+            raise SnrtuneError(f"{what}: key 'selection': {sel['selection']!r} is not one of "
                                f"{', '.join(criteria.names())}")
         sel["selection"] = criteria.canonical(sel["selection"])
     return sel
+
+
+def check_selection_kind(sel: dict, path, method: str) -> None:
+    """A method trains a selection of its own kind (``method_registry.get(method).selection_kind``, e.g. a control's
+    random modules); the selection file's ``selection`` key (absent in the reference YAML: snr) must say so."""
+    wanted = method_registry.get(method).selection_kind
+    made = sel.get("selection", "snr")
+    if wanted is not None and made != wanted:
+        raise SnrtuneError(f"selection file {str(path)!r}: key 'selection' is {made!r} but method {method!r} trains "
+                           f"a {wanted!r} selection; expected a selection of its kind")
+
+
+def check_selection_fits(sel: dict, path, method: str, parameters: dict[str, list[int]], tied: dict[str, str],
+                         allow_every_parameter: bool = False) -> None:
+    """Before the model loads, a selection against the model's runtime parameters (``parameters``: name → shape,
+    tied aliases in ``tied``): every pattern matches a parameter; the recorded modules are the model's, of the
+    recorded shapes; the patterns' parameter count is ``trainable_params``; a LoRA method's target modules are
+    the model's; and a selection that makes every parameter trainable (a full fine-tune under another name) needs
+    ``allow_every_parameter``."""
+    what = f"selection file {str(path)!r}"
+    spec = method_registry.get(method)
+    names = list(parameters) + [alias for alias in tied if alias not in parameters]
+    matched: set[str] = set()
+    for index, pattern in enumerate(sel["unfrozen_parameters"]):
+        regex = re.compile(pattern)
+        hits = {tied.get(name, name) for name in names if regex.match(name)}
+        if not hits:
+            raise SnrtuneError(f"{what}: key 'unfrozen_parameters[{index}]': {pattern!r} matches no parameter of the "
+                               f"model (e.g. {names[0]!r}); expected patterns for its named_parameters() names")
+        matched |= hits
+    for index, module in enumerate(sel.get("modules") or []):
+        param, shape = module.get("param"), module.get("shape")
+        if param is None:
+            continue
+        have = parameters.get(tied.get(param, param))
+        if have is None:
+            raise SnrtuneError(f"{what}: key 'modules[{index}].param': {param!r} is not a parameter of the model; "
+                               f"expected a selection from this model's scan")
+        if isinstance(shape, list) and list(shape) != list(have[-len(shape):]):
+            raise SnrtuneError(f"{what}: key 'modules[{index}].shape': {shape} but the model's {param!r} is {have}; "
+                               f"expected a selection from this model's scan")
+    if not spec.is_adapter:
+        trainable = sum(math.prod(parameters[name]) for name in matched)
+        stated = sel.get("trainable_params")
+        if stated is not None and stated != trainable:
+            raise SnrtuneError(f"{what}: key 'trainable_params' is {stated} but its patterns make {trainable} "
+                               f"parameters of the model trainable; expected the two to agree (was it made for this "
+                               f"model?)")
+        if matched == set(parameters) and not allow_every_parameter:
+            raise SnrtuneError(f"{what}: its unfrozen_parameters make every parameter of the model trainable "
+                               f"({trainable}): that is method 'full', not {method!r}; expected a selection of some "
+                               f"modules, or --allow-every-parameter to train it anyway")
+    for index, module in enumerate(((sel.get("exports") or {}).get("peft") or {}).get("target_modules") or []):
+        if spec.is_adapter and f"{module}.weight" not in parameters and f"{module}.weight" not in tied:
+            raise SnrtuneError(f"{what}: key 'exports.peft.target_modules[{index}]': {module!r} is not a module of "
+                               f"the model with a weight; expected module names like "
+                               f"{next(iter(parameters)).removesuffix('.weight')!r}")
 
 
 def check_selection_model(sel: dict, path, model_name: str, total_params: int | None) -> None:

@@ -97,19 +97,54 @@ class Throughput(transformers.TrainerCallback):
         }
 
 
+def overflowing_parameter(model) -> tuple[str, str] | None:
+    """(name, value) of the first trainable parameter that holds a NaN or an infinity (value "nan" or "inf"), or a
+    magnitude whose square overflows its dtype (beyond sqrt of its largest finite value, about 1.8e19 in float32 and
+    bfloat16: every norm and dot product through it overflows, so the model's outputs are no longer its weights'
+    doing; value: that magnitude); else None."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if not param.requires_grad or not param.numel() or not param.dtype.is_floating_point:
+                continue
+            low, high = torch.aminmax(param.detach())  # no copy of the parameter (a NaN propagates to both)
+            largest = max(abs(float(low)), abs(float(high)))
+            if not math.isfinite(largest):
+                return name, "nan" if bool(torch.isnan(param).any()) else "inf"
+            if largest > math.sqrt(torch.finfo(param.dtype).max):
+                return name, f"{largest:.3g}"
+    return None
+
+
 class DivergenceStop(transformers.TrainerCallback):
     """Stops training at the first logged non-finite training or validation loss (the Trainer logs every
-    ``logging_steps`` steps; its NaN filter is off, see trainer_kwargs); ``where`` then says the step, the
-    loss key and its value, and the run is written as finished with status "diverged"."""
+    ``logging_steps`` steps; its NaN filter is off, see trainer_kwargs), or at the first trainable parameter that
+    is non-finite or overflows (``overflowing_parameter``), looked for after every ``logging_steps``-th optimizer
+    step and after the last one (an update that overflowed, whatever the gradient clipping, shows there before any
+    loss does, or while the loss stays finite: the outputs of an overflowing model are uniform); ``where`` then says the step,
+    the key ("loss", "eval_loss" or "parameters", with the ``parameter``) and its value, and the run is written as
+    finished with status "diverged"."""
 
     def __init__(self):
         self.where: dict[str, Any] | None = None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        last = bool(state.max_steps) and state.global_step >= state.max_steps
+        if self.where is not None or model is None or (state.global_step % max(1, args.logging_steps) and not last):
+            return
+        bad = overflowing_parameter(model)
+        if bad is not None:
+            self.where = {"step": state.global_step, "key": "parameters", "value": bad[1], "parameter": bad[0]}
+            control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         for key in ("loss", "eval_loss"):
             value = (logs or {}).get(key)
             if isinstance(value, (int, float)) and not math.isfinite(value):
-                if self.where is None:
+                found_now = self.where is not None and self.where["key"] == "parameters" \
+                    and self.where["step"] == state.global_step  # the loss of that step says it first
+                if self.where is None or found_now:
                     self.where = {"step": state.global_step, "key": key, "value": str(float(value))}
                 control.should_training_stop = True
 

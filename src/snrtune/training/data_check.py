@@ -13,8 +13,10 @@ check before any job runs. What it checks, for a local ``.jsonl`` / ``.json`` / 
   alpaca      ``instruction`` (string), ``output`` (non-empty string); ``input``, ``system``: string or null
   sharegpt    ``conversations``: turns ``{from, value}``, a known ``from``, a string ``value``; one of them a
               response (gpt/assistant) with text
-  messages    ``messages``: ``{role, content}``, both strings; one of them an ``assistant`` turn with text
-  preference  (``stage="dpo"``) ``prompt``, ``chosen``, ``rejected``: non-empty strings or message lists
+  messages    ``messages``: ``{role, content}``, both strings, the role one of system, user, assistant, tool; one of
+              them an ``assistant`` turn with text
+  preference  (``stage="dpo"``) ``prompt``, ``chosen``, ``rejected``: non-empty strings or message lists; chosen
+              and rejected differ
 
 A hub dataset id is not checked here (nothing is downloaded before the job): its rows get the same
 content check with ``check_records`` once loaded.
@@ -33,10 +35,10 @@ from snrtune import hub
 from snrtune.errors import SnrtuneError
 
 FORMATS = ("alpaca", "sharegpt", "messages")
-LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
 UNCHECKED = object()  # a row past max_rows: its structure was checked, its content was not
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant"}
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")  # the roles chat templates render
 
 
 @dataclass(frozen=True)
@@ -52,19 +54,6 @@ class DataSummary:
     note: str | None = None
 
 
-def data_kind(source: str | os.PathLike) -> str:
-    """"local" for an existing json/jsonl/parquet file, "hub" for a dataset id, else a one-line error."""
-    text, path = str(source), Path(source)
-    if hub.is_local(path):
-        if path.is_dir() or path.suffix.lower() not in LOCAL_SUFFIXES:
-            raise SnrtuneError(f"data file {text!r} has suffix {path.suffix!r}; expected one of "
-                               f"{', '.join(LOCAL_SUFFIXES)} or a hub dataset id")
-        return "local"
-    if text.count("/") <= 1 and text and not text.lower().endswith(LOCAL_SUFFIXES) and " " not in text:
-        return "hub"
-    raise SnrtuneError(f"data {text!r} is neither an existing file nor a hub dataset id")
-
-
 def check_training_data(path: str | os.PathLike, dataset_format: str = "auto", stage: str = "sft",
                         max_rows: int | None = None) -> DataSummary:
     """Check a training data file before anything loads; return a summary or raise a one-line SnrtuneError.
@@ -75,7 +64,7 @@ def check_training_data(path: str | os.PathLike, dataset_format: str = "auto", s
     ``max_rows``: check the content of the first ``max_rows`` rows only (the whole file's structure is
     always checked); None checks every row.
     """
-    if data_kind(path) == "hub":
+    if hub.data_kind(path) == "hub":
         return DataSummary(str(path), "hub", None, None, 0, None,
                            note="a hub dataset id: not checked locally; its rows are checked once loaded")
     path = Path(path)
@@ -297,6 +286,9 @@ def _messages(row: dict, key: str, where: str, need_assistant: bool) -> None:
     turns = _turns(row, key, where)
     for i, turn in enumerate(turns):
         _string(turn, "role", where, f"{key}[{i}].role", what="the speaker")
+        if turn["role"] not in MESSAGE_ROLES:
+            raise SnrtuneError(f"{where}: field '{key}[{i}].role' is {_show(turn['role'])}; expected one of "
+                               f"{', '.join(MESSAGE_ROLES)}")
         _string(turn, "content", where, f"{key}[{i}].content", what="the message")
     if need_assistant and not any(t["role"] == "assistant" and t["content"].strip() for t in turns):
         raise SnrtuneError(f"{where}: field {key!r} has no assistant turn with text; expected a response to learn")
@@ -329,6 +321,9 @@ def check_row(row: Any, fmt: str, where: str) -> None:
                 _messages(row, key, where, need_assistant=False)
             else:
                 _string(row, key, where, nonempty=True, what=f"the {key} text or messages")
+        if row["chosen"] == row["rejected"]:
+            raise SnrtuneError(f"{where}: fields 'chosen' and 'rejected' are the same; expected a preferred and a "
+                               f"rejected response that differ (an equal pair teaches nothing)")
     else:
         raise SnrtuneError(f"data format {fmt!r} is not one of {', '.join(FORMATS)}")
 

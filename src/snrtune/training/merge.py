@@ -8,7 +8,8 @@ copied with ``model_form``, ``merge`` and the run's ``status`` (from its metrics
 added, so `evaluate` records what it evaluated and skips a diverged run; with ``--sweep-candidate`` (a
 learning-rate sweep candidate, not the picked run) also ``sweep_candidate: true`` and the ``learning_rate`` it
 trained with (its metrics.json ``config.learning_rate``), so its evaluation is never taken for the run
-`snrtune pick` chose.
+`snrtune pick` chose. The model card README.md (snrtune.training.card) says what the model is; ``base_source`` in
+snrtune_run.json (the base's snrtune_source.json) carries where its base came from to the report's completed card.
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ import shutil
 from pathlib import Path
 
 from snrtune import method_registry
-from snrtune.artifact_names import DELTA_FILE, METRICS_FILE, RUN_FILE, SELECTION_COPY
+from snrtune.artifact_names import DELTA_FILE, METRICS_FILE, MODEL_CARD, RUN_FILE, SELECTION_COPY
 from snrtune import arguments
-from snrtune.fileio import atomic_dir, write_json
+from snrtune.fileio import Owner, atomic_dir, write_json
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import (CONFIG_FILE, INDEX_FILE, SOURCE_FILE, TOKENIZER_CONFIG, check_model_dir, check_run_dir,
-                               read_json_file, weights_fingerprint)
+from snrtune.fetch.model_check import check_model, check_tokenizer
+from snrtune.fetch.params import parameter_table
+from snrtune.model_dir import (MODEL_FILES, SOURCE_FILE, TOKENIZER_CONFIG, WEIGHT_DTYPES, check_run_dir,
+                               load_source_info, read_json_file, weights_fingerprint)
+from snrtune.safetensors_header import read_safetensors_header
 from snrtune.spectrum.selection_file import load_selection
-
-
-MODEL_FILES = (CONFIG_FILE, "generation_config.json", "model.safetensors", INDEX_FILE)
+from snrtune.training.card import write_card
 
 
 def merge_description(spec: method_registry.MethodSpec) -> str:
@@ -121,6 +123,100 @@ def check_base(identity: dict, run_dir: Path, base_dir) -> None:
                            f"{recorded[:12]}…; expected the model directory given to `snrtune train`")
 
 
+def _module_names(table: dict) -> list[str]:
+    """The base model's modules that hold a weight (named_parameters() names less ``.weight``, tied aliases too)."""
+    names = [*table["parameters"], *table["tied"]]
+    return [name.removesuffix(".weight") for name in names if name.endswith(".weight")]
+
+
+def check_adapter(run_dir: Path, table: dict) -> None:
+    """Before any model loads: the run's adapter_config.json is a LoRA config PEFT reads (``r`` an integer >= 1,
+    ``lora_alpha`` a number > 0), each of its ``target_modules`` names a module of the base, and
+    adapter_model.safetensors holds a LoRA pair of fitting shapes for every module they target."""
+    import peft
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    path = run_dir / "adapter_config.json"
+    what = f"adapter config {str(path)!r}"
+    config = read_json_file(path, "adapter config")
+    r, alpha = config.get("r"), config.get("lora_alpha")
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise SnrtuneError(f"{what}: key 'r' is {r!r}; expected an integer >= 1 (the LoRA rank)")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise SnrtuneError(f"{what}: key 'lora_alpha' is {alpha!r}; expected a number > 0")
+    try:
+        lora = peft.LoraConfig(**{k: v for k, v in config.items() if k in peft.LoraConfig.__dataclass_fields__})
+    except Exception as exc:  # PEFT's own checks of the config
+        raise SnrtuneError(f"{what} is not a LoRA config PEFT accepts: {type(exc).__name__}: "
+                           f"{(str(exc).splitlines() or [''])[0]}") from None
+    modules = _module_names(table)
+    targets = lora.target_modules
+    if not isinstance(targets, str):
+        for name in sorted(targets or ()):
+            if not any(module == name or module.endswith("." + name) for module in modules):
+                raise SnrtuneError(f"{what}: key 'target_modules': {name!r} is not a module of the base model; "
+                                   f"expected names like {modules[0].rsplit('.', 1)[-1]!r}")
+    hits = {module: check_target_module_exists(lora, module) for module in modules}
+    targeted = [module for module, hit in hits.items() if hit and type(hit).__name__ != "_ExcludedModule"]
+    if not targeted:
+        raise SnrtuneError(f"{what}: key 'target_modules' ({targets!r}) matches no module of the base model")
+    header, _ = read_safetensors_header(run_dir / "adapter_model.safetensors")
+    shapes = {key: list(entry.shape) for key, entry in header.items()}
+    lacking, misfit = [], []
+    for name in targeted:
+        weight = table["parameters"].get(table["tied"].get(f"{name}.weight", f"{name}.weight"))
+        prefix = f"base_model.model.{name}."
+        if f"{prefix}lora_A.weight" in shapes and f"{prefix}lora_B.weight" in shapes:  # a linear layer [out, in]
+            a, b = shapes[f"{prefix}lora_A.weight"], shapes[f"{prefix}lora_B.weight"]
+            fits = weight is None or (len(a) == len(b) == 2 and a[0] == b[1] and [b[0], a[1]] == list(weight))
+        elif f"{prefix}lora_embedding_A" in shapes and f"{prefix}lora_embedding_B" in shapes:  # an embedding [n, d]
+            a, b = shapes[f"{prefix}lora_embedding_A"], shapes[f"{prefix}lora_embedding_B"]
+            fits = weight is None or (len(a) == len(b) == 2 and a[0] == b[1] and [a[1], b[0]] == list(weight))
+        else:
+            lacking.append(name)
+            continue
+        if not fits:
+            misfit.append(f"{name} (A {a}, B {b}; the base's weight is {weight})")
+    if lacking:
+        raise SnrtuneError(f"{str(run_dir / 'adapter_model.safetensors')!r} lacks the LoRA weights of {len(lacking)} "
+                           f"of the {len(targeted)} modules adapter_config.json targets (e.g. {lacking[0]}): the "
+                           f"adapter is incomplete")
+    if misfit:
+        raise SnrtuneError(f"{str(run_dir / 'adapter_model.safetensors')!r}: the LoRA weights of {misfit[0]} do not "
+                           f"fit the base; expected the model the run was trained from")
+
+
+def check_delta(run_dir: Path, table: dict, selection: dict | None) -> None:
+    """Before any model loads: every tensor of spectrum_delta.safetensors is a float parameter of the base of the same
+    shape (its runtime name), and with the run's selection copy, the delta holds exactly what its patterns match."""
+    import re
+
+    path = run_dir / DELTA_FILE
+    header, _ = read_safetensors_header(path)
+    parameters, tied = table["parameters"], table["tied"]
+    if not header:
+        raise SnrtuneError(f"{str(path)!r} holds no tensor; expected the trained tensors of the run")
+    for key, entry in sorted(header.items()):
+        want = parameters.get(tied.get(key, key))
+        if entry.dtype not in WEIGHT_DTYPES:
+            raise SnrtuneError(f"{str(path)!r}: tensor {key!r} is stored as {entry.dtype}; expected a float dtype "
+                               f"({', '.join(WEIGHT_DTYPES)}) as training saves it")
+        if want is None or list(entry.shape) != list(want):
+            found = "is not a parameter of the base" if want is None else f"is {list(entry.shape)}, the base's {want}"
+            raise SnrtuneError(f"{str(path)!r}: tensor {key!r} {found}; expected the model the run was trained from")
+    if selection is not None:
+        patterns = [re.compile(p) for p in selection["unfrozen_parameters"]]
+        names = list(parameters) + list(tied)
+        expected = {tied.get(n, n) for n in names if any(p.match(n) for p in patterns)}
+        have = {tied.get(k, k) for k in header}
+        if have != expected:
+            lacking = sorted(expected - have)
+            extra = sorted(have - expected)
+            raise SnrtuneError(f"{str(path)!r} does not hold what its selection ({SELECTION_COPY}) trains: "
+                               f"{len(lacking)} missing ({', '.join(lacking[:3])}), {len(extra)} not selected "
+                               f"({', '.join(extra[:3])}); the run is incomplete")
+
+
 RUN_STATUSES = ("finished", "diverged")  # metrics.json "status" (docs/artifacts.md); absent: finished
 
 
@@ -151,11 +247,22 @@ def merge(run_dir, base_dir, out, sweep_candidate: bool = False) -> dict:
     if sweep_candidate:
         identity = {**identity, **candidate_fields(run_dir)}
     spec = method_registry.get(identity["method"])
+    selection = None
     if (run_dir / SELECTION_COPY).is_file():
-        load_selection(run_dir / SELECTION_COPY, identity["method"])
-    check_model_dir(base_dir, tokenizer=not (run_dir / TOKENIZER_CONFIG).is_file())
+        selection = load_selection(run_dir / SELECTION_COPY, identity["method"])
+    own_tokenizer = (run_dir / TOKENIZER_CONFIG).is_file()
+    entries = check_model(base_dir, tokenizer=not own_tokenizer)  # files, weights against config.json, tokenizer
     check_base(identity, run_dir, base_dir)
-    with atomic_dir(out) as tmp:
+    table = parameter_table(base_dir, list(entries))
+    if spec.merge == "full-copy":
+        check_model(run_dir)
+    elif spec.merge == "adapter":
+        check_adapter(run_dir, table)
+    else:
+        check_delta(run_dir, table, selection)
+    if own_tokenizer:
+        check_tokenizer(run_dir, table.get("embedding_rows"))
+    with atomic_dir(out, Owner("merge")) as tmp:
         if spec.merge == "spectrum-delta":
             merge_spectrum(run_dir, base_dir, tmp)
         elif spec.merge == "full-copy":
@@ -166,6 +273,8 @@ def merge(run_dir, base_dir, out, sweep_candidate: bool = False) -> dict:
         if (Path(base_dir) / SOURCE_FILE).is_file():
             shutil.copy2(Path(base_dir) / SOURCE_FILE, tmp / SOURCE_FILE)
         identity = {**identity, "model_form": "merged-full-precision", "merge": merge_description(spec),
-                    "status": status}
+                    "status": status, "base_source": load_source_info(base_dir)}
         write_json(tmp / RUN_FILE, identity)
+        write_card(tmp / MODEL_CARD, identity, read_json_file(run_dir / METRICS_FILE, "run metrics"),
+                   identity["base_source"])
     return identity

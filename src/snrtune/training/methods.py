@@ -232,6 +232,10 @@ def check_request(method: str, selection: dict | None, match_params_of: str | No
     spec = method_registry.get(method)
     if spec.needs_selection and selection is None:
         raise SnrtuneError(f"method {method!r} needs --selection sel.yaml (from `snrtune select`)")
+    if selection is not None and not spec.needs_selection:
+        users = ", ".join(method_registry.selection_names())
+        raise SnrtuneError(f"--selection: method {method!r} trains without a selection and would ignore it; expected "
+                           f"no --selection, or a method that trains one ({users})")
     if match_params_of is not None and match_params_of not in spec.matches_params_of:
         pairs = "; ".join(f"{name}: {', '.join(method_registry.get(name).matches_params_of)}"
                           for name in method_registry.names() if method_registry.get(name).rank_matching)

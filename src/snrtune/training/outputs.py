@@ -10,7 +10,7 @@ from typing import Any
 from snrtune import method_registry
 from snrtune.artifact_names import (ATTEMPTS_FILE, CHECKPOINTS_DIR, DELTA_FILE, METRICS_FILE, ROWS_DIR, RUN_FILE,
                                     SELECTION_COPY, TRAINER_PICKLE)
-from snrtune.fileio import atomic_dir, json_safe, write_json
+from snrtune.fileio import Owner, atomic_dir, json_safe, write_json
 from snrtune.training.resume import FINGERPRINT
 
 
@@ -62,7 +62,7 @@ def selection_summary(selection: dict | None, path) -> dict | None:
 def write_run_dir(out: Path, identity: dict, metrics: dict) -> None:
     """RUN_DIR.partial, less what only training and resuming need, renamed to RUN_DIR with snrtune_run.json and
     metrics.json."""
-    with atomic_dir(out, keep_partial=True) as tmp:
+    with atomic_dir(out, Owner("train"), keep_partial=True) as tmp:
         shutil.rmtree(tmp / CHECKPOINTS_DIR, ignore_errors=True)
         (tmp / FINGERPRINT).unlink(missing_ok=True)
         (tmp / ATTEMPTS_FILE).unlink(missing_ok=True)  # its totals are in metrics.json

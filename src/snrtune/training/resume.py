@@ -2,9 +2,9 @@
 
 ``RUN_DIR.partial/fingerprint.json`` records what defines the run: the effective training settings (with
 method, stage, match_params_of), the data's content hash, the selection file's content, the base model
-(its config.json, snrtune_source.json, snrtune_run.json, weight index, and each weight file's name, size and
-modification time; the weights themselves are not hashed, as that would read the whole model on every
-start) and the snrtune version. A resume whose fingerprint differs starts afresh and says which of these
+(its config.json, generation config, weight index, snrtune_source.json, snrtune_run.json, and each weight
+file's name, size and modification time; the weights themselves are not hashed, as that would read the whole
+model on every start) and the snrtune version. A resume whose fingerprint differs starts afresh and says which of these
 changed. Keys that only decide where and how often checkpoints are written are left out, so changing them
 does not throw a run away.
 
@@ -26,16 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from snrtune.artifact_names import FINGERPRINT_FILE, RUN_FILE
-from snrtune.model_dir import CONFIG_FILE, INDEX_FILE, SOURCE_FILE
+from snrtune.model_dir import MODEL_FILES, SOURCE_FILE
 from snrtune import __version__
 from snrtune.fileio import write_json
 from snrtune.errors import SnrtuneError
-from snrtune.spectrum.safetensors_header import read_safetensors_header
+from snrtune.safetensors_header import read_safetensors_header
 
 
 FINGERPRINT = FINGERPRINT_FILE
 NOT_DEFINING = ("save_steps", "save_total_limit")  # where and how often checkpoints go, not what trains
-MODEL_FILES = (CONFIG_FILE, SOURCE_FILE, RUN_FILE, INDEX_FILE, "pytorch_model.bin.index.json")
+IDENTITY_FILES = (*MODEL_FILES, SOURCE_FILE, RUN_FILE)  # a base model's small files, hashed by content
 PARTS = ("settings", "data", "selection", "model", "snrtune")
 
 
@@ -62,7 +62,7 @@ def _as_dict(cfg: Any) -> dict[str, Any]:
 def model_identity(model_dir: str | Path) -> dict[str, Any]:
     """The base model's small files by content, its weight files by name, size and modification time."""
     model_dir = Path(model_dir)
-    small = {name: _file_sha256(model_dir / name) for name in MODEL_FILES if (model_dir / name).is_file()}
+    small = {name: _file_sha256(model_dir / name) for name in IDENTITY_FILES if (model_dir / name).is_file()}
     weights = {}
     for path in sorted(model_dir.iterdir()):
         if path.suffix in (".safetensors", ".bin", ".pt", ".gguf") and path.is_file():

@@ -1,14 +1,18 @@
-"""Typed training settings: src/snrtune/data/train_defaults.yaml, then the method's overrides
-(snrtune.method_registry), then the user's --config YAML files (several are merged in order: an overlay states
-only what differs from the file before it), then the command line (--set, --seed, --max-steps).
+"""Typed training settings, each defined once: a field of ``TrainingSettings`` holds its type, default, check and
+help text (``setting``). From those fields come src/snrtune/data/train_defaults.yaml, the workflow schema's
+``train.method_settings`` keys and docs/training.md's settings table (snrtune.training.setting_views).
+
+A run's settings: the defaults, then the method's overrides (snrtune.method_registry), then the user's --config
+YAML files (several are merged in order: an overlay states only what differs from the file before it), then the
+command line (--set, --seed, --max-steps).
 
 The training files state the budget of one optimizer step for any number of processes:
 ``per_device_train_batch_size × gradient_accumulation_steps`` examples. A job with W processes gets that split
 (``build(..., world_size=W)``): the accumulation divided by W, else the micro-batch lowered until the rest
 divides; a product that W does not divide is an error naming the file(s) and both keys.
 
-Every value is checked for its type and range before anything is loaded; an error is one line naming
-where the value came from and the key:
+Every value is checked for its type and range before anything is loaded (snrtune.training.setting_checks); an
+error is one line naming where the value came from and the key:
     training config config/x.yaml: key 'learning_rate': expected a positive number, got '-1'
 A number written in a string is converted where a float is expected (PyYAML reads ``2e-4``, without a
 dot, as the string '2e-4'); integers and booleans are never converted (``4.0`` or ``true`` where an
@@ -20,188 +24,147 @@ Light: no torch or transformers at import time.
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 import os
 import importlib.util
-import math
-import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import yaml
 
 from snrtune.errors import SnrtuneError
+from snrtune.training.setting_checks import (BOOLEAN, DDP_BACKEND, DEEPSPEED, FSDP, OPTIMIZER, PATH_OR_MAPPING,
+                                             REPORT_TO, SCHEDULER, TEXT, Check, Invalid, choice, integer, number,
+                                             optional, positive, shown)
 
 
 DEFAULTS = "src/snrtune/data/train_defaults.yaml"
-FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-class _Invalid(Exception):
-    """A value that fails its check; the message is what was expected."""
-
-
-# --- checks: each takes the value and returns it (converted) or raises _Invalid("expected …") ---------------
-
-def _integer(minimum: int) -> Callable[[Any], int]:
-    def check(value):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise _Invalid(f"expected an integer >= {minimum}")
-        return value
-    return check
-
-
-def _number(minimum: float, maximum: float | None = None, low_open: bool = False, high_open: bool = True,
-            words: str | None = None) -> Callable[[Any], float]:
-    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-    expected = words or (f"expected a number in {lo}{minimum:g}, {maximum:g}{hi}" if maximum is not None
-                         else f"expected a number {'>' if low_open else '>='} {minimum:g}")
-
-    def check(value):
-        if isinstance(value, str) and FLOAT_TEXT.match(value.strip()):
-            value = float(value)  # '2e-4': PyYAML's reading of 2e-4 (YAML 1.1 wants a dot in a float)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise _Invalid(expected)
-        value = float(value)
-        too_low = value <= minimum if low_open else value < minimum
-        too_high = maximum is not None and (value >= maximum if high_open else value > maximum)
-        if too_low or too_high:
-            raise _Invalid(expected)
-        return value
-    return check
-
-
-def _positive() -> Callable[[Any], float]:
-    return _number(0, low_open=True, words="expected a positive number")
-
-
-def _boolean(value):
-    if not isinstance(value, bool):
-        raise _Invalid("expected true or false")
-    return value
-
-
-def _text(value):
-    if not isinstance(value, str) or not value.strip():
-        raise _Invalid("expected a non-empty string")
-    return value
-
-
-def _choice(*allowed: str) -> Callable[[Any], str]:
-    def check(value):
-        if value not in allowed:
-            raise _Invalid(f"expected one of {', '.join(allowed)}")
-        return value
-    return check
-
-
-def _optional(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def check(value):
-        if value is None:
-            return None
-        try:
-            return inner(value)
-        except _Invalid as exc:
-            raise _Invalid(f"expected null or {str(exc).removeprefix('expected ')}") from None
-    return check
-
-
-def _path_or_mapping(value):
-    if value is not None and not isinstance(value, (str, dict)):
-        raise _Invalid("expected null, a file path or a mapping")
-    return value
-
-
-def _fsdp(value):
-    """TrainingArguments' fsdp: null, true/false, or options such as "full_shard auto_wrap"."""
-    if value is None or isinstance(value, bool):
-        return value
-    return _text(value)
-
-
-def _report_to(value):
-    """transformers' report_to: a name (none, all, tensorboard, wandb, …) or a list of names."""
-    names = value if isinstance(value, list) else [value]
-    if not names or not all(isinstance(n, str) and n.strip() for n in names):
-        raise _Invalid("expected a name (none, tensorboard, wandb, trackio, …) or a list of names")
-    return value
-
-
-def _scheduler(value):
-    from transformers.trainer_utils import SchedulerType
-
-    return _choice(*(s.value for s in SchedulerType))(value)
-
-
-def _optimizer(value):
-    from transformers.training_args import OptimizerNames
-
-    return _choice(*(o.value for o in OptimizerNames))(value)
-
-
-# --- the settings -------------------------------------------------------------------------------------------
-
-def _field(check: Callable[[Any], Any]):
-    return dataclasses.field(metadata={"check": check})
+def setting(default: Any, check: Check, help: str, per_method: bool = False, section: str | None = None):
+    """One training setting: its default, its check, its help text (the YAML comment and the docs' meaning);
+    ``per_method``: the workflow may set it per method (``train.method_settings``); ``section``: a heading in
+    train_defaults.yaml starts at this setting."""
+    return dataclasses.field(default=default, metadata={"check": check, "help": help, "per_method": per_method,
+                                                        "section": section})
 
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """Every training setting (the keys of train_defaults.yaml), checked. metrics.json records ``as_dict()``."""
+    """Every training setting, checked. metrics.json records ``as_dict()``. The defaults are those of the seed
+    Spectrum walk-through: lr 2e-4, cosine, 100 warm-up steps, AdamW betas (0.9, 0.999) eps 1e-8, gradient
+    accumulation 4, 2 epochs."""
 
-    # optimisation
-    learning_rate: float = _field(_positive())
-    lr_scheduler_type: str = _field(_scheduler)
-    warmup_steps: int = _field(_integer(0))
-    optim: str = _field(_optimizer)
-    adam_beta1: float = _field(_number(0, 1))
-    adam_beta2: float = _field(_number(0, 1))
-    adam_epsilon: float = _field(_positive())
-    weight_decay: float = _field(_number(0))
-    max_grad_norm: float = _field(_number(0))
-    per_device_train_batch_size: int = _field(_integer(1))
-    per_device_eval_batch_size: int = _field(_integer(1))
-    gradient_accumulation_steps: int = _field(_integer(1))
-    num_epochs: float = _field(_positive())
-    max_steps: int | None = _field(_optional(_integer(1)))
-    seed: int = _field(_integer(0))
-    gradient_checkpointing: bool = _field(_boolean)
-    attn_implementation: str | None = _field(_optional(_choice("eager", "sdpa", "flash_attention_2",
-                                                                "flash_attention_3", "flex_attention")))
-    # data
-    dataset_format: str = _field(_choice("auto", "alpaca", "sharegpt", "messages"))
-    dataset_split: str = _field(_text)
-    chat_template: str | None = _field(_optional(_text))
-    max_seq_length: int = _field(_integer(1))
-    loss_on: str = _field(_choice("responses", "all"))
-    packing: bool = _field(_boolean)
-    pad_to_multiple_of: int | None = _field(_optional(_integer(1)))
-    dataset_num_proc: int | None = _field(_optional(_integer(1)))
-    val_fraction: float = _field(_number(0, 1))
-    eval_steps: int | None = _field(_optional(_integer(1)))
-    # logging and checkpoints
-    logging_steps: int = _field(_integer(1))
-    report_to: str | list = _field(_report_to)
-    save_steps: int = _field(_integer(1))
-    save_total_limit: int | None = _field(_optional(_integer(1)))
-    # LoRA / QLoRA / laser-QLoRA
-    lora_r: int = _field(_integer(1))
-    lora_alpha: float = _field(_positive())
-    lora_dropout: float = _field(_number(0, 1))
-    use_rslora: bool = _field(_boolean)
-    # DPO
-    dpo_beta: float = _field(_positive())
-    # multi-GPU
-    ddp_backend: str | None = _field(_optional(_text))
-    deepspeed: str | dict | None = _field(_path_or_mapping)
-    fsdp: str | bool | None = _field(_fsdp)
-    fsdp_config: str | dict | None = _field(_path_or_mapping)
+    learning_rate: float = setting(
+        2.0e-4, positive(), "peak learning rate (the seed walk-through's)", per_method=True, section="optimisation")
+    lr_scheduler_type: str = setting(
+        "cosine", SCHEDULER, "any transformers scheduler name: cosine, linear, constant, …")
+    warmup_steps: int = setting(100, integer(0), "optimizer steps of learning-rate warm-up")
+    optim: str = setting("adamw_torch", OPTIMIZER, "AdamW; the optimizer only ever sees requires_grad parameters")
+    adam_beta1: float = setting(0.9, number(0, 1), "AdamW's beta1")
+    adam_beta2: float = setting(0.999, number(0, 1), "AdamW's beta2")
+    adam_epsilon: float = setting(1.0e-8, positive(), "AdamW's epsilon")
+    weight_decay: float = setting(0.0, number(0), "AdamW's decoupled weight decay", per_method=True)
+    max_grad_norm: float = setting(1.0, number(0), "gradient clipping norm (0: no clipping)")
+    per_device_train_batch_size: int = setting(
+        4, integer(1), "examples per micro-batch; × gradient_accumulation_steps = the examples of one optimizer step "
+        "at any number of processes (docs/training.md, Batch and steps)")
+    per_device_eval_batch_size: int = setting(4, integer(1), "examples per validation batch")
+    gradient_accumulation_steps: int = setting(
+        4, integer(1), "micro-batches per optimizer step (divided between a job's processes)")
+    num_epochs: float = setting(2, positive(), "passes over the training data (when max_steps is null)")
+    max_steps: int | None = setting(
+        None, optional(integer(1)), "when set, wins over num_epochs (the --max-steps option overrides it)")
+    seed: int = setting(
+        0, integer(0, 2**32 - 1), "model init of adapters, data order, validation split (the --seed option overrides it)")
+    gradient_checkpointing: bool = setting(False, BOOLEAN, "non-reentrant; frozen embeddings still pass gradients")
+    attn_implementation: str | None = setting(
+        None, optional(choice("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")),
+        "passed to from_pretrained (null: transformers' default, sdpa where the model supports it); "
+        "flash-attention needs its package, checked when the settings are read (docs/checks.md), and a GPU")
+    dataset_format: str = setting(
+        "auto", choice("auto", "alpaca", "sharegpt", "messages"),
+        "the rows' format, detected from the columns with auto (DPO: prompt/chosen/rejected); docs/training.md, Data",
+        section="data")
+    dataset_split: str = setting("train", TEXT, "split of a hub dataset")
+    chat_template: str | None = setting(
+        None, optional(TEXT), "a Jinja string or file; required when the tokenizer has none (docs/training.md, Data)")
+    max_seq_length: int = setting(2048, integer(1), "tokens per sequence: longer ones are cut (docs/training.md, Data)")
+    loss_on: str = setting(
+        "responses", choice("responses", "all"),
+        "responses (assistant turns only) or every token (docs/training.md, Data)")
+    packing: bool = setting(
+        False, BOOLEAN, "TRL best-fit packing of whole examples up to max_seq_length; position ids restart per "
+        "example, so no token attends to another example (docs/training.md, Data)")
+    pad_to_multiple_of: int | None = setting(
+        None, optional(integer(1)), "SFT: pad each batch to a multiple of N tokens (TRL's pad_to_multiple_of; null: "
+        "to its longest row, so the batch shape changes from step to step); N = max_seq_length gives every batch "
+        "one shape (benchmarks/train.py --pad-to)")
+    dataset_num_proc: int | None = setting(
+        None, optional(integer(1)), "processes tokenizing the data (TRL's dataset_num_proc; null: one); rank 0 "
+        "first, the others read its cache")
+    val_fraction: float = setting(
+        0.02, number(0, 1), "rows held out (seeded) for the validation loss; 0 turns evaluation off")
+    eval_steps: int | None = setting(
+        None, optional(integer(1)), "evaluate every N steps (null: once, at the end)")
+    logging_steps: int = setting(
+        1, integer(1), "the train loss and one progress line (step, loss, lr, tokens/s, ETA) every N steps",
+        section="logging and checkpoints")
+    report_to: str | list = setting(
+        "none", REPORT_TO, "transformers' report_to: none, tensorboard, wandb, trackio, mlflow, … (a list for "
+        "several; the package must be installed)")
+    save_steps: int = setting(
+        100, integer(1), "checkpoint every N steps into RUN_DIR.partial/checkpoints (for --resume)")
+    save_total_limit: int | None = setting(2, optional(integer(1)), "checkpoints kept")
+    lora_r: int = setting(32, integer(1), "LoRA rank (lora, qlora, laser-qlora)", per_method=True,
+                          section="LoRA / QLoRA / laser-QLoRA")
+    lora_alpha: float = setting(16, positive(), "LoRA alpha: updates are scaled by alpha/r", per_method=True)
+    lora_dropout: float = setting(0.05, number(0, 1), "dropout on each adapted layer's input", per_method=True)
+    use_rslora: bool = setting(
+        False, BOOLEAN, "rsLoRA: scale updates by alpha/sqrt(r) instead of alpha/r", per_method=True)
+    dpo_beta: float = setting(0.1, positive(), "DPO's beta", section="DPO (--stage dpo)")
+    ddp_backend: str | None = setting(
+        None, optional(DDP_BACKEND), "a torch.distributed backend (null: nccl on GPU, gloo on CPU)",
+        section="multi-GPU (under torchrun / accelerate launch); passed to transformers.TrainingArguments")
+    deepspeed: str | dict | None = setting(
+        None, DEEPSPEED, "a DeepSpeed ZeRO JSON config (config/zero2.json, config/zero3.json) or a mapping")
+    fsdp: str | bool | None = setting(
+        None, FSDP,
+        'true (or a legacy string such as "full_shard auto_wrap") turns FSDP on (docs/training.md, Multi-GPU)')
+    fsdp_config: str | dict | None = setting(
+        None, PATH_OR_MAPPING, "a JSON or YAML path (config/fsdp.yaml) or a mapping, as TrainingArguments takes it")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-KEYS = tuple(f.name for f in dataclasses.fields(TrainingSettings))
+def setting_fields() -> tuple[dataclasses.Field, ...]:
+    """The settings' fields, in order (read at call time, so a test may add one)."""
+    return dataclasses.fields(TrainingSettings)
+
+
+KEYS = tuple(f.name for f in setting_fields())
+
+
+def default_values() -> dict[str, Any]:
+    """Every setting's default, from its field (train_defaults.yaml lists the same values)."""
+    return {f.name: f.default for f in setting_fields()}
+
+
+def per_method_keys() -> tuple[str, ...]:
+    """The settings the workflow may give each method its own value of (``train.method_settings``)."""
+    return tuple(f.name for f in setting_fields() if f.metadata["per_method"])
+
+
+def parse_value(key: str, value: Any, where: str) -> Any:
+    """One setting's value as its check parses it, or a one-line SnrtuneError: ``{where}: expected …, got …``
+    (validate_config reads the workflow config's per-method settings and learning rates with it)."""
+    check = next((f.metadata["check"] for f in setting_fields() if f.name == key), None)
+    if check is None:
+        raise SnrtuneError(f"{where}: {key!r} is not a training setting; expected one of {', '.join(KEYS)}")
+    try:
+        return check(value)
+    except Invalid as exc:
+        raise SnrtuneError(f"{where}: {exc}, got {shown(value)}") from None
 
 
 # --- optional packages: a setting that needs one is refused before anything loads if it is not installed ----------
@@ -229,6 +192,9 @@ def check_packages(settings: "TrainingSettings", where: str, method: str | None 
     a 4-bit method, DeepSpeed for ``deepspeed`` (require_deepspeed). `snrtune train` and the workflow's
     pre-flight call it when they read the settings."""
     require_deepspeed(settings, where)
+    from snrtune.training.packages import check_setting_packages
+
+    check_setting_packages(settings, where, installed)  # optim, report_to, ddp_backend
     for (key, value), (module, install) in OPTIONAL_PACKAGES.items():
         if getattr(settings, key) == value and not installed(module):
             raise SnrtuneError(f"{where}: key {key!r}: {value!r} needs the {module} package, which is not "
@@ -260,20 +226,6 @@ def check_bitsandbytes_kernels(method: str) -> None:
         raise SnrtuneError(f"method {method!r} trains on a 4-bit NF4 base, but bitsandbytes has no "
                            f"{cextension.BNB_BACKEND} kernels for this machine ({why or 'its library did not load'}): "
                            f"pip install -U bitsandbytes (a build for this {cextension.BNB_BACKEND} version)")
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    if isinstance(value, bool) or value is None:
-        return f"'{yaml.safe_dump(value).splitlines()[0]}'"
-    return f"'{value}'"
-
-
-def default_values() -> dict[str, Any]:
-    """train_defaults.yaml as parsed (unchecked)."""
-    text = importlib.resources.files("snrtune").joinpath("data/train_defaults.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
 
 
 BUDGET_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps")
@@ -315,6 +267,8 @@ def build(layers: list[tuple[str, Mapping[str, Any] | None]], world_size: int = 
 
     ``origin`` names where the values came from, for error messages ("training config config/x.yaml").
     """
+    fields = setting_fields()
+    keys = [f.name for f in fields]
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for where, layer in layers:
@@ -322,20 +276,20 @@ def build(layers: list[tuple[str, Mapping[str, Any] | None]], world_size: int = 
             continue
         if not isinstance(layer, Mapping):
             raise SnrtuneError(f"{where}: expected a mapping of keys to values, got {type(layer).__name__}")
-        unknown = sorted(set(layer) - set(KEYS))
+        unknown = sorted(set(layer) - set(keys))
         if unknown:
             raise SnrtuneError(f"{where}: unknown key(s) {unknown}; expected keys of {DEFAULTS}")
         values.update(layer)
         origin.update({key: where for key in layer})
-    missing = [key for key in KEYS if key not in values]
+    missing = [key for key in keys if key not in values]
     if missing:
         raise SnrtuneError(f"training settings: no value for {missing}; expected every key of {DEFAULTS}")
     checked = {}
-    for f in dataclasses.fields(TrainingSettings):
+    for f in fields:
         try:
             checked[f.name] = f.metadata["check"](values[f.name])
-        except _Invalid as exc:
-            raise SnrtuneError(f"{origin[f.name]}: key {f.name!r}: {exc}, got {_shown(values[f.name])}") from None
+        except Invalid as exc:
+            raise SnrtuneError(f"{origin[f.name]}: key {f.name!r}: {exc}, got {shown(values[f.name])}") from None
     if world_size > 1:
         checked.update(_split(checked, origin, world_size))
     return TrainingSettings(**checked)
@@ -359,7 +313,7 @@ def require_deepspeed(settings: TrainingSettings, where: str = "training config"
                            f"installed; expected `{DEEPSPEED_INSTALL}` or deepspeed: null")
 
 
-def parse_assignments(items: list[str] | None) -> dict[str, Any] | None:
+def parse_set_flags(items: list[str] | None) -> dict[str, Any] | None:
     """``--set KEY=VALUE`` items as a mapping (each value read as a YAML scalar: 3.0e-3, 16, true, null)."""
     if not items:
         return None
@@ -389,12 +343,9 @@ def read_config(path: str) -> dict[str, Any]:
     """One training YAML (empty -> {}); a missing or unreadable file is a one-line error naming it."""
     from snrtune.fileio import read_yaml
 
-    try:
-        values = read_yaml(path)
-    except FileNotFoundError:
-        raise SnrtuneError(f"training config {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise SnrtuneError(f"training config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not os.path.lexists(path):
+        raise SnrtuneError(f"training config {path} does not exist")
+    values = read_yaml(path, "training config")  # UTF-8, valid YAML, every key once; one line naming the file
     return {} if values is None else values
 
 
@@ -410,3 +361,16 @@ def load_settings(path: str | list[str] | None = None, method_overrides: Mapping
                   *files,
                   ("command line --set", assignments or None),
                   ("command line", given or None)], world_size=world_size)
+
+
+def load_config(path: str | list[str] | None, seed: int | None = None, max_steps: int | None = None,
+                method: str | None = None, overrides: Mapping[str, Any] | None = None,
+                world_size: int = 1) -> TrainingSettings:
+    """A run's settings, as `snrtune train` builds them and the workflow plans them (snrtune.workflow.plan):
+    the defaults < ``method``'s overrides (snrtune.method_registry) < the YAML file(s) at ``path`` < ``--set``
+    (``overrides``) < ``--seed``/``--max-steps``, checked; the batch of one optimizer step split over
+    ``world_size`` processes (``per_process``)."""
+    from snrtune import method_registry
+
+    defaults = method_registry.get(method).train_overrides if method else None
+    return load_settings(path, defaults, method, overrides, world_size=world_size, seed=seed, max_steps=max_steps)

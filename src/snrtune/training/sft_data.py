@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from snrtune.training.data_check import FORMATS, SHAREGPT_ROLES, data_kind, detect_format, read_rows  # noqa: F401
+from snrtune.hub import data_kind
+from snrtune.training.data_check import FORMATS, SHAREGPT_ROLES, detect_format, read_rows  # noqa: F401
 from snrtune.errors import SnrtuneError
 
 

@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from snrtune.artifact_names import METRICS_FILE, SWEEP_FILE
+from snrtune.artifact_names import METRICS_FILE, OUTPUT_MARKER, SWEEP_FILE
 from snrtune import arguments
-from snrtune.fileio import atomic_dir, read_json, write_json
+from snrtune.fileio import Owner, atomic_dir, write_json
 from snrtune.errors import SnrtuneError
+from snrtune.model_dir import check_run_dir, read_json_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,13 +52,40 @@ def final_eval_loss(metrics: dict) -> float | None:
     return value if math.isfinite(value) else None
 
 
+CANDIDATE_STATUSES = ("finished", "diverged")  # metrics.json "status" of a finished `snrtune train` run
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def candidate_row(run_dir: Path) -> dict[str, Any]:
+    """A candidate's row, once it is a complete run (snrtune.model_dir.check_run_dir: record, metrics and the
+    weights its merge needs) whose metrics.json states a positive learning rate, a known status and numeric
+    losses; one line naming the file and key otherwise."""
     path = run_dir / METRICS_FILE
     if not path.is_file():
         raise SnrtuneError(f"sweep candidate {run_dir} has no metrics.json; expected a finished `snrtune train` run")
-    metrics = read_json(path)
-    return {"run_dir": str(run_dir), "id": metrics["run"]["id"], "learning_rate": float(metrics["config"]["learning_rate"]),
-            "eval_loss": final_eval_loss(metrics), "status": metrics.get("status", "finished"),
+    check_run_dir(run_dir)
+    metrics = read_json_file(path, "run metrics")
+    lr = (metrics.get("config") or {}).get("learning_rate")
+    if not _number(lr) or lr <= 0:
+        raise SnrtuneError(f"{str(path)!r}: key 'config.learning_rate' is {lr!r}; expected the positive learning "
+                           f"rate the candidate trained with")
+    status = metrics.get("status", "finished")
+    if status not in CANDIDATE_STATUSES:
+        raise SnrtuneError(f"{str(path)!r}: key 'status' is {status!r}; expected one of {', '.join(CANDIDATE_STATUSES)}")
+    for key in ("train_loss", "eval_loss"):
+        points = metrics.get(key) or []
+        if not isinstance(points, list) or not all(
+                isinstance(p, list) and len(p) == 2 and type(p[0]) is int and (p[1] is None or _number(p[1]))
+                for p in points):
+            raise SnrtuneError(f"{str(path)!r}: key {key!r} is not a list of [step, loss] pairs (an integer step, "
+                               f"a finite loss or null)")
+    if not isinstance((metrics.get("run") or {}).get("id"), str):
+        raise SnrtuneError(f"{str(path)!r}: key 'run.id' is missing or not a string")
+    return {"run_dir": str(run_dir), "id": metrics["run"]["id"], "learning_rate": float(lr),
+            "eval_loss": final_eval_loss(metrics), "status": status,
             "final_train_loss": metrics["train_loss"][-1][1] if metrics.get("train_loss") else None}
 
 
@@ -82,6 +110,8 @@ def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def link_tree(src: Path, dst: Path) -> None:
     """Hard-link every file of ``src`` into ``dst`` (copy where the file system refuses links)."""
     for path in sorted(src.rglob("*")):
+        if path.name == OUTPUT_MARKER and path.parent == src:
+            continue  # the new directory's own marker
         target = dst / path.relative_to(src)
         if path.is_dir():
             target.mkdir(parents=True, exist_ok=True)
@@ -99,7 +129,7 @@ def pick(candidates: list[str | os.PathLike], out: str | os.PathLike) -> dict[st
     chosen = choose(rows)
     table = {"criterion": "lowest final held-out validation loss (eval_loss)",
              "candidates": [{**row, "chosen": row is chosen} for row in rows], "chosen": chosen}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, Owner("pick")) as tmp:
         link_tree(Path(chosen["run_dir"]), tmp)
         write_json(tmp / SWEEP_FILE, table)
     return table

@@ -19,19 +19,25 @@ from snrtune import arguments, method_registry
 from snrtune.training import methods
 from snrtune.artifact_names import ATTEMPTS_FILE, CHECKPOINTS_DIR, PARTIAL_SUFFIX, ROWS_DIR
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import check_model_dir, weights_fingerprint
+from snrtune.fetch.model_check import check_model
+from snrtune.fetch.params import parameter_table
+from snrtune.fileio import Owner, claim_dir, sibling_refusal
+from snrtune.model_dir import weights_fingerprint
 from snrtune.record import Stopwatch, run_record
-from snrtune.spectrum.selection_file import check_selection_model, load_selection
+from snrtune.spectrum.selection_file import (check_selection_fits, check_selection_kind, check_selection_model,
+                                            load_selection)
 from snrtune.training.callbacks import DivergenceStop, Throughput, interactive
 from snrtune.training.identity import model_name, run_identity, selection_total_params
 from snrtune.training.layout import data_counts, data_line, datasets_for, load_rows, load_tokenizer, sft_layout
 from snrtune.training.outputs import losses, save_tokenizer, save_weights, selection_summary, write_run_dir
-from snrtune.training.settings import (TrainingSettings, check_bitsandbytes_kernels, check_packages, config_paths,
-                                       examples_per_step, load_settings, parse_assignments, require_deepspeed)
+from snrtune.training.settings import (check_bitsandbytes_kernels, check_packages, config_paths, examples_per_step,
+                                       load_config, parse_set_flags, require_deepspeed)
+from snrtune.training.settings_fit import check_settings_fit
 from snrtune.training.trainer import budget_steps, build_trainer, optimizer_elements, process_count, training_args
 
 STAGES = ("sft", "dpo")
 DIVERGED_EXIT = 3  # `snrtune train` of a run whose loss became non-finite (docs/checks.md); 2 is a user mistake
+OWNER = Owner("train")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,14 +65,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-diverged", action="store_true",
                         help=f"a run whose loss became non-finite is a result: exit 0 instead of {DIVERGED_EXIT} "
                              "(it is written with status diverged either way; the workflow passes this)")
-    arguments.output(parser, "dir", inputs=("model_dir", "--data", "--selection", "--config", "--deepspeed"))
+    parser.add_argument("--allow-every-parameter", action="store_true",
+                        help="train a selection (spectrum) that makes every parameter trainable (refused otherwise: "
+                             "that is a full fine-tune under another name)")
+    arguments.output(parser, "dir", inputs=("model_dir", "--data", "--selection", "--config", "--deepspeed"),
+                     siblings=lambda args, out: [(out.rstrip("/") + PARTIAL_SUFFIX, "dir", PARTIAL_SUFFIX)])
 
 
 def run(args: argparse.Namespace) -> int:
     metrics, _ = train(args.model_dir, args.method, args.data, args.out, selection=args.selection,
                        config=args.config, seed=args.seed, stage=args.stage, match_params_of=args.match_params_of,
                        resume=args.resume, max_steps=args.max_steps,
-                       overrides=parse_assignments(args.assignments), deepspeed=args.deepspeed)
+                       overrides=parse_set_flags(args.assignments), deepspeed=args.deepspeed,
+                       allow_every_parameter=args.allow_every_parameter)
     if metrics is not None and metrics["status"] == "diverged":
         where = metrics["diverged"]
         print(f"snrtune train: {'warning' if args.allow_diverged else 'error'}: the run diverged: {where['key']} "
@@ -78,14 +89,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained {metrics['run']['id']}: {metrics['trainable_params']:,} of {metrics['total_params']:,} "
               f"parameters, final loss {metrics['train_loss'][-1][1]:.4f} → {args.out}")
     return 0
-
-
-def load_config(path: str | list[str] | None, seed: int | None = None, max_steps: int | None = None,
-                method: str | None = None, overrides: dict | None = None, world_size: int = 1) -> TrainingSettings:
-    """train_defaults.yaml < the method's overrides < the YAML file(s) at ``path`` < ``--set`` < the command
-    line, checked; the batch of one optimizer step split over ``world_size`` processes (settings.per_process)."""
-    defaults = method_registry.get(method).train_overrides if method else None
-    return load_settings(path, defaults, method, overrides, world_size=world_size, seed=seed, max_steps=max_steps)
 
 
 def quiet_logs() -> None:
@@ -102,27 +105,34 @@ def quiet_logs() -> None:
 
 
 def train(model_dir, method, data, out, selection=None, config=None, seed=None, stage="sft",
-          match_params_of=None, resume=False, max_steps=None, callbacks=(), overrides=None, deepspeed=None):
+          match_params_of=None, resume=False, max_steps=None, callbacks=(), overrides=None, deepspeed=None,
+          allow_every_parameter=False):
     """Train and write RUN_DIR; returns (metrics on the main process else None, the trained model)."""
+    import torch
+
     from snrtune.training import resume as resuming
     from snrtune.training.data_check import check_training_data
 
     # the request, checked before anything heavy loads: model directory, settings, selection, packages, data
     stopwatch = Stopwatch()
-    entries = check_model_dir(model_dir, tokenizer=True)  # before anything loads
+    # files, the weights config.json describes, a tokenizer that loads and a chat template that compiles
+    entries = check_model(model_dir, tokenizer=True)
     if stage not in STAGES:
         raise SnrtuneError(f"stage {stage!r}; expected one of {', '.join(STAGES)}")
     if deepspeed:  # the workflow's sharded launch (snrtune.workflow.resources) names its ZeRO config
         overrides = {**(overrides or {}), "deepspeed": deepspeed}
     world_size = process_count()
     cfg = load_config(config, seed, max_steps, method, overrides, world_size)  # a bad split stops here
-    where = f"training config {' and '.join(config_paths(config))}"
+    where = f"training config {' and '.join(config_paths(config))}" if config else "training settings"
     require_deepspeed(cfg, "--deepspeed" if deepspeed else "--set" if "deepspeed" in (overrides or {}) else where)
     check_packages(cfg, where, method)  # flash-attention, a 4-bit method's bitsandbytes
     sel = load_selection(selection, method)
     spec = methods.check_request(method, sel, match_params_of)
     if sel is not None and spec.needs_selection:
+        check_selection_kind(sel, selection, method)
         check_selection_model(sel, selection, model_name(model_dir), selection_total_params(model_dir, entries))
+        table = parameter_table(model_dir, list(entries))
+        check_selection_fits(sel, selection, method, table["parameters"], table["tied"], allow_every_parameter)
     if spec.four_bit:
         check_bitsandbytes_kernels(method)
     quiet_logs()
@@ -131,15 +141,21 @@ def train(model_dir, method, data, out, selection=None, config=None, seed=None, 
     identity = run_identity(model_dir, method, sel, cfg.seed, stage)
     identity["base_fingerprint"] = weights_fingerprint(model_dir)  # merge refuses another base (docs/artifacts.md)
     train_rows, val_rows, data_sha256, data_format = load_rows(stage, data, cfg, data_summary)
+    check_settings_fit(cfg, where, data_local=data_summary.kind == "local", train_rows=len(train_rows),
+                       world_size=world_size, cuda=torch.cuda.is_available())
     fingerprint = resuming.run_fingerprint(cfg, method, stage, match_params_of, data_sha256, selection, model_dir)
     is_main = int(os.environ.get("RANK", "0")) == 0
     out = Path(out)
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
     checkpoints = partial / CHECKPOINTS_DIR
+    reason = sibling_refusal(partial, "dir", OWNER.sibling(PARTIAL_SUFFIX), "--out's partial run")
+    if reason:  # a user's directory, a file or a link where the partial run goes: never removed
+        raise SnrtuneError(reason)
     last, resume_notes = resuming.resume_point(partial, fingerprint, resume, is_main)
     if is_main:
         for note in resume_notes:
             print(note)
+        claim_dir(partial, OWNER.sibling(PARTIAL_SUFFIX), "--out's partial run")
 
     # tokenizer, trainer arguments, rows for TRL, the model, the trainer and its step budget
     transformers.set_seed(cfg.seed)

@@ -69,7 +69,7 @@ def fsdp_settings(value):
     if isinstance(value, str) and value.endswith((".yaml", ".yml")):
         if not Path(value).is_file():
             raise SnrtuneError(f"fsdp_config file {value} does not exist; expected e.g. config/fsdp.yaml")
-        return read_yaml(value)
+        return read_yaml(value, "fsdp_config file")
     return value
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 from typing import Any
-from snrtune.workflow.plan import STRATEGY_FILES, benchmarked_runs, learning_rates, method_settings, train_config_files
+from snrtune import hub
+from snrtune.workflow.plan import STRATEGY_FILES, benchmarked_runs, candidate_rate, job_assignments, train_command
 
 
 def lm_eval_options(evaluate: dict) -> dict[str, Any]:
@@ -16,20 +17,40 @@ def lm_eval_options(evaluate: dict) -> dict[str, Any]:
 
 
 def report_flags(config: dict) -> str:
-    """``--target-task X --retention-tasks A,B`` of `snrtune report`, from the config's report section."""
-    return flags(target_task=config["report"]["target_task"], retention_tasks=config["report"]["retention_tasks"])
+    """``--target-task X --retention-tasks A,B --margin D`` (or ``--margin-of-gain F``) of `snrtune report`, from the
+    config's report section."""
+    report = config["report"]
+    return flags(target_task=report["target_task"], retention_tasks=report["retention_tasks"],
+                 margin=report["margin"], margin_of_gain=report["margin_of_gain"])
+
+
+def set_flags(values: dict[str, Any]) -> str:
+    """``--set KEY=VALUE`` flags of typed setting values (a whole float written as an integer: 32.0 -> 32)."""
+    def text(value):
+        return str(int(value)) if isinstance(value, float) and value.is_integer() and abs(value) < 1e15 else str(value)
+
+    return " ".join(f"--set {shlex.quote(f'{key}={text(value)}')}" for key, value in values.items())
 
 
 def settings_flags(config: dict, method: str, lr: float | None = None) -> str:
     """``--set KEY=VALUE`` flags of a method's own settings (and its learning rate: a candidate's, or the one
     candidate listed), on top of the shared training config that holds what must stay equal."""
-    settings = method_settings(config, method)
-    rates = learning_rates(config, method)
-    if lr is not None:
-        settings["learning_rate"] = lr
-    elif len(rates) == 1:
-        settings["learning_rate"] = rates[0]
-    return " ".join(f"--set {shlex.quote(f'{key}={value}')}" for key, value in settings.items())
+    return set_flags(job_assignments(config, method, lr))
+
+
+def train_flags(config: dict, model: str, run: str, lr: str | None = None) -> str:
+    """The flags of `snrtune train` for ``run`` on ``model`` (``lr``: a sweep candidate's directory name) from the
+    run's TrainCommand (snrtune.workflow.plan.train_command): the options the pre-flight check built its settings
+    from."""
+    rate = candidate_rate(config, run, lr) if lr is not None else None
+    job = train_command(config, model, run, rate)
+    own = flags(method=job.method, seed=job.seed, selection=job.selection, stage=job.stage, max_steps=job.max_steps,
+                match_params_of=job.match_params_of,
+                resume=True,  # a requeued job continues from its last checkpoint
+                allow_diverged=True)  # a diverged run is a result the report shows (docs/checks.md)
+    parts = [own, " ".join(f"--config {shlex.quote(path)}" for path in job.config_files),
+             set_flags(job.assignments)]
+    return " ".join(part for part in parts if part)
 
 
 def flags(**options: Any) -> str:
@@ -88,22 +109,14 @@ def scaled(value: int, attempt: int, growth: float, ceiling: int | None = None) 
     return request if ceiling is None else min(request, ceiling)
 
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-
-
 def job_env(config: dict, offline: bool) -> str:
     """The shell prefix of a step: HF_HOME from ``hub.hf_home`` and, for every step but the downloads on the
     login node, the offline switches (``export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1; ``)."""
     env = {"HF_HOME": config["hub"]["hf_home"]} if config["hub"]["hf_home"] else {}
-    env.update(OFFLINE_ENV if offline else {})
+    env.update(hub.OFFLINE_ENV if offline else {})
     if not env:
         return ""
     return "export " + " ".join(f"{k}={shlex.quote(str(v))}" for k, v in env.items()) + "; "
-
-
-def config_flags(config: dict, model: str) -> str:
-    """``--config A --config B``: the training files of ``model``, merged in this order by `snrtune train`."""
-    return " ".join(f"--config {shlex.quote(path)}" for path in train_config_files(config, model))
 
 
 def sharding_flags(strategy: str, workflow_dir: str | Path) -> str:

@@ -1,11 +1,16 @@
 """Every path the workflow writes, in one place (docs/workflow.md's layout): the rules' inputs, outputs, logs
-and benchmarks use these templates, and snrtune.workflow.config fills them with ``fill``.
+and benchmarks use these templates, and snrtune.workflow.plan fills them with ``fill``. The patterns their
+wildcards match (the rules' wildcard_constraints) are here too.
 
 ``{model}`` is a config model name, ``{run}`` a run name (snrtune.naming), ``{t}`` a t value as in file names,
 ``{kind}``/``{seed}`` a control selection's kind and seed, ``{lr}`` a sweep candidate's learning rate.
 """
 
 from __future__ import annotations
+
+import re
+
+from snrtune import naming
 
 RESULTS = "results"
 
@@ -40,3 +45,17 @@ def log(step: str, name: str = "", model: str = "{model}") -> str:
 def fill(template: str, **values) -> str:
     """A template with its wildcards filled: ``fill(RUN, model="m", run="lora-s0")``."""
     return template.format(**values)
+
+
+# --- the wildcards' patterns ------------------------------------------------------------------------------
+
+T_PATTERN = naming.T_PATTERN  # {t}
+SEED_PATTERN = r"\d+"  # {seed} of a control's selection
+LR_PATTERN = r"[0-9.e+-]+"  # {lr}: a learning rate as snrtune.workflow.plan.format_lr writes it
+RUN_PATTERN = naming.RUN_PATTERN  # {run}: a training run
+EVALUATED_RUN_PATTERN = f"{naming.BASE_RUN}|{naming.RUN_PATTERN}"  # {run} of eval/: a training run or the base model
+
+
+def one_of(names) -> str:
+    """A wildcard pattern matching exactly these names (nothing when there are none)."""
+    return "|".join(map(re.escape, names)) or "(?!)"

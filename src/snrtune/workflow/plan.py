@@ -2,14 +2,14 @@
 hub tasks, each training job's resources, and the report's inputs."""
 
 from __future__ import annotations
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 import yaml
 from snrtune import hub
 from snrtune import criteria, method_registry
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import PARAMS_FILE
-from snrtune.fetch.model import resolve_package_path
 from snrtune.naming import BASE_RUN, parse_run, run_name
 from snrtune.workflow import paths
 
@@ -88,6 +88,16 @@ def swept(config: dict, run: str) -> bool:
     return len(learning_rates(config, parse_run(run)["method"])) > 1
 
 
+def swept_runs(config: dict) -> list[str]:
+    """The runs whose learning rate the sweep picks (train_candidate, pick, merge_candidate, evaluate_candidate)."""
+    return [run for run in runs(config) if swept(config, run)]
+
+
+def unswept_runs(config: dict) -> list[str]:
+    """The runs the train rule trains itself (one learning rate, or none given)."""
+    return [run for run in runs(config) if not swept(config, run)]
+
+
 def format_lr(lr: float) -> str:
     """3e-3 -> '0.003' (a candidate's directory name: sweep/{run}/lr0.003)."""
     return f"{lr:g}"
@@ -115,24 +125,19 @@ def evaluations(config: dict) -> list[str]:
     return [paths.fill(paths.EVAL, model=model, run=name) for model in config["models"] for name in names]
 
 
-def resolve_source(source: str) -> str:
-    """'pkg://PACKAGE/REL/PATH' -> the file inside the installed package (not imported); else unchanged."""
-    return str(resolve_package_path(source)) if source.startswith("pkg://") else source
-
-
 def local_files(source: str | None) -> list[str]:
     """[path] when ``source`` is a local file or directory (so Snakemake tracks it), else [] (hub id)."""
     if not source:
         return []
-    path = Path(resolve_source(source))
+    path = Path(hub.resolve_source(source))
     return [str(path.resolve())] if hub.is_local(path) else []
 
 
 def local_task_names(include_path: str | None) -> set[str]:
     """Tasks and tags defined by snrtune's shipped task YAMLs and by ``include_path`` (no network needed)."""
-    import importlib.resources
+    from snrtune.task_dirs import SHIPPED_TASKS
 
-    dirs = [Path(str(importlib.resources.files("snrtune").joinpath("data/tasks")))]
+    dirs = [SHIPPED_TASKS]
     if include_path and Path(include_path).is_dir():
         dirs.append(Path(include_path))
     names: set[str] = set()
@@ -156,8 +161,9 @@ def hub_tasks(config: dict) -> list[str]:
 
 
 def hub_dataset(config: dict) -> str | None:
-    """``data.train`` when it is a hub dataset id (prefetched on the login node), else None."""
-    return None if local_files(config["data"]["train"]) else config["data"]["train"]
+    """``data.train`` when it is a hub dataset id (prefetched on the login node; hub.data_kind), else None."""
+    data = config["data"]["train"]
+    return data if hub.data_kind(hub.resolve_source(data)) == "hub" else None
 
 
 def train_config_path(config: dict, model: str) -> str | list[str] | None:
@@ -172,16 +178,62 @@ def train_config_files(config: dict, model: str) -> list[str]:
     return config_paths(train_config_path(config, model))
 
 
-def run_settings(config: dict, model: str, method: str, learning_rate: float | None = None, world_size: int = 1):
-    """The TrainingSettings `snrtune train` builds for ``method`` on ``model`` (at one learning-rate candidate)
-    in a job of ``world_size`` processes: the method's overrides < the model's training file(s) < the method's own
-    settings (``--set``) < --max-steps, checked (SnrtuneError with one line on a bad value or a batch that does
-    not split over the processes)."""
-    from snrtune.training import settings
+def job_assignments(config: dict, method: str, learning_rate: float | None = None) -> dict[str, Any]:
+    """The ``--set`` values of ``method``'s training jobs, typed as validate_config parsed them: the method's own
+    settings (method_settings) and its learning rate (a sweep candidate's, or the one candidate listed)."""
+    values = method_settings(config, method)
+    rates = learning_rates(config, method)
+    if learning_rate is not None:
+        values["learning_rate"] = learning_rate
+    elif len(rates) == 1:
+        values["learning_rate"] = rates[0]
+    return values
 
-    own = method_settings(config, method) | ({"learning_rate": learning_rate} if learning_rate is not None else {})
-    return settings.load_settings(train_config_path(config, model), method_registry.get(method).train_overrides,
-                                  method, own, world_size=world_size, max_steps=config["train"]["max_steps"])
+
+def candidate_rate(config: dict, run: str, lr: str) -> float:
+    """The learning-rate candidate of a swept run whose directory name (format_lr) is ``lr``: the config's own
+    number, so the job trains at exactly the rate the config names."""
+    rates = learning_rates(config, parse_run(run)["method"])
+    found = [rate for rate in rates if format_lr(rate) == lr]
+    if not found:
+        raise SnrtuneError(f"run {run}: no learning-rate candidate is written {lr!r}; expected one of "
+                           f"{', '.join(map(format_lr, rates)) or 'none'}")
+    return found[0]
+
+
+@dataclass(frozen=True)
+class TrainCommand:
+    """One training job of the workflow: the options of its `snrtune train` call, typed. The train rules pass
+    them as flags (snrtune.workflow.flags.train_flags); the pre-flight check and the resource estimate build the
+    job's settings from the same options (``settings``), as `snrtune train` will."""
+
+    method: str
+    seed: int
+    selection: str | None
+    stage: str
+    max_steps: int | None
+    match_params_of: str | None
+    config_files: tuple[str, ...]
+    assignments: Mapping[str, Any]  # --set: the method's own settings and learning rate
+
+    def settings(self, world_size: int = 1):
+        """The TrainingSettings the job builds in ``world_size`` processes (snrtune.training.settings.load_config:
+        SnrtuneError with one line on a bad value or a batch that does not split over the processes)."""
+        from snrtune.training import settings
+
+        return settings.load_config(list(self.config_files), self.seed, self.max_steps, self.method,
+                                    dict(self.assignments), world_size)
+
+
+def train_command(config: dict, model: str, run: str, learning_rate: float | None = None) -> TrainCommand:
+    """The training job of ``run`` on ``model`` (at one learning-rate candidate of a swept run)."""
+    parsed = parse_run(run)
+    method = parsed["method"]
+    match = config["train"]["laser_qlora_match_params_of"] if method_registry.get(method).rank_matching else None
+    return TrainCommand(method=method, seed=parsed["seed"], selection=selection_file(model, run),
+                    stage=config["train"]["stage"], max_steps=config["train"]["max_steps"], match_params_of=match,
+                    config_files=tuple(train_config_files(config, model)),
+                    assignments=job_assignments(config, method, learning_rate))
 
 
 def model_size(config: dict, model: str, model_dir: str | Path):
@@ -207,7 +259,7 @@ def train_resources(config: dict, model: str, run: str, model_dir: str | Path) -
     entry, hw_cfg = config["models"][model], config["resources"]
     res, parsed = entry["resources"], parse_run(run)
     method = parsed["method"]
-    cfg = run_settings(config, model, method)
+    cfg = train_command(config, model, run).settings()
     settings = resources.TrainingJob(  # a control costs what the method it mirrors costs
         method=settings_source(method), top_percent=float(parsed["top_percent"]) if parsed["top_percent"] else None,
         lora_r=cfg.lora_r, seq_len=cfg.max_seq_length, micro_batch=cfg.per_device_train_batch_size,
@@ -264,4 +316,4 @@ def report_inputs(config: dict) -> dict[str, list[str]]:
 
 def benchmarked_runs(config: dict) -> list[tuple[str, str]]:
     """(model, run) of the runs trained by the train rule itself (a swept run's job is its chosen candidate's)."""
-    return [(m, r) for m in config["models"] for r in runs(config) if not swept(config, r)]
+    return [(m, r) for m in config["models"] for r in unswept_runs(config)]

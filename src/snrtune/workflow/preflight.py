@@ -1,10 +1,12 @@
 """Checks before any job runs: every training job's settings and data, the packages the jobs need, placement."""
 
 from __future__ import annotations
+from snrtune import hub
 from snrtune.errors import SnrtuneError
 from snrtune.naming import parse_run
 from snrtune.workflow import paths
-from snrtune.workflow.plan import STRATEGY_FILES, learning_rates, resolve_source, run_settings, runs, train_config_files, train_config_path, train_resources
+from snrtune.workflow.plan import (STRATEGY_FILES, learning_rates, runs, train_command, train_config_files,
+                                  train_config_path, train_resources)
 
 
 PREFLIGHT_ROWS = 1000  # rows whose content the pre-flight check reads (every row's structure is read)
@@ -19,22 +21,30 @@ def preflight(config: dict, max_rows: int | None = PREFLIGHT_ROWS, packages_here
     that need flash-attention, bitsandbytes or vllm (check_optional_packages). Raises
     SnrtuneError with the one line `snrtune train` would print."""
     from snrtune.training import data_check
+    from snrtune.training.settings_fit import check_settings_fit
+    from snrtune.training.sft_data import split_validation
 
     check_placement(config)
-    formats = set()
+    jobs = []  # (model, settings, processes) of every training job
     for model in config["models"]:
         for run in runs(config):
-            method = parse_run(run)["method"]
             processes = max(1, train_resources(config, model, run, paths.fill(paths.MODEL, model=model))["gpus"])
-            formats |= {run_settings(config, model, method, lr, processes).dataset_format
-                        for lr in learning_rates(config, method) or [None]}
+            jobs += [(model, train_command(config, model, run, lr).settings(processes), processes)
+                     for lr in learning_rates(config, parse_run(run)["method"]) or [None]]
     if packages_here:
         require_deepspeed_for_plans(config)
         check_optional_packages(config)
-    data = resolve_source(config["data"]["train"])
-    if data_check.data_kind(data) == "local":
-        for dataset_format in sorted(formats):  # one per training file that sets its own
-            data_check.check_training_data(data, dataset_format, config["train"]["stage"], max_rows=max_rows)
+    data = hub.resolve_source(config["data"]["train"])
+    local = hub.data_kind(data) == "local"
+    rows = None
+    if local:
+        for dataset_format in sorted({cfg.dataset_format for _, cfg, _ in jobs}):  # one per training file's own
+            rows = data_check.check_training_data(data, dataset_format, config["train"]["stage"],
+                                                  max_rows=max_rows).rows
+    for model, cfg, processes in jobs:  # where the settings meet the data (the machine is the job's, not known here)
+        train_rows = None if rows is None else len(split_validation(range(rows), cfg.val_fraction, cfg.seed)[0])
+        check_settings_fit(cfg, f"training config {' and '.join(train_config_files(config, model)) or '(defaults)'}",
+                           data_local=local, train_rows=train_rows, world_size=processes)
 
 
 def check_optional_packages(config: dict) -> None:
@@ -47,9 +57,9 @@ def check_optional_packages(config: dict) -> None:
         if entry["eval_backend"] == "vllm" and not settings.installed("vllm"):
             raise SnrtuneError(f"config key 'models.{model}.eval_backend': vllm needs the vllm package, which is not "
                                f"installed: pip install vllm")
-        for method in config["methods"]:
-            settings.check_packages(run_settings(config, model, method),
-                                    f"training config {train_config_path(config, model)}", method)
+        for run in runs(config):
+            job = train_command(config, model, run)
+            settings.check_packages(job.settings(), f"training config {train_config_path(config, model)}", job.method)
 
 
 def require_deepspeed_for_plans(config: dict) -> None:
@@ -60,8 +70,8 @@ def require_deepspeed_for_plans(config: dict) -> None:
     if settings.deepspeed_installed():
         return
     for model in config["models"]:
-        for method in config["methods"]:
-            settings.require_deepspeed(run_settings(config, model, method),
+        for run in runs(config):
+            settings.require_deepspeed(train_command(config, model, run).settings(),
                                        f"training config {' and '.join(train_config_files(config, model))}")
         for run in runs(config):
             plan = train_resources(config, model, run, paths.fill(paths.MODEL, model=model))

@@ -27,6 +27,9 @@ from typing import Any
 
 from snrtune import method_registry
 from snrtune.errors import SnrtuneError
+from snrtune.training.settings import default_values
+
+TRAINING_DEFAULTS = default_values()  # a TrainingJob's defaults are the training settings' own
 
 GIB = 1024 ** 3
 BF16_BYTES = 2.0   # a 16-bit weight
@@ -67,9 +70,9 @@ class TrainingJob:
     TrainingSettings; the workflow builds this from them)."""
     method: str
     top_percent: float | None = None
-    lora_r: int = 32
-    seq_len: int = 2048
-    micro_batch: int = 4
+    lora_r: int = TRAINING_DEFAULTS["lora_r"]
+    seq_len: int = TRAINING_DEFAULTS["max_seq_length"]
+    micro_batch: int = TRAINING_DEFAULTS["per_device_train_batch_size"]
     grad_accum: int = 1
     gradient_checkpointing: bool = False
     device: str = "cuda"

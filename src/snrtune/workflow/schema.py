@@ -3,11 +3,11 @@
 from __future__ import annotations
 import copy
 from pathlib import Path
-from typing import Any
 import jsonschema
 import yaml
 from snrtune import criteria, method_registry
 from snrtune.errors import SnrtuneError
+from snrtune.training import settings as training_settings
 from snrtune.workflow.plan import LORA_SHAPE
 
 
@@ -115,7 +115,11 @@ def find_file(path: str, workflow_dir: str | Path | None, key: str) -> str:
 
 
 def load_schema(path: str | Path) -> dict:
-    """The config schema, its method enums filled from snrtune.method_registry (the one table of methods)."""
+    """The config schema, its method enums and default methods filled from snrtune.method_registry (the one table
+    of methods), its per-method training settings from the fields of TrainingSettings (the one definition of a
+    setting)."""
+    from snrtune.training import setting_views
+
     with open(path, encoding="utf-8") as handle:
         schema = yaml.safe_load(handle)
     defs = schema["$defs"]
@@ -123,18 +127,10 @@ def load_schema(path: str | Path) -> dict:
     defs["method_or_all"] = {"enum": ["all", *method_registry.names()]}
     defs["rank_reference"] = {"enum": list(method_registry.rank_references())}
     defs["criterion"] = {"enum": list(criteria.names())}
+    defs["method_settings"] = setting_views.method_settings_schema()
+    defs["learning_rate"] = setting_views.learning_rate_schema()
+    schema["properties"]["methods"]["default"] = list(method_registry.default_methods())
     return schema
-
-
-def _number(value: Any, key: str) -> float:
-    """A positive number, also when YAML read it as a string ('3e-3' has no dot, so YAML 1.1 keeps it text)."""
-    try:
-        number = float(value) if not isinstance(value, bool) else float("nan")
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number > 0 or number == float("inf"):
-        raise SnrtuneError(f"config key {key!r}: expected a positive number, got {value!r}")
-    return number
 
 
 def check_method_settings(config: dict) -> None:
@@ -144,13 +140,16 @@ def check_method_settings(config: dict) -> None:
     for method, settings in train["method_settings"].items():
         for key in [k for k, v in settings.items() if v is None]:  # null in an overlay deletes the setting
             del settings[key]
-        if "learning_rate" in settings:
-            settings["learning_rate"] = _number(settings["learning_rate"], f"train.method_settings.{method}.learning_rate")
-            if method in train["learning_rates"]:
-                raise SnrtuneError(f"config key 'train.learning_rates.{method}': the learning rate of {method} is also "
-                                   f"set in train.method_settings.{method}; expected it in one place")
+        for key, value in settings.items():  # typed here, once, by the setting's own check
+            where = f"config key 'train.method_settings.{method}.{key}'"
+            settings[key] = training_settings.parse_value(key, value, where)
+        if "learning_rate" in settings and method in train["learning_rates"]:
+            raise SnrtuneError(f"config key 'train.learning_rates.{method}': the learning rate of {method} is also "
+                               f"set in train.method_settings.{method}; expected it in one place")
     for method, rates in train["learning_rates"].items():
-        train["learning_rates"][method] = [_number(r, f"train.learning_rates.{method}") for r in rates]
+        train["learning_rates"][method] = [
+            training_settings.parse_value("learning_rate", rate, f"config key 'train.learning_rates.{method}'")
+            for rate in rates]
         if len(set(train["learning_rates"][method])) != len(rates):
             raise SnrtuneError(f"config key 'train.learning_rates.{method}': a learning rate is listed twice")
     reference = config["train"]["laser_qlora_match_params_of"]
@@ -177,8 +176,11 @@ def check_criteria(config: dict) -> None:
 
 
 def check_report(config: dict) -> None:
-    """report.target_task and report.retention_tasks name evaluated tasks, and the target is not also retention."""
+    """report.target_task and report.retention_tasks name evaluated tasks, the target is not also retention, and
+    at most one margin is set."""
     names = [task["name"] for task in config["evaluate"]["tasks"]]
+    if config["report"]["margin"] is not None and config["report"]["margin_of_gain"] is not None:
+        raise SnrtuneError("config key 'report.margin_of_gain': set together with report.margin; expected one of them")
     target, retention = config["report"]["target_task"], config["report"]["retention_tasks"]
     if target is not None and target not in names:
         raise SnrtuneError(f"config key 'report.target_task': {target!r} is not in evaluate.tasks; expected one of "

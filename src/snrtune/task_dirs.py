@@ -1,4 +1,6 @@
-"""lm-eval task directories: the shipped tasks, --include-path, a task manager over them, loading one task (one line when it needs the unreachable hub)."""
+"""lm-eval task directories: the shipped tasks, --include-path, a task manager over them, loading one task (one line
+when it needs the unreachable hub). Shared by `snrtune prefetch` (fetch) and `snrtune evaluate` (evaluation); lm-eval is
+imported only when a task manager is built."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from snrtune import hub
 from snrtune.errors import SnrtuneError
 
 
-SHIPPED_TASKS = Path(__file__).parents[1] / "data" / "tasks"
+SHIPPED_TASKS = Path(__file__).parent / "data" / "tasks"  # lm-eval tasks shipped with snrtune
 
 
 HUB_HINT = ("needs its dataset from the Hugging Face hub, which is unreachable or disabled: "

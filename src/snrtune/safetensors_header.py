@@ -1,4 +1,5 @@
-"""Reading and validating a safetensors header without trusting it (no torch, no memory map).
+"""Reading and validating a safetensors header without trusting it (no torch, no memory map): snrtune's one
+reader of the safetensors format, used by fetch, scan, train, merge and the model-directory checks.
 
 A safetensors file is an 8-byte little-endian header length N, N bytes of JSON header
 ``{key: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}``, then the data.
@@ -20,6 +21,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from snrtune.errors import SnrtuneError
 
@@ -38,6 +40,7 @@ class TensorEntry:
     shape: tuple[int, ...]
     offset: int         # absolute byte offset of the data in the file
     nbytes: int
+    file: Path          # the file that holds it
 
     @property
     def numel(self) -> int:
@@ -106,6 +109,21 @@ def read_safetensors_header(file: str | os.PathLike) -> tuple[dict[str, TensorEn
         position = end
     if position != data_size:
         raise _fail(file, f"the tensors cover {position} of the file's {data_size} data bytes")
-    entries = {key: TensorEntry(key, dtype, shape, data_start + begin, end - begin)
+    entries = {key: TensorEntry(key, dtype, shape, data_start + begin, end - begin, file)
                for key, (dtype, shape, begin, end) in parsed.items()}
     return entries, metadata
+
+
+# dtypes whose tensors are plain numbers (torch reads their bytes as they are); quantized and 8-bit float
+# storage is not
+PLAIN_DTYPES = ("F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL")
+
+
+def checkpoint_tensors(files: Iterable[str | os.PathLike]) -> dict[str, TensorEntry]:
+    """Every tensor of a checkpoint's files stored in a PLAIN_DTYPES dtype, read from the headers only: the
+    checkpoint keys fetch records its parameter table for, and the tensors scan reads."""
+    tensors: dict[str, TensorEntry] = {}
+    for file in files:
+        entries, _ = read_safetensors_header(file)
+        tensors.update({key: entry for key, entry in entries.items() if entry.dtype in PLAIN_DTYPES})
+    return tensors
