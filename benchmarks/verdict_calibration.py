@@ -224,13 +224,16 @@ def confirmed(cell: Cell, reps: int, seed: int) -> dict:
     return row
 
 
-def grid(spec: dict) -> list[Cell]:
+EXTRA = [Cell("acc", 258, 3, 8, 3, 20)]  # the case: a 20-point lead, 8 methods, 3 seeds, 3-point spread
+
+
+def grid(spec: dict, extra: list[Cell] = ()) -> list[Cell]:
     cells = []
     for metric, axes in spec.items():
         for n, k, m, spread, lead in itertools.product(axes["n"], axes["seeds"], axes["methods"], axes["spread"],
                                                        axes["lead"]):
             cells.append(Cell(metric, n, k, m, spread, lead))
-    return cells
+    return cells + list(extra)
 
 
 def replicates(cell: Cell, scale: float) -> int:
@@ -249,7 +252,7 @@ def verdict_of(row: dict) -> list[str]:
         missed.append("false winners > 5%")
     if row["oracle_power"] >= 0.5 and row["power"] < 0.6 * row["oracle_power"]:
         missed.append("power < 0.6 × oracle")
-    if (cell.metric, cell.n, cell.methods, cell.seeds, cell.lead) == ("acc", 258, 8, 3, 20) and cell.spread in (2, 3, 4) \
+    if (cell.metric, cell.n, cell.methods, cell.seeds, cell.lead) == ("acc", 258, 8, 3, 20) and cell.spread == 3 \
             and row["power"] < 0.9:
         missed.append("20-point lead named < 90%")
     return missed
@@ -293,7 +296,7 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", default=None, help="also write the table to this Markdown file")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    cells = grid(QUICK_GRID if args.quick else FULL_GRID)
+    cells = grid(QUICK_GRID) if args.quick else grid(FULL_GRID, EXTRA)
     print(HEADER)
     print("|" + "---|" * (HEADER.count("|") - 1))
     rows, start = [], time.time()

@@ -104,7 +104,10 @@ def test_zero_on_two_cpu_processes_trains_saves_and_merges_what_one_process_does
             assert torch.equal(saved.pop("lm_head.weight"), saved["model.embed_tokens.weight"])
     for name, tensor in saved.items():
         assert tensor.shape == base[name].shape and not torch.equal(tensor, base[name]), name
-        torch.testing.assert_close(tensor, expected[name], rtol=1e-4, atol=1e-5)
+        # Adam moves an element by about the learning rate (1e-2) a step: 1e-4 is a hundredth of one step's move,
+        # room for the two processes' other summation order (ZeRO-3 once differed by 1.5e-5 in one element of
+        # 8192), none for a step, a partition or a gradient lost
+        torch.testing.assert_close(tensor, expected[name], rtol=1e-4, atol=1e-4)
 
     assert main(["merge", str(run), "--base", str(tiny_llama), "--out", str(tmp_path / "merged")]) == 0
     merged = load_file(str(tmp_path / "merged" / "model.safetensors"))

@@ -134,6 +134,10 @@ def evaluate_model(model_dir: str | Path, tasks: list[str], num_fewshot: dict[st
     import lm_eval
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    if not sys.stderr.isatty():  # datasets' "Generating test split" bars: carriage-return frames in a log file
+        import datasets
+
+        datasets.disable_progress_bars()
     with tempfile.TemporaryDirectory(prefix="snrtune-tasks-") as workdir:
         manager = task_manager(list(include_paths), Path(workdir), tasks)
         loaded = {t: load_task(manager, t, shots.get(t)) for t in tasks}

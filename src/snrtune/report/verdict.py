@@ -135,9 +135,12 @@ def _cost_line(result: ModelResult, cost: pd.DataFrame, metric: str) -> str | No
     else:
         hint = f"; every other method is further behind than {margin} at the observed differences"
     n = d.family(MARGIN)[0].comparison.n_examples if d.family(MARGIN) else None
-    best = f"only the best, {d.top}, is" if d.within_margin else "none is"
-    return (f"No cheaper method is shown within {margin} of the best at {n} examples ({best} shown){hint}; a "
-            "difference that is not significant is not evidence that two methods are as good.")
+    if d.within_margin:
+        head = f"No cheaper method is shown within {margin} of the best, {d.top}, at {n} examples"
+    else:
+        head = f"No method is shown within {margin} of every other at {n} examples"
+    return (f"{head}{hint}; a difference that is not significant is not evidence that two methods are as "
+            "good.")
 
 
 def _control_line(result: ModelResult) -> str | None:
@@ -150,7 +153,8 @@ def _control_line(result: ModelResult) -> str | None:
         snr_ahead = (r.difference > 0) == d.higher_is_better
         outcome = ("inconclusive" if not r.significant else
                    "SNR significantly better" if snr_ahead else "control significantly better")
-        said.append(f"{r.variant} − {r.reference} = {_diff(r)}: {outcome}")
+        unit = " (one seed: about these checkpoints)" if r.unit == "checkpoints" else ""
+        said.append(f"{r.variant} − {r.reference} = {_diff(r)}: {outcome}{unit}")
     correction = f", Bonferroni over {len(rows)}" if len(rows) > 1 else ""
     return f"SNR selection vs its control at equal parameters{correction}: " + "; ".join(said) + "."
 
