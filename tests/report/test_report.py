@@ -290,6 +290,9 @@ def test_a_control_method_of_the_registry_is_compared_with_its_snr_selection(tmp
     assert "SNR vs control" in row.why and row.p_adjusted < 0.01
     assert "spectrum-t25 − spectrum-random-t25 = +0.5" in (out / "summary.md").read_text()
     assert "SNR significantly better" in (out / "summary.md").read_text()
+    # spectrum-t25 is the only method that may be chosen: no cell is marked best of nothing
+    first_table = (out / "summary.md").read_text().split("\n\n| method |")[1].split("\n\n")[0]
+    assert "spectrum-t25" in first_table and "**" not in first_table
 
 
 def test_pareto_front():
