@@ -35,7 +35,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 # The smoke run: the default config, smaller (what is left out or cut is said in its help)
-SMOKE = {"methods": ["spectrum", "lora"], "top_percent": [25], "control_top_percent": [], "max_steps": 2, "limit": 4}
+SMOKE = {"methods": ["spectrum", "lora"], "top_percent": [25], "criteria": ["snr"], "max_steps": 2, "limit": 4}
 
 
 @dataclass
@@ -110,8 +110,8 @@ def table(groups: dict[str, Group], dag_wall_s: float | None, cores: int) -> str
 def smoke_config(path: Path) -> Path:
     """The default config, cut down for a quick end-to-end check (SMOKE)."""
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    config.update(methods=SMOKE["methods"], top_percent=SMOKE["top_percent"],
-                  control_top_percent=SMOKE["control_top_percent"])
+    config.update(methods=SMOKE["methods"], top_percent=SMOKE["top_percent"])
+    config["selection"] = {"criteria": SMOKE["criteria"]}
     config["train"]["max_steps"] = SMOKE["max_steps"]
     config["train"]["method_settings"] = {m: s for m, s in config["train"]["method_settings"].items()
                                           if m in SMOKE["methods"]}

@@ -145,7 +145,7 @@ rows.append((f"scan vs float32 svdvals ({device})",
              f"speed-up {speed.group(1)}x, max SNR difference {diff.group(1)} (relative {diff.group(2)})"
              if speed and diff else stages["scan"]))
 for shape, slow, quick, ratio, precision, rel in re.findall(  # benchmarks/scan.py's 8B-shaped matrices
-        r"^\s*(\d+x\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s+(float\d+)\s+(\S+)$", scan, re.M):
+        r"^\s*(\d+x\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s+(float\d+(?: svd)?)\s+(\S+)$", scan, re.M):
     rows.append((f"scan, one {shape} matrix ({device})",
                  f"svdvals {slow} s, snrtune {quick} s ({ratio}x, {precision}), SNR relative difference {rel}"))
 NAMES = ("full", "spectrum", "bare-full", "bare-spectrum")

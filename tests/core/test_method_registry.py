@@ -12,7 +12,7 @@ import transformers
 import yaml
 from train_data import write_alpaca, write_config
 
-from snrtune import method_registry, naming
+from snrtune import criteria, method_registry, naming
 from snrtune.cli import main
 from snrtune.errors import SnrtuneError
 from snrtune.training.merge import merge
@@ -78,7 +78,7 @@ def test_cli_choices_are_the_registry(capsys):
 
 def test_builtin_specs_say_what_the_code_does():
     spectrum, qlora, laser = (method_registry.get(n) for n in ("spectrum", "qlora", "laser-qlora"))
-    assert method_registry.selection_names() == ("spectrum", "laser-qlora", "spectrum-random", "laser-qlora-random")
+    assert method_registry.selection_names()[:4] == ("spectrum", "laser-qlora", "spectrum-random", "laser-qlora-random")
     assert spectrum.merge == "spectrum-delta" and not spectrum.four_bit
     assert qlora.four_bit and qlora.is_adapter and qlora.merge == "adapter" and not qlora.needs_selection
     assert laser.rank_matching and laser.selection_kind == "snr"
@@ -91,6 +91,22 @@ def test_builtin_specs_say_what_the_code_does():
         assert (spec.prepare, spec.merge, spec.four_bit) == (mirrored.prepare, mirrored.merge, mirrored.four_bit)
 
 
+def test_every_criterion_but_snr_has_a_control_of_each_snr_selection_method():
+    """The controls come from the criterion table: METHOD-CRITERION for spectrum and laser-qlora, the method itself
+    on that criterion's selection, mirroring it (so it trains with its settings); run names keep their form."""
+    for criterion in criteria.controls():
+        for base in ("spectrum", "laser-qlora"):
+            spec, mirrored = method_registry.get(f"{base}-{criterion}"), method_registry.get(base)
+            assert (spec.selection_kind, spec.mirrors, spec.label) == (criterion, base, f"{mirrored.label}-{criterion}")
+            assert (spec.prepare, spec.merge, spec.four_bit, spec.matches_params_of) == \
+                (mirrored.prepare, mirrored.merge, mirrored.four_bit, mirrored.matches_params_of)
+            assert method_registry.control(base, criterion) is spec
+    assert method_registry.control_kinds() == criteria.controls()
+    assert naming.parse_run("spectrum-random-t25-s0") == {"method": "spectrum-random", "top_percent": "25", "seed": 0}
+    assert naming.parse_run("laser-qlora-lowest-snr-t12.5-s3")["method"] == "laser-qlora-lowest-snr"
+    assert naming.run_name("spectrum-kappa", 25, 0) == "spectrum-kappa-t25-s0"
+
+
 def test_one_reference_method():
     second = MethodSpec("full-again", None, False, False, "full-copy", "full again", prepare_norms_only, reference=True)
     with registered(second), pytest.raises(SnrtuneError, match=r"marks 2 reference methods \(full, full-again\)"):
@@ -99,7 +115,7 @@ def test_one_reference_method():
 
 def test_unknown_method_is_one_line():
     with pytest.raises(SnrtuneError, match=r"^method 'dora' is not one of spectrum, full, lora, qlora, laser-qlora, spectrum-random, "
-                                         r"laser-qlora-random$"):
+                                         r"laser-qlora-random, spectrum-lowest-snr, .*, laser-qlora-position$"):
         method_registry.get("dora")
 
 

@@ -170,8 +170,9 @@ def test_verdict_opens_with_the_answer(report):
 
 def test_every_plot_written_and_embedded(report):
     pngs = sorted(p.name for p in report.glob("*.png"))
-    assert pngs == ["gain_vs_forgetting_tiny.png", "loss_curves_tiny.png", "quality_vs_cost_tiny.png",
-                    "scores_tiny.png", "snr_heatmap_tiny_t25.png", "snr_heatmap_tiny_t25_random-s0.png"]
+    assert pngs == ["criteria_overlap_tiny_t25.png", "gain_vs_forgetting_tiny.png", "loss_curves_tiny.png",
+                    "quality_vs_cost_tiny.png", "scores_tiny.png", "snr_heatmap_tiny_t25.png",
+                    "snr_heatmap_tiny_t25_random-s0.png"]
     for name in pngs:
         data = (report / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
@@ -289,6 +290,9 @@ def test_a_control_method_of_the_registry_is_compared_with_its_snr_selection(tmp
     assert "SNR vs control" in row.why and row.p_adjusted < 0.01
     assert "spectrum-t25 − spectrum-random-t25 = +0.5" in (out / "summary.md").read_text()
     assert "SNR significantly better" in (out / "summary.md").read_text()
+    # spectrum-t25 is the only method that may be chosen: no cell is marked best of nothing
+    first_table = (out / "summary.md").read_text().split("\n\n| method |")[1].split("\n\n")[0]
+    assert "spectrum-t25" in first_table and "**" not in first_table
 
 
 def test_pareto_front():

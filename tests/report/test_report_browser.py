@@ -67,6 +67,7 @@ def test_report_renders_in_headless_chromium(report):
             browser.close()
     assert len(images) == len(list(report.glob("*.png"))) >= 10  # per model: 4 plots + a heatmap
     assert all(img["complete"] and img["width"] > 0 for img in images), images
-    assert len(tables) == 6 and all(rows > 0 for rows in tables), tables  # per model: scores, comparisons, settings
+    # per model: scores, comparisons, selection criteria (spectrum-random against spectrum), settings
+    assert len(tables) == 8 and all(rows > 0 for rows in tables), tables
     assert headings == ["model-a", "model-b"]
     assert errors == []

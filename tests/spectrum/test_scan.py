@@ -28,7 +28,7 @@ def test_gram_and_svd_agree_with_the_reference_to_1e4(tiny_llama, tmp_path):
         reference = reference_snr(weights[fast["param"]])
         assert fast["snr"] == pytest.approx(reference, rel=1e-4)
         assert slow["snr"] == pytest.approx(reference, rel=1e-4)
-        assert fast["computed_in"] in ("float32", "float64") and slow["computed_in"] == "float32"
+        assert fast["computed_in"] in ("float64", "float64 svd") and slow["computed_in"] == "float32"
     assert gram["dtype"] == exact["dtype"] == "float32"  # how the tiny model is stored
 
 

@@ -7,7 +7,8 @@ import yaml
 
 from snrtune.cli import main
 from snrtune.errors import SnrtuneError
-from snrtune.spectrum.select import control_selection, select, spectrum_reference_yaml
+from snrtune import criteria
+from snrtune.spectrum.select import criterion_selection, select, spectrum_reference_yaml
 
 
 def fake_scan(snrs: dict[str, list[float]], tied: bool = True) -> dict:
@@ -118,6 +119,7 @@ def test_compat_spectrum_reproduces_the_reference_yaml_line_for_line():
         "- model.layers.3.self_attn.q_proj",
     ]) + "\n"
     assert "pattern '^lm_head.weight$' matches no parameter" in stats["notes"]  # tied: no lm_head parameter
+    assert stats["criterion"] == "snr"  # the YAML is the reference's, line for line: its criterion is stated here
     assert stats["trainable_params"] == 40 + 2 * 4 + 2 * 24 + 2 * 40
 
 
@@ -127,7 +129,7 @@ def test_cli_writes_yaml_with_count_header(tmp_path, capsys):
     (tmp_path / "snr.json").write_text(json.dumps(fake_scan(SNRS)))
     assert main(["select", str(tmp_path / "snr.json"), "--top-percent", "50", "--out", str(tmp_path / "sel.yaml")]) == 0
     text = (tmp_path / "sel.yaml").read_text()
-    assert text.startswith("# snrtune selection: 128 of")
+    assert text.startswith("# snrtune selection by snr: 128 of")
     data = yaml.safe_load(text)
     assert data["top_percent"] == 50 and data["trainable_params"] == 128 and "*id" not in text
     assert "128 of" in capsys.readouterr().out
@@ -162,7 +164,7 @@ def test_entries_without_a_finite_snr_are_never_ranked():
     assert "model.layers.0.self_attn.q_proj" not in [m["name"] for m in budget["modules"]]
 
 
-# --- controls: random and lowest-SNR selections at equal parameters ------------------------------------------
+# --- other criteria: as many modules per type as the SNR selection, ranked by the criterion ---------------------
 
 def _per_type(selection):
     from collections import Counter
@@ -170,57 +172,100 @@ def _per_type(selection):
     return Counter(m["type"] for m in selection["modules"])
 
 
+def scored_scan():
+    """fake_scan with kappa and alpha scores (q_proj κ lowest at layer 2, α highest at layer 0)."""
+    scan = fake_scan(SNRS)
+    scores = {"self_attn.q_proj": ([9.0, 5.0, 1.5, 7.0], [2.0, 3.0, 4.0, 5.0]),
+              "mlp.up_proj": ([4.0, 3.0, 2.0, 1.0], [6.0, 2.5, 3.5, 4.5])}
+    for module in scan["modules"]:
+        if module["type"] in scores:
+            kappa, alpha = scores[module["type"]]
+            module.update(kappa=kappa[module["layer"]], alpha=alpha[module["layer"]])
+    return scan
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("lowest-snr", ["model.layers.0.mlp.up_proj", "model.layers.0.self_attn.q_proj"]),  # 0.2 ties: layer order
+    ("kappa", ["model.layers.2.self_attn.q_proj", "model.layers.3.mlp.up_proj"]),       # the lowest κ
+    ("alpha", ["model.layers.0.mlp.up_proj", "model.layers.3.self_attn.q_proj"]),       # the highest α
+    ("position", ["model.layers.3.mlp.up_proj", "model.layers.3.self_attn.q_proj"]),    # the last layer
+])
+def test_each_criterion_takes_its_end_of_the_ranking(name, expected):
+    scan = scored_scan()
+    sel = criterion_selection(scan, select(scan, top_percent=25), name)
+    assert sorted(m["name"] for m in sel["modules"]) == expected
+    assert sel["selection"] == name and sel["seed"] is None
+    key = criteria.get(name).key
+    assert all(key in m for m in sel["modules"])  # the score it ranked by, beside the SNR
+
+
 @pytest.mark.parametrize("t", [25, 50])
-def test_random_control_mirrors_per_type_counts_and_parameters(t):
+def test_random_mirrors_per_type_counts_and_parameters(t):
     scan = fake_scan(SNRS)
     snr = select(scan, top_percent=t, include=["lm_head"])
-    control = control_selection(scan, snr, "random", seed=0)
+    control = criterion_selection(scan, snr, "random", seed=0)
     assert _per_type(control) == _per_type(snr)
     assert control["trainable_params"] == snr["trainable_params"]
     assert control["selection"] == "random" and control["seed"] == 0 and snr["selection"] == "snr"
     assert control["mirrors"]["top_percent"] == t and control["mirrors"]["trainable_params"] == snr["trainable_params"]
     assert r"^model\.embed_tokens\." in control["unfrozen_parameters"]  # included whole matrices are kept
+    assert {export["criterion"] for export in control["exports"].values()} == {"random"}
 
 
-def test_random_control_depends_on_its_seed_only():
+def test_random_depends_on_its_seed_only_and_nests_across_t():
     scan = fake_scan({"self_attn.q_proj": [0.1] * 4, "mlp.up_proj": [0.2] * 4})
-    scan = {**scan, "modules": [dict(m) for m in scan["modules"]]}
     snr = select(scan, top_percent=50)
-    picks = {seed: [m["name"] for m in control_selection(scan, snr, "random", seed=seed)["modules"]]
+    picks = {seed: [m["name"] for m in criterion_selection(scan, snr, "random", seed=seed)["modules"]]
              for seed in range(8)}
-    assert picks[3] == [m["name"] for m in control_selection(scan, snr, "random", seed=3)["modules"]]
+    assert picks[3] == [m["name"] for m in criterion_selection(scan, snr, "random", seed=3)["modules"]]
     assert len({tuple(sorted(p)) for p in picks.values()}) > 1  # 6 × 6 possible selections: seeds differ
+    quarter = criterion_selection(scan, select(scan, top_percent=25), "random", seed=3)
+    assert {m["name"] for m in quarter["modules"]} <= set(picks[3])  # one seed: t=25's modules within t=50's
 
 
-def test_lowest_control_takes_the_lowest_snr_modules():
-    scan = fake_scan(SNRS)
-    control = control_selection(scan, select(scan, top_percent=25), "lowest")
-    assert sorted(m["name"] for m in control["modules"]) == ["model.layers.0.mlp.up_proj",
-                                                             "model.layers.0.self_attn.q_proj"]
-    assert control["selection"] == "lowest" and control["seed"] is None
-
-
-def test_control_of_unequal_module_sizes_beyond_one_percent_is_an_error():
+def test_a_criterion_of_unequal_module_sizes_beyond_one_percent_is_an_error():
     scan = fake_scan(SNRS)
     scan["parameters"]["model.layers.0.mlp.up_proj.weight"] = [60, 4]  # one up_proj 10× the others
     snr = select(scan, top_percent=25)  # up_proj of layer 2 (24 parameters)
     with pytest.raises(SnrtuneError, match="more than 1% apart"):
-        control_selection(scan, snr, "lowest")  # the lowest-SNR up_proj is the big one
+        criterion_selection(scan, snr, "lowest-snr")  # the lowest-SNR up_proj is the big one
 
 
-def test_cli_random_control_yaml(tmp_path, capsys):
+def test_a_scan_without_the_criterions_scores_or_too_few_of_them_is_refused():
+    scan = fake_scan(SNRS)  # an older snr.json: no kappa
+    with pytest.raises(SnrtuneError, match="no 'kappa' scores .* run `snrtune scan` again"):
+        criterion_selection(scan, select(scan, top_percent=50), "kappa")
+    scan = scored_scan()
+    for module in scan["modules"][:6]:  # layers 0-2: κ not resolved (null)
+        module["kappa"] = None
+    with pytest.raises(SnrtuneError, match="type 'mlp.up_proj' has 1 modules with a kappa score, fewer than the 2"):
+        criterion_selection(scan, select(scan, top_percent=50), "kappa")
+
+
+def test_cli_criterion_and_the_older_flags(tmp_path, capsys):
     import json
 
-    (tmp_path / "snr.json").write_text(json.dumps(fake_scan(SNRS)))
-    out = tmp_path / "t50-random-s1.yaml"
-    assert main(["select", str(tmp_path / "snr.json"), "--top-percent", "50", "--random", "--seed", "1",
-                 "--out", str(out)]) == 0
-    data = yaml.safe_load(out.read_text())
+    (tmp_path / "snr.json").write_text(json.dumps(scored_scan()))
+    run = lambda *flags, out: main(["select", str(tmp_path / "snr.json"), "--top-percent", "50", *flags,
+                                    "--out", str(tmp_path / out)])
+    assert run("--criterion", "random", "--seed", "1", out="r.yaml") == 0
+    text = (tmp_path / "r.yaml").read_text()
+    assert text.startswith("# snrtune selection by random: 128 of")
+    data = yaml.safe_load(text)
     assert data["selection"] == "random" and data["seed"] == 1 and data["trainable_params"] == 128
     assert data["mirrors"]["top_percent"] == 50 and len(data["mirrors"]["modules"]) == 4
-    assert main(["select", str(tmp_path / "snr.json"), "--top-percent", "50", "--random", "--compat", "spectrum",
-                 "--out", str(tmp_path / "x.yaml")]) == 2
+    assert data["exports"]["axolotl"]["criterion"] == data["exports"]["llama_factory"]["criterion"] == "random"
+    assert run("--random", "--seed", "1", out="r-old.yaml") == 0  # the older spelling, the same selection
+    assert yaml.safe_load((tmp_path / "r-old.yaml").read_text())["modules"] == data["modules"]
+    assert run("--lowest", out="l.yaml") == 0 and run("--criterion", "lowest-snr", out="l2.yaml") == 0
+    assert yaml.safe_load((tmp_path / "l.yaml").read_text())["modules"] == \
+        yaml.safe_load((tmp_path / "l2.yaml").read_text())["modules"]
+    assert run("--criterion", "kappa", "--compat", "spectrum", out="x.yaml") == 2
     assert "--compat spectrum" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
+    assert run("--criterion", "kapa", out="y.yaml") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'kapa' is not one of snr, random, lowest-snr, kappa, alpha, position" in err
+    assert run("--criterion", "kappa", "--random", out="z.yaml") == 2  # one criterion per selection
 
 
 @pytest.mark.slow
@@ -231,23 +276,34 @@ def test_random_control_parameters_equal_spectrum_on_smollm2(smollm2_dir, tmp_pa
     result = load_scan(tmp_path / "snr.json")
     for t in (25, 50):
         snr = select(result, top_percent=t)
-        for seed in (0, 1):
-            control = control_selection(result, snr, "random", seed=seed)
-            assert control["trainable_params"] == snr["trainable_params"]  # equal shapes per type: exact
-            assert _per_type(control) == _per_type(snr)
-        assert control["modules"] != control_selection(result, snr, "random", seed=0)["modules"]
-        assert control_selection(result, snr, "lowest")["trainable_params"] == snr["trainable_params"]
+        for name in criteria.controls():
+            for seed in (0, 1) if criteria.get(name).seeded else (0,):
+                control = criterion_selection(result, snr, name, seed=seed)
+                assert control["trainable_params"] == snr["trainable_params"]  # equal shapes per type: exact
+                assert _per_type(control) == _per_type(snr)
+        assert control["modules"] != criterion_selection(result, snr, "random", seed=0)["modules"]
 
 
-def test_random_control_parameters_equal_spectrum_on_a_tiny_models_scan(tiny_llama, tmp_path):
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "phi3", "gpt2", "mixtral"])
+def test_every_criterion_selects_as_many_modules_per_type_on_every_architecture(arch, tiny_model_factory, tmp_path):
+    """Llama, Mistral, Qwen2, Phi-3 (fused qkv), GPT-2 (Conv1D), Mixtral (fused experts): each criterion's selection
+    at t=50 has the SNR selection's module count per type, and its file and exports state the criterion; in a
+    dense model the trainable parameters are equal too."""
     from snrtune.spectrum.scan import load_scan, scan
+    from snrtune.spectrum.select import write_selection
+    from snrtune.spectrum.selection_file import load_selection
 
-    scan(tiny_llama, tmp_path / "snr.json")
+    scan(tiny_model_factory(arch), tmp_path / "snr.json")
     result = load_scan(tmp_path / "snr.json")
-    for t in (25, 50):
-        snr = select(result, top_percent=t)
-        control = control_selection(result, snr, "random", seed=0)
-        assert control["trainable_params"] == snr["trainable_params"] and _per_type(control) == _per_type(snr)
+    snr = select(result, top_percent=50)
+    for name in criteria.controls():
+        sel = criterion_selection(result, snr, name, seed=1)
+        assert _per_type(sel) == _per_type(snr), name
+        if arch != "mixtral":
+            assert sel["trainable_params"] == snr["trainable_params"], name
+        write_selection(tmp_path / f"{name}.yaml", sel)
+        read = load_selection(tmp_path / f"{name}.yaml", method="laser-qlora")
+        assert read["selection"] == name and {e["criterion"] for e in read["exports"].values()} == {name}
 
 
 def axolotl_unfrozen(patterns: list[str], names) -> set[str]:

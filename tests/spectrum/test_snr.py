@@ -5,8 +5,14 @@ import math
 import pytest
 import torch
 
-from snrtune.spectrum.snr import (eigvalsh, fast_singular_values, float32_gram_error, gram_singular_values, module_type,
-                         reference_snr, snr_from_singular_values)
+from snrtune import criteria
+from snrtune.spectrum.snr import (eigvalsh, exact_singular_values, gram_matrix, gram_moves, gram_singular_values,
+                                  module_type, reference_snr, snr_error, snr_from_singular_values)
+
+
+def float32_gram_error(singular, n, m):
+    """The SNR's error estimate when the Gram eigenvalues carry float32 rounding (where it can be checked)."""
+    return snr_error(singular, n, m, *gram_moves(singular, n, m, torch.finfo(torch.float32).eps))
 
 
 def test_hand_computed_4x6_example():
@@ -63,20 +69,32 @@ def test_module_type(name, expected):
     assert module_type(name) == expected
 
 
-def test_fast_path_redoes_ill_conditioned_matrices_in_float64():
-    """A rank-8 matrix with 1e-4 noise: float32 Gram eigenvalues are 1.6% off on the SNR; the fast path notices
-    (its error estimate) and redoes it in float64, landing within 1e-4 of the reference."""
+def test_the_svd_redo_takes_what_float64_gram_eigenvalues_cannot_resolve():
+    """A rank-8 matrix with 1e-9 noise: its σ_min is below what float64 Gram eigenvalues resolve, so κ's estimate
+    sends it to the float64 SVD, landing every score within 1e-4 of the reference; a plain noise matrix stays with
+    the Gram eigenvalues."""
     torch.manual_seed(0)
-    u, _ = torch.linalg.qr(torch.randn(512, 8))
-    v, _ = torch.linalg.qr(torch.randn(256, 8))
-    weight = u @ torch.diag(torch.linspace(2, 1, 8)) @ v.T + 1e-4 * torch.randn(512, 256)
-    reference = reference_snr(weight)
-    float32_only = gram_singular_values(weight[None], dtype=torch.float32)[0].double()
-    assert abs(float(snr_from_singular_values(float32_only, 512, 256)["snr"]) / reference - 1) > 1e-3
-    fast, redone = fast_singular_values(weight[None])
-    fast = fast[0]
-    assert redone.tolist() == [True]
-    assert float(snr_from_singular_values(fast, 512, 256)["snr"]) == pytest.approx(reference, rel=1e-4)
+    u, _ = torch.linalg.qr(torch.randn(512, 8, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(256, 8, dtype=torch.float64))
+    weight = (u @ torch.diag(torch.linspace(2, 1, 8, dtype=torch.float64)) @ v.T
+              + 1e-9 * torch.randn(512, 256, dtype=torch.float64)).float()
+    singular, computed_in = exact_singular_values(torch.stack([weight, torch.randn(512, 256)]), criteria.spectral())
+    assert computed_in == ["float64 svd", "float64"]
+    exact = torch.linalg.svdvals(weight.double())
+    assert float(singular[0, -1]) == pytest.approx(float(exact[-1]), rel=1e-4)
+    assert float(snr_from_singular_values(singular[0], 512, 256)["snr"]) == \
+        pytest.approx(float(snr_from_singular_values(exact, 512, 256)["snr"]), rel=1e-4)
+
+
+def test_the_gram_matrix_is_the_symmetric_product_in_both_orientations_and_any_chunking():
+    torch.manual_seed(0)
+    for shape, chunk in [((3, 40, 24), 7), ((2, 24, 40), 5), ((2, 30, 30), 2048)]:
+        weights = torch.randn(*shape)
+        wide = shape[-2] < shape[-1]
+        exact = weights.double() @ weights.double().transpose(-1, -2) if wide else \
+            weights.double().transpose(-1, -2) @ weights.double()
+        for dtype, tolerance in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+            assert torch.allclose(gram_matrix(weights, chunk, dtype).double(), exact, rtol=tolerance, atol=tolerance)
 
 
 def _hard_float32_cases():
@@ -96,9 +114,10 @@ def _hard_float32_cases():
         yield dead
 
 
-def test_float32_error_estimate_bounds_the_real_error_and_the_fast_path_meets_1e4():
-    """On every hard case the estimate is above the real float32 SNR error (so the float64 redo is triggered
-    when it matters), and the fast path lands within 1e-4 of the exact SNR."""
+def test_the_error_estimate_bounds_the_real_error_and_the_scan_meets_1e4():
+    """The SNR's estimate, checked where rounding is large enough to measure (float32 Gram eigenvalues): on every
+    hard case it is above the real error; with float64 rounding (what the scan computes in) every SNR lands within
+    1e-4 of the exact one."""
     worst = 0.0
     for weights in _hard_float32_cases():
         n, m = weights.shape[-2:]
@@ -107,9 +126,9 @@ def test_float32_error_estimate_bounds_the_real_error_and_the_fast_path_meets_1e
         error = (snr_from_singular_values(float32, n, m)["snr"] / exact - 1).abs()
         assert (error <= float32_gram_error(float32, n, m)).all()
         worst = max(worst, float(error.max()))
-        fast = snr_from_singular_values(fast_singular_values(weights)[0], n, m)["snr"]
-        assert ((fast / exact - 1).abs() <= 1e-4).all()
-    assert worst > 1e-2  # float32 alone is far off on some of them: the redo is what keeps 1e-4
+        scanned = snr_from_singular_values(exact_singular_values(weights, criteria.spectral())[0], n, m)["snr"]
+        assert ((scanned / exact - 1).abs() <= 1e-4).all()
+    assert worst > 1e-2  # float32 alone is far off on some of them: the estimate sees it
 
 
 def test_a_value_at_the_threshold_counts_as_a_possible_side_change():

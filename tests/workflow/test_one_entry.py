@@ -1,7 +1,7 @@
-"""A method, a control kind and a task are each one table entry (snrtune.method_registry, snrtune.tasks): with
-only that entry added, the workflow plans their jobs, the resource estimate prices them and the evaluation
-and report read them. The dry run is in-process (snakemake.cli.main), so the registered entries are seen by
-the Snakefile exactly as a new BUILTIN entry would be."""
+"""A method, a selection criterion and a task are each one table entry (snrtune.method_registry, snrtune.criteria,
+snrtune.tasks): with only that entry added, the workflow plans their jobs, the resource estimate prices them and
+the evaluation and report read them. The dry run is in-process (snakemake.cli.main), so the registered entries
+are seen by the Snakefile exactly as a new BUILTIN entry would be."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from snrtune import tasks
+from snrtune import criteria, tasks
+from snrtune.criteria import Criterion
 from snrtune.method_registry import MethodSpec, registered
 from snrtune.workflow.plan import runs, train_resources
 from snrtune.workflow.schema import load_schema, validate_config
@@ -22,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 LORA_WIDE = MethodSpec("lora-wide", selection_kind=None, four_bit=False, is_adapter=True, merge="adapter",
                        label="lora-wide", prepare="snrtune.training.methods:prepare_lora",
                        train_overrides={"lora_r": 64})
-# a new control of an existing kind the workflow did not run before: Spectrum on the lowest-SNR modules
-SPECTRUM_LOWEST = MethodSpec("spectrum-lowest", selection_kind="lowest", four_bit=False, is_adapter=False,
-                             merge="spectrum-delta", label="spectrum-lowest",
-                             prepare="snrtune.training.methods:prepare_spectrum", mirrors="spectrum")
+# a new selection criterion: the largest squared Frobenius norm first (its controls spectrum-frobenius and
+# laser-qlora-frobenius follow from this entry alone)
+FROBENIUS = Criterion("frobenius", lambda singular, n, m: singular.square().sum(-1), "spectrum", "highest",
+                      "Frobenius²", "a made-up criterion of the tests")
 MY_TASK = tasks.TaskSpec("my_qa", 3, "f1", role="target")
 
 
@@ -44,33 +45,71 @@ def dry_run(config: dict, workdir: Path, capsys) -> str:
 def test_a_new_method_control_and_task_are_planned_priced_and_evaluated(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tasks, "_TABLE", {**tasks._TABLE, MY_TASK.name: MY_TASK})
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    config["methods"] = ["spectrum", "spectrum-lowest", "lora-wide"]
+    config["methods"] = ["spectrum", "lora-wide"]
     config["top_percent"] = [25]
+    config["selection"] = {"criteria": ["snr", "frobenius"]}
     config["evaluate"]["tasks"] = [{"name": "my_qa"}, {"name": "snrtune_retention"}]
     config["evaluate"]["include_path"] = None
     config["report"] = {"target_task": "my_qa", "retention_tasks": ["snrtune_retention"]}
-    with registered(LORA_WIDE), registered(SPECTRUM_LOWEST):
+    with registered(LORA_WIDE), criteria.registered(FROBENIUS):
         log = dry_run(config, tmp_path, capsys)
-        # the control's selection comes from `snrtune select --lowest`, its run trains from it
-        assert "--lowest --seed 0" in log and "select/t25-lowest-s0.yaml" in log
-        for run in ("spectrum-t25-s0", "spectrum-lowest-t25-s0", "lora-wide-s0"):
+        # the criterion's selection comes from `snrtune select --criterion frobenius`, its control trains from it
+        assert "--criterion frobenius --seed 0" in log and "select/t25-frobenius-s0.yaml" in log
+        for run in ("spectrum-t25-s0", "spectrum-frobenius-t25-s0", "lora-wide-s0"):
             assert f"runs/{run}" in log and f"eval/{run}.json" in log
-        assert "--method lora-wide" in log and "--method spectrum-lowest" in log
+        assert "--method lora-wide" in log and "--method spectrum-frobenius" in log
         # the task's few-shot count reaches evaluate from the table alone (the config names only the task)
         assert "--tasks my_qa,snrtune_retention" in log
         # priced: a GPU plan from the parameter count the config states
         gpu = validate_config({"models": {"m": {"source": "org/m", "params_b": 8, "device": "cuda"}},
-                                  "methods": ["full", "lora-wide", "spectrum-lowest"], "top_percent": [25]},
-                                 load_schema(ROOT / "workflow/schemas/config.schema.yaml"))
+                               "methods": ["full", "lora-wide", "spectrum"], "top_percent": [25],
+                               "selection": {"criteria": ["snr", "frobenius"]}},
+                              load_schema(ROOT / "workflow/schemas/config.schema.yaml"))
         plans = {run: train_resources(gpu, "m", run, tmp_path / "absent") for run in runs(gpu)}
-        assert set(plans) == {"full-s0", "lora-wide-s0", "spectrum-lowest-t25-s0"}
+        assert set(plans) == {"full-s0", "lora-wide-s0", "spectrum-t25-s0", "spectrum-frobenius-t25-s0"}
         assert all(plan["gpus"] >= 1 and plan["mem_mb"] > 0 for plan in plans.values())
         assert plans["full-s0"]["gpus"] >= plans["lora-wide-s0"]["gpus"]
-        spectrum = train_resources(gpu | {"methods": ["spectrum"]}, "m", "spectrum-t25-s0", tmp_path / "absent")
-        assert plans["spectrum-lowest-t25-s0"] == spectrum  # a control costs what the method it mirrors costs
+        assert plans["spectrum-frobenius-t25-s0"] == plans["spectrum-t25-s0"]  # a control costs what its method costs
 
     from snrtune.evaluation.options import parse_fewshot
     assert parse_fewshot("", ["my_qa"]) == {"my_qa": 3}
+
+
+def test_the_report_compares_a_new_criterion_with_the_snr_selection(tmp_path):
+    """Rendered end to end: the new criterion's control gets its row in the criteria table (its difference against
+    the SNR selection from the comparisons), its selection a place in the overlap heatmap, and the verdict
+    sentence names it."""
+    import pandas as pd
+    import yaml
+
+    from report_fixture import Results, bernoulli
+    from snrtune.report import report
+
+    results = Results(tmp_path / "results")
+    with criteria.registered(FROBENIUS):
+        results.add("m", "base", bernoulli(0.1, 60, 1), seed=None)
+        results.add("m", "spectrum", bernoulli(0.5, 60, 2), t=25, seed=0, kind="snr")
+        results.add("m", "spectrum-frobenius", bernoulli(0.5, 60, 3), t=25, seed=0)
+        for kind, layers in (("snr", (0, 1)), ("frobenius", (1, 2))):
+            modules = [{"name": f"model.layers.{layer}.mlp.up_proj", "type": "mlp.up_proj", "layer": layer}
+                       for layer in layers]
+            (tmp_path / "results" / f"{kind}.yaml").write_text(yaml.safe_dump(
+                {"model": "m", "selection": kind, "seed": None, "top_percent": 25, "modules": modules,
+                 "unfrozen_parameters": ["^model\\."], "trainable_params": 1000, "total_params": 10_000}))
+        out = report.build_report(tmp_path / "results", tmp_path / "report")
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    pair = comparisons[comparisons.variant.isin(["spectrum-t25", "spectrum-frobenius-t25"])
+                       & comparisons.reference.isin(["spectrum-t25", "spectrum-frobenius-t25"])]
+    assert len(pair) == 1  # on the target task
+    sign = 1 if pair.variant.iloc[0] == "spectrum-frobenius-t25" else -1
+    summary = (out / "summary.md").read_text()
+    row = next(line for line in summary.splitlines()
+               if line.startswith("| spectrum-frobenius-t25 | spectrum-t25 | Frobenius² |"))  # the criteria table
+    assert f"| {sign * pair.difference.iloc[0]:+.3g} [" in row
+    sentence = next(line for line in summary.splitlines() if line.startswith("Selection criteria on snrtune_toolcall"))
+    assert "spectrum-frobenius-t25" in sentence
+    assert (out / "criteria_overlap_m_t25.png").is_file()
+    assert "criteria_overlap_m_t25.png" in (out / "report.html").read_text()
 
 
 def _renamed_task(path: Path, old: str, new: str, old_metric: str, new_metric: str) -> None:

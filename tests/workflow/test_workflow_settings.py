@@ -1,4 +1,4 @@
-"""Each method's own settings, the learning-rate sweep and the random controls in the workflow config:
+"""Each method's own settings, the learning-rate sweep and the selection criteria's controls in the workflow config:
 which runs exist, which flags each training job gets, and the DAG Snakemake plans from them."""
 
 from __future__ import annotations
@@ -49,13 +49,34 @@ def test_learning_rate_candidates_make_a_sweep_and_one_candidate_is_the_rate():
 
 
 def test_controls_run_at_their_own_t_values_with_a_seeded_random_selection():
-    config = config_with(methods=["spectrum", "spectrum-random"], top_percent=[25, 50], control_top_percent=[25],
-                         seeds=[0, 1])
+    config = config_with(methods=["spectrum", "full"], top_percent=[25, 50], seeds=[0, 1],
+                         selection={"criteria": ["snr", "random"], "criteria_top_percent": [25]})
     assert runs(config) == ["spectrum-t25-s0", "spectrum-t25-s1", "spectrum-t50-s0", "spectrum-t50-s1",
-                               "spectrum-random-t25-s0", "spectrum-random-t25-s1"]
+                               "spectrum-random-t25-s0", "spectrum-random-t25-s1", "full-s0", "full-s1"]
     assert selection_file("m", "spectrum-random-t25-s1") == "results/m/select/t25-random-s1.yaml"
     assert selection_file("m", "spectrum-t50-s1") == "results/m/select/t50.yaml"
     assert selection_file("m", "full-s1") is None
+    # a control listed in methods runs as well (laser-qlora's are listed, never derived), each run once
+    listed = config_with(methods=["spectrum", "spectrum-random", "laser-qlora", "laser-qlora-kappa"],
+                         top_percent=[25], selection={"criteria": ["snr", "random", "kappa"]})
+    assert runs(listed) == ["spectrum-t25-s0", "spectrum-random-t25-s0", "spectrum-kappa-t25-s0",
+                               "laser-qlora-t25-s0", "laser-qlora-kappa-t25-s0"]
+    assert selection_file("m", "laser-qlora-kappa-t25-s0") == "results/m/select/t25-kappa-s0.yaml"
+
+
+def test_the_shipped_config_runs_todays_methods_and_the_criteria_overlay_every_criterion():
+    """config/config.yaml: the random control at t=25 beside every method (the runs of the DAG before the criteria
+    table); config/criteria.yaml on top: spectrum at t=25 by every criterion."""
+    root = Path(__file__).resolve().parents[2]
+    shipped = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    config = validate_config(shipped, SCHEMA, workflow_dir=root)
+    assert runs(config) == ["spectrum-t25-s0", "spectrum-t50-s0", "spectrum-random-t25-s0", "qlora-s0",
+                               "laser-qlora-t25-s0", "laser-qlora-t50-s0", "lora-s0", "full-s0"]
+    overlay = yaml.safe_load((root / "config" / "criteria.yaml").read_text())
+    study = validate_config({**yaml.safe_load((root / "config" / "config.yaml").read_text()), **overlay}, SCHEMA,
+                               workflow_dir=root)
+    assert runs(study) == ["spectrum-t25-s0"] + [f"spectrum-{c}-t25-s0" for c in
+                                                     ("random", "lowest-snr", "kappa", "alpha", "position")]
 
 
 @pytest.mark.parametrize("train, extra, message", [
@@ -66,7 +87,11 @@ def test_controls_run_at_their_own_t_values_with_a_seeded_random_selection():
     ({"learning_rates": {"lora": [-1]}}, {}, "train.learning_rates.lora"),
     ({"learning_rates": {"lora": [1.0e-3]}, "method_settings": {"lora": {"learning_rate": 2.0e-3}}}, {},
      "in one place"),
-    ({}, {"control_top_percent": [10]}, "control_top_percent"),
+    ({}, {"selection": {"criteria_top_percent": [10]}}, "'selection.criteria_top_percent': \\[10\\] not in top_percent"),
+    ({}, {"control_top_percent": [25]}, "'control_top_percent': renamed; expected selection.criteria_top_percent"),
+    ({}, {"selection": {"criteria": ["random"]}}, "'selection.criteria'"),  # snr is always one of them
+    ({}, {"methods": ["lora"], "selection": {"criteria": ["snr", "kappa"]}},
+     "'selection.criteria': kappa train controls of spectrum, which is not in methods"),
 ])
 def test_bad_method_settings_name_the_key(train, extra, message):
     with pytest.raises(SnrtuneError, match=message):
@@ -74,8 +99,9 @@ def test_bad_method_settings_name_the_key(train, extra, message):
 
 
 def test_dry_run_plans_candidates_pick_and_the_control(tmp_path):
-    config = {"models": {"m": {"source": "org/model"}}, "methods": ["spectrum", "spectrum-random", "lora"],
-              "top_percent": [25, 50], "control_top_percent": [50], "evaluate": {"base": False},
+    config = {"models": {"m": {"source": "org/model"}}, "methods": ["spectrum", "lora"],
+              "selection": {"criteria": ["snr", "random"], "criteria_top_percent": [50]},
+              "top_percent": [25, 50], "evaluate": {"base": False},
               "train": {"learning_rates": {"lora": [1.0e-3, 3.0e-3]}}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -87,7 +113,7 @@ def test_dry_run_plans_candidates_pick_and_the_control(tmp_path):
     counts = job_counts(out)
     assert counts["train_candidate"] == 2 and counts["pick"] == 1 and counts["select_control"] == 1
     assert counts["train"] == 3  # spectrum t25, t50 and its control at t50
-    assert "--top-percent 50 --random --seed 0 --out results/m/select/t50-random-s0.yaml" in out
+    assert "--top-percent 50 --criterion random --seed 0 --out results/m/select/t50-random-s0.yaml" in out
     assert ("snrtune pick results/m/sweep/lora-s0/lr0.001 results/m/sweep/lora-s0/lr0.003 "
             "--out results/m/runs/lora-s0") in out
     assert "--out results/m/sweep/lora-s0/lr0.003" in out and "--set learning_rate=0.003" in out

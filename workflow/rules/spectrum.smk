@@ -51,8 +51,8 @@ rule select:
         "> {log:q} 2>&1"
 
 
-# A control: as many modules per type as the SNR selection at t, chosen by its kind (random with the run's seed,
-# or the lowest-SNR ones).
+# A control: as many modules per type as the SNR selection at t, chosen by the criterion {kind} (snrtune.criteria;
+# random with the run's seed).
 rule select_control:
     input:
         snr=paths.SNR,
@@ -74,5 +74,5 @@ rule select_control:
         ),
         version=VERSION,
     shell:
-        "{params.env}snrtune select {input.snr:q} --top-percent {wildcards.t} --{wildcards.kind} --seed {wildcards.seed} "
+        "{params.env}snrtune select {input.snr:q} --top-percent {wildcards.t} --criterion {wildcards.kind} --seed {wildcards.seed} "
         "--out {output.selection:q} {params.extra} > {log:q} 2>&1"

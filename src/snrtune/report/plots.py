@@ -76,9 +76,9 @@ def snr_heatmap(snr: dict, selection: dict | None, folder: Path, name: str) -> s
                 y, x = grid.index.get_loc(layer), grid.columns.get_loc(mtype)
                 ax.add_patch(plt.Rectangle((x + 0.06, y + 0.06), 0.88, 0.88, fill=False, ec="#ff4f00", lw=2))
         kind = selection.get("selection", "snr")
-        what = {"random": f"random control (seed {selection.get('seed')}) of the top {selection.get('top_percent')}%",
-                "lowest": f"lowest-SNR control of the top {selection.get('top_percent')}%"}.get(
-            kind, f"top {selection.get('top_percent')}%")
+        seed = f" (seed {selection.get('seed')})" if selection.get("seed") is not None else ""
+        what = (f"top {selection.get('top_percent')}%" if kind == "snr" else
+                f"{kind} selection{seed} as large as the top {selection.get('top_percent')}%")
         title = (f"{snr.get('model', '')}: SNR per module, {what} selected "
                  f"(orange boxes, {len(chosen)} modules, {selection.get('trainable_params', 0) / 1e6:.1f}M params)")
     else:
@@ -324,14 +324,12 @@ def write_model_plots(folder: Path, slug: str, agg: pd.DataFrame, cost: pd.DataF
 
 
 def selection_tag(selection: dict) -> str:
-    """``_t25`` for an SNR selection, ``_t25_random-s0`` / ``_t25_lowest`` for a control."""
+    """``_t25`` for an SNR selection, ``_t25_kappa`` for another criterion's, ``_t25_random-s0`` with a seed."""
     t = selection.get("top_percent")
     tag = f"_t{format_t(t)}" if t is not None else f"_b{selection.get('budget_params')}"
     kind = selection.get("selection", "snr")
-    if kind == "random":
-        tag += f"_random-s{selection.get('seed')}"
-    elif kind not in (None, "snr"):
-        tag += f"_{kind}"
+    if kind not in (None, "snr"):
+        tag += f"_{kind}" + (f"-s{selection['seed']}" if selection.get("seed") is not None else "")
     return tag
 
 

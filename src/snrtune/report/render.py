@@ -67,7 +67,8 @@ COMPARISON_NOTE = ("Paired comparisons (difference = method − against, in the 
 SWEEP_NOTE = ("Learning-rate sweep: every candidate trained on the same data and budget; the one with the lowest "
               "final held-out validation loss (never a test score) was merged and evaluated (✓).")
 CI_NOTE = ("Scores: mean over seeds [95% interval], change against the base model in parentheses; best value per "
-           "column in bold among the methods that may be chosen (never a control, never a failed run). Intervals "
+           "column in bold among the methods that may be chosen (never a control, never a failed run; none when "
+           "only one may be). Intervals "
            "from the per-example scores: with two seeds or more about the method (the model's seed-to-seed "
            "variance on the task, pooled over its variants, and the examples both count), with one seed about "
            "the checkpoint; Wilson at the effective number of examples for 0/1 scores, else a t interval "
@@ -112,7 +113,7 @@ def summary_frame(agg: pd.DataFrame, cost: pd.DataFrame, tasks: list[str]) -> tu
             cells[v] = cell
         table[col] = pd.Series(cells)
         ranked = sub[[choosable(v, st) for v, st in zip(sub.index, sub["status"])]]
-        if not ranked.empty:
+        if len(ranked) > 1:  # one method that may be chosen is best of nothing
             best[col] = ranked["score"].idxmax() if hib else ranked["score"].idxmin()
     names = {"trainable_params": "trainable params ↓", "peak_memory_bytes": "peak memory ↓",
              "train_wall_time_s": "train time ↓", "compute_hours": compute_hours(cost)[1].split(" (")[0] + " ↓",
@@ -125,7 +126,7 @@ def summary_frame(agg: pd.DataFrame, cost: pd.DataFrame, tasks: list[str]) -> tu
         table[col] = [fmt(x) if pd.notna(x) else "–" for x in values]
         status = agg.drop_duplicates("variant").set_index("variant")["status"]
         trained = values[[choosable(v, status.get(v)) for v in values.index]].dropna()
-        if not trained.empty:
+        if len(trained) > 1:
             best[col] = trained.idxmax() if key == "tokens_per_s" else trained.idxmin()
     table.index = [labels.get(v, v) for v in order]
     best = {col: labels.get(v, v) for col, v in best.items()}
@@ -177,6 +178,8 @@ def summary_markdown(sections: list[dict], target: str) -> str:
         parts.append(f"## {s['model']}\n\n{answer}\n\n{markdown_table(s['table'], s['best'])}\n")
         if not s["comparisons"].empty:
             parts.append(f"{COMPARISON_NOTE}\n\n{comparison_markdown(s['comparisons'])}\n")
+        if s.get("criteria_md"):  # the selection criteria against the SNR selection (snrtune.report.criteria)
+            parts.append(s["criteria_md"])
         if not s["settings"].empty:
             parts.append(f"{SETTINGS_NOTE}\n\n{markdown_table(s['settings'], {})}\n")
         if not s["sweep"].empty:
@@ -212,6 +215,7 @@ def html_page(sections: list[dict], target: str, folder: Path) -> str:
         if not s["comparisons"].empty:
             comp = (f"<h3>Paired comparisons</h3><p>{html.escape(COMPARISON_NOTE)}</p>"
                     + _html_table(s["comparisons"].set_index("method"), {}, "method"))
+        comp += s.get("criteria_html", "")  # the selection criteria (snrtune.report.criteria)
         for key, title, note in (("settings", "Training settings", SETTINGS_NOTE),
                                  ("sweep", "Learning-rate sweep", SWEEP_NOTE)):
             if not s[key].empty:

@@ -8,6 +8,7 @@ HTML page over the runs — the entry point; the work is split by job:
 - snrtune.report.comparisons: every paired test of a model (snrtune.report.decision: the winner, the secondary
   families, the cost answer; snrtune.report.stats: the statistics);
 - snrtune.report.verdict: one model's verdict; snrtune.report.render: summary.md and report.html;
+- snrtune.report.criteria: the selection criteria against the SNR selection (table, overlap heatmap, sentence);
 - snrtune.report.plots: the figures; snrtune.report.cards: each merged model's card with its scores.
 
 Everything is per model: runs of different models are never pooled as if they were seeds
@@ -25,6 +26,7 @@ from snrtune import arguments
 from snrtune.artifact_names import COMPARISONS_TABLE, REPORT_PAGE, RUNS_TABLE, SCORES_TABLE, SUMMARY
 from snrtune.fileio import Owner, atomic_dir
 from snrtune.errors import SnrtuneError
+from snrtune.report import criteria as report_criteria
 from snrtune.report.cards import write_model_cards
 from snrtune.report.comparisons import comparisons
 from snrtune.report.discovery import collect, discover
@@ -92,6 +94,10 @@ def model_sections(runs: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame, co
                          "margin_rule": results[model].margin_rule,
                          "settings": settings[settings.model == model].drop(columns="model").set_index("method"),
                          "sweep": sweeps[sweeps.model == model].drop(columns="model").set_index("method")})
+        criteria_table = report_criteria.criteria_table(runs, a, c, k, target, retention)
+        criteria_sentence = report_criteria.criteria_verdict(c, target)
+        sections[-1].update(criteria_md=report_criteria.section_markdown(criteria_table, criteria_sentence),
+                            criteria_html=report_criteria.section_html(criteria_table, criteria_sentence))
     return sections
 
 
@@ -160,6 +166,8 @@ def build_report(results_dir: str | Path | None, out: str | Path, target_task: s
             section["images"] += plots.write_candidate_plot(
                 tmp, model_slug(model), candidates[candidates.model == model], target,
                 variant_order(section["agg"].variant), str(model))
+            section["images"] += report_criteria.write_overlap_heatmaps(
+                tmp, model_slug(model), str(model), [s for s in found["selection"] if s.get("model") in (None, model)])
             section["images"] += plots.write_heatmaps(
                 tmp, [s for s in found["snr"] if s.get("model") in (None, model)],
                 [s for s in found["selection"] if s.get("model") in (None, model)])

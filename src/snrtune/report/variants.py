@@ -7,42 +7,44 @@ import math
 
 import numpy as np
 
-from snrtune import method_registry, naming
-
-
-CONTROLS = ("random", "lowest")  # selection controls: as many modules per type as the SNR selection
+from snrtune import criteria, method_registry, naming
 
 
 def selection_kind(run: dict, metrics: dict | None = None) -> str | None:
-    """``snr``, ``random`` or ``lowest`` for a run that trains a selection (None otherwise): from the run
-    identity's ``selection_kind``, the selection summary in metrics.json, the method registry's
-    ``selection_kind``, or a method named like ``spectrum-random``."""
+    """The criterion of a run's selection (snrtune.criteria: ``snr``, ``random``, ``kappa``, …; None for a run
+    without one): from the run identity's ``selection_kind``, the selection summary in metrics.json, the method
+    registry's ``selection_kind``, or ``snr`` for a run with a t value (an older name, ``lowest``, reads as
+    lowest-snr)."""
     kind = run.get("selection_kind") or ((metrics or {}).get("selection") or {}).get("selection")
     spec = method_registry.find(run["method"])
-    if not kind and spec is not None and spec.selection_kind in CONTROLS:
+    if not kind and spec is not None:
         kind = spec.selection_kind
-    if not kind:
-        kind = next((c for c in CONTROLS if run["method"].endswith("-" + c)), None)
     if not kind and run.get("top_percent") is not None:
-        kind = "snr"
-    return kind
+        kind = criteria.REFERENCE
+    return criteria.canonical(kind) if kind else None
 
 
 def variant_of(run: dict, kind: str | None = None) -> str:
     """The method as compared in the report: ``spectrum-t25``, ``spectrum-random-t25``, ``lora``, ``base``
-    (naming.variant_label, with a control's kind after the method label when its method name does not say it)."""
+    (naming.variant_label). A run whose selection's criterion ``kind`` is not its method's (``snrtune train
+    --method spectrum`` on a kappa selection) is labelled as that criterion's control of the method."""
+    spec = method_registry.find(run["method"])
     label = naming.variant_label({**run, "top_percent": None})
-    if kind in CONTROLS and not label.endswith("-" + kind):
-        label = f"{label}-{kind}"
+    if spec is not None and kind and kind != spec.selection_kind and criteria.find(kind):
+        control = method_registry.control(spec.mirrors or spec.name, kind)
+        label = control.label if control else f"{label}-{criteria.canonical(kind)}"
     t = run.get("top_percent")
     return f"{label}-t{naming.format_t(t)}" if t is not None else label
 
 
 def snr_counterpart(variant: str) -> str | None:
-    """``spectrum-random-t25`` → ``spectrum-t25``: the SNR selection a control mirrors."""
-    for kind in CONTROLS:
-        if f"-{kind}-t" in variant or variant.endswith(f"-{kind}"):
-            return variant.replace(f"-{kind}", "", 1)
+    """``spectrum-random-t25`` → ``spectrum-t25``: the SNR selection a control mirrors (by the method registry's
+    controls and their labels); None for a variant that is no control."""
+    for spec in sorted((s for s in map(method_registry.get, method_registry.names()) if s.mirrors),
+                       key=lambda s: len(s.label), reverse=True):
+        rest = variant.removeprefix(spec.label)
+        if rest != variant and (not rest or rest.startswith("-t")):
+            return method_registry.get(spec.mirrors).label + rest
     return None
 
 

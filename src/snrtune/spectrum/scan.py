@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from snrtune import __version__, arguments
+from snrtune import __version__, arguments, criteria
 from snrtune.fileio import OWNER_KEY, Owner, atomic_file, json_safe, open_sibling_log, sibling_refusal, write_json
 from snrtune.errors import SnrtuneError
 from snrtune.fetch.model_check import check_model
@@ -31,7 +31,8 @@ from snrtune.fetch.params import parameter_table
 from snrtune.record import Stopwatch, run_record
 from snrtune.safetensors_header import TensorEntry, checkpoint_tensors
 from snrtune.spectrum.selection_file import load_scan  # noqa: F401 (snr.json's loader, kept importable here)
-from snrtune.spectrum.snr import fast_singular_values, module_type, snr_from_singular_values, svd_singular_values
+from snrtune.spectrum.snr import (exact_singular_values, module_type, one_thread, snr_from_singular_values,
+                                  svd_singular_values)
 
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
@@ -42,9 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", help="HF model directory with safetensors weights (from `snrtune fetch`)")
     parser.add_argument("--out", required=True, help="output snr.json")
     parser.add_argument("--method", choices=["gram", "svd"], default="gram",
-                        help="gram: eigenvalues of the smaller Gram matrix, in float32 with a float64 redo where its error "
-                             "estimate is too large (fast, default); "
-                             "svd: torch.linalg.svdvals (the exact reference computation)")
+                        help="gram: eigenvalues of the smaller Gram matrix in float64, redone by a float64 SVD where "
+                             "a score's error estimate exceeds 1e-4 (fast, default); "
+                             "svd: torch.linalg.svdvals in --precision (the reference computation)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
                         help="dtype the weights are taken in before the spectrum (default float32, as the reference)")
     parser.add_argument("--device", default="cpu", type=arguments.device,
@@ -167,8 +168,11 @@ def load_batch(group: list[Matrix], stored: dict[str, TensorEntry], dtype: torch
     return batch if batch.dtype == dtype else batch.to(dtype)
 
 
-def compute_group(weights: torch.Tensor, method: str, dtype: torch.dtype, device: str) -> list[dict]:
-    """SNR entries for a (B, n, m) batch; non-finite matrices are reported, not ranked."""
+def compute_group(weights: torch.Tensor, method: str, dtype: torch.dtype, device: str, scored=None) -> list[dict]:
+    """Entries for a (B, n, m) batch: the SNR and its parts and every spectral criterion's score (``scored``:
+    default every one in snrtune.criteria), each within 1e-4 of the exact value (gram: see
+    snrtune.spectrum.snr.exact_singular_values); non-finite matrices are reported, not ranked."""
+    scored = criteria.spectral() if scored is None else scored
     n, m = weights.shape[-2:]
     finite = torch.isfinite(weights.flatten(1).sum(1))  # a NaN or inf makes the sum non-finite: one pass, no mask
     for index in torch.nonzero(~finite).flatten().tolist():  # or a huge finite sum: check those exactly
@@ -177,16 +181,19 @@ def compute_group(weights: torch.Tensor, method: str, dtype: torch.dtype, device
     if finite.any():
         good = (weights if bool(finite.all()) else weights[finite]).to(device)  # no copy in the usual case
         if method == "gram":
-            singular, redone = fast_singular_values(good)
-            computed_in = ["float64" if flag else "float32" for flag in redone.tolist()]
+            singular, computed_in = exact_singular_values(good, scored)
         else:
             singular = svd_singular_values(good, dtype)
             computed_in = [str(dtype).removeprefix("torch.")] * good.shape[0]
-        parts = {k: v.double().cpu() for k, v in snr_from_singular_values(singular.double(), n, m).items()}
+        singular = singular.double().cpu()
+        with one_thread():
+            parts = {k: v for k, v in snr_from_singular_values(singular, n, m).items() if k != "sigma"}
+            scores = {c.name: c.function()(singular, n, m).double() for c in scored}
         for j, index in enumerate(torch.nonzero(finite).flatten().tolist()):
-            values = {k: float(v[j]) for k, v in parts.items() if k != "sigma"}
+            values = {k: float(v[j]) for k, v in parts.items()}
             if all(math.isfinite(value) for value in values.values()):
-                results[index] = {"status": "ok", **values, "computed_in": computed_in[j]}
+                own = {name: float(v[j]) if math.isfinite(float(v[j])) else None for name, v in scores.items()}
+                results[index] = {"status": "ok", **values, **own, "computed_in": computed_in[j]}
             else:  # finite weights whose spectrum overflowed (e.g. --method svd in float32 near 3e38)
                 results[index] = {"status": "nonfinite_snr", "computed_in": computed_in[j]}
     return results
@@ -199,10 +206,15 @@ def entry_for(matrix: Matrix, values: dict, to_runtime) -> dict:
     n, m = matrix.matrix_shape
     entry = {"name": matrix.name, "param": to_runtime(matrix.key), "type": kind, "layer": layer, "expert": expert,
              "shape": [n, m], "n_params": 0 if matrix.empty else n * m}
-    for key in ("snr", "s_max", "signal", "noise", "threshold", "computed_in"):
+    for key in ("snr", "s_max", "signal", "noise", "threshold", *score_keys(), "computed_in"):
         entry[key] = values.get(key)
     entry["status"] = values["status"]
     return entry
+
+
+def score_keys() -> tuple[str, ...]:
+    """The snr.json keys of the spectral criteria's scores besides the SNR (kappa, alpha, …)."""
+    return tuple(c.name for c in criteria.spectral() if c.name != "snr")
 
 
 PARTIAL_SUFFIX = ".partial.jsonl"
@@ -276,7 +288,9 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
     matrices, skipped = plan_matrices(shapes)
     dtype = PRECISIONS[precision]
 
-    settings = {"model_dir": str(model_dir.resolve()), "method": method, "precision": precision}
+    scored = criteria.spectral()
+    settings = {"model_dir": str(model_dir.resolve()), "method": method, "precision": precision,
+                "criteria": [c.name for c in scored]}
     done = _load_partial(partial, settings) if resume else {}
     with open_sibling_log(partial, OWNER.sibling(PARTIAL_SUFFIX), settings) as log:
         for (key, index), values in done.items():
@@ -288,7 +302,7 @@ def scan(model_dir: str | os.PathLike, out: str | os.PathLike, method: str = "gr
         with tqdm(total=len(matrices), initial=len(matrices) - len(todo), desc="SNR scan", unit="matrix") as bar:
             for group in batches(todo, batch_mib):
                 weights = load_batch(group, shapes, dtype)
-                for matrix, values in zip(group, compute_group(weights, method, dtype, device)):
+                for matrix, values in zip(group, compute_group(weights, method, dtype, device, scored)):
                     done[(matrix.key, matrix.slice_index)] = values
                     log.write(json.dumps({"key": matrix.key, "slice": matrix.slice_index, "values": values}) + "\n")
                 log.flush()

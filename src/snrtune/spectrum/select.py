@@ -6,9 +6,10 @@ snrtune's own patterns (Python ``re.match`` on ``named_parameters()`` names, dot
 applies them); ``exports.axolotl.unfrozen_parameters`` are the same patterns in axolotl's form (dots left
 unescaped: axolotl escapes them itself). Every selection states its exact trainable-parameter count.
 
-Controls (``--random SEED`` / ``--lowest``): the same number of modules per type as the SNR selection, chosen
-uniformly at random with a seed, or the lowest-SNR ones, so the trainable-parameter count matches the SNR
-selection's; they answer whether choosing by SNR beats choosing as many modules otherwise.
+Other criteria (``--criterion NAME``, snrtune.criteria: random, lowest-snr, kappa, alpha, position, …): per type
+the same number of modules as the SNR selection, ranked by that criterion, so the trainable-parameter count
+matches the SNR selection's; they answer whether choosing by SNR beats choosing as many modules otherwise.
+``--random`` and ``--lowest`` are the older spellings of ``--criterion random`` and ``--criterion lowest-snr``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import random
 import re
 from collections import Counter, defaultdict
 
-from snrtune import __version__
+from snrtune import __version__, criteria
 from snrtune.artifact_names import COMPAT_STATS_SUFFIX
 from snrtune import arguments
 from snrtune.fileio import Owner, atomic_file, mark_line, write_json, write_yaml
@@ -54,12 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include", default="",
                         help="also train these whole: comma-separated from lm_head, embed_tokens")
     control = parser.add_mutually_exclusive_group()
-    control.add_argument("--random", action="store_true",
-                         help="a control: per type as many modules as the SNR selection, chosen uniformly at random "
-                              "with --seed (equal trainable parameters)")
-    control.add_argument("--lowest", action="store_true",
-                         help="a control: per type as many modules as the SNR selection, the lowest-SNR ones")
-    parser.add_argument("--seed", type=arguments.seed, default=0, help="seed of the --random control (default 0)")
+    control.add_argument("--criterion", default=criteria.REFERENCE, type=criterion_name,
+                         help=f"rank modules by this criterion ({', '.join(criteria.names())}; default snr): any "
+                              "other than snr takes per type as many modules as the SNR selection (equal trainable "
+                              "parameters, docs/criteria.md)")
+    control.add_argument("--random", dest="criterion", action="store_const", const="random",
+                         help="the same as --criterion random (an older spelling)")
+    control.add_argument("--lowest", dest="criterion", action="store_const", const="lowest-snr",
+                         help="the same as --criterion lowest-snr (an older spelling)")
+    parser.add_argument("--seed", type=arguments.seed, default=0,
+                        help="seed of a seeded criterion (random; default 0)")
     parser.add_argument("--compat", choices=["spectrum"], default=None,
                         help="spectrum: write the reference spectrum.py YAML line for line (all types, norms by "
                              "layer order, lm_head and embed_tokens always); the counts go to OUT.stats.json")
@@ -73,9 +77,11 @@ def run(args: argparse.Namespace) -> int:
         raise SnrtuneError(f"--types {args.types!r} names no module type; expected e.g. self_attn.q_proj,mlp.up_proj, "
                            f"or leave it out for every per-layer type")
     include = [i.strip() for i in args.include.split(",") if i.strip()]
+    criterion = criteria.get(args.criterion)
     if args.compat == "spectrum":
-        if args.random or args.lowest:
-            raise SnrtuneError("--compat spectrum writes the reference's SNR selection: it takes no --random/--lowest")
+        if criterion.name != criteria.REFERENCE:
+            raise SnrtuneError(f"--compat spectrum writes the reference's SNR selection: it takes no --criterion "
+                               f"{criterion.name}")
         if args.top_percent is None:
             raise SnrtuneError("--compat spectrum needs --top-percent (the reference has no budget mode)")
         text, stats = spectrum_reference_yaml(scan, args.top_percent)
@@ -88,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
         budget = resolve_budget(scan, args.budget_params, args.budget_fraction)
         selection = select(scan, top_percent=args.top_percent, budget_params=budget, types=types, include=include,
                            snr_file=args.snr_json)
-        if args.random or args.lowest:
-            selection = control_selection(scan, selection, "random" if args.random else "lowest", seed=args.seed)
+        if criterion.name != criteria.REFERENCE:
+            selection = criterion_selection(scan, selection, criterion, seed=args.seed)
         write_selection(args.out, selection, force=args.force)
     for note in selection["notes"]:
         print(f"note: {note}")
@@ -97,6 +103,13 @@ def run(args: argparse.Namespace) -> int:
           f"{selection['trainable_params']:,} of {selection['total_params']:,} parameters trainable "
           f"({100 * selection['trainable_fraction']:.2f}%) -> {args.out}")
     return 0
+
+
+def criterion_name(text: str) -> str:
+    """``--criterion``'s value: a registered criterion (or an older name of one), as an argparse type."""
+    if criteria.find(text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(criteria.names())}")
+    return criteria.canonical(text)
 
 
 def check_top_percent(top_percent: float) -> None:
@@ -257,10 +270,15 @@ def select(scan: dict, top_percent: float | None = None, budget_params: int | No
     if not chosen:
         raise SnrtuneError(f"the selection is empty (top_percent={top_percent}, budget={budget_params}): "
                            f"raise --top-percent or the budget")
-    if any(m["expert"] is not None and m["param"] in parameters and len(parameters[m["param"]]) == 3 for m in chosen):
+    if fused_slices(chosen, parameters):
         notes.append("fused 3-D expert tensors are unfrozen whole: selecting one expert slice trains all its experts")
     return selection_record(scan, chosen, notes, top_percent=top_percent, budget_params=budget_params, types=types,
                             snr_file=snr_file)
+
+
+def fused_slices(modules: list[dict], parameters: dict) -> bool:
+    """Some of ``modules`` are expert slices of a fused 3-D tensor (trained whole, all its experts)."""
+    return any(m["expert"] is not None and len(parameters.get(m["param"], [])) == 3 for m in modules)
 
 
 def candidates_by_type(modules: list[dict], types: list[str]) -> dict[str, list[dict]]:
@@ -273,8 +291,9 @@ def candidates_by_type(modules: list[dict], types: list[str]) -> dict[str, list[
 
 
 def selection_record(scan: dict, chosen: list[dict], notes: list[str], top_percent: float | None,
-                     budget_params: int | None, types: list[str], snr_file: str | None) -> dict:
-    """The sel.yaml dict for the ``chosen`` modules: patterns, exact counts, exports."""
+                     budget_params: int | None, types: list[str], snr_file: str | None,
+                     criterion: str = criteria.REFERENCE) -> dict:
+    """The sel.yaml dict for the ``chosen`` modules (by ``criterion``): patterns, exact counts, exports."""
     parameters, tied = scan["parameters"], scan.get("tied", {})
     patterns = patterns_for(chosen, parameters, tied)
     trainable = sum(matched_parameters(patterns, parameters).values())
@@ -284,7 +303,7 @@ def selection_record(scan: dict, chosen: list[dict], notes: list[str], top_perce
     return {
         "snrtune_version": __version__,
         "model": scan.get("model"),
-        "selection": "snr",
+        "selection": criterion,
         "snr_file": str(snr_file) if snr_file else None,
         "top_percent": top_percent,
         "budget_params": budget_params,
@@ -296,50 +315,67 @@ def selection_record(scan: dict, chosen: list[dict], notes: list[str], top_perce
         "total_params": total,
         "trainable_fraction": trainable / total,
         "notes": notes,
-        "exports": {
-            "axolotl": {"unfrozen_parameters": axolotl_patterns(chosen, parameters, tied)},
-            "laser_qlora": {"lora_target_modules": lora_modules},
-            "llama_factory": {"lora_target": ",".join(short_module_name(name) for name in lora_modules)},
-            "peft": {"target_modules": lora_modules},
-        },
+        "exports": exports(criterion, axolotl_patterns(chosen, parameters, tied), lora_modules),
     }
 
 
-def control_selection(scan: dict, reference: dict, kind: str, seed: int = 0) -> dict:
-    """A control for the SNR selection ``reference``: per type, as many modules as it has, chosen uniformly at
-    random with ``seed`` (``kind="random"``) or the lowest-SNR ones (``kind="lowest"``); its included whole
-    matrices (lm_head, embeddings) are kept. The trainable-parameter count must match the reference's within
-    CONTROL_TOLERANCE (exactly when all modules of a type have one shape)."""
-    if kind not in ("random", "lowest"):
-        raise SnrtuneError(f"control {kind!r} unknown: expected random or lowest")
+def exports(criterion: str, axolotl: list[str], lora_modules: list[str]) -> dict:
+    """The selection in other tools' forms, each stating the criterion that chose it (``criterion`` is snrtune's
+    note, not a key of the tool's own configuration)."""
+    return {
+        "axolotl": {"unfrozen_parameters": axolotl, "criterion": criterion},
+        "laser_qlora": {"lora_target_modules": lora_modules, "criterion": criterion},
+        "llama_factory": {"lora_target": ",".join(short_module_name(name) for name in lora_modules),
+                          "criterion": criterion},
+        "peft": {"target_modules": lora_modules, "criterion": criterion},
+    }
+
+
+def criterion_selection(scan: dict, reference: dict, criterion: criteria.Criterion | str, seed: int = 0) -> dict:
+    """The selection of ``criterion`` mirroring the SNR selection ``reference``: per type as many modules as it
+    has, the first in the criterion's ranking (snrtune.criteria.rank_key; ``seed`` for a seeded criterion such as
+    random); its included whole matrices (lm_head, embeddings) are kept. Only modules the scan scored (status ok,
+    not a tied alias) with a finite score under the criterion are ranked. The trainable-parameter count must match
+    the reference's within CONTROL_TOLERANCE (exactly when all modules of a type have one shape); with fused 3-D
+    expert tensors, which are trained whole, a notes line states the difference instead."""
+    criterion = criteria.get(criterion) if isinstance(criterion, str) else criterion
     types = reference["types"]
     counts = Counter(m["type"] for m in reference["modules"] if m["type"] in types and m["layer"] is not None)
     kept = [m for m in reference["modules"] if not (m["type"] in types and m["layer"] is not None)]
-    candidates = candidates_by_type(scan["modules"], types)
-    rng = random.Random(seed)
     chosen = []
     for mtype in sorted(counts):
-        pool = sorted(candidates[mtype], key=lambda m: (m["layer"], m["expert"] or 0, m["name"]))
-        if kind == "random":
-            chosen.extend(rng.sample(pool, counts[mtype]))
-        else:
-            chosen.extend(sorted(pool, key=lambda m: (m["snr"], m["layer"], m["expert"] or 0, m["name"]))[
-                :counts[mtype]])
+        scored = [(criteria.score_of(m, criterion, seed), m) for m in scan["modules"]
+                  if m["type"] == mtype and m.get("status") == "ok" and "tied_to" not in m]
+        if criterion.takes == "spectrum" and scored and all(criterion.key not in m for _, m in scored):
+            raise SnrtuneError(f"the scan has no {criterion.key!r} scores (made by an older snrtune): run "
+                               f"`snrtune scan` again for --criterion {criterion.name}")
+        ranked = sorted(((score, m) for score, m in scored if score is not None),
+                        key=lambda pair: criteria.rank_key(criterion, *pair))
+        if len(ranked) < counts[mtype]:
+            raise SnrtuneError(f"--criterion {criterion.name}: type {mtype!r} has {len(ranked)} modules with a "
+                               f"{criterion.key} score, fewer than the {counts[mtype]} the SNR selection trains")
+        chosen.extend(m for _, m in ranked[:counts[mtype]])
     by_name = {m["name"]: m for m in scan["modules"]}
     chosen += [by_name[m["name"]] for m in kept]
-    what = f"seed {seed}" if kind == "random" else "lowest SNR"
-    notes = [f"control ({what}): per type as many modules as the SNR selection "
+    what = f"{criterion.direction} {criterion.key} first" + (f", seed {seed}" if criterion.seeded else "")
+    notes = [f"criterion {criterion.name} ({what}): per type as many modules as the SNR selection "
              f"({', '.join(f'{t} {n}' for t, n in sorted(counts.items()))})"]
     record = selection_record(scan, chosen, notes, top_percent=reference["top_percent"],
-                              budget_params=reference["budget_params"], types=types, snr_file=reference["snr_file"])
+                              budget_params=reference["budget_params"], types=types, snr_file=reference["snr_file"],
+                              criterion=criterion.name)
     target = reference["trainable_params"]
     if abs(record["trainable_params"] - target) > CONTROL_TOLERANCE * target:
-        raise SnrtuneError(f"the {kind} control trains {record['trainable_params']:,} parameters against the SNR "
-                           f"selection's {target:,}: more than {CONTROL_TOLERANCE:.0%} apart (modules of one type "
-                           "differ in size)")
-    record["selection"] = kind
-    record["seed"] = seed if kind == "random" else None
-    record["mirrors"] = {"selection": "snr", "top_percent": reference["top_percent"],
+        if not fused_slices(chosen, scan["parameters"]):
+            raise SnrtuneError(f"the {criterion.name} selection trains {record['trainable_params']:,} parameters "
+                               f"against the SNR selection's {target:,}: more than {CONTROL_TOLERANCE:.0%} apart "
+                               "(modules of one type differ in size)")
+        record["notes"].append(f"fused 3-D expert tensors are unfrozen whole: it trains "
+                               f"{record['trainable_params']:,} parameters against the SNR selection's {target:,} "
+                               "(the same number of expert slices per type, in other fused tensors)")
+    record["seed"] = seed if criterion.seeded else None
+    for module, entry in zip(chosen, record["modules"]):
+        entry[criterion.key] = criteria.score_of(module, criterion, seed)
+    record["mirrors"] = {"selection": criteria.REFERENCE, "top_percent": reference["top_percent"],
                          "budget_params": reference["budget_params"], "trainable_params": target,
                          "modules": [m["name"] for m in reference["modules"]]}
     return record
@@ -353,8 +389,8 @@ def short_module_name(name: str) -> str:
 
 
 def write_selection(path: str | os.PathLike, selection: dict, force: bool = False) -> None:
-    header = (f"# snrtune selection: {selection['trainable_params']:,} of {selection['total_params']:,} parameters "
-              f"trainable ({100 * selection['trainable_fraction']:.2f}%)\n")
+    header = (f"# snrtune selection by {selection['selection']}: {selection['trainable_params']:,} of "
+              f"{selection['total_params']:,} parameters trainable ({100 * selection['trainable_fraction']:.2f}%)\n")
     write_yaml(path, selection, header=header, owner=Owner("select"), force=force)
 
 
@@ -389,7 +425,7 @@ def spectrum_reference_yaml(scan: dict, top_percent: float) -> tuple[str, dict]:
         notes.append(f"^model.embed_tokens.weight$ alone makes {100 * share:.1f}% of the model trainable"
                      + (" (tied to lm_head)" if scan.get("tied") else ""))
     trainable = sum(matched.values())
-    stats = {"compat": "spectrum", "top_percent": top_percent, "unfrozen_parameters": patterns,
+    stats = {"compat": "spectrum", "criterion": criteria.REFERENCE, "top_percent": top_percent, "unfrozen_parameters": patterns,
              "trainable_params": trainable, "total_params": scan["total_params"],
              "trainable_fraction": trainable / scan["total_params"], "notes": notes}
     return "\n".join(lines) + "\n", stats

@@ -22,7 +22,7 @@ from typing import Any
 
 import jsonschema
 
-from snrtune import method_registry
+from snrtune import criteria, method_registry
 from snrtune.artifact_names import COMPAT_STATS_SUFFIX
 from snrtune.errors import SnrtuneError
 from snrtune.fileio import parse_yaml, read_text
@@ -41,7 +41,7 @@ SELECTION_SCHEMA: dict[str, Any] = {
         "top_percent": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 100},
         "budget_params": {"type": ["integer", "null"], "minimum": 1},
         "model": {"type": ["string", "null"]},
-        "selection": {"enum": ["snr", "random", "lowest"]},
+        "selection": {"type": "string"},  # a criterion of snrtune.criteria: checked in check_selection
         "seed": {"type": ["integer", "null"]},
         "types": {"type": "array", "items": {"type": "string"}},
         "modules": {"type": "array", "items": {"type": "object", "properties": {
@@ -131,7 +131,8 @@ def load_selection(path: str | os.PathLike | None, method: str | None = None) ->
 
 def check_selection(sel: Any, path, method: str | None = None) -> dict:
     """A parsed selection checked against the schema (the fields ``method`` needs included), each pattern, module
-    and target module listed once."""
+    and target module listed once, and its criterion against snrtune.criteria (``lowest``, an older name, reads as
+    lowest-snr)."""
     what = f"selection file {str(path)!r}"
     _validate(sel, selection_schema(method), what)
     lists = {"unfrozen_parameters": sel["unfrozen_parameters"],
@@ -145,6 +146,11 @@ def check_selection(sel: Any, path, method: str | None = None) -> dict:
                 raise SnrtuneError(f"{what}: key '{key}[{index}]' repeats {item!r} (also at [{seen[item]}]); expected "
                                    f"each once (a module listed twice would be trained and counted twice)")
             seen.setdefault(item, index)
+    if "selection" in sel:
+        if criteria.find(sel["selection"]) is None:
+            raise SnrtuneError(f"{what}: key 'selection': {sel['selection']!r} is not one of "
+                               f"{', '.join(criteria.names())}")
+        sel["selection"] = criteria.canonical(sel["selection"])
     return sel
 
 

@@ -11,9 +11,11 @@ Everything here is batched over leading dimensions, so matrices of equal shape a
 
 from __future__ import annotations
 
+import contextlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 
+import threadpoolctl
 import torch
 
 IQR_TO_SIGMA = 1.349
@@ -37,36 +39,78 @@ def module_type(name: str) -> tuple[str, int | None, int | None]:
 
 
 def eigvalsh(gram: torch.Tensor) -> torch.Tensor:
-    """Eigenvalues (ascending) of a batch of symmetric matrices (..., n, n).
+    """Eigenvalues (ascending) of a batch of symmetric matrices (..., n, n) (``per_thread``)."""
+    return per_thread(torch.linalg.eigvalsh, gram)
 
-    On the CPU the batch is split over one thread per core, each running LAPACK single-threaded: for the
-    few-hundred-wide matrices of small models this is about 1.5× faster than one multi-threaded call.
-    """
+
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread inside the block: for many small element-wise operations, which on a busy machine
+    spend far more time spin-waiting for their threads than computing (the α fits: 5× the CPU time on 2)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def per_thread(function, batch: torch.Tensor) -> torch.Tensor:
+    """``function`` (LAPACK or BLAS on a batch of matrices (..., n, m)) with the batch split over one thread per
+    core, each running its library single-threaded: for the few-hundred-wide matrices of small models this is
+    about 1.5× faster than one multi-threaded call, and nothing spin-waits on a busy machine."""
     workers = torch.get_num_threads()
-    flat = gram.reshape(-1, *gram.shape[-2:])
-    if gram.device.type != "cpu" or workers < 2 or flat.shape[0] < 2:
-        return torch.linalg.eigvalsh(gram)
+    flat = batch.reshape(-1, *batch.shape[-2:])
+    if batch.device.type != "cpu":
+        return function(batch)
     parts = flat.chunk(min(workers, flat.shape[0]))
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(len(parts)) as pool:
-            values = list(pool.map(torch.linalg.eigvalsh, parts))
+        with threadpoolctl.threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(len(parts)) as pool:
+            values = list(pool.map(function, parts))
     finally:
         torch.set_num_threads(workers)
-    return torch.cat(values).reshape(gram.shape[:-1])
+    values = torch.cat(values)
+    return values.reshape(*batch.shape[:-2], *values.shape[1:])
 
 
 def gram_matrix(weights: torch.Tensor, row_chunk: int = 2048, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """The smaller Gram matrix of each matrix of a batch (..., n, m), accumulated in ``dtype`` chunk by chunk
-    so memory stays near one matrix."""
+    so memory stays near one matrix. On the CPU each comes from BLAS ``syrk`` (half the work of a matrix
+    product: the float64 Gram costs about what a float32 product does), one matrix per core."""
     if weights.shape[-2] < weights.shape[-1]:
         weights = weights.transpose(-1, -2)
     rows, cols = weights.shape[-2], weights.shape[-1]
+    if weights.device.type == "cpu" and dtype in SYRK:
+        return per_thread(lambda part: _syrk_gram(part, row_chunk, dtype), weights)
     gram = torch.zeros(*weights.shape[:-2], cols, cols, dtype=dtype, device=weights.device)
     for start in range(0, rows, row_chunk):
         chunk = weights[..., start:start + row_chunk, :].to(dtype)
         gram += chunk.transpose(-1, -2) @ chunk
     return gram
+
+
+SYRK = {torch.float64: "dsyrk", torch.float32: "ssyrk"}
+
+
+def _syrk_gram(weights: torch.Tensor, row_chunk: int, dtype: torch.dtype) -> torch.Tensor:
+    """AᵀA of each matrix A of a batch (B, rows, cols) on the CPU: scipy's BLAS ``syrk`` over row chunks (its upper
+    triangle), mirrored into a full matrix."""
+    from scipy.linalg import blas
+
+    syrk = getattr(blas, SYRK[dtype])
+    rows, cols = weights.shape[-2:]
+    out = torch.empty(weights.shape[0], cols, cols, dtype=dtype)
+    for index in range(weights.shape[0]):
+        upper = None
+        for start in range(0, rows, row_chunk):
+            # Aᵀ is a Fortran-ordered array of the chunk (no copy inside the wrapper); trans=0 adds (Aᵀ)(Aᵀ)ᵀ
+            chunk = weights[index, start:start + row_chunk].to(dtype).numpy().T
+            upper = syrk(1.0, chunk, trans=0) if upper is None else syrk(1.0, chunk, beta=1.0, c=upper, trans=0,
+                                                                          overwrite_c=1)
+        gram = torch.from_numpy(upper)
+        out[index] = gram.triu() + gram.triu(1).transpose(0, 1)
+    return out
 
 
 def gram_singular_values(weights: torch.Tensor, row_chunk: int = 2048,
@@ -76,21 +120,26 @@ def gram_singular_values(weights: torch.Tensor, row_chunk: int = 2048,
     return eigvalsh(gram_matrix(weights, row_chunk, dtype)).clamp_min(0).sqrt().flip(-1)
 
 
-def float32_gram_error(singular: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Estimated relative error of the SNR of n×m matrices whose Gram eigenvalues were computed in float32.
+def gram_moves(singular: torch.Tensor, n: int, m: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(moved, rounding) of singular values (..., k) from Gram eigenvalues computed with rounding ``eps``: the
+    estimated move of each value and which values are mostly rounding.
 
-    Rounding moves each eigenvalue by about delta = sqrt(max(n, m))·eps32·S_max², so a singular value s moves by
-    about delta / (s + sqrt(delta)). Values well above sqrt(delta) move at random and their errors add in
-    quadrature; values below 2·sqrt(delta) are mostly rounding, lifted by the clamp at zero, so their moves add
-    up. Each sum (signal, noise) is judged against itself, and S_max's own move counts too. A value that lies
-    within its move (plus the threshold's) of the threshold may change sides, which moves both sums by a whole
-    value: that counts in full.
+    Rounding moves each eigenvalue by about delta = sqrt(max(n, m))·eps·S_max², so a singular value s moves by
+    about delta / (s + sqrt(delta)); values below 2·sqrt(delta) are mostly rounding, lifted by the clamp at zero.
     """
-    eps = torch.finfo(torch.float32).eps
     delta = math.sqrt(max(n, m)) * eps * singular[..., :1] ** 2
     root = delta.sqrt()
-    moved = delta / (singular + root)
-    rounding = singular < 2 * root
+    return torch.where(delta > 0, delta / (singular + root), 0.0), singular < 2 * root  # a zero matrix: exact
+
+
+def snr_error(singular: torch.Tensor, n: int, m: int, moved: torch.Tensor, rounding: torch.Tensor) -> torch.Tensor:
+    """Estimated relative error of the SNR of n×m matrices whose singular values move by ``moved`` (``gram_moves``).
+
+    Values that are not mostly rounding move at random and their errors add in quadrature; the rounding ones'
+    moves add up. Each sum (signal, noise) is judged against itself, and S_max's own move counts too. A value
+    that lies within its move (plus the threshold's) of the threshold may change sides, which moves both sums by
+    a whole value: that counts in full.
+    """
     parts = snr_from_singular_values(singular, n, m)
     threshold = parts["threshold"].unsqueeze(-1)
     tiny = torch.finfo(torch.float64).tiny
@@ -108,30 +157,56 @@ def float32_gram_error(singular: torch.Tensor, n: int, m: int) -> torch.Tensor:
     error = sum_error(above) / signal + torch.where(below.any(-1), sum_error(below) / noise_sum, 0.0)
     error = error + moved[..., 0] / singular[..., 0].clamp_min(tiny)  # the SNR divides by S_max too
     # the threshold is (1 + sqrt(beta)) / 1.349 times the IQR, whose ends move as the values at the quartiles do
-    quartiles = torch.quantile(singular, torch.tensor([0.25, 0.75], dtype=singular.dtype), dim=-1)
-    quartiles_moved = (delta.squeeze(-1) / (quartiles + root.squeeze(-1))).sum(0)
+    # (a quartile lies between two neighbouring values, descending: it moves at most as the more moved of them)
+    last = singular.shape[-1] - 1
+    quartiles_moved = sum(torch.maximum(moved[..., math.floor((1 - q) * last)], moved[..., math.ceil((1 - q) * last)])
+                          for q in (0.25, 0.75))
     threshold_moved = (quartiles_moved * (1 + math.sqrt(min(n, m) / max(n, m))) / IQR_TO_SIGMA).unsqueeze(-1)
     side_change = (singular - threshold).abs() <= moved + threshold_moved
     flips = torch.where(side_change, singular, zero).sum(-1)
-    return error + flips * (1 / torch.minimum(noise_sum, parts["noise"]) + 1 / signal)
+    return error + torch.where(flips > 0, flips * (1 / torch.minimum(noise_sum, parts["noise"]) + 1 / signal), 0.0)
 
 
-def fast_singular_values(weights: torch.Tensor, tolerance: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
-    """(singular values, redone) of a batch: Gram eigenvalues in float32 (about 3× faster than an SVD on a CPU),
-    redone in float64 for the matrices whose estimated SNR error exceeds ``tolerance`` (see
-    ``float32_gram_error``; on every test matrix the real error is well below the estimate) and for those whose
-    squares overflow float32; ``redone`` marks those."""
-    gram = gram_matrix(weights, dtype=torch.float32)
-    overflow = ~torch.isfinite(gram.flatten(-2).sum(-1))
-    gram[overflow] = 0  # a placeholder: redone in float64 below
-    singular = eigvalsh(gram).clamp_min(0).sqrt().flip(-1).double()
-    del gram
-    suspect = overflow | ~(float32_gram_error(singular, *weights.shape[-2:]) <= tolerance)
-    if suspect.all():  # no indexing copy of the whole batch
-        singular = gram_singular_values(weights, dtype=torch.float64)
-    elif suspect.any():
-        singular[suspect] = gram_singular_values(weights[suspect], dtype=torch.float64)
-    return singular, suspect
+TOLERANCE = 1e-4  # every score of a matrix is computed to this relative error of the exact one
+TIERS = ("float64", "float64 svd")  # a matrix's ``computed_in``
+
+
+def spectral_errors(singular: torch.Tensor, n: int, m: int, criteria, moves) -> dict[str, torch.Tensor]:
+    """{criterion name: estimated relative error of its score} under the move model ``moves`` (a pair from
+    ``gram_moves``); a criterion without an error estimate counts as unresolved (inf): it takes the SVD."""
+    moved, rounding = moves
+    errors = {}
+    with one_thread():
+        for criterion in criteria:
+            estimate = criterion.function("error")
+            errors[criterion.name] = (estimate(singular, n, m, moved, rounding) if estimate is not None
+                                      else torch.full(singular.shape[:-1], math.inf, dtype=singular.dtype))
+    return errors
+
+
+def _over(errors: dict[str, torch.Tensor], tolerance: float) -> torch.Tensor:
+    """Matrices with any estimate above ``tolerance`` (NaN counts as above)."""
+    flags = [~(error <= tolerance) for error in errors.values()]
+    return torch.stack(flags).any(0) if flags else torch.zeros(0, dtype=torch.bool)
+
+
+def exact_singular_values(weights: torch.Tensor, criteria, tolerance: float = TOLERANCE
+                          ) -> tuple[torch.Tensor, list[str]]:
+    """(singular values float64, computed_in per matrix) of a batch, each within what every criterion's score
+    needs to be within ``tolerance`` of the exact one (docs/snr.md, "Precision"): float64 Gram eigenvalues, redone
+    by a float64 SVD (``torch.linalg.svdvals``, the reference computation) for the matrices where some criterion's
+    estimate (``criterion.error`` under ``gram_moves`` at float64 rounding) exceeds ``tolerance``.
+
+    (Float32 Gram eigenvalues would do for the SNR of two matrices in three, but κ needs σ_min, which they resolve
+    only for κ ≲ 5: on SmolLM2 6 of 211 matrices would pass every estimate in float32.)
+    """
+    n, m = weights.shape[-2:]
+    singular = gram_singular_values(weights, dtype=torch.float64)
+    moves = gram_moves(singular, n, m, torch.finfo(torch.float64).eps)
+    svd = torch.nonzero(_over(spectral_errors(singular, n, m, criteria, moves), tolerance)).flatten()
+    if len(svd):
+        singular[svd] = per_thread(torch.linalg.svdvals, weights[svd].double())
+    return singular, [TIERS[1] if i in set(svd.tolist()) else TIERS[0] for i in range(weights.shape[0])]
 
 
 def svd_singular_values(weights: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

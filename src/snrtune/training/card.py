@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 import snrtune
+from snrtune import criteria
 
 LIBRARY = "transformers"
 
@@ -67,9 +68,11 @@ def selection_lines(metrics: dict) -> list[str]:
         amount = f"the top {sel['top_percent']:g} % of the modules of each type"
     else:
         amount = f"a budget of {_count(sel.get('budget_params'))} parameters"
-    kind = sel.get("selection") or "snr"
+    kind = criteria.canonical(sel.get("selection") or criteria.REFERENCE)
+    criterion = criteria.find(kind)
     how = {"snr": "ranked by SNR", "random": f"chosen at random (seed {sel.get('seed')}), as many per type as the "
-                                            "SNR selection", "lowest": "the lowest-SNR ones"}.get(kind, kind)
+                                            "SNR selection"}.get(kind) or (
+        f"the {criterion.direction} by {criterion.label}, as many per type as the SNR selection" if criterion else kind)
     modules = sel.get("target_modules") or sel.get("unfrozen_parameters") or []
     lines = [f"- selection: {amount}, {how}" + (f"; criterion {sel['criterion']}" if sel.get("criterion") else ""),
              f"- selection kind: {kind}", f"- modules: {len(modules)}"]

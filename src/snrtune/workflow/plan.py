@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 import yaml
 from snrtune import hub
-from snrtune import method_registry
+from snrtune import criteria, method_registry
 from snrtune.errors import SnrtuneError
 from snrtune.model_dir import PARAMS_FILE
 from snrtune.naming import BASE_RUN, parse_run, run_name
@@ -15,18 +15,31 @@ from snrtune.workflow import paths
 
 
 def top_percents(config: dict, method: str) -> list:
-    """The t values of ``method``'s runs: [None] without a selection; controls at control_top_percent if set."""
+    """The t values of ``method``'s runs: [None] without a selection; controls at selection.criteria_top_percent
+    if set."""
     spec = method_registry.get(method)
     if not spec.needs_selection:
         return [None]
-    if spec.mirrors and config["control_top_percent"] is not None:
-        return list(config["control_top_percent"])
+    if spec.mirrors and config["selection"]["criteria_top_percent"] is not None:
+        return list(config["selection"]["criteria_top_percent"])
     return list(config["top_percent"])
+
+
+def trained_methods(config: dict) -> list[str]:
+    """The methods the config trains: ``methods``, each followed by its controls of ``selection.criteria``
+    (spectrum-CRITERION for each criterion beyond snr, when spectrum is listed), each once."""
+    out: list[str] = []
+    for method in config["methods"]:
+        out.append(method)
+        if method == "spectrum":
+            out += [method_registry.control(method, c).name for c in config["selection"]["criteria"]
+                    if c != criteria.REFERENCE]
+    return list(dict.fromkeys(out))
 
 
 def runs(config: dict) -> list[str]:
     """Every training run the config asks for: method × t (selection methods only) × seed (snrtune.naming)."""
-    return [run_name(method, t, seed) for method in config["methods"] for t in top_percents(config, method)
+    return [run_name(method, t, seed) for method in trained_methods(config) for t in top_percents(config, method)
             for seed in config["seeds"]]
 
 

@@ -5,7 +5,7 @@ import copy
 from pathlib import Path
 import jsonschema
 import yaml
-from snrtune import method_registry
+from snrtune import criteria, method_registry
 from snrtune.errors import SnrtuneError
 from snrtune.training import settings as training_settings
 from snrtune.workflow.plan import LORA_SHAPE
@@ -47,6 +47,9 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
     ``workflow_dir`` (the repository), so a run directory elsewhere can use config/train-*.yaml.
     Raises SnrtuneError with one line naming the first bad key.
     """
+    if "control_top_percent" in config:
+        raise SnrtuneError("config key 'control_top_percent': renamed; expected selection.criteria_top_percent "
+                           "(docs/workflow.md)")
     errors = sorted(_defaults_filling_validator(schema).iter_errors(config),
                     key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
@@ -55,6 +58,7 @@ def validate_config(config: dict, schema: dict, workflow_dir: str | Path | None 
     if with_t and not config["top_percent"]:
         raise SnrtuneError(f"config key 'top_percent': methods {' and '.join(with_t)} need at least one t value")
     check_method_settings(config)
+    check_criteria(config)
     check_eval_batch_size(config)
     check_report(config)
     check_evaluate(config)
@@ -122,6 +126,7 @@ def load_schema(path: str | Path) -> dict:
     defs["method"] = {"enum": list(method_registry.names())}
     defs["method_or_all"] = {"enum": ["all", *method_registry.names()]}
     defs["rank_reference"] = {"enum": list(method_registry.rank_references())}
+    defs["criterion"] = {"enum": list(criteria.names())}
     defs["method_settings"] = setting_views.method_settings_schema()
     defs["learning_rate"] = setting_views.learning_rate_schema()
     schema["properties"]["methods"]["default"] = list(method_registry.default_methods())
@@ -155,10 +160,19 @@ def check_method_settings(config: dict) -> None:
             raise SnrtuneError(f"config key 'train.method_settings.{method}': {method} matches {reference}'s "
                                f"parameter count and LoRA scale, so it takes {', '.join(LORA_SHAPE)} from "
                                f"train.method_settings.{reference}; expected none of them here")
-    extra = [t for t in config["control_top_percent"] or [] if t not in config["top_percent"]]
+    extra = [t for t in config["selection"]["criteria_top_percent"] or [] if t not in config["top_percent"]]
     if extra:
-        raise SnrtuneError(f"config key 'control_top_percent': {extra} not in top_percent {config['top_percent']}; "
-                           "a control is compared with the SNR selection at the same t")
+        raise SnrtuneError(f"config key 'selection.criteria_top_percent': {extra} not in top_percent "
+                           f"{config['top_percent']}; a control is compared with the SNR selection at the same t")
+
+
+def check_criteria(config: dict) -> None:
+    """``selection.criteria`` beyond snr trains controls of spectrum: spectrum must be among the methods."""
+    others = [c for c in config["selection"]["criteria"] if c != criteria.REFERENCE]
+    if others and "spectrum" not in config["methods"]:
+        raise SnrtuneError(f"config key 'selection.criteria': {', '.join(others)} train controls of spectrum, which "
+                           f"is not in methods ({', '.join(config['methods'])}); expected spectrum in methods, or "
+                           "criteria: [snr]")
 
 
 def check_report(config: dict) -> None:
