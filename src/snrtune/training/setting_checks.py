@@ -53,7 +53,7 @@ def integer(minimum: int, maximum: int | None = None) -> Check:
 
 
 def number(minimum: float, maximum: float | None = None, low_open: bool = False, high_open: bool = True,
-           words: str | None = None) -> Check:
+           words: str | None = None, too_high: str | None = None) -> Check:
     lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
     text = words or (f"number in {lo}{minimum:g}, {maximum:g}{hi}" if maximum is not None
                      else f"number {'>' if low_open else '>='} {minimum:g}")
@@ -65,9 +65,11 @@ def number(minimum: float, maximum: float | None = None, low_open: bool = False,
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise Invalid(expected)
         value = float(value)
-        too_low = value <= minimum if low_open else value < minimum
-        too_high = maximum is not None and (value >= maximum if high_open else value > maximum)
-        if too_low or too_high:
+        low = value <= minimum if low_open else value < minimum
+        high = maximum is not None and (value >= maximum if high_open else value > maximum)
+        if high and too_high:
+            raise Invalid(f"expected {too_high}")
+        if low or high:
             raise Invalid(expected)
         return value
 
@@ -78,8 +80,18 @@ def number(minimum: float, maximum: float | None = None, low_open: bool = False,
     return Check(parse, text, schema)
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def positive() -> Check:
     return number(0, low_open=True, words="positive number")
+
+
+def positive_float32() -> Check:
+    """A positive number that float32 can hold: torch's optimizers keep it in a float32 tensor (a larger one ends
+    in a traceback inside Adam's step)."""
+    return number(0, FLOAT32_MAX, low_open=True, high_open=False, words="positive number",
+                  too_high=f"a number at most {FLOAT32_MAX:.3g} (float32's largest: the optimizer's tensors hold it)")
 
 
 def _boolean(value):

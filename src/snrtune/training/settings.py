@@ -34,7 +34,7 @@ import yaml
 from snrtune.errors import SnrtuneError
 from snrtune.training.setting_checks import (BOOLEAN, DDP_BACKEND, DEEPSPEED, FSDP, OPTIMIZER, PATH_OR_MAPPING,
                                              REPORT_TO, SCHEDULER, TEXT, Check, Invalid, choice, integer, number,
-                                             optional, positive, shown)
+                                             optional, positive, positive_float32, shown)
 
 
 DEFAULTS = "src/snrtune/data/train_defaults.yaml"
@@ -55,7 +55,8 @@ class TrainingSettings:
     accumulation 4, 2 epochs."""
 
     learning_rate: float = setting(
-        2.0e-4, positive(), "peak learning rate (the seed walk-through's)", per_method=True, section="optimisation")
+        2.0e-4, positive_float32(), "peak learning rate (the seed walk-through's); at most float32's largest, 3.4e38",
+        per_method=True, section="optimisation")
     lr_scheduler_type: str = setting(
         "cosine", SCHEDULER, "any transformers scheduler name: cosine, linear, constant, …")
     warmup_steps: int = setting(100, integer(0), "optimizer steps of learning-rate warm-up")
