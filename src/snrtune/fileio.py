@@ -155,11 +155,6 @@ def _relation(target: Path, other: Path) -> str | None:
     return None
 
 
-def written_by_snrtune(path: str | os.PathLike) -> bool:
-    """Whether directory ``path`` was written by a snrtune step (it holds the output marker)."""
-    return (Path(path) / OUTPUT_MARKER).is_file()
-
-
 def refusal(out: str | os.PathLike, kind: str = "dir", flag: str = "--out", owner: Owner | None = None,
             force: bool = False) -> str | None:
     """Why writing the output ``out`` (a "dir" or a "file") as ``owner``'s output would remove what snrtune did not

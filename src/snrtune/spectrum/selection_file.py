@@ -164,6 +164,14 @@ def check_selection_kind(sel: dict, path, method: str) -> None:
                            f"a {wanted!r} selection; expected a selection of its kind")
 
 
+def pattern_hits(pattern: str, parameters: dict[str, list[int]], tied: dict[str, str]) -> set[str]:
+    """The parameters (their canonical names: a tied alias counts as its target) whose runtime name ``pattern``
+    matches (``re.match``, as training applies it)."""
+    regex = re.compile(pattern)
+    names = list(parameters) + [alias for alias in tied if alias not in parameters]
+    return {tied.get(name, name) for name in names if regex.match(name)}
+
+
 def check_selection_fits(sel: dict, path, method: str, parameters: dict[str, list[int]], tied: dict[str, str],
                          allow_every_parameter: bool = False) -> None:
     """Before the model loads, a selection against the model's runtime parameters (``parameters``: name → shape,
@@ -176,8 +184,7 @@ def check_selection_fits(sel: dict, path, method: str, parameters: dict[str, lis
     names = list(parameters) + [alias for alias in tied if alias not in parameters]
     matched: set[str] = set()
     for index, pattern in enumerate(sel["unfrozen_parameters"]):
-        regex = re.compile(pattern)
-        hits = {tied.get(name, name) for name in names if regex.match(name)}
+        hits = pattern_hits(pattern, parameters, tied)
         if not hits:
             raise SnrtuneError(f"{what}: key 'unfrozen_parameters[{index}]': {pattern!r} matches no parameter of the "
                                f"model (e.g. {names[0]!r}); expected patterns for its named_parameters() names")

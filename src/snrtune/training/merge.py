@@ -28,7 +28,7 @@ from snrtune.fetch.params import parameter_table
 from snrtune.model_dir import (MODEL_FILES, SOURCE_FILE, TOKENIZER_CONFIG, WEIGHT_DTYPES, check_run_dir,
                                load_source_info, read_json_file, weights_fingerprint)
 from snrtune.safetensors_header import read_safetensors_header
-from snrtune.spectrum.selection_file import load_selection
+from snrtune.spectrum.selection_file import load_selection, pattern_hits
 from snrtune.training.card import write_card
 
 
@@ -189,8 +189,6 @@ def check_adapter(run_dir: Path, table: dict) -> None:
 def check_delta(run_dir: Path, table: dict, selection: dict | None) -> None:
     """Before any model loads: every tensor of spectrum_delta.safetensors is a float parameter of the base of the same
     shape (its runtime name), and with the run's selection copy, the delta holds exactly what its patterns match."""
-    import re
-
     path = run_dir / DELTA_FILE
     header, _ = read_safetensors_header(path)
     parameters, tied = table["parameters"], table["tied"]
@@ -205,9 +203,7 @@ def check_delta(run_dir: Path, table: dict, selection: dict | None) -> None:
             found = "is not a parameter of the base" if want is None else f"is {list(entry.shape)}, the base's {want}"
             raise SnrtuneError(f"{str(path)!r}: tensor {key!r} {found}; expected the model the run was trained from")
     if selection is not None:
-        patterns = [re.compile(p) for p in selection["unfrozen_parameters"]]
-        names = list(parameters) + list(tied)
-        expected = {tied.get(n, n) for n in names if any(p.match(n) for p in patterns)}
+        expected = set().union(*(pattern_hits(p, parameters, tied) for p in selection["unfrozen_parameters"]))
         have = {tied.get(k, k) for k in header}
         if have != expected:
             lacking = sorted(expected - have)
