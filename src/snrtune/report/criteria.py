@@ -16,7 +16,7 @@ import pandas as pd
 
 from snrtune import criteria
 from snrtune import tasks as tasks_table
-from snrtune.report.render import _fmt, _html_table, _human, _p, markdown_table
+from snrtune.report.render import _fmt, _html_table, _human, _p, level_suffix, markdown_table
 from snrtune.report.variants import snr_counterpart
 
 NOTE = ("Selection criteria: Spectrum (and laser-QLoRA) trained on the modules each criterion ranks first, as many "
@@ -114,9 +114,7 @@ def _interval(row) -> str:
     """`` [low, high]`` of a comparison row, with its level when not 95 %; `` (untested)`` without one."""
     if math.isnan(row.ci_low):
         return " (untested)"
-    confidence = getattr(row, "confidence", 0.95)
-    level = "" if round(confidence, 4) == 0.95 else f" ({100 * confidence:.3g}%)"
-    return f" [{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]{level}"
+    return f" [{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]{level_suffix(getattr(row, 'confidence', 0.95))}"
 
 
 def criteria_verdict(comp: pd.DataFrame, target: str) -> str | None:

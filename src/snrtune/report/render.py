@@ -24,6 +24,14 @@ def _fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) >= 1000 or small else f"{value:.{digits}f}"
 
 
+def level_suffix(confidence: float, joiner: str = "") -> str:
+    """An interval's level beside it when it is not the default 95 % (a corrected family's): `` (99%)``, or with
+    ``joiner="at"`` `` at 99%``."""
+    if round(confidence, 4) == 0.95:
+        return ""
+    return f" at {100 * confidence:.3g}%" if joiner == "at" else f" ({100 * confidence:.3g}%)"
+
+
 def _human(n: float) -> str:
     if n is None or (isinstance(n, float) and math.isnan(n)):
         return "–"
@@ -139,7 +147,7 @@ def comparison_frame(comp: pd.DataFrame) -> pd.DataFrame:
     0.8 (both at the row's level)."""
     rows = []
     for r in comp.itertuples():
-        level = "" if round(r.confidence, 4) == 0.95 else f" ({100 * r.confidence:.3g}%)"
+        level = level_suffix(r.confidence)
         if r.family.startswith("cost"):
             outcome = f"shown within {_fmt(r.margin)}" if r.significant else f"not shown within {_fmt(r.margin)}"
         else:

@@ -15,7 +15,7 @@ from snrtune.errors import SnrtuneError
 from snrtune.report.comparisons import ModelResult
 from snrtune.report.cost import FAILED, compute_hours, peak_memory
 from snrtune.report.decision import CONTROL, GAIN, MARGIN, PRIMARY, cheapest
-from snrtune.report.render import _fmt, _human, _needed
+from snrtune.report.render import _fmt, _human, _needed, level_suffix
 
 MAX_LINES = 6
 
@@ -46,8 +46,7 @@ def _interval(r) -> str:
 
 def _diff(row) -> str:
     """'+0.083 [0.021, 0.145]' with the row's interval (its family's level)."""
-    level = "" if round(row.confidence, 4) == 0.95 else f" at {100 * row.confidence:.3g}%"
-    return f"{row.difference:+.3g} [{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]{level}"
+    return f"{row.difference:+.3g} [{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]{level_suffix(row.confidence, 'at')}"
 
 
 def _budgets_differ(trained: pd.DataFrame) -> str | None:
