@@ -119,6 +119,15 @@ def read_safetensors_header(file: str | os.PathLike) -> tuple[dict[str, TensorEn
 PLAIN_DTYPES = ("F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL")
 
 
+def torch_dtypes() -> dict:
+    """PLAIN_DTYPES as torch dtypes, for reading a tensor's bytes from its offsets (imports torch)."""
+    import torch
+
+    return {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+            "BOOL": torch.bool}
+
+
 def checkpoint_tensors(files: Iterable[str | os.PathLike]) -> dict[str, TensorEntry]:
     """Every tensor of a checkpoint's files stored in a PLAIN_DTYPES dtype, read from the headers only: the
     checkpoint keys fetch records its parameter table for, and the tensors scan reads."""

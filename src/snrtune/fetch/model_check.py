@@ -25,9 +25,10 @@ from collections import Counter
 from pathlib import Path
 
 from snrtune.errors import SnrtuneError
-from snrtune.model_dir import CONFIG_FILE, TOKENIZER_CONFIG, TOKENIZER_FILES, check_model_dir, weight_files
+from snrtune.model_dir import (CONFIG_FILE, TOKENIZER_CONFIG, TOKENIZER_FILES, WEIGHT_DTYPES, check_model_dir,
+                               weight_files)
 from snrtune.fetch.params import parameter_table
-from snrtune.safetensors_header import read_safetensors_header
+from snrtune.safetensors_header import read_safetensors_header, torch_dtypes
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 SHOWN = 3  # names shown per kind of mismatch
@@ -156,7 +157,7 @@ def first_nonfinite(model_dir: str | os.PathLike) -> tuple[Path, str, str] | Non
     weight once, a tensor at a time in slices of at most 64 MiB (the offsets from the safetensors header)."""
     import torch
 
-    floats = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+    floats = {name: dtype for name, dtype in torch_dtypes().items() if name in WEIGHT_DTYPES}
     chunk = 64 << 20
     for file in weight_files(model_dir):
         header, _ = read_safetensors_header(file)

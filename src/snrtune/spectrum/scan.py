@@ -29,7 +29,7 @@ from snrtune.model_dir import load_source_info, weight_files
 from snrtune.naming import module_name
 from snrtune.fetch.params import parameter_table
 from snrtune.record import Stopwatch, run_record
-from snrtune.safetensors_header import TensorEntry, checkpoint_tensors
+from snrtune.safetensors_header import TensorEntry, checkpoint_tensors, torch_dtypes
 from snrtune.spectrum.selection_file import load_scan  # noqa: F401 (snr.json's loader, kept importable here)
 from snrtune.spectrum.snr import (exact_singular_values, module_type, one_thread, snr_from_singular_values,
                                   svd_singular_values)
@@ -100,10 +100,7 @@ class Matrix:
         return math.prod(self.shape) == 0
 
 
-# safetensors' plain dtypes (snrtune.safetensors_header.PLAIN_DTYPES) as torch dtypes
-TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                "U8": torch.uint8, "BOOL": torch.bool}
+TORCH_DTYPES = torch_dtypes()  # safetensors' plain dtypes as torch dtypes
 
 
 def runtime_names(table: dict | None):
